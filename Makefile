@@ -1,0 +1,15 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   - set up .venv and run the demo pipeline (synthetic data, local dask, CPU)
+#   make test   - set up .venv and run the test suite
+.PHONY: setup demo test test-all clean-demo
+VENV := .venv
+setup:
+	@scripts/setup.sh
+demo: setup
+	$(VENV)/bin/reidaug run configs/demo.yaml
+test: setup
+	$(VENV)/bin/python -m pytest -q tests
+test-all: setup
+	$(VENV)/bin/python -m pytest -q -m "" tests
+clean-demo:
+	rm -rf workspace/demo

@@ -1,0 +1,1 @@
+"""Bundled pipeline YAMLs (importable as reidaug.configs so installed copies find them)."""

@@ -1,0 +1,175 @@
+"""The content-addressed stage cache.
+
+Layout under a workspace::
+
+    <workspace>/cache/<stage>/<key[:2]>/<key>/            a finished entry
+        meta.json                                        params, versions, timings, chunk count
+        chunks/00000.h5 ...                              one file per chunk
+        <other outputs written by finalize>
+    <workspace>/cache/<stage>/<key[:2]>/<key>.partial/   the same, while being computed
+        plan.json                                        chunk count and key material
+
+A chunk file that exists is a finished chunk (it was written under a temp name and moved
+into place). An entry whose ``meta.json`` is missing or unreadable is moved aside to
+``<key>.corrupt-<n>`` with a warning and recomputed; it never crashes a run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from reidaug.pipeline.atomic import is_temp_name, write_json
+from reidaug.pipeline.context import CHUNK_DIR, chunk_name
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+PLAN = "plan.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryState:
+    status: str  # "cached" | "partial" | "missing"
+    done: int = 0  # finished chunks
+    total: int | None = None  # planned chunks (None when never planned)
+    meta: dict[str, Any] | None = None
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+class Cache:
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = Path(workspace)
+        self.root = self.workspace / "cache"
+
+    # -- paths -------------------------------------------------------------------------------
+    def entry_dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / key[:2] / key
+
+    def partial_dir(self, stage: str, key: str) -> Path:
+        return self.root / stage / key[:2] / f"{key}.partial"
+
+    # -- state -------------------------------------------------------------------------------
+    def load_meta(self, stage: str, key: str) -> dict[str, Any] | None:
+        """``meta.json`` of a finished entry; None when absent. A corrupt entry is set aside."""
+        entry = self.entry_dir(stage, key)
+        if not entry.is_dir():
+            return None
+        meta = _read_json(entry / META)
+        if meta is None or meta.get("key") != key:
+            aside = self._set_aside(entry)
+            log.warning(
+                "cache entry %s is corrupted (meta.json missing, unreadable or for another key); "
+                "moved it to %s and will recompute it", entry, aside.name,
+            )
+            return None
+        return meta
+
+    def _set_aside(self, entry: Path) -> Path:
+        n = 0
+        while (aside := entry.with_name(f"{entry.name}.corrupt-{n}")).exists():
+            n += 1
+        os.replace(entry, aside)
+        return aside
+
+    def done_chunks(self, stage: str, key: str) -> set[int]:
+        chunks = self.partial_dir(stage, key) / CHUNK_DIR
+        if not chunks.is_dir():
+            return set()
+        done = set()
+        for name in os.listdir(chunks):
+            if is_temp_name(name):
+                continue  # a chunk a killed run was writing: not finished
+            stem, _, _suffix = name.partition(".")
+            if stem.isdigit():
+                done.add(int(stem))
+        return done
+
+    def read_plan(self, stage: str, key: str) -> dict[str, Any] | None:
+        return _read_json(self.partial_dir(stage, key) / PLAN)
+
+    def state(self, stage: str, key: str) -> EntryState:
+        meta = self.load_meta(stage, key)
+        if meta is not None:
+            n = int(meta.get("num_chunks", 0))
+            return EntryState("cached", n, n, meta)
+        partial = self.partial_dir(stage, key)
+        if partial.is_dir():
+            plan = self.read_plan(stage, key) or {}
+            total = plan.get("num_chunks")
+            done = self.done_chunks(stage, key)
+            if total is not None:
+                done = {i for i in done if i < total}
+            return EntryState("partial", len(done), total)
+        return EntryState("missing")
+
+    # -- writes ------------------------------------------------------------------------------
+    def begin(self, stage: str, key: str, plan: dict[str, Any], fresh: bool = False) -> Path:
+        """Create (or reuse) the partial folder and record the plan. ``fresh`` drops old chunks."""
+        partial = self.partial_dir(stage, key)
+        if fresh and partial.exists():
+            shutil.rmtree(partial)  # a partial folder is never an output
+        (partial / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+        old = self.read_plan(stage, key)
+        if old is not None and old.get("num_chunks") != plan.get("num_chunks"):
+            log.warning(
+                "stage %s: the plan changed from %s to %s chunks under the same key; "
+                "starting the partial entry afresh", stage, old.get("num_chunks"), plan.get("num_chunks"),
+            )
+            shutil.rmtree(partial)
+            (partial / CHUNK_DIR).mkdir(parents=True)
+        write_json(partial / PLAN, plan)
+        return partial
+
+    def commit(self, stage: str, key: str, meta: dict[str, Any]) -> Path:
+        """Write meta.json into the partial folder and move it into place in one rename."""
+        partial = self.partial_dir(stage, key)
+        final = self.entry_dir(stage, key)
+        write_json(partial / META, meta)
+        (partial / PLAN).unlink(missing_ok=True)
+        old = None
+        if final.exists():  # --force: keep the old entry until the new one is in place
+            old = final.with_name(f"{final.name}.old-{os.getpid()}-{int(time.time())}")
+            os.replace(final, old)
+        os.replace(partial, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    # -- listing -----------------------------------------------------------------------------
+    def iter_entries(self) -> Iterator[tuple[str, str, Path, str]]:
+        """Yield (stage, key, path, kind) for every entry; kind = cached|partial|corrupt|stale."""
+        if not self.root.is_dir():
+            return
+        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for prefix in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+                for entry in sorted(prefix.iterdir()):
+                    name = entry.name
+                    key, _, tail = name.partition(".")
+                    kind = "cached" if not tail else tail.split("-")[0]
+                    kind = {"partial": "partial", "corrupt": "corrupt", "old": "stale"}.get(kind, kind)
+                    yield stage_dir.name, key, entry, kind

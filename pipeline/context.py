@@ -1,0 +1,139 @@
+"""What a stage function sees: its parameters, its inputs, and where it may write.
+
+Both classes are plain frozen dataclasses of paths and values, so they pickle to dask workers
+(threads, processes or a distributed cluster) unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from reidaug.errors import CacheError
+from reidaug.pipeline.atomic import atomic_path
+from reidaug.pipeline.hashing import seed_for
+from reidaug.pipeline.stage import Params
+
+CHUNK_DIR = "chunks"
+
+
+def chunk_name(index: int, suffix: str = ".h5") -> str:
+    return f"{index:05d}{suffix}"
+
+
+def write_h5_chunk(final: Path, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
+    """Write ``arrays`` to an HDF5 file atomically, with byte-stable output.
+
+    Timestamps are off (``track_times=False``) so the same arrays give the same bytes;
+    strings are stored as variable-length UTF-8; ``attrs`` values are stored as JSON text.
+    """
+    with atomic_path(final) as tmp:
+        with h5py.File(tmp, "w", libver="earliest") as f:
+            for name in sorted(arrays):
+                value = arrays[name]
+                if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], str)):
+                    data = np.asarray(value, dtype=object)
+                    f.create_dataset(name, data=data, dtype=h5py.string_dtype(), track_times=False)
+                else:
+                    f.create_dataset(name, data=np.asarray(value), track_times=False)
+            for k in sorted(attrs or {}):
+                f.attrs[k] = json.dumps((attrs or {})[k], sort_keys=True)
+    return final
+
+
+def read_h5_chunk(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a chunk written by :func:`write_h5_chunk`: (arrays, attrs)."""
+    try:
+        with h5py.File(path, "r") as f:
+            arrays: dict[str, np.ndarray] = {}
+            for name, ds in f.items():
+                if h5py.check_string_dtype(ds.dtype) is not None:
+                    arrays[name] = ds.asstr()[()]
+                else:
+                    arrays[name] = ds[()]
+            attrs = {k: json.loads(v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise CacheError(f"cannot read chunk file {path}: {e}. Remove it and re-run to recompute it.") from e
+    return arrays, attrs
+
+
+@dataclasses.dataclass(frozen=True)
+class InputHandle:
+    """One resolved input: an upstream stage's output inside its finished cache entry."""
+
+    stage: str  # upstream instance name
+    output: str
+    key: str
+    entry_dir: Path
+    relpath: str
+    meta: Mapping[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.entry_dir / self.relpath
+
+    @property
+    def summary(self) -> Mapping[str, Any]:
+        return self.meta.get("summary") or {}
+
+    def chunk_paths(self) -> list[Path]:
+        d = self.entry_dir / CHUNK_DIR
+        n = int(self.meta.get("num_chunks", 0))
+        paths = [d / chunk_name(i) for i in range(n)]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise CacheError(
+                f"cache entry {self.entry_dir} of stage {self.stage} lacks {len(missing)} chunk "
+                f"file(s), e.g. {missing[0].name}. Re-run with --force {self.stage}."
+            )
+        return paths
+
+    def iter_chunks(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        for p in self.chunk_paths():
+            yield read_h5_chunk(p)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """Everything a stage's ``plan`` / ``run_chunk`` / ``finalize`` may use."""
+
+    stage: str  # instance name in the pipeline
+    spec_name: str
+    key: str
+    params: Params
+    inputs: Mapping[str, InputHandle | None]
+    work_dir: Path  # <key>.partial while running; becomes the cache entry when complete
+    base_dir: Path  # folder of the pipeline YAML: relative paths in params resolve here
+    num_chunks: int = 0
+
+    def input(self, slot: str) -> InputHandle:
+        handle = self.inputs.get(slot)
+        if handle is None:
+            raise CacheError(f"stage {self.stage}: input {slot!r} is not bound")
+        return handle
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def chunk_path(self, index: int, suffix: str = ".h5") -> Path:
+        return self.work_dir / CHUNK_DIR / chunk_name(index, suffix)
+
+    def write_chunk(self, index: int, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Path:
+        return write_h5_chunk(self.chunk_path(index), arrays, attrs)
+
+    def iter_own_chunks(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        """For ``finalize``: this stage's finished chunks, in order."""
+        for i in range(self.num_chunks):
+            yield read_h5_chunk(self.chunk_path(i))
+
+    def seed(self, index: int) -> int:
+        """The seed of chunk ``index``: a function of the cache key only, so resume is exact."""
+        return seed_for(self.key, index)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng(self.seed(index))

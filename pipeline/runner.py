@@ -1,0 +1,434 @@
+"""Run a keyed stage graph on dask, stage by stage, chunk by chunk, resumably.
+
+For each stage (topological order): a finished cache entry means "didn't change, skipping";
+otherwise the stage plans its chunk count, the chunks missing from ``<key>.partial/chunks``
+run as dask tasks (explicit keys ``<stage>-<key12>-<chunk>``), ``finalize`` combines them,
+``meta.json`` is written and the partial folder is renamed into place. A killed run leaves
+its finished chunks behind; the same command continues from there and, because each chunk's
+randomness comes from ``seed_for(key, chunk)``, ends with the same bytes.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import yaml
+
+from reidaug.errors import ReidAugError, StageError
+from reidaug.pipeline.atomic import write_json, write_text
+from reidaug.pipeline.cache import Cache, EntryState
+from reidaug.pipeline.config import scheduler_kind
+from reidaug.pipeline.context import InputHandle, StageContext
+from reidaug.pipeline.graph import Graph, explain_change
+from reidaug.pipeline.stage import StageSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunOptions:
+    scheduler: str = "threads"
+    workers: int | None = None
+    force: frozenset[str] = frozenset()
+    progress: bool | None = None  # None: on when stderr is a TTY
+    resume_command: str = ""  # printed when a stage fails
+
+
+@dataclasses.dataclass
+class PlanItem:
+    name: str
+    spec: str
+    key: str
+    action: str  # "skip" | "resume" | "run"
+    done: int
+    total: int | None
+    reason: str
+
+
+@dataclasses.dataclass
+class StageResult:
+    name: str
+    key: str
+    action: str
+    chunks_run: list[int]
+    seconds: float
+    entry: Path
+
+
+@dataclasses.dataclass
+class RunReport:
+    results: list[StageResult]
+    run_dir: Path | None
+
+    def ran(self, name: str) -> list[int]:
+        for r in self.results:
+            if r.name == name:
+                return r.chunks_run
+        return []
+
+
+# -- state records: why a stage reruns ------------------------------------------------------
+def _state_path(workspace: Path, name: str) -> Path:
+    return workspace / "state" / f"{name}.json"
+
+
+def _last_material(workspace: Path, name: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(_state_path(workspace, name).read_text()).get("material")
+    except (OSError, ValueError):
+        return None
+
+
+def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
+             force: frozenset[str] = frozenset()) -> list[PlanItem]:
+    """What a run would do, and why, without running anything."""
+    items = []
+    for name in graph.closure(targets or list(graph.nodes)):
+        key = graph.keys[name]
+        st = cache.state(graph.nodes[name].spec.name, key)
+        upstream_names = {slot: ref[0] for slot, ref in graph.nodes[name].inputs.items() if ref}
+        why = explain_change(_last_material(cache.workspace, name), graph.material[name], upstream_names)
+        if name in force:
+            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "run", 0, st.total, "forced (--force)"))
+        elif st.status == "cached":
+            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "skip", st.done, st.total, "didn't change"))
+        elif st.status == "partial":
+            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "resume", st.done, st.total,
+                                  f"interrupted run; {why}"))
+        else:
+            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "run", 0, None, why))
+    return items
+
+
+# -- versions recorded in meta.json ----------------------------------------------------------
+_LIBS = ("reidaug", "numpy", "h5py", "dask", "distributed", "torch", "torchvision", "opencv-python", "mmpose", "mmcv-lite")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in _LIBS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[lib] = metadata.version(lib)
+    return out
+
+
+# -- executing chunks --------------------------------------------------------------------------
+def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple[int, float]:
+    """Run one chunk (on any dask worker). Idempotent: an existing chunk file is not redone."""
+    if isinstance(spec, str):
+        from reidaug.stages import get_stage
+
+        spec = get_stage(spec)
+    if ctx.chunk_path(index).exists():
+        return index, 0.0
+    t0 = time.perf_counter()
+    try:
+        spec.run_chunk(ctx, index)
+    except Exception as e:
+        tb = traceback.format_exc()
+        err_file = ctx.work_dir / "errors" / f"chunk-{index:05d}.txt"
+        with contextlib.suppress(OSError):
+            write_text(err_file, tb)
+        if isinstance(e, ReidAugError):
+            raise type(e)(f"stage {ctx.stage!r}, chunk {index}: {e}") from None
+        raise StageError(
+            f"stage {ctx.stage!r}, chunk {index} failed: {type(e).__name__}: {e} (traceback in {err_file})"
+        ) from None
+    if not ctx.chunk_path(index).exists():
+        raise StageError(
+            f"stage {ctx.stage!r}, chunk {index}: run_chunk returned without writing {ctx.chunk_path(index)}; "
+            "a stage must write every chunk through ctx.write_chunk"
+        )
+    return index, time.perf_counter() - t0
+
+
+class Executor:
+    """Runs a stage's missing chunks on dask: local threads or processes, or a distributed cluster."""
+
+    def __init__(self, scheduler: str, workers: int | None) -> None:
+        self.kind = scheduler_kind(scheduler)
+        self.scheduler = scheduler
+        self.workers = workers or os.cpu_count() or 1
+        self._client = None
+        self._cluster = None
+
+    def _get_client(self):
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.kind == "distributed":
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self._client = Client(self._cluster)
+            else:
+                try:
+                    self._client = Client(self.scheduler, timeout="10s")
+                except (OSError, TimeoutError) as e:
+                    raise ReidAugError(
+                        f"cannot connect to the dask scheduler at {self.scheduler}: {e}. Check the address "
+                        "(dask scheduler prints it) and that this machine can reach it."
+                    ) from None
+            log.info("dask cluster: %s", self._client.dashboard_link or self.scheduler)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    def run(self, spec: StageSpec, ctx: StageContext, todo: list[int], on_done: Callable[[int, float], None],
+            registered: bool) -> None:
+        import dask
+
+        target: StageSpec | str = spec.name if registered else spec
+        prefix = f"{ctx.stage}-{ctx.key[:12]}"
+        if self.kind in ("distributed", "address"):
+            client = self._get_client()
+            if spec.resources:
+                self._check_resources(client, spec)
+            from distributed import as_completed
+
+            futures = [
+                client.submit(execute_chunk, target, ctx, i, key=f"{prefix}-{i:05d}", pure=False,
+                              resources=dict(spec.resources) or None, retries=0)
+                for i in todo
+            ]
+            try:
+                for fut in as_completed(futures):
+                    index, seconds = fut.result()
+                    on_done(index, seconds)
+            finally:
+                for fut in futures:
+                    fut.cancel()
+            return
+
+        from dask.callbacks import Callback
+
+        tasks = [dask.delayed(execute_chunk, pure=False)(target, ctx, i, dask_key_name=f"{prefix}-{i:05d}") for i in todo]
+
+        class _Progress(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                if isinstance(result, tuple) and len(result) == 2 and str(key).startswith(prefix):
+                    on_done(*result)
+
+        num_workers = 1 if self.scheduler == "sync" else self.workers
+        sched = "sync" if self.scheduler == "sync" else self.kind
+        with _Progress():
+            dask.compute(*tasks, scheduler=sched, num_workers=num_workers)
+
+    @staticmethod
+    def _check_resources(client, spec: StageSpec) -> None:
+        workers = client.scheduler_info().get("workers", {})
+        for res, amount in spec.resources.items():
+            if not any(w.get("resources", {}).get(res, 0) >= amount for w in workers.values()):
+                raise ReidAugError(
+                    f"stage {spec.name} needs a worker with resource {res}={amount}, but none of the "
+                    f"{len(workers)} workers declares it. Start GPU workers with "
+                    f"`dask worker <scheduler address> --resources {res}={amount}`, or run with --scheduler threads."
+                )
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="chunk", disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
+# -- the run ---------------------------------------------------------------------------------
+def resolved_config(graph: Graph) -> dict[str, Any]:
+    cfg = graph.loaded.config
+    stages = {}
+    for name, node in graph.nodes.items():
+        entry: dict[str, Any] = {}
+        if node.spec.name != name:
+            entry["uses"] = node.spec.name
+        entry["params"] = node.params.model_dump(mode="json")
+        bound = {slot: f"{r[0]}.{r[1]}" for slot, r in node.inputs.items() if r}
+        if bound:
+            entry["inputs"] = bound
+        entry["key"] = graph.keys[name]
+        stages[name] = entry
+    return {
+        "name": cfg.name,
+        "source": str(graph.loaded.path),
+        "execution": cfg.execution.model_dump(mode="json"),
+        "stages": stages,
+    }
+
+
+def prepare_run_dir(workspace: Path, graph: Graph) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = workspace / "runs" / f"{stamp}-{os.getpid()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(resolved_config(graph), sort_keys=False))
+    return run_dir
+
+
+def _handles(graph: Graph, cache: Cache, name: str) -> dict[str, InputHandle | None]:
+    out: dict[str, InputHandle | None] = {}
+    for slot, ref in graph.nodes[name].inputs.items():
+        if ref is None:
+            out[slot] = None
+            continue
+        up, output = ref
+        up_node = graph.nodes[up]
+        key = graph.keys[up]
+        meta = cache.load_meta(up_node.spec.name, key)
+        if meta is None:
+            raise StageError(f"stage {name!r} needs {up}.{output}, whose cache entry {key[:12]} is missing")
+        out[slot] = InputHandle(up, output, key, cache.entry_dir(up_node.spec.name, key),
+                                up_node.spec.outputs[output], meta)
+    return out
+
+
+def run_pipeline(
+    graph: Graph,
+    workspace: Path,
+    targets: list[str] | None = None,
+    options: RunOptions | None = None,
+    registry: Mapping[str, StageSpec] | None = None,
+    run_dir: Path | None = None,
+) -> RunReport:
+    options = options or RunOptions()
+    workspace = Path(workspace)
+    cache = Cache(workspace)
+    if registry is None:
+        from reidaug.stages import STAGES as registry  # noqa: N811
+    names = graph.closure(targets or list(graph.nodes))
+    executor = Executor(options.scheduler, options.workers)
+    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    results: list[StageResult] = []
+    try:
+        for n_done, name in enumerate(names, start=1):
+            results.append(_run_stage(graph, cache, name, options, executor, progress, registry))
+            log.info("Completed %d out of %d stages", n_done, len(names))
+    finally:
+        executor.close()
+    return RunReport(results, run_dir)
+
+
+def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, executor: Executor,
+               progress: bool, registry: Mapping[str, StageSpec]) -> StageResult:
+    node = graph.nodes[name]
+    spec = node.spec
+    key = graph.keys[name]
+    t_start = time.perf_counter()
+    forced = name in options.force
+    st: EntryState = cache.state(spec.name, key)
+    if st.status == "cached" and not forced:
+        log.info("Stage '%s' didn't change, skipping", name)
+        return StageResult(name, key, "skip", [], 0.0, cache.entry_dir(spec.name, key))
+
+    upstream_names = {slot: ref[0] for slot, ref in node.inputs.items() if ref}
+    why = "forced" if forced else explain_change(_last_material(cache.workspace, name), graph.material[name], upstream_names)
+    inputs = _handles(graph, cache, name)
+    partial = cache.partial_dir(spec.name, key)
+    ctx = StageContext(stage=name, spec_name=spec.name, key=key, params=node.params, inputs=inputs,
+                       work_dir=partial, base_dir=graph.base_dir)
+    try:
+        t0 = time.perf_counter()
+        num_chunks = int(spec.plan(ctx))
+        t_plan = time.perf_counter() - t0
+    except ReidAugError as e:
+        raise type(e)(f"stage {name!r} (planning): {e}") from None
+    if num_chunks < 0:
+        raise StageError(f"stage {name!r}: plan() returned {num_chunks} chunks")
+    ctx = dataclasses.replace(ctx, num_chunks=num_chunks)
+    cache.begin(spec.name, key, {"num_chunks": num_chunks, "key": key, "material": graph.material[name]}, fresh=forced)
+    done = cache.done_chunks(spec.name, key)
+    todo = [i for i in range(num_chunks) if i not in done]
+    if done:
+        log.info("Stage '%s' (%s): resuming, %d/%d chunks to do", name, key[:12], len(todo), num_chunks)
+    else:
+        log.info("Stage '%s' (%s): running, %d/%d chunks to do (%s)", name, key[:12], len(todo), num_chunks, why)
+
+    chunk_seconds: list[float] = []
+    ran: list[int] = []
+    bar = _progress_bar(num_chunks, num_chunks - len(todo), name, progress)
+
+    def on_done(index: int, seconds: float) -> None:
+        ran.append(index)
+        chunk_seconds.append(seconds)
+        bar.update(1)
+
+    t0 = time.perf_counter()
+    try:
+        if todo:
+            executor.run(spec, ctx, todo, on_done, registered=registry.get(spec.name) is spec)
+    except ReidAugError as e:
+        bar.close()
+        raise StageFailed(name, str(e), partial, options.resume_command) from None
+    except Exception as e:  # a dask/distributed failure outside the chunk function
+        bar.close()
+        raise StageFailed(name, f"{type(e).__name__}: {e}", partial, options.resume_command) from e
+    bar.close()
+    t_chunks = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    try:
+        summary = dict(spec.finalize(ctx) or {}) if spec.finalize else {}
+    except ReidAugError as e:
+        raise StageFailed(name, f"finalize: {e}", partial, options.resume_command) from None
+    except Exception as e:
+        tb = traceback.format_exc()
+        write_text(partial / "errors" / "finalize.txt", tb)
+        raise StageFailed(name, f"finalize failed: {type(e).__name__}: {e} (traceback in {partial / 'errors' / 'finalize.txt'})",
+                          partial, options.resume_command) from None
+    t_finalize = time.perf_counter() - t0
+
+    meta = {
+        "key": key,
+        "stage": name,
+        "spec": spec.name,
+        "version": spec.version,
+        "params": node.params.model_dump(mode="json"),
+        "material": graph.material[name],
+        "num_chunks": num_chunks,
+        "outputs": dict(spec.outputs),
+        "summary": summary,
+        "versions": library_versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "timings": {
+            "plan_s": round(t_plan, 4),
+            "chunks_wall_s": round(t_chunks, 4),
+            "chunks_run": len(ran),
+            "chunk_mean_s": round(sum(chunk_seconds) / len(chunk_seconds), 4) if chunk_seconds else None,
+            "chunk_max_s": round(max(chunk_seconds), 4) if chunk_seconds else None,
+            "finalize_s": round(t_finalize, 4),
+            "scheduler": options.scheduler,
+        },
+    }
+    entry = cache.commit(spec.name, key, meta)
+    write_json(_state_path(cache.workspace, name), {"key": key, "material": graph.material[name]})
+    seconds = time.perf_counter() - t_start
+    log.info("Stage '%s' done in %.1f s (%d chunks run)", name, seconds, len(ran))
+    return StageResult(name, key, "resume" if done else "run", sorted(ran), seconds, entry)
+
+
+class StageFailed(StageError):
+    """A stage failed; the message says which chunk, where the details are, and how to resume."""
+
+    def __init__(self, stage: str, reason: str, partial: Path, resume: str) -> None:
+        msg = f"stage {stage!r} failed: {reason}. Finished chunks are kept in {partial}."
+        if resume:
+            msg += f" Fix the cause, then resume with: {resume}"
+        super().__init__(msg)
+        self.stage = stage
+
+    def __reduce__(self):
+        return (StageError, (str(self),))

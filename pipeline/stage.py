@@ -1,0 +1,99 @@
+"""What a stage is: a declaration plus pure functions.
+
+A :class:`StageSpec` declares a stage's name (kebab-case, equal to its CLI verb), a hand-bumped
+integer version, its input slots with their default ``<stage>.<output>`` references, its
+outputs, a typed parameter model, which parameters do not change results (batch size,
+workers, device), and resource needs (GPU). Three functions do the work:
+
+``plan(ctx) -> int``
+    How many chunks the stage has, from its parameters and its inputs (e.g. images / chunk_size).
+``run_chunk(ctx, i) -> None``
+    Compute chunk ``i``; read only ``ctx.inputs`` and ``ctx.params``, write only through
+    ``ctx.write_chunk`` (atomic), and take randomness only from ``ctx.rng(i)``.
+``finalize(ctx) -> dict`` (optional)
+    Combine the chunks into the stage's outputs inside ``ctx.entry_dir`` and return a summary
+    for ``meta.json``. Runs once, after every chunk exists.
+
+A source stage (no inputs that fix its key) also gives ``fingerprint(params, base_dir)``: a
+JSON-able description of its input files (relative path, size, mtime), which is its key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from reidaug.pipeline.context import StageContext
+
+# Execution knobs that never change a result; a stage with such a param need not list it.
+ALWAYS_NONSEMANTIC = frozenset({"batch_size", "workers", "num_workers", "device"})
+
+_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_REF = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z_][a-z0-9_]*)$")
+
+
+class Params(BaseModel):
+    """Base class of every stage's parameter model: typed, immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class NoParams(Params):
+    """For stages without parameters."""
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``"<stage>.<output>"``; raise ValueError with the expected shape otherwise."""
+    m = _REF.match(ref)
+    if not m:
+        raise ValueError(f'"{ref}" is not a "<stage>.<output>" reference (e.g. "ingest.dataset")')
+    return m.group(1), m.group(2)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """The declaration of a stage kind. Instances in a pipeline YAML refer to it by ``name``."""
+
+    name: str
+    version: int
+    description: str
+    params: type[Params]
+    run_chunk: Callable[["StageContext", int], None]
+    plan: Callable[["StageContext"], int] = lambda ctx: 1
+    finalize: Callable[["StageContext"], Mapping[str, Any] | None] | None = None
+    # slot -> default "<stage>.<output>" reference ("" = must be bound in the YAML)
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # slots that may be left unbound (e.g. ingest reads a folder OR an upstream output)
+    optional_inputs: frozenset[str] = frozenset()
+    # output name -> relative path inside the cache entry ("chunks" = the chunk files)
+    outputs: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"chunks": "chunks"})
+    # params that do not change the result: left out of the key
+    nonsemantic: frozenset[str] = frozenset()
+    # source stages: a description of the input files, part of the key
+    fingerprint: Callable[[Params, Path], Any] | None = None
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)  # e.g. {"GPU": 1}
+
+    def __post_init__(self) -> None:
+        # Declarations are code, not user input: a wrong one is a programming error.
+        if not _NAME.match(self.name):
+            raise ValueError(f"stage name {self.name!r} must be kebab-case (e.g. 'extract-pose')")
+        if self.version < 1:
+            raise ValueError(f"stage {self.name}: version must be >= 1")
+        for slot, ref in self.inputs.items():
+            if ref:
+                parse_ref(ref)
+        unknown = set(self.nonsemantic) - set(self.params.model_fields)
+        if unknown:
+            raise ValueError(f"stage {self.name}: nonsemantic names unknown params {sorted(unknown)}")
+
+    @property
+    def ignored_in_key(self) -> frozenset[str]:
+        """Params left out of the key: the declared ones plus the usual execution knobs."""
+        return self.nonsemantic | (ALWAYS_NONSEMANTIC & set(self.params.model_fields))
+
+    def semantic_params(self, params: Params) -> dict[str, Any]:
+        return {k: getattr(params, k) for k in type(params).model_fields if k not in self.ignored_in_key}

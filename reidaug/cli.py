@@ -1,0 +1,365 @@
+"""The ``reidaug`` command line (click).
+
+User mistakes (``ReidAugError``) become one clear line and a non-zero exit; a traceback is
+shown only with ``--debug``. Only this module configures logging handlers.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shlex
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from reidaug import __version__
+from reidaug.errors import ConfigError, ReidAugError
+
+log = logging.getLogger("reidaug")
+
+
+# -- logging ---------------------------------------------------------------------------------
+def _setup_logging(verbose: int) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logging.WARNING if verbose < 0 else (logging.INFO if verbose == 0 else logging.DEBUG)
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for noisy in ("distributed", "asyncio", "tornado", "bokeh", "fsspec", "matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+class _Group(click.Group):
+    """Turn ReidAugError into one line + exit code; keep tracebacks for --debug and for bugs."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ReidAugError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reidaug")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
+    """reidaug: cached, resumable data augmentation for person re-identification."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    _setup_logging(-1 if quiet else verbose)
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+def _bundled(name: str) -> Path | None:
+    try:
+        ref = resources.files("reidaug.configs") / f"{name}.yaml"
+    except ModuleNotFoundError:
+        return None
+    return Path(str(ref)) if ref.is_file() else None
+
+
+def _pipeline_path(spec: str) -> Path:
+    p = Path(spec)
+    if p.is_file():
+        return p
+    bundled = _bundled(spec) if not p.suffix else None
+    if bundled is not None:
+        return bundled
+    raise ConfigError(
+        f"pipeline file not found: {spec} (from {Path.cwd()}). Give a path such as configs/demo.yaml, "
+        "or the name of a bundled pipeline: demo, selftest"
+    )
+
+
+def _load(pipeline: str, sets: tuple[str, ...]):
+    from reidaug.pipeline.config import load_pipeline
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.stages import STAGES
+
+    loaded = load_pipeline(_pipeline_path(pipeline), overrides=list(sets))
+    graph = build_graph(loaded, STAGES)
+    return loaded, graph
+
+
+def _workspace(loaded, override: str | None) -> Path:
+    if override:
+        return Path(override)
+    if loaded.config.workspace:
+        w = Path(loaded.config.workspace)
+        return w if w.is_absolute() else loaded.base_dir / w
+    return Path("workspace") / loaded.config.name
+
+
+def _check_stage(graph, name: str, option: str) -> None:
+    from reidaug.errors import unknown_name
+
+    if name not in graph.nodes:
+        err = unknown_name("stage", name, graph.nodes)
+        raise ConfigError(f"{option} {name}: {err} (stages of pipeline {graph.loaded.path})")
+
+
+def _print_plan(items, graph) -> None:
+    width = max(len(i.name) for i in items)
+    for it in items:
+        if it.action == "skip":
+            state = "skip (cached)"
+        elif it.action == "resume":
+            state = f"resume ({it.done}/{it.total} chunks done)"
+        else:
+            state = "run"
+        click.echo(f"  {it.name:<{width}}  {it.key[:12]}  {state:<28} {it.reason if it.action != 'skip' else ''}")
+
+
+def _resume_command(argv: list[str]) -> str:
+    return "reidaug " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, workers, wait, argv, progress=None):
+    from reidaug.pipeline.cache import Cache
+    from reidaug.pipeline.lock import WorkspaceLock
+    from reidaug.pipeline.runner import RunOptions, plan_run, prepare_run_dir, run_pipeline
+
+    for f in force:
+        _check_stage(graph, f, "--force")
+    cache = Cache(workspace)
+    items = plan_run(graph, cache, targets, frozenset(force))
+    if dry_run:
+        click.echo(f"Plan for {loaded.path} (workspace {workspace}):")
+        _print_plan(items, graph)
+        todo = sum(1 for i in items if i.action != "skip")
+        click.echo(f"{todo} of {len(items)} stages to run; nothing was run (--dry-run).")
+        return
+    scheduler = scheduler or loaded.config.execution.scheduler
+    workers = workers or loaded.config.execution.workers
+    with WorkspaceLock(workspace, wait=wait):
+        run_dir = prepare_run_dir(workspace, graph)
+        handler = _log_to_file(run_dir / "run.log")
+        try:
+            log.info("Pipeline %s: %d stages, workspace %s, scheduler %s (log: %s)",
+                     loaded.config.name, len(items), workspace, scheduler, run_dir / "run.log")
+            options = RunOptions(scheduler=scheduler, workers=workers, force=frozenset(force),
+                                 progress=progress, resume_command=_resume_command(argv))
+            report = run_pipeline(graph, workspace, targets, options, run_dir=run_dir)
+        except ReidAugError as e:
+            log.debug("failed", exc_info=True)
+            raise type(e)(f"{e} (log: {run_dir / 'run.log'})") from None
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    _print_outputs(report, graph)
+
+
+def _print_outputs(report, graph) -> None:
+    click.echo("")
+    click.echo(f"Outputs ({len(report.results)} stages):")
+    width = max(len(r.name) for r in report.results)
+    for r in report.results:
+        click.echo(f"  {r.name:<{width}}  {r.action:<6} {r.entry}")
+    for r in report.results:
+        import json
+
+        try:
+            summary = json.loads((r.entry / "meta.json").read_text()).get("summary", {})
+        except (OSError, ValueError):
+            continue
+        for line in summary.get("report", []) if isinstance(summary, dict) else []:
+            click.echo(f"  {r.name}: {line}")
+
+
+_common_run_options = [
+    click.option("--workspace", "-w", type=click.Path(file_okay=False), help="Workspace folder (cache, runs, locks)."),
+    click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                 help="Override a YAML value, e.g. stages.ingest.params.chunk_size=64 (repeatable)."),
+    click.option("--scheduler", help="threads | processes | distributed | tcp://HOST:PORT (default: from YAML)."),
+    click.option("--workers", type=click.IntRange(1), help="Parallel chunks (default: from YAML, else CPU count)."),
+    click.option("--dry-run", is_flag=True, help="Print the plan: each stage, its key, skip/resume/run and why."),
+    click.option("--wait", is_flag=True, help="Wait for a running reidaug on this workspace instead of failing."),
+]
+
+
+def _with(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
+
+
+# -- commands --------------------------------------------------------------------------------
+@main.command()
+@click.argument("pipeline")
+@_with(_common_run_options)
+@click.option("--force", multiple=True, metavar="STAGE", help="Recompute STAGE even if cached (repeatable).")
+@click.option("--until", metavar="STAGE", help="Run STAGE and what it needs, nothing after it.")
+def run(pipeline, workspace, sets, scheduler, workers, dry_run, wait, force, until):
+    """Run a pipeline YAML (or a bundled one: demo, selftest)."""
+    loaded, graph = _load(pipeline, sets)
+    targets = None
+    if until:
+        _check_stage(graph, until, "--until")
+        targets = [until]
+    ws = _workspace(loaded, workspace)
+    _execute(loaded, graph, targets, ws, dry_run, force, scheduler, workers, wait, sys.argv[1:])
+
+
+@main.command()
+@click.argument("name")
+@click.option("-c", "--config", "pipeline", default="configs/demo.yaml", show_default=True,
+              help="Pipeline YAML that defines the stage and its upstream.")
+@_with(_common_run_options)
+@click.option("--force", "force_this", is_flag=True, help="Recompute this stage even if cached.")
+def stage(name, pipeline, workspace, sets, scheduler, workers, dry_run, wait, force_this):
+    """Run one stage NAME, computing whatever it needs upstream that is not cached."""
+    if pipeline == "configs/demo.yaml" and not Path(pipeline).is_file():
+        pipeline = "demo"
+    loaded, graph = _load(pipeline, sets)
+    _check_stage(graph, name, "stage")
+    ws = _workspace(loaded, workspace)
+    _execute(loaded, graph, [name], ws, dry_run, (name,) if force_this else (), scheduler, workers, wait,
+             sys.argv[1:])
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+def status(pipeline, workspace, sets):
+    """Table of stage, key, state (cached / partial n/m / missing), outputs, size, last run."""
+    from reidaug.pipeline.cache import Cache, dir_size
+
+    loaded, graph = _load(pipeline, sets)
+    ws = _workspace(loaded, workspace)
+    cache = Cache(ws)
+    rows = [("stage", "key", "state", "outputs", "size", "last run")]
+    for name, node in graph.nodes.items():
+        key = graph.keys[name]
+        st = cache.state(node.spec.name, key)
+        if st.status == "cached":
+            state, path = "cached", cache.entry_dir(node.spec.name, key)
+            when = (st.meta or {}).get("created", "")
+        elif st.status == "partial":
+            state = f"partial {st.done}/{st.total if st.total is not None else '?'}"
+            path = cache.partial_dir(node.spec.name, key)
+            when = _dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+        else:
+            state, path, when = "missing", None, ""
+        size = _human(dir_size(path)) if path else "-"
+        rows.append((name, key[:12], state, ", ".join(node.spec.outputs), size, when))
+    _table(rows)
+    click.echo(f"workspace: {ws}")
+
+
+@main.group()
+def cache():
+    """Inspect and clean the stage cache."""
+
+
+@cache.command("ls")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), default=None,
+              help="Workspace folder (default: every folder under ./workspace).")
+def cache_ls(workspace):
+    """List cache entries: stage, key, kind, size, created."""
+    from reidaug.pipeline.cache import Cache, dir_size
+
+    rows = [("workspace", "stage", "key", "kind", "size", "created")]
+    for ws in _workspaces(workspace):
+        for stage_name, key, path, kind in Cache(ws).iter_entries():
+            created = ""
+            if kind == "cached":
+                import json
+
+                try:
+                    created = json.loads((path / "meta.json").read_text()).get("created", "")
+                except (OSError, ValueError):
+                    kind = "corrupt"
+            rows.append((str(ws), stage_name, key[:12], kind, _human(dir_size(path)), created))
+    if len(rows) == 1:
+        click.echo("cache is empty")
+        return
+    _table(rows)
+
+
+@cache.command("gc")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), required=True)
+@click.option("-c", "--config", "pipelines", multiple=True,
+              help="Keep what these pipelines refer to (default: the latest key of every stage that ran here).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def cache_gc(workspace, pipelines, dry_run):
+    """Remove cache entries that no pipeline refers to."""
+    import json
+
+    from reidaug.pipeline.cache import Cache, dir_size
+
+    ws = Path(workspace)
+    keep: set[str] = set()
+    if pipelines:
+        for p in pipelines:
+            _loaded, graph = _load(p, ())
+            keep.update(graph.keys.values())
+    else:
+        for f in sorted((ws / "state").glob("*.json")):
+            try:
+                keep.add(json.loads(f.read_text())["key"])
+            except (OSError, ValueError, KeyError):
+                log.warning("unreadable state record %s ignored", f)
+    removed = freed = 0
+    for stage_name, key, path, kind in Cache(ws).iter_entries():
+        if key in keep and kind in ("cached", "partial"):
+            continue
+        size = dir_size(path)
+        click.echo(f"{'would remove' if dry_run else 'removing'} {stage_name} {key[:12]} ({kind}, {_human(size)})")
+        if not dry_run:
+            shutil.rmtree(path)
+        removed += 1
+        freed += size
+    click.echo(f"{'would free' if dry_run else 'freed'} {_human(freed)} in {removed} entries; kept {len(keep)} keys")
+
+
+def _workspaces(workspace: str | None) -> list[Path]:
+    if workspace:
+        return [Path(workspace)]
+    base = Path("workspace")
+    return sorted(p for p in base.iterdir() if (p / "cache").is_dir()) if base.is_dir() else []
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _table(rows) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for n, r in enumerate(rows):
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        if n == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Build (or refresh) the project's virtual environment in .venv from nothing.
+#
+#   scripts/setup.sh            # idempotent: a second call with nothing changed takes ~1 s
+#   REIDAUG_FORCE_SETUP=1 scripts/setup.sh   # reinstall everything
+#
+# What it does, in order (facts behind each step: ../shared/notes/INSTALL-FACTS.md):
+#   1. apt packages when missing: python3-venv, libgl1 + libglib2.0-0 (opencv-python's `import cv2`)
+#   2. .venv with pip
+#   3. torch + torchvision at exact pins (override with REIDAUG_TORCH_SPEC="torch==X torchvision==Y")
+#   4. requirements/pinned.txt (versions tested here)
+#   5. the reidaug package itself, editable
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+STAMP="$VENV/.reidaug-setup-stamp"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+inputs_hash() {
+  cat scripts/setup.sh requirements/*.txt setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -c1-16
+}
+
+want=$(inputs_hash)
+if [[ -z "${REIDAUG_FORCE_SETUP:-}" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] \
+   && "$VENV/bin/python" -c "import reidaug, torch, cv2, h5py, dask" 2>/dev/null; then
+  log "environment up to date ($VENV)"
+  exit 0
+fi
+
+# 1. System packages -----------------------------------------------------------------------
+apt_missing=()
+"$PY" -c "import venv, ensurepip" 2>/dev/null || apt_missing+=(python3-venv)
+ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || apt_missing+=(libgl1)
+ldconfig -p 2>/dev/null | grep -q 'libgthread-2.0.so.0' || apt_missing+=(libglib2.0-0)
+if (( ${#apt_missing[@]} )); then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    log "installing system packages: ${apt_missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  else
+    log "WARNING: missing system packages ${apt_missing[*]} and no apt-get; install them by hand"
+  fi
+fi
+
+# 2. venv ----------------------------------------------------------------------------------
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+# pip's warnings about this machine's local index folders are noise; real errors still show.
+pip_install() {
+  local rc=0
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" \
+    2> >(grep -v "is ignored: it is neither" >&2) || rc=$?
+  return "$rc"
+}
+pip_install --upgrade pip
+
+# 3. torch ---------------------------------------------------------------------------------
+if [[ -n "${REIDAUG_TORCH_SPEC:-}" ]]; then
+  torch_spec=($REIDAUG_TORCH_SPEC)
+elif [[ "$(uname -m)" == "aarch64" ]]; then
+  torch_spec=(torch==2.9.1 torchvision==0.24.1)
+else
+  torch_spec=(torch==2.14.1 torchvision==0.29.1)
+fi
+have_torch=$("$VENV/bin/python" -c "import torch, torchvision; print(f'torch=={torch.__version__.split(\"+\")[0]} torchvision=={torchvision.__version__.split(\"+\")[0]}')" 2>/dev/null || true)
+if [[ "$have_torch" != "${torch_spec[*]}" ]]; then
+  log "installing ${torch_spec[*]} (about 1 minute here)"
+  pip_install "${torch_spec[@]}"
+fi
+
+# 4. pinned dependencies -------------------------------------------------------------------
+log "installing requirements/pinned.txt"
+pip_install -r requirements/pinned.txt
+
+# (the pose issue adds the mmpose stack here: mmcv-lite + import shim, mmpose --no-deps,
+#  xtcocotools from source; see INSTALL-FACTS.md)
+
+# 5. the package ---------------------------------------------------------------------------
+log "installing reidaug (editable)"
+pip_install --no-deps --no-build-isolation -e .
+
+"$VENV/bin/python" -c "import reidaug, reidaug.pipeline, torch, cv2, h5py, dask" \
+  || { log "ERROR: the environment does not import; see the messages above"; exit 1; }
+echo "$want" > "$STAMP"
+log "done: $VENV ($(du -sh "$VENV" 2>/dev/null | cut -f1))"

@@ -1,0 +1,26 @@
+"""The stage registry: every stage kind a pipeline YAML may name, listed explicitly.
+
+Stage modules keep their top-level imports light (no torch, no mmpose): planning a fully
+cached pipeline imports every module here, and that must stay fast.
+"""
+from __future__ import annotations
+
+from reidaug.errors import unknown_name
+from reidaug.pipeline.stage import StageSpec
+from reidaug.stages import selftest
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        selftest.SOURCE,
+        selftest.MAP,
+        selftest.REDUCE,
+    )
+}
+
+
+def get_stage(name: str) -> StageSpec:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise unknown_name("stage", name, STAGES) from None
