@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reidaug.errors import ConfigError, did_you_mean
 
@@ -33,6 +33,18 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scheduler: str = Field("threads", description="threads | processes | distributed | tcp://HOST:PORT")
     workers: int | None = Field(None, ge=1, description="parallel chunks (default: CPU count)")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        try:
+            scheduler_kind(value)
+        except ConfigError:
+            raise ValueError(
+                "expected threads, processes, distributed, or a scheduler address such as tcp://10.0.0.5:8786."
+                + did_you_mean(value, ["threads", "processes", "distributed"])
+            ) from None
+        return value
 
 
 class StageConfig(BaseModel):
@@ -177,6 +189,8 @@ def format_validation_error(
             msg = f"unknown key.{hint} Known keys here: {', '.join(sorted(known)) or '(none)'}"
         elif e["type"] == "missing":
             msg = "required key is missing; add it"
+        elif e["type"] == "value_error":
+            msg = f"{e['msg'].removeprefix('Value error, ')} Found {found!r}"
         else:
             shown = repr(found) if not isinstance(found, (dict, list)) else _type_name(found)
             msg = f"expected {e['msg'].lower().removeprefix('input should be ').removeprefix('value error, ')}; found {shown}"

@@ -118,7 +118,7 @@ def build_graph(loaded: LoadedConfig, registry: Mapping[str, StageSpec]) -> Grap
                     continue
                 raise GraphError(
                     f"{loaded.where(loc)}: stage {name!r} input {slot!r} needs {ref!r}, but the pipeline "
-                    f"has no stage {up!r}.{did_you_mean(up, stages)} Stages: {', '.join(stages)}. "
+                    f"has no stage {up!r}.{did_you_mean(up, [s for s in stages if s != name])} Stages: {', '.join(stages)}. "
                     f"Add stage {up!r} or bind stages.{name}.inputs.{slot} to another output."
                     f"{loaded.snippet(loc)}"
                 )

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
-from reidaug.errors import ReidAugError, StageError
+from reidaug.errors import ReidAugError, StageError, add_context
 from reidaug.pipeline.atomic import write_json, write_text
 from reidaug.pipeline.cache import Cache, EntryState
 from reidaug.pipeline.config import scheduler_kind
@@ -142,7 +142,7 @@ def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple
         with contextlib.suppress(OSError):
             write_text(err_file, tb)
         if isinstance(e, ReidAugError):
-            raise type(e)(f"stage {ctx.stage!r}, chunk {index}: {e}") from None
+            raise add_context(e, prefix=f"stage {ctx.stage!r}, chunk {index}: ") from None
         raise StageError(
             f"stage {ctx.stage!r}, chunk {index} failed: {type(e).__name__}: {e} (traceback in {err_file})"
         ) from None
@@ -190,11 +190,14 @@ class Executor:
             self._cluster.close()
         self._client = self._cluster = None
 
-    def run(self, spec: StageSpec, ctx: StageContext, todo: list[int], on_done: Callable[[int, float], None],
-            registered: bool) -> None:
+    def run(self, spec: StageSpec, ctx: StageContext, todo: list[int], on_done: Callable[[int, float], None]) -> None:
         import dask
 
-        target: StageSpec | str = spec.name if registered else spec
+        from reidaug.stages import STAGES
+
+        # Workers look a registered stage up by name (nothing to pickle but a string); a stage
+        # that is not in the registry (tests, notebooks) travels as the object itself.
+        target: StageSpec | str = spec.name if STAGES.get(spec.name) is spec else spec
         prefix = f"{ctx.stage}-{ctx.key[:12]}"
         if self.kind in ("distributed", "address"):
             client = self._get_client()
@@ -345,7 +348,7 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
         num_chunks = int(spec.plan(ctx))
         t_plan = time.perf_counter() - t0
     except ReidAugError as e:
-        raise type(e)(f"stage {name!r} (planning): {e}") from None
+        raise add_context(e, prefix=f"stage {name!r} (planning): ") from None
     if num_chunks < 0:
         raise StageError(f"stage {name!r}: plan() returned {num_chunks} chunks")
     ctx = dataclasses.replace(ctx, num_chunks=num_chunks)
@@ -369,7 +372,7 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     t0 = time.perf_counter()
     try:
         if todo:
-            executor.run(spec, ctx, todo, on_done, registered=registry.get(spec.name) is spec)
+            executor.run(spec, ctx, todo, on_done)
     except ReidAugError as e:
         bar.close()
         raise StageFailed(name, str(e), partial, options.resume_command) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from reidaug import __version__
-from reidaug.errors import ConfigError, ReidAugError
+from reidaug.errors import ConfigError, ReidAugError, add_context
 
 log = logging.getLogger("reidaug")
 
@@ -138,6 +138,7 @@ def _resume_command(argv: list[str]) -> str:
 
 def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, workers, wait, argv, progress=None):
     from reidaug.pipeline.cache import Cache
+    from reidaug.pipeline.config import scheduler_kind
     from reidaug.pipeline.lock import WorkspaceLock
     from reidaug.pipeline.runner import RunOptions, plan_run, prepare_run_dir, run_pipeline
 
@@ -153,6 +154,7 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
         return
     scheduler = scheduler or loaded.config.execution.scheduler
     workers = workers or loaded.config.execution.workers
+    scheduler_kind(scheduler)  # a typo fails here, before the lock and the run folder
     with WorkspaceLock(workspace, wait=wait):
         run_dir = prepare_run_dir(workspace, graph)
         handler = _log_to_file(run_dir / "run.log")
@@ -163,8 +165,8 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
                                  progress=progress, resume_command=_resume_command(argv))
             report = run_pipeline(graph, workspace, targets, options, run_dir=run_dir)
         except ReidAugError as e:
-            log.debug("failed", exc_info=True)
-            raise type(e)(f"{e} (log: {run_dir / 'run.log'})") from None
+            logging.getLogger("reidaug.run").debug("run failed", exc_info=True)  # goes to run.log only
+            raise add_context(e, suffix=f" (log: {run_dir / 'run.log'})") from None
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()

@@ -63,6 +63,12 @@ class DependencyError(ReidAugError):
     """An optional package or a model file a stage needs is missing."""
 
 
+def add_context(err: ReidAugError, prefix: str = "", suffix: str = "") -> ReidAugError:
+    """Prefix/suffix an error's message in place (keeps its class and exit code); returns it."""
+    err.args = (f"{prefix}{err}{suffix}",) + tuple(err.args[1:])
+    return err
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean "x"?' for the nearest choice, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from reidaug.errors import ConfigError, GraphError, UnknownNameError
+from reidaug.pipeline.config import load_pipeline
+from reidaug.pipeline.graph import build_graph
+from reidaug.stages import STAGES, get_stage
+
+GOOD = """\
+name: t
+stages:
+  selftest-source:
+    params: {num_items: 100, chunk_size: 10}
+  selftest-map:
+    params: {scale: 2.0}
+  selftest-reduce: {}
+"""
+
+
+def graph_of(text: str, overrides=None):
+    loaded = load_pipeline("p.yaml", text=textwrap.dedent(text), overrides=overrides)
+    return build_graph(loaded, STAGES)
+
+
+def error_of(text: str, overrides=None, exc=ConfigError) -> str:
+    with pytest.raises(exc) as info:
+        graph_of(text, overrides)
+    return str(info.value)
+
+
+def test_good_pipeline_orders_and_keys_stages():
+    g = graph_of(GOOD)
+    assert list(g.nodes) == ["selftest-source", "selftest-map", "selftest-reduce"]
+    assert all(len(k) == 64 for k in g.keys.values())
+
+
+def test_golden_pipeline_keys():
+    # Literal keys of the self-test pipeline: a change here invalidates users' caches.
+    g = graph_of(GOOD)
+    assert g.keys["selftest-source"] == GOLDEN["selftest-source"]
+    assert g.keys["selftest-map"] == GOLDEN["selftest-map"]
+    assert g.keys["selftest-reduce"] == GOLDEN["selftest-reduce"]
+
+
+GOLDEN = {
+    "selftest-source": "0fd2d3849a5e270c66e3d52cfe106508b3197d9ac2b01c06036b28f5ff7e6a4b",
+    "selftest-map": "cebe3d581afe2075c58699c27d3e9af442c651e0cae7f42a1ab36e8775aa3ebe",
+    "selftest-reduce": "48246a518f63daa1ff0a29b3ac2a2a5a0ba5d37a073dedf6adfb0309844c3692",
+}
+
+
+def test_yaml_order_does_not_matter_for_keys():
+    shuffled = """\
+    name: t
+    stages:
+      selftest-reduce: {}
+      selftest-map:
+        params: {scale: 2.0}
+      selftest-source:
+        params: {chunk_size: 10, num_items: 100}
+    """
+    assert graph_of(shuffled).keys == graph_of(GOOD).keys
+    assert list(graph_of(shuffled).nodes) == ["selftest-source", "selftest-map", "selftest-reduce"]
+
+
+def test_nonsemantic_param_keeps_key_and_semantic_param_changes_downstream():
+    base = graph_of(GOOD).keys
+    slow = graph_of(GOOD, ["stages.selftest-map.params.sleep_ms=5"]).keys
+    assert slow == base
+    changed = graph_of(GOOD, ["stages.selftest-source.params.num_items=101"]).keys
+    assert all(changed[n] != base[n] for n in base)  # propagates to every downstream key
+    mapped = graph_of(GOOD, ["stages.selftest-map.params.scale=3"]).keys
+    assert mapped["selftest-source"] == base["selftest-source"]
+    assert mapped["selftest-map"] != base["selftest-map"]
+
+
+def test_unknown_param_key_names_file_line_column_and_suggests():
+    msg = error_of("""\
+    name: t
+    stages:
+      selftest-source:
+        params: {num_itmes: 100}
+    """)
+    assert "p.yaml:4:" in msg
+    assert "stages.selftest-source.params.num_itmes" in msg
+    assert 'Did you mean "num_items"' in msg
+    assert "params: {num_itmes: 100}" in msg  # the offending line is shown
+
+
+def test_wrong_type_says_expected_and_found():
+    msg = error_of("""\
+    name: t
+    stages:
+      selftest-source:
+        params:
+          num_items: lots
+    """)
+    assert "p.yaml:5:" in msg and "num_items" in msg
+    assert "integer" in msg and "'lots'" in msg
+
+
+def test_unknown_top_level_key_suggests():
+    msg = error_of("name: t\nstagse: {}\n")
+    assert "p.yaml:2:1" in msg and 'Did you mean "stages"' in msg
+
+
+def test_duplicate_key_is_an_error_not_silently_overwritten():
+    msg = error_of("""\
+    name: t
+    stages:
+      selftest-source: {}
+      selftest-source: {}
+    """)
+    assert "duplicate key" in msg and "p.yaml:4:" in msg and "line 3" in msg
+
+
+def test_invalid_yaml_points_at_the_line():
+    msg = error_of("name: t\nstages:\n  a: [1, 2\n")
+    assert "invalid YAML" in msg and "p.yaml:" in msg
+
+
+def test_unknown_stage_kind_suggests_and_lists():
+    msg = error_of("name: t\nstages:\n  selftest-sourse: {}\n")
+    assert 'Did you mean "selftest-source"' in msg and "Known stages:" in msg and "p.yaml:3:" in msg
+
+
+def test_missing_upstream_stage_is_a_graph_error():
+    msg = error_of("name: t\nstages:\n  selftest-map: {}\n", exc=GraphError)
+    assert "selftest-source.chunks" in msg and "no stage 'selftest-source'" in msg
+
+
+def test_input_to_unknown_output_is_a_graph_error():
+    msg = error_of("""\
+    name: t
+    stages:
+      selftest-source: {}
+      selftest-map:
+        inputs: {source: selftest-source.chunkz}
+    """, exc=GraphError)
+    assert "no output 'chunkz'" in msg and 'Did you mean "chunks"' in msg and "p.yaml:5:" in msg
+
+
+def test_cycle_is_reported_with_its_path():
+    msg = error_of("""\
+    name: t
+    stages:
+      a:
+        uses: selftest-map
+        inputs: {source: b.chunks}
+      b:
+        uses: selftest-map
+        inputs: {source: a.chunks}
+    """, exc=GraphError)
+    assert "cycle" in msg and ("a -> b -> a" in msg or "b -> a -> b" in msg)
+
+
+def test_set_override_errors_name_the_override():
+    msg = error_of(GOOD, ["stages.selftest-map.params.scale=notanumber"])
+    assert "--set stages.selftest-map.params.scale=notanumber" in msg
+    msg = error_of(GOOD, ["stages.selftest-mop.params.scale=1"])
+    assert 'Did you mean "selftest-map"' in msg
+
+
+def test_registry_lookup_lists_known_names():
+    with pytest.raises(UnknownNameError) as info:
+        get_stage("selftest-mapp")
+    assert 'Did you mean "selftest-map"' in str(info.value) and "selftest-reduce" in str(info.value)
+
+
+def test_two_instances_of_one_stage_kind():
+    g = graph_of("""\
+    name: t
+    stages:
+      selftest-source: {}
+      map-a: {uses: selftest-map, params: {scale: 1.0}}
+      map-b: {uses: selftest-map, params: {scale: 2.0}}
+    """)
+    assert g.keys["map-a"] != g.keys["map-b"]
