@@ -35,7 +35,12 @@ def write_h5_chunk(final: Path, arrays: Mapping[str, Any], attrs: Mapping[str, A
         with h5py.File(tmp, "w", libver="earliest") as f:
             for name in sorted(arrays):
                 value = arrays[name]
-                if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], str)):
+                if isinstance(value, (list, tuple)) and value and isinstance(value[0], (bytes, np.ndarray)):
+                    # variable-length byte strings (encoded images): vlen uint8
+                    data = np.empty(len(value), dtype=object)
+                    data[:] = [np.frombuffer(v, np.uint8) if isinstance(v, bytes) else v for v in value]
+                    f.create_dataset(name, data=data, dtype=h5py.vlen_dtype(np.uint8), track_times=False)
+                elif isinstance(value, (list, tuple)) and (not value or isinstance(value[0], str)):
                     data = np.asarray(value, dtype=object)
                     f.create_dataset(name, data=data, dtype=h5py.string_dtype(), track_times=False)
                 else:

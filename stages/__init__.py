@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
-from reidaug.stages import demo_data, selftest
+from reidaug.stages import demo_data, ingest, selftest
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         demo_data.SPEC,
+        ingest.SPEC,
         selftest.SOURCE,
         selftest.MAP,
         selftest.REDUCE,

@@ -94,6 +94,16 @@ class DecodedImage:
     rgb: np.ndarray  # (H, W, 3) uint8, RGB order
     conversions: tuple[str, ...]
     original_mode: str  # Pillow's mode from the header ("RGB", "L", "P", "RGBA", "I;16", ...)
+    data: bytes = b""  # the file's bytes, read once (ingest keeps them when no conversion was needed)
+
+    @property
+    def container(self) -> str:
+        """"jpeg", "png" or "other", from the magic bytes."""
+        if self.data.startswith(b"\xff\xd8"):
+            return "jpeg"
+        if self.data.startswith(b"\x89PNG"):
+            return "png"
+        return "other"
 
 
 def decode_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -122,7 +132,7 @@ def decode_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> D
     rgb, conversions = _to_rgb8(path, pixels, mode)
     if pixels.dtype == np.uint16 and mode in ("RGB", "RGBA"):
         mode = f"{mode};16"  # Pillow reports 16-bit colour PNGs as 8-bit modes
-    return DecodedImage(rgb=rgb, conversions=conversions, original_mode=mode)
+    return DecodedImage(rgb=rgb, conversions=conversions, original_mode=mode, data=data)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -236,3 +246,28 @@ def _to_rgb8(path: Path, pixels: np.ndarray, mode: str) -> tuple[np.ndarray, tup
             path, "not-an-image", f"{channels} channels (mode {mode}); expected 1, 3 or 4"
         )
     return np.ascontiguousarray(rgb, dtype=np.uint8), tuple(conversions)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an RGB uint8 image (what ingest stores after a conversion)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise DataError(f"PNG encoding failed for an image of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+def decode_stored(data: bytes | np.ndarray) -> np.ndarray:
+    """Decode bytes that ingest stored (8-bit, 3-channel JPEG or PNG) into RGB uint8 (H, W, 3).
+
+    Uses the same flags as :func:`decode_image` (``IMREAD_UNCHANGED``: no EXIF rotation), so
+    the pixels are exactly the ones ingest checked.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise DataError(
+            f"stored image bytes do not decode to an 8-bit 3-channel image "
+            f"(got {None if pixels is None else (pixels.shape, pixels.dtype)}); the cache entry is damaged: "
+            "re-run with --force ingest"
+        )
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,248 @@
+"""Stage ``ingest``: read a re-ID dataset folder into checked, chunked records.
+
+A source stage. It parses the folder with a registered dataset format
+(:data:`reidaug.data.datasets.PARSERS`: market1501, dukemtmc-reid, msmt17, cuhk03-np,
+cuhk01, folder), following torchreid's contract (records ``(img_path, pid, camid)``,
+cameras 0-based, junk ids dropped with a count, Zhou & Xiang, arXiv:1910.10093), then
+decodes every image exactly once, in chunks. An image that cannot be used (unreadable,
+truncated, zero-byte, not an image, too large, a bad name, an unknown camera) goes to a
+quarantine report with its reason, never silently away; ``strict: true`` fails instead.
+
+Each chunk stores, per usable image: the original bytes when they decode to 8-bit RGB as
+they are (JPEG / PNG), else a lossless PNG of the converted pixels (grayscale, RGBA, 16-bit,
+palette), with path, pid, camid, original camera and split. Later stages decode them with
+:func:`reidaug.data.images.decode_stored`, never the loose files again.
+
+The key of a folder source is its fingerprint: relative path, size and mtime of every file
+(``content_hash: true`` hashes bytes instead of mtimes), so touching one file re-ingests.
+When the dataset comes from another stage (``inputs: {source: demo-data.dataset}``) the
+upstream key stands for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from reidaug.errors import ConfigError, DataError
+from reidaug.pipeline.atomic import write_json
+from reidaug.pipeline.context import StageContext
+from reidaug.pipeline.stage import Params, StageSpec
+
+RECORDS = "records.json"
+QUARANTINE = "quarantine.json"
+
+
+class IngestParams(Params):
+    format: str = Field(description="dataset format: market1501, dukemtmc-reid, msmt17, cuhk03-np, cuhk01, folder")
+    root: str | None = Field(None, description="dataset folder (relative to the YAML); or bind inputs.source")
+    options: dict[str, Any] = Field(default_factory=dict, description="format options, e.g. {num_train_ids: 485}")
+    chunk_size: int = Field(512, ge=1, le=100_000, description="images per chunk")
+    strict: bool = Field(False, description="fail on the first bad file instead of quarantining it")
+    content_hash: bool = Field(False, description="fingerprint file bytes (slow) instead of size + mtime")
+    max_pixels: int = Field(50_000_000, ge=1, description="larger images are quarantined as too-large")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from reidaug.data.datasets import PARSERS
+        from reidaug.errors import did_you_mean
+
+        if value not in PARSERS:
+            raise ValueError(f"one of {', '.join(PARSERS)}.{did_you_mean(value, PARSERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_format(self) -> "IngestParams":
+        from reidaug.data.datasets import get_parser
+
+        try:
+            get_parser(self.format).make_options(self.options)
+        except (ConfigError, TypeError) as e:
+            raise ValueError(f"options: {e}") from None
+        return self
+
+
+def _root(params: IngestParams, base_dir: Path, source=None) -> Path:
+    if source is not None:
+        if params.root is not None:
+            raise ConfigError(
+                f"ingest has both params.root ({params.root!r}) and inputs.source ({source.stage}.{source.output}); "
+                "give one of them"
+            )
+        return source.path
+    if params.root is None:
+        raise ConfigError(
+            "ingest needs a dataset: set params.root to the dataset folder, or bind inputs.source "
+            "to an upstream output such as demo-data.dataset"
+        )
+    root = Path(params.root).expanduser()
+    root = root if root.is_absolute() else base_dir / root
+    if not root.is_dir():
+        raise DataError(
+            f"dataset root not found: {root} (from ingest params.root = {params.root!r}, relative to "
+            f"{base_dir}). Fix the path in the pipeline YAML or with --set stages.ingest.params.root=PATH"
+        )
+    return root
+
+
+def fingerprint(params: IngestParams, base_dir: Path) -> Any:
+    """Relative path, size and mtime (or sha256) of every file under the root."""
+    if params.root is None:
+        return None
+    root = _root(params, base_dir)
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            try:
+                st = os.stat(full)
+            except OSError:  # dangling symlink: still part of what the user gave us
+                rows.append([rel, -1, 0])
+                continue
+            if params.content_hash:
+                with open(full, "rb") as f:
+                    rows.append([rel, st.st_size, hashlib.sha256(f.read()).hexdigest()])
+            else:
+                rows.append([rel, st.st_size, st.st_mtime_ns])
+    return {"format": params.format, "options": params.options, "files": rows}
+
+
+def _strict_fail(items: list[dict[str, str]], where: str) -> DataError:
+    first = items[0]
+    counts = Counter(q["reason"] for q in items)
+    return DataError(
+        f"ingest (strict): {len(items)} bad file(s) {where} ({', '.join(f'{r}: {n}' for r, n in sorted(counts.items()))}); "
+        f"first: {first['path']}: {first['reason']}: {first['detail']}. Fix or remove them, or set strict: false "
+        "to quarantine them and go on"
+    )
+
+
+def plan(ctx: StageContext) -> int:
+    from reidaug.data.datasets import get_parser
+
+    p: IngestParams = ctx.params
+    root = _root(p, ctx.base_dir, ctx.inputs.get("source"))
+    result = get_parser(p.format)(root, p.options)
+    quarantined = [{"path": q.path, "reason": q.reason, "detail": q.detail} for q in result.quarantined]
+    if p.strict and quarantined:
+        raise _strict_fail(quarantined, f"in {root}")
+    records = [
+        {"path": r.path, "pid": r.pid, "camid": r.camid, "orig_camid": r.orig_camid, "split": r.split}
+        for r in result.records
+    ]
+    skipped = [{"path": q.path, "reason": q.reason, "detail": q.detail} for q in result.skipped]
+    write_json(ctx.work_dir / RECORDS, {"root": str(root), "records": records, "parse_quarantine": quarantined,
+                                        "skipped": skipped, "counts": result.counts})
+    return (len(records) + p.chunk_size - 1) // p.chunk_size
+
+
+def _load_records(ctx: StageContext) -> dict[str, Any]:
+    with open(ctx.work_dir / RECORDS, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_chunk(ctx: StageContext, index: int) -> None:
+    import numpy as np
+
+    from reidaug.data.images import ImageCheckError, decode_image, encode_png
+
+    p: IngestParams = ctx.params
+    data = _load_records(ctx)
+    root = Path(data["root"])
+    rows = data["records"][index * p.chunk_size:(index + 1) * p.chunk_size]
+    keep: dict[str, list] = {k: [] for k in ("path", "pid", "camid", "orig_camid", "split", "image", "height",
+                                             "width", "conversions", "record_index")}
+    bad: list[dict[str, str]] = []
+    for offset, row in enumerate(rows):
+        try:
+            img = decode_image(root / row["path"], max_pixels=p.max_pixels)
+        except ImageCheckError as e:
+            bad.append({"path": row["path"], "reason": e.reason, "detail": e.detail})
+            continue
+        as_is = not img.conversions and img.container in ("jpeg", "png") and img.rgb.dtype == np.uint8
+        keep["image"].append(img.data if as_is else encode_png(img.rgb))
+        for k in ("path", "pid", "camid", "orig_camid", "split"):
+            keep[k].append(row[k])
+        keep["height"].append(img.rgb.shape[0])
+        keep["width"].append(img.rgb.shape[1])
+        keep["conversions"].append(",".join(img.conversions))
+        keep["record_index"].append(index * p.chunk_size + offset)
+    if p.strict and bad:
+        raise _strict_fail(bad, f"in chunk {index}")
+    arrays = {
+        "path": keep["path"], "split": keep["split"], "conversions": keep["conversions"],
+        "pid": np.asarray(keep["pid"], np.int64), "camid": np.asarray(keep["camid"], np.int16),
+        "orig_camid": np.asarray(keep["orig_camid"], np.int16),
+        "height": np.asarray(keep["height"], np.int32), "width": np.asarray(keep["width"], np.int32),
+        "record_index": np.asarray(keep["record_index"], np.int64),
+    }
+    if keep["image"]:
+        arrays["image"] = keep["image"]
+    ctx.write_chunk(index, arrays, attrs={"quarantined": bad})
+
+
+def finalize(ctx: StageContext) -> dict[str, Any]:
+    from reidaug.data.datasets import SPLITS
+
+    data = _load_records(ctx)
+    quarantined = list(data["parse_quarantine"])
+    conversions: Counter[str] = Counter()
+    per_split: dict[str, dict[str, set | int]] = {s: {"ids": set(), "cams": set(), "images": 0} for s in SPLITS}
+    total = 0
+    for arrays, attrs in ctx.iter_own_chunks():
+        quarantined.extend(attrs.get("quarantined", []))
+        for conv in arrays["conversions"]:
+            for c in filter(None, conv.split(",")):
+                conversions[c] += 1
+        for split, pid, cam in zip(arrays["split"], arrays["pid"], arrays["camid"]):
+            s = per_split[split]
+            s["ids"].add(int(pid))
+            s["cams"].add(int(cam))
+            s["images"] += 1
+            total += 1
+    quarantined.sort(key=lambda q: (q["path"], q["reason"]))
+    by_reason = Counter(q["reason"] for q in quarantined)
+    write_json(ctx.work_dir / QUARANTINE, {
+        "counts": dict(sorted(by_reason.items())),
+        "skipped_counts": dict(Counter(s["reason"] for s in data["skipped"])),
+        "quarantined": quarantined,
+        "skipped": data["skipped"],
+    })
+    table = ["  subset  | # ids | # images | # cameras", "  --------+-------+----------+----------"]
+    splits = {}
+    for split in SPLITS:
+        s = per_split[split]
+        splits[split] = {"ids": len(s["ids"]), "images": s["images"], "cameras": len(s["cams"])}
+        table.append(f"  {split:<7} | {len(s['ids']):>5} | {s['images']:>8} | {len(s['cams']):>9}")
+    report = [f"{total} images ingested ({ctx.params.format}):", *table]
+    if quarantined:
+        report.append(f"{len(quarantined)} file(s) quarantined (paths and reasons in quarantine.json of this entry):")
+        report.extend(f"  {reason:<20} {n:>6}  e.g. {next(q['path'] for q in quarantined if q['reason'] == reason)}"
+                      for reason, n in sorted(by_reason.items()))
+    else:
+        report.append("no file quarantined")
+    if conversions:
+        report.append("converted: " + ", ".join(f"{c} {n}" for c, n in sorted(conversions.items())))
+    (ctx.work_dir / RECORDS).unlink()  # the chunks hold everything; keep the entry lean
+    return {
+        "images": total, "splits": splits, "quarantined": dict(sorted(by_reason.items())),
+        "conversions": dict(sorted(conversions.items())), "parse_counts": data["counts"], "report": report,
+    }
+
+
+SPEC = StageSpec(
+    name="ingest", version=1,
+    description="parse a re-ID dataset, decode and check every image once, quarantine bad files",
+    params=IngestParams, plan=plan, run_chunk=run_chunk, finalize=finalize,
+    inputs={"source": ""}, optional_inputs=frozenset({"source"}),
+    outputs={"dataset": "chunks", "quarantine": QUARANTINE},
+    nonsemantic=frozenset({"root", "content_hash"}), fingerprint=fingerprint,
+)

@@ -1,0 +1,264 @@
+"""The HDF5 format v1 contract: round trip, atomicity, verify, versioning, soft targets."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from reidaug.data.h5format import (
+    H5Writer,
+    densify_target,
+    densify_targets,
+    make_targets,
+    open_h5,
+    verify,
+)
+from reidaug.errors import ConfigError, DataError
+
+
+def smooth_images(n: int, h: int = 64, w: int = 32, seed: int = 0) -> np.ndarray:
+    """Smooth colour gradients (JPEG-friendly), distinct per image: (n, h, w, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((n, h, w, 3), dtype=np.uint8)
+    for i in range(n):
+        a, b, c = rng.uniform(0.5, 3, 3)
+        out[i, ..., 0] = 127 + 100 * np.sin(yy / h * a * np.pi)
+        out[i, ..., 1] = 127 + 100 * np.cos(xx / w * b * np.pi)
+        out[i, ..., 2] = (yy + xx) * c % 255
+    return out
+
+
+def write_small(path: Path, encoding: str = "raw", image_size=(64, 32), **kw) -> dict:
+    """6 real train images (3 ids x 2 cams), 2 camstyle fakes (LSR), 2 query, 2 gallery."""
+    imgs = smooth_images(10)
+    kps = np.random.default_rng(1).uniform(0, 30, (6, 17, 3)).astype(np.float32)
+    with H5Writer(path, encoding=encoding, image_size=image_size,
+                  attrs={"pipeline_key": "k" * 64, "stage_keys": {"camstyle": "abc", "ingest": "def"}},
+                  **kw) as w:
+        w.append("train", images=imgs[:6], pid=[11, 11, 22, 22, 33, 33], camid=[0, 1, 0, 1, 0, 1],
+                 label=[0, 0, 1, 1, 2, 2], path=[f"real/{i}.png" for i in range(6)], keypoints=kps)
+        idx, val = make_targets("lsr", [0, 1], 3, epsilon=0.1)
+        w.append("train", images=imgs[6:8], pid=[11, 22], camid=[1, 0], label=[0, 1],
+                 source="camstyle", origin=[0, 3], gen_target_camid=[1, 0], gen_checksum="sha256:ab12",
+                 label_scheme="lsr", target_index=idx, target_value=val, path=["f/a.png", "f/b.png"])
+        w.append("query", images=imgs[8:9], pid=[11], camid=0, path=["q/0.png"])
+        w.append("gallery", images=imgs[9:10], pid=[11], camid=1, path=["g/0.png"])
+    return {"imgs": imgs, "kps": kps}
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png", "jpeg"])
+def test_round_trip_pixels_and_metadata(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "d.h5"
+    src = write_small(path, encoding)
+    with open_h5(path) as f:
+        assert f.splits == ("train", "query", "gallery")
+        assert f.num_classes == 3
+        assert f.info.image_encoding == encoding
+        assert f.info.label_smoothing == "precomputed"
+        assert f.info.stage_keys == {"camstyle": "abc", "ingest": "def"}
+        m = f.meta("train")
+        assert m.pid.tolist() == [11, 11, 22, 22, 33, 33, 11, 22]
+        assert m.label.tolist() == [0, 0, 1, 1, 2, 2, 0, 1]
+        assert m.camid.tolist() == [0, 1, 0, 1, 0, 1, 1, 0]
+        assert [m.source_name(i) for i in (0, 6)] == ["real", "camstyle"]
+        assert m.origin.tolist() == [-1] * 6 + [0, 3]
+        assert m.gen_target_camid.tolist()[6:] == [1, 0]
+        assert f.gen_checksums[m.gen_checksum[6]] == "sha256:ab12" and m.gen_checksum[0] == -1
+        assert m.path[6] == "f/a.png"
+        assert [m.label_scheme_names[c] for c in m.label_scheme[[0, 6]]] == ["onehot", "lsr"]
+        np.testing.assert_array_equal(m.keypoints[:6], src["kps"])
+        assert np.isnan(m.keypoints[6:]).all()  # appended without keypoints
+        assert f.meta("query").label.tolist() == [-1]
+        for i in range(8):
+            got = f.read_image("train", i)
+            assert got.dtype == np.uint8 and got.shape == (64, 32, 3)
+            if encoding == "jpeg":
+                assert np.abs(got.astype(int) - src["imgs"][i]).mean() < 3.0
+            else:
+                np.testing.assert_array_equal(got, src["imgs"][i])
+        np.testing.assert_array_equal(f.read_image("gallery", 0), src["imgs"][9]) if encoding != "jpeg" else None
+    assert verify(path) == []
+
+
+def test_resize_to_image_size_scales_keypoints(tmp_path: Path) -> None:
+    img = smooth_images(1, h=160, w=60)
+    kp = np.zeros((1, 17, 3), np.float32)
+    kp[0, :, 0], kp[0, :, 1], kp[0, :, 2] = 30.0, 80.0, 0.9  # centre of the 60x160 image
+    with H5Writer(tmp_path / "r.h5", image_size=(256, 128)) as w:
+        w.append("train", images=img, pid=1, camid=0, label=0, keypoints=kp)
+    with open_h5(tmp_path / "r.h5") as f:
+        assert f.read_image("train", 0).shape == (256, 128, 3)
+        m = f.meta("train")
+        assert m.native_hw.tolist() == [[160, 60]]
+        np.testing.assert_allclose(m.keypoints[0, 0], [64.0, 128.0, 0.9], rtol=1e-6)
+
+
+def test_real_cuhk01_png_round_trip_is_lossless(tmp_path: Path, cuhk01_dir: Path) -> None:
+    import cv2
+
+    with open(cuhk01_dir / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:8]
+    imgs = [cv2.cvtColor(cv2.imread(str(cuhk01_dir / r["path"])), cv2.COLOR_BGR2RGB) for r in rows]
+    pids = [int(r["pid"]) for r in rows]
+    labels = np.unique(pids, return_inverse=True)[1]
+    with H5Writer(tmp_path / "c.h5", encoding="png", image_size=None) as w:
+        w.append("train", images=imgs, pid=pids, camid=[int(r["camid"]) - 1 for r in rows],
+                 label=labels, path=[r["path"] for r in rows])
+    with open_h5(tmp_path / "c.h5") as f:
+        for i, img in enumerate(imgs):
+            np.testing.assert_array_equal(f.read_image("train", i), img)
+        assert f.meta("train").path == [r["path"] for r in rows]
+
+
+def test_exception_inside_with_leaves_no_file(tmp_path: Path) -> None:
+    final = tmp_path / "out.h5"
+    with pytest.raises(RuntimeError, match="boom"):
+        with H5Writer(final, image_size=(64, 32)) as w:
+            w.append("train", images=smooth_images(2), pid=[1, 2], camid=0, label=[0, 1])
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_close_keeps_previous_file(tmp_path: Path) -> None:
+    final = tmp_path / "out.h5"
+    write_small(final)
+    before = final.read_bytes()
+    # labels 0 and 2 only: not contiguous, so close() refuses and must not touch the old file
+    with pytest.raises(DataError, match="contiguous"):
+        with H5Writer(final, image_size=(64, 32)) as w:
+            w.append("train", images=smooth_images(2), pid=[1, 2], camid=0, label=[0, 2])
+    assert final.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
+
+
+def test_verify_detects_flipped_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "d.h5"
+    write_small(path)
+    assert verify(path) == []
+    with h5py.File(path, "r") as f:
+        ds = f["train/images"]
+        offset = ds.id.get_offset()  # uncompressed contiguous-in-chunk data: find first chunk
+        if offset is None:
+            offset = ds.id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 100)
+        b = fh.read(4)
+        fh.seek(offset + 100)
+        fh.write(bytes(x ^ 0xFF for x in b))
+    problems = verify(path)
+    assert [p.where for p in problems] == ["/train/images"]
+    assert "checksum mismatch" in problems[0].message
+
+
+def test_verify_detects_changed_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "d.h5"
+    write_small(path)
+    with h5py.File(path, "r+") as f:
+        f["train/camid"][0] = 5
+    assert [p.where for p in verify(path)] == ["/train/camid"]
+
+
+def test_wrong_format_version_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.h5"
+    write_small(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(DataError) as exc:
+        open_h5(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "format_version 2" in msg and "reads format_version 1" in msg
+    assert "upgrade reidaug" in msg
+    assert "format_version 2" in verify(path)[0].message
+
+
+def test_not_a_reidaug_file(tmp_path: Path) -> None:
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = [1, 2]
+    with pytest.raises(DataError, match="not a reidaug dataset file"):
+        open_h5(path)
+    with pytest.raises(DataError, match="not found"):
+        open_h5(tmp_path / "missing.h5")
+
+
+def test_sparse_topk_plus_rest_densifies_to_one() -> None:
+    # a teacher's top-3 of 10 classes; the leftover 0.1 spreads over the 7 others
+    d = densify_target(np.array([4, 1, 7, -1], np.int32), np.array([0.6, 0.2, 0.1, 0], np.float16), 0.1, 10)
+    assert d.dtype == np.float32 and d.shape == (10,)
+    assert d.sum() == pytest.approx(1.0, abs=1e-6)
+    assert d[4] == pytest.approx(0.6, abs=1e-3)
+    np.testing.assert_allclose(d[[0, 2, 3, 5, 6, 8, 9]], 0.1 / 7, rtol=1e-5)
+    # LSRO: nothing listed, uniform
+    np.testing.assert_allclose(densify_target(np.array([-1]), np.array([0.0]), 1.0, 4), 0.25)
+
+
+def test_stored_targets_match_schemes(tmp_path: Path) -> None:
+    path = tmp_path / "t.h5"
+    probs = np.random.default_rng(0).dirichlet(np.ones(4), size=2).astype(np.float32)
+    with H5Writer(path, image_size=(64, 32), target_topk=2) as w:
+        w.append("train", images=smooth_images(4), pid=[1, 2, 3, 4], camid=0, label=[0, 1, 2, 3])
+        idx, val = make_targets("lsr", [2], 4, epsilon=0.2)
+        w.append("train", images=smooth_images(1), pid=3, camid=1, label=2, source="camstyle", origin=2,
+                 label_scheme="lsr", target_index=idx, target_value=val)
+        w.append("train", images=smooth_images(1), pid=-1, camid=1, label=-1, source="dcgan",
+                 label_scheme="lsro", target_index=np.full((1, 1), -1), target_value=np.zeros((1, 1)))
+        w.append("train", images=smooth_images(2), pid=[1, 2], camid=1, label=[0, 1], source="pose",
+                 origin=[0, 1], label_scheme="teacher", target_probs=probs)
+    with open_h5(path) as f:
+        t = f.targets("train", np.arange(8))
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(t[0], [1, 0, 0, 0])
+    np.testing.assert_allclose(t[4], [0.05, 0.05, 0.85, 0.05], atol=1e-3)  # LSR eps=0.2, C=4
+    np.testing.assert_allclose(t[5], 0.25)  # LSRO
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    for r in range(2):
+        np.testing.assert_allclose(t[6 + r, top2[r]], probs[r, top2[r]], atol=1e-3)
+
+
+def test_dense_storage_equals_sparse(tmp_path: Path) -> None:
+    targets = {}
+    for storage in ("sparse", "dense"):
+        path = tmp_path / f"{storage}.h5"
+        with H5Writer(path, image_size=(64, 32), target_storage=storage, num_classes=3) as w:
+            w.append("train", images=smooth_images(3), pid=[5, 6, 7], camid=0, label=[0, 1, 2])
+            idx, val = make_targets("lsr", [1], 3, epsilon=0.1)
+            w.append("train", images=smooth_images(1), pid=6, camid=1, label=1, source="camstyle",
+                     origin=1, label_scheme="lsr", target_index=idx, target_value=val)
+        with open_h5(path) as f:
+            targets[storage] = f.targets("train", [0, 3])
+        assert verify(path) == []
+    np.testing.assert_allclose(targets["dense"], targets["sparse"], atol=1e-3)
+
+
+def test_batched_densify_equals_single() -> None:
+    rng = np.random.default_rng(0)
+    idx = np.array([[3, 0, -1], [-1, -1, -1], [1, 2, 4]], np.int32)
+    val = rng.uniform(0, 0.3, (3, 3)).astype(np.float16) * (idx >= 0)
+    rest = 1 - val.astype(np.float32).sum(axis=1)
+    batch = densify_targets(idx, val, rest, 5)
+    for i in range(3):
+        np.testing.assert_allclose(batch[i], densify_target(idx[i], val[i], rest[i], 5), atol=1e-7)
+
+
+def test_bad_input_is_refused_with_reasons(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs image_size"):
+        H5Writer(tmp_path / "x.h5", image_size=None, encoding="raw")
+    with H5Writer(tmp_path / "y.h5", image_size=(64, 32)) as w:
+        with pytest.raises(DataError, match="needs label"):
+            w.append("train", images=smooth_images(1), pid=1, camid=0)
+        with pytest.raises(DataError, match="RGB uint8"):
+            w.append("train", images=[np.zeros((64, 32), np.uint8)], pid=1, camid=0, label=0)
+        with pytest.raises(DataError, match="0-based"):
+            w.append("query", images=smooth_images(1), pid=1, camid=-1)
+        with pytest.raises(KeyError, match='Did you mean "camstyle"'):
+            w.append("query", images=smooth_images(1), pid=1, camid=0, source="camstyl")
+        with pytest.raises(DataError, match="total mass"):
+            w.append("train", images=smooth_images(1), pid=1, camid=0, label=0, label_scheme="teacher",
+                     target_index=[[0, 1]], target_value=[[0.9, 0.5]])
+        w.append("train", images=smooth_images(1), pid=1, camid=0, label=0)
+    assert (tmp_path / "y.h5").exists()
+    assert not (tmp_path / "x.h5").exists()
