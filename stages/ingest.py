@@ -54,7 +54,7 @@ class IngestParams(Params):
         from reidaug.errors import did_you_mean
 
         if value not in PARSERS:
-            raise ValueError(f"one of {', '.join(PARSERS)}.{did_you_mean(value, PARSERS)}")
+            raise ValueError(f"expected one of {', '.join(PARSERS)}.{did_you_mean(value, PARSERS)}")
         return value
 
     @model_validator(mode="after")
