@@ -314,7 +314,8 @@ def run_pipeline(
         from reidaug.stages import STAGES as registry  # noqa: N811
     names = graph.closure(targets or list(graph.nodes))
     executor = Executor(options.scheduler, options.workers)
-    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    # one bar per running stage, drawn on stderr, only for an interactive terminal
+    progress = (sys.stdout.isatty() and sys.stderr.isatty()) if options.progress is None else options.progress
     results: list[StageResult] = []
     try:
         for n_done, name in enumerate(names, start=1):

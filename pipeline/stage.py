@@ -24,7 +24,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationInfo
+from typing_extensions import Annotated
+
+from reidaug.pipeline.hashing import FileRef
 
 if TYPE_CHECKING:
     from reidaug.pipeline.context import StageContext
@@ -40,6 +43,25 @@ class Params(BaseModel):
     """Base class of every stage's parameter model: typed, immutable, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _to_file_ref(value: Any, info: ValidationInfo) -> FileRef:
+    if isinstance(value, FileRef):
+        return value
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"expected a file path; found {type(value).__name__}")
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.is_file():
+        raise ValueError(f"expected an existing file; {path} does not exist (relative paths start at the YAML's folder)")
+    return FileRef(path)
+
+
+#: A parameter that names a file (checkpoint, model config). It is part of the cache key by
+#: its content (sha256), not by its path: moving the file keeps the key, editing it changes it.
+FileParam = Annotated[FileRef, BeforeValidator(_to_file_ref), PlainSerializer(lambda f: str(f.path), return_type=str)]
 
 
 class NoParams(Params):

@@ -187,11 +187,14 @@ def test_not_a_reidaug_file(tmp_path: Path) -> None:
 
 def test_sparse_topk_plus_rest_densifies_to_one() -> None:
     # a teacher's top-3 of 10 classes; the leftover 0.1 spreads over the 7 others
-    d = densify_target(np.array([4, 1, 7, -1], np.int32), np.array([0.6, 0.2, 0.1, 0], np.float16), 0.1, 10)
+    value = np.array([0.6, 0.2, 0.1, 0], np.float16)
+    rest = 1.0 - float(value.astype(np.float32).sum())  # as the writer stores it
+    d = densify_target(np.array([4, 1, 7, -1], np.int32), value, rest, 10)
     assert d.dtype == np.float32 and d.shape == (10,)
     assert d.sum() == pytest.approx(1.0, abs=1e-6)
     assert d[4] == pytest.approx(0.6, abs=1e-3)
-    np.testing.assert_allclose(d[[0, 2, 3, 5, 6, 8, 9]], 0.1 / 7, rtol=1e-5)
+    np.testing.assert_allclose(d[[0, 2, 3, 5, 6, 8, 9]], rest / 7, rtol=1e-5)
+    assert rest == pytest.approx(0.1, abs=1e-3)
     # LSRO: nothing listed, uniform
     np.testing.assert_allclose(densify_target(np.array([-1]), np.array([0.0]), 1.0, 4), 0.25)
 

@@ -179,3 +179,33 @@ def test_two_instances_of_one_stage_kind():
       map-b: {uses: selftest-map, params: {scale: 2.0}}
     """)
     assert g.keys["map-a"] != g.keys["map-b"]
+
+
+def test_file_param_is_keyed_by_content_and_checked_for_existence(tmp_path):
+    import dataclasses
+
+    from reidaug.pipeline.stage import FileParam, Params
+    from reidaug.stages import selftest
+
+    class WithFile(Params):
+        checkpoint: FileParam
+
+    spec = dataclasses.replace(selftest.SOURCE, name="with-file", params=WithFile, nonsemantic=frozenset(),
+                               fingerprint=None)
+    registry = {"with-file": spec}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "w.pth").write_bytes(b"weights-1")
+
+    def key(rel: str) -> str:
+        text = f"name: t\nstages:\n  with-file:\n    params: {{checkpoint: {rel}}}\n"
+        (tmp_path / "p.yaml").write_text(text)
+        return build_graph(load_pipeline(tmp_path / "p.yaml"), registry).keys["with-file"]
+
+    k1 = key("a/w.pth")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "w.pth").rename(tmp_path / "b" / "moved.pth")
+    assert key("b/moved.pth") == k1  # moved: same content, same key
+    (tmp_path / "b" / "moved.pth").write_bytes(b"weights-2")
+    assert key("b/moved.pth") != k1  # one byte changed: new key
+    with pytest.raises(ConfigError, match=r"p.yaml:4:.*checkpoint.*does not exist"):
+        key("missing.pth")
