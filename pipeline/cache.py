@@ -134,9 +134,11 @@ class Cache:
         if fresh and partial.exists():
             shutil.rmtree(partial)  # a partial folder is never an output
         (partial / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
-        for name in os.listdir(partial / CHUNK_DIR):
-            if is_temp_name(name):  # half-written by a killed run (we hold the workspace lock)
-                (partial / CHUNK_DIR / name).unlink(missing_ok=True)
+        for folder in (partial, partial / CHUNK_DIR):
+            for name in os.listdir(folder):
+                if is_temp_name(name):  # half-written by a killed run (we hold the workspace lock)
+                    stale = folder / name
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         old = self.read_plan(stage, key)
         if old is not None and old.get("num_chunks") != plan.get("num_chunks"):
             log.warning(

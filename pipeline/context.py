@@ -114,6 +114,7 @@ class StageContext:
     work_dir: Path  # <key>.partial while running; becomes the cache entry when complete
     base_dir: Path  # folder of the pipeline YAML: relative paths in params resolve here
     num_chunks: int = 0
+    lineage: Mapping[str, str] = dataclasses.field(default_factory=dict)  # this stage and its ancestors -> key
 
     def input(self, slot: str) -> InputHandle:
         handle = self.inputs.get(slot)

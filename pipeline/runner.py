@@ -343,7 +343,8 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     inputs = _handles(graph, cache, name)
     partial = cache.partial_dir(spec.name, key)
     ctx = StageContext(stage=name, spec_name=spec.name, key=key, params=node.params, inputs=inputs,
-                       work_dir=partial, base_dir=graph.base_dir)
+                       work_dir=partial, base_dir=graph.base_dir,
+                       lineage={n: graph.keys[n] for n in graph.closure([name])})
     try:
         t0 = time.perf_counter()
         num_chunks = int(spec.plan(ctx))
