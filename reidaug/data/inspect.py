@@ -1,0 +1,148 @@
+"""Look inside a reidaug HDF5 file: a summary table, a verification, a picture of samples.
+
+``summary`` prints what torchreid prints for a dataset (ids / images / cameras per split,
+Zhou et al., "Torchreid", 2019) plus what this format adds: sources, label schemes, image
+sizes and storage. ``verify`` is :func:`reidaug.data.h5format.verify` (checksums and field
+invariants). ``grid`` draws samples with rows = sources and columns = cameras, the figure
+GAN-augmentation papers show (e.g. CamStyle, Zhong et al., CVPR 2018, Fig. 1).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from reidaug.data.h5format import Problem, open_h5
+from reidaug.data.h5format import verify as _verify
+from reidaug.errors import DataError
+
+__all__ = ["summary", "verify", "grid", "Problem"]
+
+
+def verify(path: str | os.PathLike[str]) -> list[Problem]:
+    """All problems found in the file (checksums, lengths, invariants); empty when sound."""
+    return _verify(path)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(header), line, *(fmt(r) for r in rows)]
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def summary(path: str | os.PathLike[str]) -> str:
+    """A text summary: file attributes, then per split ids/images/cameras/sources/schemes/sizes."""
+    p = Path(path)
+    with open_h5(p) as f:
+        info = f.info
+        size = (
+            f"{info.image_size[0]}x{info.image_size[1]} (HxW)" if info.image_size else "native sizes"
+        )
+        enc = info.image_encoding + (
+            f", {info.image_compression}" if info.image_encoding == "raw" else ""
+        )
+        out = [
+            f"{p} ({_mb(p.stat().st_size)})",
+            f"  format v{info.format_version}, {info.created_by}; pipeline key "
+            f"{info.pipeline_key[:12] or '-'}; stages: {', '.join(info.stage_keys) or '-'}",
+            f"  images: {enc}, {size}; labels: {info.label_smoothing}, {info.num_classes} classes, "
+            f"targets {info.target_storage}",
+            "",
+        ]
+        header = ["split", "ids", "images", "cameras", "real", "fake", "image size (native HxW)", "stored"]
+        rows = []
+        breakdown = []
+        for split in f.splits:
+            m = f.meta(split)
+            ids = np.unique(m.pid[m.pid >= 0]).size
+            hw = Counter(map(tuple, m.native_hw.tolist()))
+            hw_s = ", ".join(f"{h}x{w}" for (h, w), _ in hw.most_common(2)) + (" ..." if len(hw) > 2 else "")
+            ds = f.h5[split]["images"]
+            rows.append([split, str(ids), str(len(m)), str(np.unique(m.camid).size),
+                         str(int((~m.is_fake).sum())), str(int(m.is_fake.sum())), hw_s or "-",
+                         # vlen data lives in the global heap, which get_storage_size() omits
+                         _mb(ds.id.get_storage_size()) if ds.dtype.kind != "O" else "in file"])
+            src = Counter(m.source_names.get(int(c), f"?{c}") for c in m.source)
+            parts = [f"{split}: sources " + ", ".join(f"{k} {v}" for k, v in sorted(src.items()))]
+            if m.label_scheme is not None:
+                sch = Counter(m.label_scheme_names.get(int(c), f"?{c}") for c in m.label_scheme)
+                parts.append("label schemes " + ", ".join(f"{k} {v}" for k, v in sorted(sch.items())))
+            cams = Counter(int(c) for c in m.camid)
+            parts.append("cameras " + ", ".join(f"{c}: {n}" for c, n in sorted(cams.items())))
+            if m.keypoints is not None:
+                parts.append(f"keypoints on {int(np.isfinite(m.keypoints[:, 0, 0]).sum())} images")
+            breakdown.append("; ".join(parts))
+        out += _table(header, rows)
+        out += ["", *breakdown]
+    return "\n".join(out)
+
+
+def grid(
+    path: str | os.PathLike[str],
+    out_png: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    per_cell: int = 3,
+    cell_height: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Write a PNG of samples: rows = sources, columns = cameras, ``per_cell`` images each.
+
+    Each row is labelled with its source, each column with its camera; empty cells stay grey.
+    Samples are drawn at random with ``seed``. Written atomically; returns the path.
+    """
+    from PIL import Image, ImageDraw
+
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    with open_h5(path) as f:
+        m = f.meta(split)
+        if len(m) == 0:
+            raise DataError(f"{path}: split {split!r} is empty; nothing to draw.")
+        sources = sorted(set(int(c) for c in m.source))
+        cams = sorted(set(int(c) for c in m.camid))
+        ch = cell_height
+        cw = ch // 2  # re-ID crops are 2:1 (H:W)
+        label_w, label_h, pad = 90, 18, 4
+        width = label_w + len(cams) * (per_cell * (cw + pad) + pad * 2)
+        height = label_h + len(sources) * (ch + label_h + pad * 2)
+        canvas = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(canvas)
+        for ci, cam in enumerate(cams):
+            x0 = label_w + ci * (per_cell * (cw + pad) + pad * 2)
+            draw.text((x0 + pad, 3), f"camera {cam}", fill=(0, 0, 0))
+        for ri, code in enumerate(sources):
+            y0 = label_h + ri * (ch + label_h + pad * 2)
+            draw.text((4, y0 + ch // 2), m.source_names.get(code, f"?{code}"), fill=(0, 0, 0))
+            for ci, cam in enumerate(cams):
+                x0 = label_w + ci * (per_cell * (cw + pad) + pad * 2)
+                rows = np.flatnonzero((m.source == code) & (m.camid == cam))
+                pick = rng.choice(rows, size=min(per_cell, rows.size), replace=False) if rows.size else []
+                for k in range(per_cell):
+                    x = x0 + pad + k * (cw + pad)
+                    if k < len(pick):
+                        i = int(pick[k])
+                        img = cv2.resize(f.read_image(split, i), (cw, ch), interpolation=cv2.INTER_AREA)
+                        canvas.paste(Image.fromarray(img), (x, y0))
+                        draw.text((x, y0 + ch + 2), f"id {m.pid[i]}", fill=(60, 60, 60))
+                    else:
+                        draw.rectangle([x, y0, x + cw - 1, y0 + ch - 1], fill=(200, 200, 200))
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        canvas.save(tmp, format="PNG")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
