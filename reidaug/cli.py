@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from reidaug import __version__
-from reidaug.errors import ConfigError, ReidAugError, add_context
+from reidaug.errors import ConfigError, DataError, ReidAugError, add_context
 
 log = logging.getLogger("reidaug")
 
@@ -179,15 +179,18 @@ def _print_outputs(report, graph) -> None:
     width = max(len(r.name) for r in report.results)
     for r in report.results:
         click.echo(f"  {r.name:<{width}}  {r.action:<6} {r.entry}")
-    for r in report.results:
-        import json
+    import json
 
+    for r in report.results:
         try:
             summary = json.loads((r.entry / "meta.json").read_text()).get("summary", {})
         except (OSError, ValueError):
             continue
-        for line in summary.get("report", []) if isinstance(summary, dict) else []:
-            click.echo(f"  {r.name}: {line}")
+        lines = summary.get("report", []) if isinstance(summary, dict) else []
+        if lines:
+            click.echo(f"\n[{r.name}]")
+            for line in lines:
+                click.echo(f"  {line}")
 
 
 _common_run_options = [
@@ -271,6 +274,32 @@ def status(pipeline, workspace, sets):
         rows.append((name, key[:12], state, ", ".join(node.spec.outputs), size, when))
     _table(rows)
     click.echo(f"workspace: {ws}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--verify", "do_verify", is_flag=True, help="Check every dataset's checksum and the format's invariants.")
+@click.option("--grid", "grid_png", type=click.Path(dir_okay=False), help="Write a picture of samples by source and camera.")
+@click.option("--split", default="train", show_default=True, help="Split for --grid.")
+@click.option("--per-cell", default=3, show_default=True, type=click.IntRange(1, 20), help="Images per source x camera cell.")
+def inspect(file, do_verify, grid_png, split, per_cell):
+    """Summary of a reidaug HDF5 file (splits, ids, images, cameras, sources, label schemes, sizes)."""
+    from reidaug.data.inspect import grid, summary, verify
+
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}. Give the path of an HDF5 file written by export-hdf5.")
+    click.echo(summary(path))
+    if do_verify:
+        problems = verify(path)
+        if problems:
+            for p in problems:
+                click.echo(f"  PROBLEM {p}", err=True)
+            raise DataError(f"{path}: {len(problems)} problem(s) found by --verify (listed above)")
+        click.echo("verify: every checksum and invariant holds")
+    if grid_png:
+        out = grid(path, grid_png, split=split, per_cell=per_cell)
+        click.echo(f"wrote {out}")
 
 
 @main.group()
