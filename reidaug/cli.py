@@ -93,12 +93,16 @@ def _pipeline_path(spec: str) -> Path:
     )
 
 
-def _load(pipeline: str, sets: tuple[str, ...]):
+def _load(pipeline: str, sets: tuple[str, ...], strict: bool = False):
     from reidaug.pipeline.config import load_pipeline
     from reidaug.pipeline.graph import build_graph
     from reidaug.stages import STAGES
 
-    loaded = load_pipeline(_pipeline_path(pipeline), overrides=list(sets))
+    path = _pipeline_path(pipeline)
+    loaded = load_pipeline(path, overrides=list(sets))
+    if strict:  # --strict: every ingest stage fails on a bad file instead of quarantining it
+        ingests = [n for n, c in loaded.config.stages.items() if (c.uses or n) == "ingest"]
+        loaded = load_pipeline(path, overrides=[*sets, *(f"stages.{n}.params.strict=true" for n in ingests)])
     graph = build_graph(loaded, STAGES)
     return loaded, graph
 
@@ -201,6 +205,7 @@ _common_run_options = [
     click.option("--workers", type=click.IntRange(1), help="Parallel chunks (default: from YAML, else CPU count)."),
     click.option("--dry-run", is_flag=True, help="Print the plan: each stage, its key, skip/resume/run and why."),
     click.option("--wait", is_flag=True, help="Wait for a running reidaug on this workspace instead of failing."),
+    click.option("--strict", is_flag=True, help="ingest fails on the first bad file instead of quarantining it."),
 ]
 
 
@@ -218,9 +223,9 @@ def _with(options):
 @_with(_common_run_options)
 @click.option("--force", multiple=True, metavar="STAGE", help="Recompute STAGE even if cached (repeatable).")
 @click.option("--until", metavar="STAGE", help="Run STAGE and what it needs, nothing after it.")
-def run(pipeline, workspace, sets, scheduler, workers, dry_run, wait, force, until):
+def run(pipeline, workspace, sets, scheduler, workers, dry_run, wait, strict, force, until):
     """Run a pipeline YAML (or a bundled one: demo, selftest)."""
-    loaded, graph = _load(pipeline, sets)
+    loaded, graph = _load(pipeline, sets, strict)
     targets = None
     if until:
         _check_stage(graph, until, "--until")
@@ -235,11 +240,11 @@ def run(pipeline, workspace, sets, scheduler, workers, dry_run, wait, force, unt
               help="Pipeline YAML that defines the stage and its upstream.")
 @_with(_common_run_options)
 @click.option("--force", "force_this", is_flag=True, help="Recompute this stage even if cached.")
-def stage(name, pipeline, workspace, sets, scheduler, workers, dry_run, wait, force_this):
+def stage(name, pipeline, workspace, sets, scheduler, workers, dry_run, wait, strict, force_this):
     """Run one stage NAME, computing whatever it needs upstream that is not cached."""
     if pipeline == "configs/demo.yaml" and not Path(pipeline).is_file():
         pipeline = "demo"
-    loaded, graph = _load(pipeline, sets)
+    loaded, graph = _load(pipeline, sets, strict)
     _check_stage(graph, name, "stage")
     ws = _workspace(loaded, workspace)
     _execute(loaded, graph, [name], ws, dry_run, (name,) if force_this else (), scheduler, workers, wait,
@@ -274,6 +279,25 @@ def status(pipeline, workspace, sets):
         rows.append((name, key[:12], state, ", ".join(node.spec.outputs), size, when))
     _table(rows)
     click.echo(f"workspace: {ws}")
+
+
+@main.command("demo-data")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--num-ids", default=24, show_default=True, type=click.IntRange(2, 9999))
+@click.option("--num-cams", default=2, show_default=True, type=click.IntRange(2, 6))
+@click.option("--images-per-id-per-cam", default=4, show_default=True, type=click.IntRange(2, 1000))
+@click.option("--height", default=128, show_default=True, type=click.IntRange(32, 1024))
+@click.option("--width", default=64, show_default=True, type=click.IntRange(16, 1024))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+def demo_data(out_dir, num_ids, num_cams, images_per_id_per_cam, height, width, seed):
+    """Write the synthetic demo dataset (Market-1501 layout) to OUT_DIR, outside any pipeline."""
+    from reidaug.data.synthetic import SyntheticSpec, write_dataset
+
+    spec = SyntheticSpec(num_ids=num_ids, num_cams=num_cams, images_per_id_per_cam=images_per_id_per_cam,
+                         height=height, width=width, seed=seed)
+    s = write_dataset(Path(out_dir), spec)
+    click.echo(f"{'unchanged' if s.skipped else 'wrote'} {s.out_dir}: {s.num_train} train / {s.num_query} query / "
+               f"{s.num_gallery} gallery images, {s.num_gt_camstyle} camera-style ground-truth images, keypoints.json")
 
 
 @main.command()
