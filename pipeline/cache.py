@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from reidaug.errors import CacheError
 from reidaug.pipeline.atomic import is_temp_name, write_json
 from reidaug.pipeline.context import CHUNK_DIR, chunk_name
 
@@ -74,13 +75,21 @@ class Cache:
         return self.root / stage / key[:2] / f"{key}.partial"
 
     # -- state -------------------------------------------------------------------------------
-    def load_meta(self, stage: str, key: str) -> dict[str, Any] | None:
-        """``meta.json`` of a finished entry; None when absent. A corrupt entry is set aside."""
+    def load_meta(self, stage: str, key: str, *, repair: bool = False) -> dict[str, Any] | None:
+        """``meta.json`` of a finished entry; None when absent or corrupt.
+
+        With ``repair`` (only a run holding the workspace lock) a corrupt entry is moved aside
+        so it can be recomputed; read-only commands (status, --dry-run) never change the cache.
+        """
         entry = self.entry_dir(stage, key)
         if not entry.is_dir():
             return None
         meta = _read_json(entry / META)
         if meta is None or meta.get("key") != key:
+            if not repair:
+                log.warning("cache entry %s is corrupted (meta.json missing or unreadable); a run will recompute it",
+                            entry)
+                return None
             aside = self._set_aside(entry)
             log.warning(
                 "cache entry %s is corrupted (meta.json missing, unreadable or for another key); "
@@ -112,8 +121,8 @@ class Cache:
     def read_plan(self, stage: str, key: str) -> dict[str, Any] | None:
         return _read_json(self.partial_dir(stage, key) / PLAN)
 
-    def state(self, stage: str, key: str) -> EntryState:
-        meta = self.load_meta(stage, key)
+    def state(self, stage: str, key: str, *, repair: bool = False) -> EntryState:
+        meta = self.load_meta(stage, key, repair=repair)
         if meta is not None:
             n = int(meta.get("num_chunks", 0))
             return EntryState("cached", n, n, meta)
@@ -128,10 +137,15 @@ class Cache:
         return EntryState("missing")
 
     # -- writes ------------------------------------------------------------------------------
-    def begin(self, stage: str, key: str, plan: dict[str, Any], fresh: bool = False) -> Path:
-        """Create (or reuse) the partial folder and record the plan. ``fresh`` drops old chunks."""
+    def prepare(self, stage: str, key: str, *, forced: bool = False) -> Path:
+        """Create (or reuse) the partial folder before the stage plans; returns it.
+
+        A forced run starts afresh unless the partial folder was itself made by a forced run
+        of this key (then it resumes it: the resume command of a failed ``--force`` run keeps
+        ``--force``). Temp files of a killed run and old error reports are removed.
+        """
         partial = self.partial_dir(stage, key)
-        if fresh and partial.exists():
+        if forced and partial.exists() and not (self.read_plan(stage, key) or {}).get("forced"):
             shutil.rmtree(partial)  # a partial folder is never an output
         (partial / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
         for folder in (partial, partial / CHUNK_DIR):
@@ -139,21 +153,38 @@ class Cache:
                 if is_temp_name(name):  # half-written by a killed run (we hold the workspace lock)
                     stale = folder / name
                     shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        shutil.rmtree(partial / "errors", ignore_errors=True)
+        return partial
+
+    def record_plan(self, stage: str, key: str, plan: dict[str, Any]) -> None:
+        """Write plan.json; a different chunk count under the same key empties ``chunks/`` only."""
+        partial = self.partial_dir(stage, key)
         old = self.read_plan(stage, key)
         if old is not None and old.get("num_chunks") != plan.get("num_chunks"):
             log.warning(
                 "stage %s: the plan changed from %s to %s chunks under the same key; "
-                "starting the partial entry afresh", stage, old.get("num_chunks"), plan.get("num_chunks"),
+                "its finished chunks are discarded", stage, old.get("num_chunks"), plan.get("num_chunks"),
             )
-            shutil.rmtree(partial)
-            (partial / CHUNK_DIR).mkdir(parents=True)
+            shutil.rmtree(partial / CHUNK_DIR)
+            (partial / CHUNK_DIR).mkdir()
         write_json(partial / PLAN, plan)
-        return partial
+
+    def missing_chunks(self, stage: str, key: str, num_chunks: int) -> list[int]:
+        done = self.done_chunks(stage, key)
+        return [i for i in range(num_chunks) if i not in done]
 
     def commit(self, stage: str, key: str, meta: dict[str, Any]) -> Path:
         """Write meta.json into the partial folder and move it into place in one rename."""
         partial = self.partial_dir(stage, key)
         final = self.entry_dir(stage, key)
+        missing = self.missing_chunks(stage, key, int(meta["num_chunks"]))
+        if missing:  # never let an incomplete entry look finished
+            raise CacheError(
+                f"stage {stage}: {len(missing)} of {meta['num_chunks']} chunk files are missing from {partial} "
+                f"(e.g. {chunk_name(missing[0])}) at commit time; was the folder removed while running, or did a "
+                "worker write elsewhere (a relative workspace on a remote cluster)? Re-run the same command."
+            )
+        shutil.rmtree(partial / "errors", ignore_errors=True)
         write_json(partial / META, meta)
         (partial / PLAN).unlink(missing_ok=True)
         old = None
@@ -172,7 +203,7 @@ class Cache:
             return
         for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
             for prefix in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
-                for entry in sorted(prefix.iterdir()):
+                for entry in sorted(p for p in prefix.iterdir() if p.is_dir()):
                     name = entry.name
                     key, _, tail = name.partition(".")
                     kind = "cached" if not tail else tail.split("-")[0]

@@ -18,6 +18,7 @@ what was expected and what was found, and shows the offending line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -53,6 +54,11 @@ class StageConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str | None] = Field(default_factory=dict)
 
+    @field_validator("params", "inputs", mode="before")
+    @classmethod
+    def _empty_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value  # `params:` with nothing after it
+
 
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,6 +67,13 @@ class PipelineConfig(BaseModel):
     workspace: str | None = None
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     stages: dict[str, StageConfig] = Field(min_length=1)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _empty_stage_is_default(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # `ingest:` with nothing after it = all defaults
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
 
 
 @dataclasses.dataclass
@@ -86,39 +99,64 @@ class LoadedConfig:
 
 # -- YAML with positions ---------------------------------------------------------------------
 class _Builder:
-    def __init__(self, path: Path, lines: list[str]) -> None:
+    """Turn a composed YAML node tree into Python values, recording each key's position."""
+
+    def __init__(self, path: Path, lines: list[str], loader: yaml.SafeLoader) -> None:
         self.path = path
         self.lines = lines
+        self.loader = loader  # one SafeLoader constructs every scalar (empty values, tags, ...)
         self.marks: dict[Loc, tuple[int, int]] = {}
+
+    def _scalar(self, node: yaml.Node, loc: Loc) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as e:
+            line, col = node.start_mark.line + 1, node.start_mark.column + 1
+            raise ConfigError(
+                f"{self.path}:{line}:{col}: {dotted(loc)}: {e.problem}; use plain YAML values "
+                f"(no custom tags){_show(self.lines, line, col)}"
+            ) from None
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.marks.setdefault(loc, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise ConfigError(f"{self.path}:{key_node.start_mark.line + 1}: YAML merge keys (<<) are not supported")
+                    raise ConfigError(
+                        f"{self.path}:{line}:{col}: {dotted(loc)}: YAML merge keys (<<) are not supported; "
+                        f"write the keys out{_show(self.lines, line, col)}"
+                    )
+                key = self._scalar(key_node, loc)
+                if isinstance(key, (dict, list)):
+                    raise ConfigError(f"{self.path}:{line}:{col}: {dotted(loc)}: a key must be a plain value"
+                                      f"{_show(self.lines, line, col)}")
                 if key in out:
                     first = self.marks.get(loc + (key,), ("?", "?"))
                     raise ConfigError(
-                        f"{self.path}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: "
-                        f"{dotted(loc + (key,))}: duplicate key (first at line {first[0]}); "
-                        f"remove one of them{_show(self.lines, key_node.start_mark.line + 1, key_node.start_mark.column + 1)}"
+                        f"{self.path}:{line}:{col}: {dotted(loc + (key,))}: duplicate key (first at line {first[0]}); "
+                        f"remove one of them{_show(self.lines, line, col)}"
                     )
-                self.marks[loc + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                self.marks[loc + (key,)] = (line, col)
                 out[key] = self.build(value_node, loc + (key,))
-                self.marks[loc + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                self.marks[loc + (key,)] = (line, col)
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(v, loc + (i,)) for i, v in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+        return self._scalar(node, loc)
 
 
 def load_yaml_with_marks(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], list[str]]:
     lines = text.splitlines()
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{path}: the file is empty; expected a mapping with 'name' and 'stages'")
+        builder = _Builder(path, lines, loader)
+        data = builder.build(node, ())
+        return data, builder.marks, lines
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -126,10 +164,8 @@ def load_yaml_with_marks(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[in
             f"{path}:{line}:{col}: invalid YAML: {e.problem}"
             f"{' (' + e.context + ')' if e.context else ''}{_show(lines, line, col)}"
         ) from None
-    if node is None:
-        raise ConfigError(f"{path}: the file is empty; expected a mapping with 'name' and 'stages'")
-    builder = _Builder(path, lines)
-    return builder.build(node, ()), builder.marks, lines
+    finally:
+        loader.dispose()
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -263,7 +299,12 @@ def load_pipeline(
                 f"pipeline file not found: {path} (from {Path.cwd()}). "
                 "Give the path of a pipeline YAML, e.g. configs/demo.yaml"
             )
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the pipeline as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read pipeline file {path}: {e.strerror}") from None
     path = Path(path) if path is not None else Path("<string>")
     data, marks, lines = load_yaml_with_marks(text, path)
     if not isinstance(data, dict):
@@ -282,10 +323,21 @@ def load_pipeline(
         raise ConfigError(
             format_validation_error(e, (), data, where, snippet, lambda sub: _fields_of(PipelineConfig, sub))
         ) from None
-    return LoadedConfig(
+    loaded = LoadedConfig(
         config=config, path=path, base_dir=(base_dir or path.parent.resolve()),
         marks=marks, lines=lines, overrides=over,
     )
+    for name in config.stages:
+        if not _INSTANCE.match(name):
+            raise loaded.error(
+                ("stages", name),
+                "a stage name must be kebab-case: lowercase letters, digits and '-' (e.g. ingest-market); "
+                "it names folders and is used in '<stage>.<output>' references",
+            )
+    return loaded
+
+
+_INSTANCE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 SchedulerKind = Literal["threads", "processes", "distributed", "address"]

@@ -168,9 +168,13 @@ class Executor:
         if self._client is None:
             from distributed import Client, LocalCluster
 
+            # distributed configures its own loggers on import; keep them to real problems
+            for name in ("distributed", "distributed.client", "distributed.scheduler", "distributed.worker",
+                         "distributed.nanny", "distributed.core", "distributed.comm"):
+                logging.getLogger(name).setLevel(logging.ERROR)
             if self.kind == "distributed":
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                             dashboard_address=None)
+                                             dashboard_address=None, silence_logs=logging.ERROR)
                 self._client = Client(self._cluster)
             else:
                 try:
@@ -184,10 +188,11 @@ class Executor:
         return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        with contextlib.suppress(Exception):  # shutting down after a failure must not mask it
+            if self._client is not None:
+                self._client.close(timeout=10)
+            if self._cluster is not None:
+                self._cluster.close(timeout=10)
         self._client = self._cluster = None
 
     def run(self, spec: StageSpec, ctx: StageContext, todo: list[int], on_done: Callable[[int, float], None]) -> None:
@@ -215,8 +220,9 @@ class Executor:
                     index, seconds = fut.result()
                     on_done(index, seconds)
             finally:
-                for fut in futures:
-                    fut.cancel()
+                pending = [f for f in futures if not f.done()]
+                if pending:
+                    client.cancel(pending)
             return
 
         from dask.callbacks import Callback
@@ -291,7 +297,7 @@ def _handles(graph: Graph, cache: Cache, name: str) -> dict[str, InputHandle | N
         up, output = ref
         up_node = graph.nodes[up]
         key = graph.keys[up]
-        meta = cache.load_meta(up_node.spec.name, key)
+        meta = cache.load_meta(up_node.spec.name, key, repair=True)
         if meta is None:
             raise StageError(f"stage {name!r} needs {up}.{output}, whose cache entry {key[:12]} is missing")
         out[slot] = InputHandle(up, output, key, cache.entry_dir(up_node.spec.name, key),
@@ -308,7 +314,7 @@ def run_pipeline(
     run_dir: Path | None = None,
 ) -> RunReport:
     options = options or RunOptions()
-    workspace = Path(workspace)
+    workspace = Path(workspace).resolve()  # workers on other machines/folders need absolute paths
     cache = Cache(workspace)
     if registry is None:
         from reidaug.stages import STAGES as registry  # noqa: N811
@@ -333,15 +339,16 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     key = graph.keys[name]
     t_start = time.perf_counter()
     forced = name in options.force
-    st: EntryState = cache.state(spec.name, key)
+    st: EntryState = cache.state(spec.name, key, repair=True)
     if st.status == "cached" and not forced:
         log.info("Stage '%s' didn't change, skipping", name)
+        write_json(_state_path(cache.workspace, name), {"key": key, "material": graph.material[name]})
         return StageResult(name, key, "skip", [], 0.0, cache.entry_dir(spec.name, key))
 
     upstream_names = {slot: ref[0] for slot, ref in node.inputs.items() if ref}
     why = "forced" if forced else explain_change(_last_material(cache.workspace, name), graph.material[name], upstream_names)
     inputs = _handles(graph, cache, name)
-    partial = cache.partial_dir(spec.name, key)
+    partial = cache.prepare(spec.name, key, forced=forced)  # before plan(): plan may write into it
     ctx = StageContext(stage=name, spec_name=spec.name, key=key, params=node.params, inputs=inputs,
                        work_dir=partial, base_dir=graph.base_dir,
                        lineage={n: graph.keys[n] for n in graph.closure([name])})
@@ -354,9 +361,10 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     if num_chunks < 0:
         raise StageError(f"stage {name!r}: plan() returned {num_chunks} chunks")
     ctx = dataclasses.replace(ctx, num_chunks=num_chunks)
-    cache.begin(spec.name, key, {"num_chunks": num_chunks, "key": key, "material": graph.material[name]}, fresh=forced)
-    done = cache.done_chunks(spec.name, key)
-    todo = [i for i in range(num_chunks) if i not in done]
+    cache.record_plan(spec.name, key, {"num_chunks": num_chunks, "key": key, "forced": forced,
+                                       "material": graph.material[name]})
+    todo = cache.missing_chunks(spec.name, key, num_chunks)
+    done = num_chunks - len(todo)
     if done:
         log.info("Stage '%s' (%s): resuming, %d/%d chunks to do", name, key[:12], len(todo), num_chunks)
     else:
@@ -418,7 +426,10 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
             "scheduler": options.scheduler,
         },
     }
-    entry = cache.commit(spec.name, key, meta)
+    try:
+        entry = cache.commit(spec.name, key, meta)
+    except ReidAugError as e:
+        raise StageFailed(name, str(e), partial, options.resume_command) from None
     write_json(_state_path(cache.workspace, name), {"key": key, "material": graph.material[name]})
     seconds = time.perf_counter() - t_start
     log.info("Stage '%s' done in %.1f s (%d chunks run)", name, seconds, len(ran))

@@ -108,12 +108,13 @@ def _load(pipeline: str, sets: tuple[str, ...], strict: bool = False):
 
 
 def _workspace(loaded, override: str | None) -> Path:
+    """Absolute, so that dask workers started elsewhere write to the same place."""
     if override:
-        return Path(override)
+        return Path(override).expanduser().resolve()
     if loaded.config.workspace:
-        w = Path(loaded.config.workspace)
-        return w if w.is_absolute() else loaded.base_dir / w
-    return Path("workspace") / loaded.config.name
+        w = Path(loaded.config.workspace).expanduser()
+        return (w if w.is_absolute() else loaded.base_dir / w).resolve()
+    return (Path("workspace") / loaded.config.name).resolve()
 
 
 def _check_stage(graph, name: str, option: str) -> None:
@@ -159,6 +160,7 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
     scheduler = scheduler or loaded.config.execution.scheduler
     workers = workers or loaded.config.execution.workers
     scheduler_kind(scheduler)  # a typo fails here, before the lock and the run folder
+    _usable_workspace(workspace)
     with WorkspaceLock(workspace, wait=wait):
         run_dir = prepare_run_dir(workspace, graph)
         handler = _log_to_file(run_dir / "run.log")
@@ -175,6 +177,20 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
             logging.getLogger().removeHandler(handler)
             handler.close()
     _print_outputs(report, graph)
+
+
+def _usable_workspace(workspace: Path) -> None:
+    """Create the workspace and prove it is writable, or say why not in one line."""
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        probe = workspace / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot use workspace {workspace}: {e.strerror or e} ({type(e).__name__}). "
+            "Give a writable folder with --workspace, or fix `workspace:` in the pipeline YAML."
+        ) from None
 
 
 def _print_outputs(report, graph) -> None:
@@ -367,7 +383,11 @@ def cache_gc(workspace, pipelines, dry_run):
 
     from reidaug.pipeline.cache import Cache, dir_size
 
+    from reidaug.pipeline.lock import WorkspaceLock
+
     ws = Path(workspace)
+    if not (ws / "cache").is_dir():
+        raise ConfigError(f"{ws} is not a reidaug workspace (no cache/ folder in it)")
     keep: set[str] = set()
     if pipelines:
         for p in pipelines:
@@ -380,8 +400,13 @@ def cache_gc(workspace, pipelines, dry_run):
             except (OSError, ValueError, KeyError):
                 log.warning("unreadable state record %s ignored", f)
     removed = freed = 0
-    for stage_name, key, path, kind in Cache(ws).iter_entries():
-        if key in keep and kind in ("cached", "partial"):
+    lock = WorkspaceLock(ws)
+    lock.acquire()  # never remove a partial entry that a running reidaug is filling
+    cache = Cache(ws)
+    finished = {(s, k) for s, k, _p, kind in cache.iter_entries() if kind == "cached"}
+    for stage_name, key, path, kind in cache.iter_entries():
+        # keep referenced entries; a partial one only while it has no finished twin
+        if key in keep and (kind == "cached" or (kind == "partial" and (stage_name, key) not in finished)):
             continue
         size = dir_size(path)
         click.echo(f"{'would remove' if dry_run else 'removing'} {stage_name} {key[:12]} ({kind}, {_human(size)})")
@@ -389,6 +414,7 @@ def cache_gc(workspace, pipelines, dry_run):
             shutil.rmtree(path)
         removed += 1
         freed += size
+    lock.release()
     click.echo(f"{'would free' if dry_run else 'freed'} {_human(freed)} in {removed} entries; kept {len(keep)} keys")
 
 

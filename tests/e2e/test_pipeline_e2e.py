@@ -217,3 +217,55 @@ def test_cache_gc_removes_unreferenced_entries(tmp_path):
     assert len(list((ws / "cache" / "selftest-map").glob("*/*"))) == 1
     again = cli("run", str(pipe), "-w", str(ws), "--set", "stages.selftest-map.params.scale=3", cwd=tmp_path)
     assert again.stderr.count("didn't change, skipping") == 3
+
+
+def test_force_reruns_a_stage_whose_plan_writes_files(tmp_path):
+    # ingest's plan() writes records.json into the partial folder: --force must not delete it after
+    data = tmp_path / "data"
+    assert cli("demo-data", str(data), "--num-ids", "4", "--images-per-id-per-cam", "2", cwd=tmp_path).returncode == 0
+    pipe = tmp_path / "ingest.yaml"
+    pipe.write_text(f"name: t\nstages:\n  ingest:\n    params: {{format: market1501, root: {data}, chunk_size: 4}}\n")
+    ws = tmp_path / "ws"
+    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    forced = cli("run", str(pipe), "-w", str(ws), "--force", "ingest", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert "running, 4/4 chunks to do (forced)" in forced.stderr
+
+
+def test_failed_forced_run_resumes_with_its_finished_chunks(tmp_path):
+    pipe = write_pipeline(tmp_path, num_items=100)
+    ws = tmp_path / "ws"
+    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    bad = cli("run", str(pipe), "-w", str(ws), "--force", "selftest-map", "--workers", "1",
+              "--set", "stages.selftest-map.params.fail_on_chunk=7", cwd=tmp_path)
+    assert bad.returncode != 0 and "--force selftest-map" in bad.stderr  # the printed resume command
+    again = cli("run", str(pipe), "-w", str(ws), "--force", "selftest-map", "--workers", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr  # the chunks the failed forced run finished are kept
+    assert 0 < meta(ws, "selftest-map")["timings"]["chunks_run"] < 10
+    entry = next((ws / "cache" / "selftest-map").glob("*/*/meta.json")).parent
+    assert not (entry / "errors").exists()  # a failed chunk's report does not end up in the entry
+
+
+def test_status_is_read_only_on_a_corrupted_entry(tmp_path):
+    pipe = write_pipeline(tmp_path, num_items=50)
+    ws = tmp_path / "ws"
+    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    meta_file = next((ws / "cache" / "selftest-map").glob("*/*/meta.json"))
+    meta_file.write_text("{not json")
+    st = cli("status", str(pipe), "-w", str(ws), cwd=tmp_path)
+    assert st.returncode == 0 and "missing" in st.stdout
+    assert meta_file.read_text() == "{not json"  # status did not move or repair anything
+
+
+def test_commit_refuses_an_entry_with_missing_chunks(tmp_path):
+    from reidaug.errors import CacheError
+    from reidaug.pipeline.cache import Cache
+
+    cache = Cache(tmp_path)
+    partial = cache.prepare("s", "k" * 64)
+    cache.record_plan("s", "k" * 64, {"num_chunks": 3})
+    (partial / "chunks" / "00000.h5").write_bytes(b"x")
+    with pytest.raises(CacheError, match="2 of 3 chunk files are missing"):
+        cache.commit("s", "k" * 64, {"key": "k" * 64, "num_chunks": 3})
+    assert cache.state("s", "k" * 64).status == "partial"

@@ -209,3 +209,16 @@ def test_file_param_is_keyed_by_content_and_checked_for_existence(tmp_path):
     assert key("b/moved.pth") != k1  # one byte changed: new key
     with pytest.raises(ConfigError, match=r"p.yaml:4:.*checkpoint.*does not exist"):
         key("missing.pth")
+
+
+def test_empty_values_mean_defaults_and_bad_yaml_constructs_are_located():
+    g = graph_of("name: t\nstages:\n  selftest-source:\n    params:\n  selftest-map:\n  selftest-reduce:\n")
+    assert list(g.nodes) == ["selftest-source", "selftest-map", "selftest-reduce"]
+    assert "p.yaml:1:7" in error_of("name: !foo t\nstages:\n  selftest-source: {}\n")
+    assert "merge keys" in error_of("b: &b {x: 1}\nname: t\nstages:\n  selftest-source:\n    <<: *b\n")
+
+
+def test_stage_names_must_be_kebab_case():
+    msg = error_of("name: t\nstages:\n  Src_1: {uses: selftest-source}\n")
+    assert "p.yaml:3:3" in msg and "kebab-case" in msg
+    assert "kebab-case" in error_of('name: t\nstages:\n  "../../evil": {uses: selftest-source}\n')
