@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
-from reidaug.stages import demo_data, export_hdf5, ingest, selftest
+from reidaug.stages import cluster_poses, demo_data, export_hdf5, extract_pose, ingest, selftest
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         demo_data.SPEC,
         ingest.SPEC,
+        extract_pose.SPEC,
+        cluster_poses.SPEC,
         export_hdf5.SPEC,
         selftest.SOURCE,
         selftest.MAP,

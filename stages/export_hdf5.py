@@ -79,6 +79,8 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     if p.keep_native_size and p.encoding == "raw":
         raise ConfigError("export-hdf5: keep_native_size needs encoding jpeg or png (raw stores one fixed size)")
     dataset = ctx.input("dataset")
+    poses = ctx.inputs.get("keypoints")  # optional: extract-pose output, one chunk per ingest chunk
+    pose_chunks = poses.chunk_paths() if poses is not None else None
     # Pass 1: the train identities, for contiguous labels.
     train_pids: set[int] = set()
     for arrays, _ in dataset.iter_chunks():
@@ -96,8 +98,18 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     )
     counts = {s: 0 for s in SPLITS}
     with writer:
-        for arrays, _ in dataset.iter_chunks():
+        for c, (arrays, _) in enumerate(dataset.iter_chunks()):
             n = len(arrays["path"])
+            kp = None
+            if pose_chunks is not None:
+                from reidaug.errors import DataError
+                from reidaug.pipeline.context import read_h5_chunk
+
+                pa, _ = read_h5_chunk(pose_chunks[c])
+                if list(pa["path"]) != list(arrays["path"]):
+                    raise DataError(f"export-hdf5: keypoints chunk {c} does not list the images of dataset chunk {c}; "
+                                    "extract-pose must read the same ingest output (check its inputs)")
+                kp = pa["keypoints"]
             for split in p.splits:
                 rows = [i for i in range(n) if arrays["split"][i] == split]
                 for start in range(0, len(rows), p.batch_size):
@@ -112,6 +124,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         source="real",
                         path=[arrays["path"][i] for i in batch],
                         label_scheme="onehot" if split == "train" else None,
+                        keypoints=kp[batch] if kp is not None else None,
                     )
                     counts[split] += len(batch)
     ctx.write_chunk(index, {f"num_{s}": counts[s] for s in SPLITS} | {"num_classes": len(label_of)})
@@ -140,7 +153,8 @@ SPEC = StageSpec(
     name="export-hdf5", version=1,
     description="collect the real images (and generated sets) into one HDF5 file (format v1)",
     params=ExportParams, run_chunk=run_chunk, finalize=finalize,
-    inputs={"dataset": "ingest.dataset"},
+    inputs={"dataset": "ingest.dataset", "keypoints": ""},
+    optional_inputs=frozenset({"keypoints"}),
     outputs={"hdf5": OUTPUT, "chunks": "chunks"},
     nonsemantic=frozenset({"output"}),
 )

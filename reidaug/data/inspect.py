@@ -146,3 +146,62 @@ def grid(
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def pose_grid(
+    path: str | os.PathLike[str],
+    out_png: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    count: int = 16,
+    scale: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write a PNG of ``count`` crops with their stored keypoints drawn on (4 per row).
+
+    Scores are not thresholded: a keypoint with score 0 (not found) is not drawn, every other
+    one is, so a wrong skeleton shows. Crops are upscaled by ``scale`` so joints are visible.
+    """
+    import cv2
+
+    from reidaug.pose.skeleton import draw_skeleton
+
+    rng = np.random.default_rng(seed)
+    with open_h5(path) as f:
+        m = f.meta(split)
+        if m.keypoints is None:
+            raise DataError(
+                f"{path}: split {split!r} has no keypoints. Add an extract-pose stage and bind "
+                "export-hdf5's inputs.keypoints to extract-pose.keypoints, then re-run the pipeline."
+            )
+        have = np.flatnonzero(np.nan_to_num(m.keypoints[..., 2]).max(axis=1) > 0)
+        if have.size == 0:
+            raise DataError(f"{path}: no image of split {split!r} has a detected pose to draw")
+        pick = np.sort(rng.choice(have, size=min(count, have.size), replace=False))
+        tiles = []
+        for i in pick:
+            img = f.read_image(split, int(i))
+            h, w = img.shape[:2]
+            big = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+            kp = np.nan_to_num(m.keypoints[i]).copy()
+            kp[:, :2] = (kp[:, :2] + 0.5) * scale - 0.5
+            tiles.append(draw_skeleton(big, kp, threshold=0.0))
+    th = max(t.shape[0] for t in tiles)
+    tw = max(t.shape[1] for t in tiles)
+    cols = 4
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = np.full((rows * (th + 4) + 4, cols * (tw + 4) + 4, 3), 255, np.uint8)
+    for n, t in enumerate(tiles):
+        r, c = divmod(n, cols)
+        sheet[4 + r * (th + 4):4 + r * (th + 4) + t.shape[0], 4 + c * (tw + 4):4 + c * (tw + 4) + t.shape[1]] = t
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

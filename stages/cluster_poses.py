@@ -1,0 +1,95 @@
+"""Stage ``cluster-poses``: PN-GAN's canonical poses.
+
+Qian et al., "Pose-Normalized Image Generation for Person Re-identification" (ECCV 2018),
+cluster the training poses with k-means and render every identity in the k = 8 cluster
+centres. This stage normalises the confident train poses from ``extract-pose`` (centre on the
+torso, scale by torso length; :func:`reidaug.pose.canonical.normalize_poses`), runs a seeded
+k-means with missing joints left out of distances, and outputs the canonical pose set (in a
+``out_height x out_width`` frame, ready for a generator), each image's assignment (-1 where its
+pose was not confident enough) and a picture of the k canonical skeletons.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field
+
+from reidaug.pipeline.atomic import write_json
+from reidaug.pipeline.context import StageContext
+from reidaug.pipeline.stage import Params, StageSpec
+
+CANONICAL = "canonical_poses.json"
+PICTURE = "canonical_poses.png"
+
+
+class ClusterPosesParams(Params):
+    k: int = Field(8, ge=1, le=256, description="number of canonical poses (PN-GAN: 8)")
+    split: Literal["train", "query", "gallery"] = "train"
+    min_confident: int = Field(12, ge=4, le=17, description="keypoints above score_threshold a pose needs")
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    n_init: int = Field(10, ge=1, le=100)
+    seed: int = Field(0, ge=0)
+    out_height: int = Field(256, ge=16, le=2048)
+    out_width: int = Field(128, ge=8, le=2048)
+
+
+def run_chunk(ctx: StageContext, index: int) -> None:
+    import numpy as np
+
+    from reidaug.errors import DataError
+    from reidaug.pose.canonical import kmeans_poses, normalize_poses, render_canonical
+
+    p: ClusterPosesParams = ctx.params
+    kps, recs = [], []
+    for arrays, _ in ctx.input("keypoints").iter_chunks():
+        mask = np.asarray([s == p.split for s in arrays["split"]], bool)
+        kps.append(arrays["keypoints"][mask])
+        recs.append(arrays["record_index"][mask])
+    kp = np.concatenate(kps) if kps else np.zeros((0, 17, 3), np.float32)
+    record_index = np.concatenate(recs) if recs else np.zeros(0, np.int64)
+    norm, kept = normalize_poses(kp, min_confident=p.min_confident, score_threshold=p.score_threshold)
+    if len(kept) < p.k:
+        raise DataError(
+            f"cluster-poses: only {len(kept)} of {len(kp)} {p.split} poses have >= {p.min_confident} keypoints above "
+            f"{p.score_threshold} and a full torso; k-means with k={p.k} needs at least {p.k}. Lower k or "
+            "min_confident, or use a stronger pose backend in extract-pose"
+        )
+    centers, labels = kmeans_poses(norm, k=p.k, seed=p.seed, n_init=p.n_init)
+    assignment = np.full(len(kp), -1, np.int64)
+    assignment[kept] = labels
+    canonical = render_canonical(centers, (p.out_height, p.out_width))  # (k, 17, 3)
+    ctx.write_chunk(index, {"centers": centers, "canonical": canonical, "assignment": assignment,
+                            "record_index": record_index})
+
+
+def finalize(ctx: StageContext) -> dict[str, Any]:
+    import numpy as np
+
+    from reidaug.pose.canonical import skeleton_sheet
+
+    p: ClusterPosesParams = ctx.params
+    arrays, _ = next(ctx.iter_own_chunks())
+    assignment = arrays["assignment"]
+    sizes = np.bincount(assignment[assignment >= 0], minlength=p.k).tolist()
+    write_json(ctx.work_dir / CANONICAL, {
+        "k": p.k, "frame_hw": [p.out_height, p.out_width],
+        "keypoints": np.round(arrays["canonical"], 3).tolist(),  # (k, 17, 3) x, y, score
+        "cluster_sizes": sizes, "excluded": int((assignment < 0).sum()),
+    })
+    skeleton_sheet(arrays["canonical"], ctx.work_dir / PICTURE, hw=(p.out_height, p.out_width))
+    report = [
+        f"{p.k} canonical poses from {int((assignment >= 0).sum())} confident {p.split} poses "
+        f"({int((assignment < 0).sum())} left out); cluster sizes {sizes}",
+        f"picture: {PICTURE} in this entry",
+    ]
+    return {"cluster_sizes": sizes, "excluded": int((assignment < 0).sum()), "report": report}
+
+
+SPEC = StageSpec(
+    name="cluster-poses", version=1,
+    description="PN-GAN canonical poses: k-means over normalised train poses",
+    params=ClusterPosesParams, run_chunk=run_chunk, finalize=finalize,
+    inputs={"keypoints": "extract-pose.keypoints"},
+    outputs={"canonical": CANONICAL, "picture": PICTURE, "chunks": "chunks"},
+)
