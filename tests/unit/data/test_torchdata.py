@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from reidaug.data.h5format import H5Writer, make_targets
 from reidaug.data.torchdata import (
@@ -16,19 +16,30 @@ from reidaug.data.torchdata import (
     Normalize255,
     PKSampler,
     RealFakeSampler,
+    ReidBatch,
     ReidH5Dataset,
+    ResizeIfNeeded,
     build_transforms,
+    normalize_batch,
+    reid_collate,
 )
-from reidaug.errors import ConfigError
+from reidaug.errors import ConfigError, DataError
 
 
-def _write(path: Path, n_ids: int = 6, per_id: int = 3, fakes_per_id: int = 2) -> None:
-    """n_ids identities x per_id real images over 2 cameras, plus LSR camstyle fakes."""
+def _write(path: Path, n_ids: int = 6, per_id: int = 3, fakes_per_id: int = 2, **writer: object) -> None:
+    """n_ids identities x per_id real images over 2 cameras, plus LSR camstyle fakes.
+
+    ``writer`` goes to H5Writer (encoding, compression); jpeg/png files keep native sizes,
+    which vary per image (so the reader has to resize them to batch them).
+    """
     rng = np.random.default_rng(0)
     h, w = 32, 16
-    with H5Writer(path, image_size=(h, w)) as wr:
+    native = writer.get("encoding", "raw") != "raw"
+    with H5Writer(path, image_size=None if native else (h, w), **writer) as wr:
         for i in range(n_ids):
             imgs = rng.integers(0, 256, (per_id, h, w, 3), dtype=np.uint8)
+            if native:
+                imgs = [rng.integers(0, 256, (h + 2 * j, w + j, 3), dtype=np.uint8) for j in range(per_id)]
             wr.append("train", images=imgs, pid=100 + i, camid=[j % 2 for j in range(per_id)], label=i)
         row = 0
         for i in range(n_ids):
@@ -123,3 +134,139 @@ def test_dataloader_two_workers_with_pk_sampler(h5_path: Path) -> None:
     rf = RealFakeSampler(ds.is_fake, batch_size=4, real_per_batch=3, fake_per_batch=1)
     for batch in DataLoader(ds, batch_sampler=rf, num_workers=2):
         assert batch["is_fake"].sum().item() == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Batched reads (__getitems__): the DataLoader's path whenever it batches
+# --------------------------------------------------------------------------------------------
+
+_WRITERS = {"raw": {}, "raw-lzf": {"compression": "lzf"}, "jpeg": {"encoding": "jpeg"}}
+
+
+def _reference(h5: Path, positions: list[int], transform: object) -> dict[str, torch.Tensor]:
+    """The per-sample path (``__getitem__`` + default_collate) with torchvision-style transforms."""
+    ds = ReidH5Dataset(h5, "train", transform=transform)
+    return default_collate([ds[p] for p in positions])
+
+
+@pytest.mark.parametrize("storage", sorted(_WRITERS))
+def test_batched_read_matches_per_sample_path(tmp_path: Path, storage: str) -> None:
+    h5 = tmp_path / f"{storage}.h5"
+    _write(h5, **_WRITERS[storage])
+    positions = [29, 3, 17, 3, 0, 22, 8]  # unsorted, a repeat, reals and fakes
+    from torchvision.transforms import v2
+
+    ref = _reference(h5, positions, v2.Compose([ResizeIfNeeded((64, 32)), Normalize255()]))
+    ds = ReidH5Dataset(h5, "train", transform=build_transforms(64, 32, train=False))
+    ds._h5()
+    assert (ds._chunked is not None) == (storage == "raw")  # unfiltered raw rows: chunk reads
+    got = reid_collate(ds.__getitems__(positions))
+    assert got["img"].shape == (7, 3, 64, 32) and got["img"].dtype == torch.float32
+    assert torch.equal(got["img"], ref["img"])  # same pixels, bit for bit
+    torch.testing.assert_close(got["target"], ref["target"], rtol=1e-6, atol=1e-7)
+    for key in ("pid", "camid", "index", "is_fake"):
+        assert torch.equal(got[key], ref[key]), key
+    # Any other transform runs per sample on the batch read; no transform gives the raw pixels.
+    other = ReidH5Dataset(h5, "train", transform=v2.Compose([ResizeIfNeeded((64, 32)), Normalize255()]))
+    assert torch.equal(reid_collate(other.__getitems__(positions))["img"], ref["img"])
+    if storage != "jpeg":
+        raw = ReidH5Dataset(h5, "train")
+        assert torch.equal(reid_collate(raw.__getitems__(positions))["img"], _reference(h5, positions, None)["img"])
+    else:
+        with pytest.raises(DataError, match="different shapes"):
+            ReidH5Dataset(h5, "train").__getitems__([0, 1])
+    with pytest.raises(IndexError, match="out of range"):
+        ds.__getitems__([0, 30])
+
+
+def test_default_collate_gets_the_same_batch(h5_path: Path) -> None:
+    ds = ReidH5Dataset(h5_path, "train", transform=build_transforms(32, 16, train=False))
+    batch = ds.__getitems__([5, 1, 20])
+    assert isinstance(batch, ReidBatch) and len(batch) == 3 and batch[1]["index"] == 1
+    via_default = default_collate(batch)
+    fast = reid_collate(batch)
+    assert set(via_default) == set(fast)
+    for key in fast:
+        assert torch.equal(via_default[key], fast[key]), key
+    q = ReidH5Dataset(h5_path, "query", transform=build_transforms(32, 16, train=False))
+    qb = reid_collate(q.__getitems__([1, 0]))
+    assert qb["target"].tolist() == [-1, -1] and qb["pid"].tolist() == [101, 100]
+
+
+def test_flips_are_per_sample_and_seeded(h5_path: Path) -> None:
+    ds = ReidH5Dataset(h5_path, "train", transform=build_transforms(32, 16, train=True, pad=0, normalize=False))
+    plain = ReidH5Dataset(h5_path, "train")
+    positions = list(range(len(ds)))
+    orig = reid_collate(plain.__getitems__(positions))["img"]
+    torch.manual_seed(0)
+    out = reid_collate(ds.__getitems__(positions))["img"]
+    flipped = [bool(torch.equal(o, x.flip(-1))) for o, x in zip(out, orig)]
+    kept = [bool(torch.equal(o, x)) for o, x in zip(out, orig)]
+    assert all(f != k for f, k in zip(flipped, kept))  # each image is flipped or not, whole
+    assert 0 < sum(flipped) < len(ds)  # decided per sample, not once per batch
+    torch.manual_seed(0)
+    assert torch.equal(reid_collate(ds.__getitems__(positions))["img"], out)  # torch's seed decides
+
+
+def test_pad_crop_shifts_with_zero_fill(h5_path: Path) -> None:
+    t = build_transforms(32, 16, train=True, flip_p=0.0, pad=4, normalize=False)
+    img = torch.randint(1, 256, (3, 32, 16), dtype=torch.uint8)  # no zeros of its own
+    torch.manual_seed(1)
+    shifts = set()
+    for _ in range(20):
+        out = t(img)
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if torch.equal(out, _shift(img, dy, dx))]
+        assert len(found) == 1  # a zero-padded crop = the image shifted by at most pad pixels
+        shifts.add(found[0])
+    assert len(shifts) > 1
+    tiny = build_transforms(4, 4, train=True, pad=10, normalize=False)  # pad > size: still a crop
+    assert all(tiny(img[:, :4, :4]).shape == (3, 4, 4) for _ in range(20))
+
+
+def _shift(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
+    return padded[:, 4 + dy : 4 + dy + img.shape[1], 4 + dx : 4 + dx + img.shape[2]]
+
+
+def test_consumer_normalisation_equals_worker_normalisation(h5_path: Path) -> None:
+    positions = [4, 9, 0, 28]
+    worker = ReidH5Dataset(h5_path, "train", transform=build_transforms(64, 32, train=False))
+    consumer = ReidH5Dataset(h5_path, "train", transform=build_transforms(64, 32, train=False, normalize=False))
+    u8 = reid_collate(consumer.__getitems__(positions))["img"]
+    assert u8.dtype == torch.uint8
+    expected = reid_collate(worker.__getitems__(positions))["img"]
+    assert torch.equal(normalize_batch(u8), expected)  # channels-last (the reader's layout)
+    assert torch.equal(normalize_batch(u8.contiguous()), expected)  # and NCHW
+    with pytest.raises(DataError, match="normalize=False"):
+        normalize_batch(expected)
+    # Random erasing on uint8 fills with the mean pixel: ~0 once normalised.
+    erase = build_transforms(64, 32, train=True, random_erasing=True, normalize=False, flip_p=0.0, pad=0)
+    torch.manual_seed(0)
+    outs = [normalize_batch(erase(torch.full((3, 64, 32), 255, dtype=torch.uint8))[None])[0] for _ in range(8)]
+    erased = [o.abs().amax(0) < 0.01 for o in outs]
+    assert any(e.any() for e in erased) and all(e.float().mean() < 0.5 for e in erased)
+
+
+def test_two_workers_batched_with_pk_sampler_match_per_sample(h5_path: Path) -> None:
+    ds = ReidH5Dataset(h5_path, "train", transform=build_transforms(32, 16, train=False))
+    sampler = PKSampler(ds.labels, p=3, k=2, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=reid_collate)
+    batches = list(loader)
+    assert len(batches) == len(sampler)
+    single = ReidH5Dataset(h5_path, "train", transform=build_transforms(32, 16, train=False))
+    for plan, batch in zip(sampler, batches):
+        assert batch["index"].tolist() == [int(single.indices[p]) for p in plan]
+        ref = default_collate([single[p] for p in plan])
+        assert torch.equal(batch["img"], ref["img"])
+        assert torch.equal(batch["pid"], ref["pid"]) and len(set(batch["pid"].tolist())) == 3
+    # Train transforms: the loader's seed decides every flip; same seed, same epoch.
+    train = ReidH5Dataset(h5_path, "train", transform=build_transforms(32, 16, train=True))
+
+    def epoch(seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        dl = DataLoader(train, batch_size=8, shuffle=True, num_workers=2, generator=g, collate_fn=reid_collate)
+        return torch.cat([b["img"] for b in dl])
+
+    a = epoch(3)
+    assert torch.equal(a, epoch(3)) and not torch.equal(a, epoch(4))
