@@ -8,7 +8,8 @@
 #   1. apt packages when missing: python3-venv, libgl1 + libglib2.0-0 (opencv-python's `import cv2`)
 #   2. .venv with pip
 #   3. torch + torchvision at exact pins (override with REIDAUG_TORCH_SPEC="torch==X torchvision==Y")
-#   4. requirements/pinned.txt (versions tested here)
+#   4. requirements/pinned.txt (versions tested here), then the pose backends
+#      (scripts/install_pose.sh: mmpose stack, mediapipe, ai-edge-litert; requirements/pose.txt)
 #   5. the reidaug package itself, editable
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,12 +21,13 @@ STAMP="$VENV/.reidaug-setup-stamp"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 inputs_hash() {
-  cat scripts/setup.sh requirements/*.txt setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -c1-16
+  cat scripts/setup.sh scripts/install_pose.sh models/mmcv_shim.py requirements/*.txt setup.cfg pyproject.toml \
+    2>/dev/null | sha256sum | cut -c1-16
 }
 
 want=$(inputs_hash)
 if [[ -z "${REIDAUG_FORCE_SETUP:-}" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] \
-   && "$VENV/bin/python" -c "import reidaug, torch, cv2, h5py, dask" 2>/dev/null; then
+   && "$VENV/bin/python" -c "import reidaug, torch, cv2, h5py, dask, mediapipe, mmpose" 2>/dev/null; then
   log "environment up to date ($VENV)"
   exit 0
 fi
@@ -78,8 +80,10 @@ fi
 log "installing requirements/pinned.txt"
 pip_install -r requirements/pinned.txt
 
-# (the pose issue adds the mmpose stack here: mmcv-lite + import shim, mmpose --no-deps,
-#  xtcocotools from source; see INSTALL-FACTS.md)
+# 4b. pose backends: mmpose (mmcv-lite + import shim, --no-deps, xtcocotools from source),
+#     mediapipe (BlazePose bundled), ai-edge-litert (MoveNet); pins in requirements/pose.txt
+log "installing the pose backends (scripts/install_pose.sh)"
+scripts/install_pose.sh "$VENV/bin/python"
 
 # 5. the package ---------------------------------------------------------------------------
 log "installing reidaug (editable)"

@@ -16,7 +16,6 @@ runs the real mmpose code path with random weights (plumbing checks only).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from typing import Any, Literal
@@ -53,8 +52,9 @@ class ExtractPoseParams(Params):
         return self
 
 
-_ESTIMATORS: dict[str, Any] = {}
-_LOCK = threading.Lock()
+# One model per worker THREAD and parameter set: loading it per chunk would dominate, and the
+# TFLite interpreter and the MediaPipe graph must not be shared between threads.
+_LOCAL = threading.local()
 
 
 def _device(p: ExtractPoseParams) -> str:
@@ -68,23 +68,23 @@ def _device(p: ExtractPoseParams) -> str:
 
 
 def _estimator(p: ExtractPoseParams):
-    """One model per worker process and parameter set (loading it per chunk would dominate)."""
+    """The calling thread's estimator for these parameters, built on first use."""
     from reidaug.models.pose_estimators import build_estimator
 
     key = json.dumps(p.model_dump(mode="json"), sort_keys=True)
-    with _LOCK:
-        if key not in _ESTIMATORS:
-            config = p.config if isinstance(p.config, str) or p.config is None else str(p.config.path)
-            _ESTIMATORS[key] = build_estimator(
-                p.backend,
-                model_path=str(p.model_path.path) if p.model_path else None,
-                config=config if p.backend == "mmpose" else None,
-                checkpoint=str(p.checkpoint.path) if p.checkpoint else None,
-                random_init=p.random_init if p.backend == "mmpose" else False,
-                upscale_height=p.upscale_height if p.backend == "mediapipe" else None,
-                device=_device(p),
-            )
-        return _ESTIMATORS[key]
+    cache = _LOCAL.__dict__.setdefault("estimators", {})
+    if key not in cache:
+        config = p.config if isinstance(p.config, str) or p.config is None else str(p.config.path)
+        cache[key] = build_estimator(
+            p.backend,
+            model_path=str(p.model_path.path) if p.model_path else None,
+            config=config if p.backend == "mmpose" else None,
+            checkpoint=str(p.checkpoint.path) if p.checkpoint else None,
+            random_init=p.random_init if p.backend == "mmpose" else False,
+            upscale_height=p.upscale_height if p.backend == "mediapipe" else None,
+            device=_device(p),
+        )
+    return cache[key]
 
 
 def plan(ctx: StageContext) -> int:
@@ -103,10 +103,9 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     keypoints = np.zeros((n, 17, 3), np.float32)  # (N, 17, 3): x, y, score in each image's frame
     if n:
         est = _estimator(p)
-        with _LOCK if p.backend == "mediapipe" else contextlib.nullcontext():  # one mediapipe graph is not thread-safe
-            for start in range(0, n, p.batch_size):
-                images = [decode_stored(b) for b in arrays["image"][start:start + p.batch_size]]
-                keypoints[start:start + len(images)] = est.predict(images)
+        for start in range(0, n, p.batch_size):
+            images = [decode_stored(b) for b in arrays["image"][start:start + p.batch_size]]
+            keypoints[start:start + len(images)] = est.predict(images)
     ctx.write_chunk(index, {
         "keypoints": keypoints, "record_index": arrays["record_index"], "path": list(arrays["path"]),
         "split": list(arrays["split"]), "height": arrays["height"], "width": arrays["width"],
