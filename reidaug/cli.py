@@ -346,6 +346,44 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
         click.echo(f"wrote {out}")
 
 
+@main.command("export-poses")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("out_csv", type=click.Path(dir_okay=False))
+@click.option("--split", default="train", show_default=True)
+@click.option("--threshold", default=0.3, show_default=True, type=click.FloatRange(0, 1),
+              help="Keypoints at or below this score are written as missing (-1).")
+def export_poses(file, out_csv, split, threshold):
+    """Write an HDF5 file's keypoints as an OpenPose-18 annotation CSV (name:keypoints_y:keypoints_x),
+    in each image's original pixel frame, for Deformable GAN / PATN / GFLA / DPTN."""
+    import numpy as np
+
+    from reidaug.data.h5format import open_h5
+    from reidaug.pose.openpose import write_openpose_csv
+
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}. Give the path of an HDF5 file written by export-hdf5.")
+    with open_h5(path) as f:
+        m = f.meta(split)
+        if m.keypoints is None:
+            raise DataError(f"{path}: split {split!r} has no keypoints; export them with an extract-pose stage first")
+        stored_hw = f.info.image_size
+        mapping = {}
+        for i in range(len(m)):
+            if m.source_name(i) != "real":
+                continue
+            kp = np.nan_to_num(m.keypoints[i]).copy()
+            if stored_hw is not None:  # back to the original image's frame (the annotations' convention)
+                kp[:, 0] *= m.native_hw[i, 1] / stored_hw[1]
+                kp[:, 1] *= m.native_hw[i, 0] / stored_hw[0]
+            name = m.path[i].rsplit("/", 1)[-1]
+            if name in mapping:
+                raise DataError(f"{path}: two {split} images are named {name}; the CSV format keys by file name")
+            mapping[name] = kp
+    write_openpose_csv(out_csv, mapping, threshold=threshold)
+    click.echo(f"wrote {out_csv}: {len(mapping)} {split} images")
+
+
 @main.group()
 def cache():
     """Inspect and clean the stage cache."""

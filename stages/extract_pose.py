@@ -3,7 +3,9 @@
 For each image, 17 keypoints ``(x, y, score)`` in the image's own pixel frame, from one of
 three backends (:mod:`reidaug.models.pose_estimators`): ``mmpose`` (top-down RTMPose / HRNet
 from a config and a local checkpoint; Jiang et al. 2023, Sun et al. CVPR 2019), ``movenet``
-(MoveNet SinglePose, TFLite) or ``mediapipe`` (BlazePose, bundled in the wheel: needs no file).
+(MoveNet SinglePose, TFLite) or ``mediapipe`` (BlazePose, bundled in the wheel: needs no file);
+or read from an OpenPose-18 annotation CSV (``openpose-csv``: the ``name:keypoints_y:keypoints_x``
+files of Deformable GAN, PATN, GFLA and DPTN, looked up by image file name).
 One output chunk per ``ingest`` chunk, inferred in batches of ``batch_size``. An image where the
 model finds no person gets all-zero keypoints and is counted, never dropped. These keypoints
 feed pose-guided generation (PG2, Deformable GAN), PN-GAN's canonical poses (``cluster-poses``)
@@ -29,7 +31,9 @@ CONFIDENT = 12  # "a usable pose": at least this many keypoints above score_thre
 
 
 class ExtractPoseParams(Params):
-    backend: Literal["mediapipe", "movenet", "mmpose"] = "mediapipe"
+    backend: Literal["mediapipe", "movenet", "mmpose", "openpose-csv"] = "mediapipe"
+    annotations: FileParam | None = Field(
+        None, description="openpose-csv: a name:keypoints_y:keypoints_x file (Deformable GAN / PATN format)")
     model_path: FileParam | None = Field(None, description="movenet: the .tflite file")
     config: FileParam | str | None = Field(None, description="mmpose: config file, or rtmpose-t/-s/-m, hrnet-w32")
     checkpoint: FileParam | None = Field(None, description="mmpose: a local .pth checkpoint")
@@ -43,6 +47,8 @@ class ExtractPoseParams(Params):
     def _backend_options(self) -> "ExtractPoseParams":
         if self.backend == "movenet" and self.model_path is None:
             raise ValueError("backend movenet needs model_path: a MoveNet SinglePose .tflite file")
+        if self.backend == "openpose-csv" and self.annotations is None:
+            raise ValueError("backend openpose-csv needs annotations: the annotation CSV (name:keypoints_y:keypoints_x)")
         if self.backend == "mmpose":
             if self.config is None:
                 raise ValueError("backend mmpose needs config: a config file or rtmpose-t, rtmpose-s, rtmpose-m, hrnet-w32")
@@ -87,6 +93,16 @@ def _estimator(p: ExtractPoseParams):
     return cache[key]
 
 
+def _annotations(p: ExtractPoseParams):
+    from reidaug.pose.openpose import read_openpose_csv
+
+    cache = _LOCAL.__dict__.setdefault("annotations", {})
+    path = str(p.annotations.path)
+    if path not in cache:
+        cache[path] = read_openpose_csv(path)
+    return cache[path]
+
+
 def plan(ctx: StageContext) -> int:
     return int(ctx.input("dataset").meta["num_chunks"])
 
@@ -101,7 +117,14 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
     n = len(arrays["path"])
     keypoints = np.zeros((n, 17, 3), np.float32)  # (N, 17, 3): x, y, score in each image's frame
-    if n:
+    if n and p.backend == "openpose-csv":
+        # annotations made on the original images, looked up by file name (as those repos do)
+        table = _annotations(p)
+        for i, path in enumerate(arrays["path"]):
+            kp = table.get(path.rsplit("/", 1)[-1])
+            if kp is not None:
+                keypoints[i] = kp
+    elif n:
         est = _estimator(p)
         for start in range(0, n, p.batch_size):
             images = [decode_stored(b) for b in arrays["image"][start:start + p.batch_size]]
