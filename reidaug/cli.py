@@ -267,6 +267,33 @@ def stage(name, pipeline, workspace, sets, scheduler, workers, dry_run, wait, st
              sys.argv[1:])
 
 
+@main.command("stages")
+@click.argument("name", required=False)
+def list_stages(name):
+    """List the stage kinds a pipeline can use, or the parameters of one."""
+    from reidaug.stages import STAGES, get_stage
+
+    if name is None:
+        width = max(len(n) for n in STAGES)
+        for n, spec in STAGES.items():
+            click.echo(f"  {n:<{width}}  v{spec.version}  {spec.description}")
+        click.echo("\n`reidaug stages NAME` shows a stage's parameters, inputs and outputs.")
+        return
+    spec = get_stage(name)
+    click.echo(f"{spec.name} (version {spec.version}): {spec.description}")
+    click.echo("inputs:  " + (", ".join(f"{slot} <- {ref or '(bind in YAML)'}"
+                                         + (" (optional)" if slot in spec.optional_inputs else "")
+                                         for slot, ref in spec.inputs.items()) or "(none: a source stage)"))
+    click.echo("outputs: " + ", ".join(spec.outputs))
+    click.echo("params:")
+    for field, info in spec.params.model_fields.items():
+        default = "(required)" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        flag = "  [not in the key]" if field in spec.ignored_in_key else ""
+        click.echo(f"  {field} = {default}{flag}")
+        if info.description:
+            click.echo(f"      {info.description}")
+
+
 @main.command()
 @click.argument("pipeline")
 @click.option("--workspace", "-w", type=click.Path(file_okay=False))

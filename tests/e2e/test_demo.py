@@ -22,3 +22,12 @@ def test_demo_pipeline_runs_then_skips_everything(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 0
     assert second.stderr.count("didn't change, skipping") == first.stderr.count("Completed")
+
+
+def test_stages_command_lists_kinds_and_params(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "reidaug.cli", "stages"], capture_output=True, text=True)
+    assert out.returncode == 0 and "extract-pose" in out.stdout and "ingest" in out.stdout
+    one = subprocess.run([sys.executable, "-m", "reidaug.cli", "stages", "ingest"], capture_output=True, text=True)
+    assert "format = (required)" in one.stdout and "chunk_size = 512" in one.stdout
+    bad = subprocess.run([sys.executable, "-m", "reidaug.cli", "stages", "ingset"], capture_output=True, text=True)
+    assert bad.returncode == 2 and 'Did you mean "ingest"' in bad.stderr and "Traceback" not in bad.stderr
