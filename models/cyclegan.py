@@ -1,0 +1,413 @@
+"""CycleGAN for camera-style transfer (CamStyle).
+
+CamStyle (Zhong et al., "Camera Style Adaptation for Person Re-identification", CVPR 2018) trains
+one CycleGAN (Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
+Networks", ICCV 2017) per pair of cameras, with the identity-mapping loss on, and renders every
+training image in the style of every other camera. This module follows the official code
+(junyanz/pytorch-CycleGAN-and-pix2pix: ``models/networks.py``, ``models/cycle_gan_model.py``)
+in shapes and defaults:
+
+- :class:`ResnetGenerator`: c7s1-64, d128, d256, R256 x n_blocks, u128, u64, c7s1-3, tanh
+  (Johnson et al.); instance norm without affine or running stats, reflection padding,
+  biases only where no batch norm follows. 9 blocks for 256-pixel images, 6 for 128.
+- :class:`PatchDiscriminator`: the 70 x 70 PatchGAN (``NLayerDiscriminator``, ``n_layers=3``):
+  C64 (no norm) - C128 - C256 - C512 (stride 1) - 1-channel map, 4 x 4 kernels, LeakyReLU 0.2.
+- :class:`CycleGAN`: LSGAN losses, cycle loss ``lambda_cycle`` (10) in both directions, identity
+  loss ``lambda_identity * lambda_cycle`` (0.5 x 10), Adam(2e-4, betas (0.5, 0.999)) for both
+  generators together and both discriminators together, linear LR decay, image pools of 50.
+  One :meth:`CycleGAN.training_step` = the reference ``optimize_parameters``: the generator
+  update with the discriminators frozen, then both discriminator updates from the pools.
+
+Naming: ``G_AB`` maps domain A (camera a) to B, ``G_BA`` back; ``D_A`` tells real A images from
+``G_BA`` outputs, ``D_B`` real B from ``G_AB`` outputs (the reference's ``netD_B`` / ``netD_A``).
+Images are float ``(B, 3, H, W)`` in ``[-1, 1]``; :func:`~.gan_common.images_to_tensor` converts
+RGB uint8 crops. Constructors place nothing on a device: call :meth:`CycleGAN.to`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+
+from reidaug.errors import ConfigError, unknown_name
+
+from .gan_common import (ImagePool, check_config_dict, check_images, init_weights,
+                         linear_decay_lambda, lsgan_loss, move_optimizer_state, set_requires_grad)
+
+logger = logging.getLogger(__name__)
+
+NORMS = ("instance", "batch", "none")
+PADDINGS = ("reflect", "replicate", "zero")
+DIRECTIONS = ("AB", "BA")
+
+
+def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    """The reference's ``get_norm_layer``: instance norm has no affine and no running stats, so
+    train and eval mode compute the same thing."""
+    if norm == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if norm == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if norm == "none":
+        return lambda _channels: nn.Identity()
+    raise unknown_name("norm", norm, NORMS)
+
+
+def _pad(padding: str, amount: int) -> tuple[list[nn.Module], int]:
+    """Padding layers before a conv and the conv's own zero padding."""
+    if padding == "reflect":
+        return [nn.ReflectionPad2d(amount)], 0
+    if padding == "replicate":
+        return [nn.ReplicationPad2d(amount)], 0
+    if padding == "zero":
+        return [], amount
+    raise unknown_name("padding", padding, PADDINGS)
+
+
+class ResnetBlock(nn.Module):
+    """Pad - conv3x3 - norm - ReLU - pad - conv3x3 - norm, plus the skip: ``(B, C, H, W)``."""
+
+    def __init__(self, dim: int, padding: str, norm: str, use_bias: bool) -> None:
+        super().__init__()
+        make_norm = norm_layer(norm)
+        layers: list[nn.Module] = []
+        for i in range(2):
+            pad_layers, p = _pad(padding, 1)
+            layers += pad_layers + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias),
+                                    make_norm(dim)]
+            if i == 0:
+                layers.append(nn.ReLU(True))
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)  # (B, C, H, W)
+
+
+class ResnetGenerator(nn.Module):
+    """Johnson-style ResNet generator of CycleGAN; output in ``[-1, 1]`` (tanh).
+
+    Shapes for a ``(B, 3, 256, 128)`` input and ``ngf=64``: c7s1-64 ``(B, 64, 256, 128)``,
+    d128 ``(B, 128, 128, 64)``, d256 ``(B, 256, 64, 32)``, n_blocks x R256 (same), u128
+    ``(B, 128, 128, 64)``, u64 ``(B, 64, 256, 128)``, c7s1-3 + tanh ``(B, 3, 256, 128)``.
+    H and W must be multiples of 4.
+    """
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "instance", padding: str = "reflect") -> None:
+        super().__init__()
+        if n_blocks < 0 or ngf < 1:
+            raise ConfigError(f"ResnetGenerator needs n_blocks >= 0 and ngf >= 1, found "
+                              f"n_blocks={n_blocks}, ngf={ngf}. Fix: use n_blocks 9 (256-pixel "
+                              "crops) or 6 (128), ngf 64.")
+        make_norm = norm_layer(norm)
+        use_bias = norm != "batch"  # a bias before batch norm is cancelled by its mean
+        _pad(padding, 1)  # validate the name before building anything
+
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3),
+                                   nn.Conv2d(in_ch, ngf, 7, padding=0, bias=use_bias),
+                                   make_norm(ngf), nn.ReLU(True)]  # (B, ngf, H, W)
+        for i in range(2):  # d128, d256: (B, ngf*2^(i+1), H/2^(i+1), W/2^(i+1))
+            c = ngf * 2 ** i
+            layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=use_bias),
+                       make_norm(2 * c), nn.ReLU(True)]
+        layers += [ResnetBlock(4 * ngf, padding, norm, use_bias) for _ in range(n_blocks)]
+        for i in range(2):  # u128, u64: (B, ngf*2^(1-i), H/2^(1-i), W/2^(1-i))
+            c = ngf * 2 ** (2 - i)
+            layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1,
+                                          bias=use_bias),
+                       make_norm(c // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7, padding=0), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # (B, in_ch, H, W) -> (B, out_ch, H, W)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (``NLayerDiscriminator``): one real/fake score per overlapping patch.
+
+    With ``n_layers=3`` each output sees a 70 x 70 input patch; a ``(B, 3, 256, 128)`` input
+    gives ``(B, 1, 30, 14)``: three stride-2 convs ``(B, 64/128/256, H/2../H/8, ..)``, then two
+    stride-1 4x4 convs (``-1`` each) to 512 channels and to 1.
+    """
+
+    def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3,
+                 norm: str = "instance") -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ConfigError(f"PatchDiscriminator needs n_layers >= 1, found {n_layers}. "
+                              "Fix: use 3 (the 70x70 PatchGAN).")
+        make_norm = norm_layer(norm)
+        use_bias = norm != "batch"
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1),
+                                   nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1,
+                                 bias=use_bias),
+                       make_norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # (B, in_ch, H, W) -> (B, 1, H', W')
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    """Hyper-parameters; defaults are the reference's (and CamStyle's) for 256 x 128 crops."""
+
+    ngf: int = 64
+    ndf: int = 64
+    n_blocks: int = 9  # 9 for 256-pixel crops, 6 for 128
+    n_layers_d: int = 3  # 3 = 70x70 PatchGAN
+    norm: Literal["instance", "batch", "none"] = "instance"
+    padding: Literal["reflect", "replicate", "zero"] = "reflect"
+    image_height: int = 256
+    image_width: int = 128
+    lambda_cycle: float = 10.0  # lambda_A = lambda_B
+    lambda_identity: float = 0.5  # times lambda_cycle; CamStyle keeps it on (colour fidelity)
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    pool_size: int = 50
+    n_epochs: int = 100  # epochs at the initial lr
+    n_epochs_decay: int = 100  # epochs of linear decay to ~0
+    init_gain: float = 0.02
+    seed: int = 0  # weights, pools: no global RNG is touched
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise unknown_name("norm", self.norm, NORMS)
+        if self.padding not in PADDINGS:
+            raise unknown_name("padding", self.padding, PADDINGS)
+        for name in ("ngf", "ndf", "n_layers_d", "image_height", "image_width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CycleGANConfig.{name} must be >= 1, found "
+                                  f"{getattr(self, name)}.")
+        for name in ("n_blocks", "pool_size", "n_epochs", "n_epochs_decay", "lambda_cycle",
+                     "lambda_identity", "lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"CycleGANConfig.{name} must be >= 0, found "
+                                  f"{getattr(self, name)}.")
+        if self.image_height % 4 or self.image_width % 4:
+            raise ConfigError(f"CycleGANConfig image size must be multiples of 4, found "
+                              f"{self.image_height} x {self.image_width}. Fix: e.g. 256 x 128.")
+        smallest = 3 * 2 ** self.n_layers_d  # n_layers_d halvings, then two 4x4 convs (-1 each)
+        if min(self.image_height, self.image_width) < smallest:
+            raise ConfigError(f"CycleGANConfig image size {self.image_height} x "
+                              f"{self.image_width} is too small for a PatchGAN with n_layers_d="
+                              f"{self.n_layers_d}: both sides must be >= {smallest}. Fix: use "
+                              "larger crops or fewer discriminator layers.")
+
+
+class CycleGAN:
+    """Two generators and two PatchGAN discriminators with their optimisers, schedulers and
+    image pools (see the module docstring for the naming).
+
+    ``training_step`` updates everything once; call ``step_schedulers`` at the end of each
+    epoch. ``state_dict`` holds networks, optimisers, schedulers, pools and RNG states, so
+    ``load_state_dict`` resumes bit-identically on the CPU.
+    """
+
+    def __init__(self, config: CycleGANConfig | None = None) -> None:
+        self.config = cfg = config if config is not None else CycleGANConfig()
+        gen = torch.Generator().manual_seed(cfg.seed)
+
+        def make_g() -> ResnetGenerator:
+            return init_weights(ResnetGenerator(3, 3, cfg.ngf, cfg.n_blocks, cfg.norm,
+                                                cfg.padding), cfg.init_gain, gen)
+
+        def make_d() -> PatchDiscriminator:
+            return init_weights(PatchDiscriminator(3, cfg.ndf, cfg.n_layers_d, cfg.norm),
+                                cfg.init_gain, gen)
+
+        self.nets = nn.ModuleDict({"G_AB": make_g(), "G_BA": make_g(),
+                                   "D_A": make_d(), "D_B": make_d()})
+        # fake_a_pool feeds D_A with G_BA outputs, fake_b_pool feeds D_B with G_AB outputs.
+        self.fake_a_pool = ImagePool(cfg.pool_size, seed=cfg.seed + 1)
+        self.fake_b_pool = ImagePool(cfg.pool_size, seed=cfg.seed + 2)
+        self.step = 0
+        self.configure_optimizers()
+
+    # -- the four networks by name ------------------------------------------------------------
+    @property
+    def G_AB(self) -> ResnetGenerator:  # noqa: N802 (the paper's names)
+        return self.nets["G_AB"]
+
+    @property
+    def G_BA(self) -> ResnetGenerator:  # noqa: N802
+        return self.nets["G_BA"]
+
+    @property
+    def D_A(self) -> PatchDiscriminator:  # noqa: N802
+        return self.nets["D_A"]
+
+    @property
+    def D_B(self) -> PatchDiscriminator:  # noqa: N802
+        return self.nets["D_B"]
+
+    def configure_optimizers(self) -> None:
+        """(Re)create Adam for both generators, Adam for both discriminators, and their
+        linear-decay ``LambdaLR`` schedulers, as the reference does."""
+        cfg = self.config
+        betas = (cfg.beta1, cfg.beta2)
+        self.optimizer_G = torch.optim.Adam(
+            itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=cfg.lr,
+            betas=betas)
+        self.optimizer_D = torch.optim.Adam(
+            itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=cfg.lr,
+            betas=betas)
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(
+                opt, lr_lambda=linear_decay_lambda(cfg.n_epochs, cfg.n_epochs_decay))
+            for opt in (self.optimizer_G, self.optimizer_D)]
+
+    def step_schedulers(self) -> float:
+        """End of an epoch: decay the learning rates; returns the new generator lr."""
+        for s in self.schedulers:
+            s.step()
+        return float(self.optimizer_G.param_groups[0]["lr"])
+
+    def to(self, *args: Any, **kwargs: Any) -> CycleGAN:
+        """Move / cast the networks (``nn.Module.to`` arguments, e.g. a device or
+        ``memory_format=torch.channels_last``); optimiser state follows on the next step."""
+        self.nets.to(*args, **kwargs)
+        move_optimizer_state([self.optimizer_G, self.optimizer_D])
+        return self
+
+    def train(self, mode: bool = True) -> CycleGAN:
+        self.nets.train(mode)
+        return self
+
+    def eval(self) -> CycleGAN:
+        return self.train(False)
+
+    # -- training -----------------------------------------------------------------------------
+    def training_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
+        """One reference ``optimize_parameters`` on ``real_a`` ``(B, 3, H, W)`` (domain A) and
+        ``real_b`` ``(B', 3, H, W)`` (domain B), both in ``[-1, 1]``.
+
+        Returns the losses: ``G_AB``/``G_BA`` (LSGAN, generator side), ``cycle_A``/``cycle_B``
+        (``lambda_cycle * |G_BA(G_AB(a)) - a|_1`` and the reverse), ``idt_A``/``idt_B``
+        (``lambda_identity * lambda_cycle * |G_BA(a) - a|_1`` and ``|G_AB(b) - b|_1``), ``G``
+        (their sum), ``D_A``/``D_B`` (``(real + fake) / 2``).
+        """
+        cfg = self.config
+        size = (cfg.image_height, cfg.image_width)
+        check_images(real_a, "CycleGAN.training_step(real_a)", size=size)
+        check_images(real_b, "CycleGAN.training_step(real_b)", size=size)
+        self.train()
+        l1 = nn.functional.l1_loss
+
+        fake_b = self.G_AB(real_a)  # (B, 3, H, W)
+        rec_a = self.G_BA(fake_b)  # (B, 3, H, W)
+        fake_a = self.G_BA(real_b)  # (B', 3, H, W)
+        rec_b = self.G_AB(fake_a)  # (B', 3, H, W)
+
+        # Generators, with the discriminators frozen (no wasted weight gradients).
+        set_requires_grad([self.D_A, self.D_B], False)
+        self.optimizer_G.zero_grad(set_to_none=True)
+        lam_idt = cfg.lambda_identity * cfg.lambda_cycle
+        if lam_idt > 0:
+            loss_idt_a = l1(self.G_BA(real_a), real_a) * lam_idt
+            loss_idt_b = l1(self.G_AB(real_b), real_b) * lam_idt
+        else:
+            loss_idt_a = loss_idt_b = real_a.new_zeros(())
+        loss_g_ab = lsgan_loss(self.D_B(fake_b), True)
+        loss_g_ba = lsgan_loss(self.D_A(fake_a), True)
+        loss_cycle_a = l1(rec_a, real_a) * cfg.lambda_cycle
+        loss_cycle_b = l1(rec_b, real_b) * cfg.lambda_cycle
+        loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+        loss_g.backward()
+        self.optimizer_G.step()
+
+        # Discriminators, on fakes drawn through the history pools.
+        set_requires_grad([self.D_A, self.D_B], True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        loss_d_b = self._backward_d(self.D_B, real_b, self.fake_b_pool.query(fake_b))
+        loss_d_a = self._backward_d(self.D_A, real_a, self.fake_a_pool.query(fake_a))
+        self.optimizer_D.step()
+        self.step += 1
+
+        losses = {"G_AB": loss_g_ab, "G_BA": loss_g_ba, "cycle_A": loss_cycle_a,
+                  "cycle_B": loss_cycle_b, "idt_A": loss_idt_a, "idt_B": loss_idt_b,
+                  "G": loss_g, "D_A": loss_d_a, "D_B": loss_d_b}
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @staticmethod
+    def _backward_d(net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """``backward_D_basic``: LSGAN on real (target 1) and detached fake (target 0), halved."""
+        loss = 0.5 * (lsgan_loss(net(real), True) + lsgan_loss(net(fake.detach()), False))
+        loss.backward()
+        return loss
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor, direction: str = "AB") -> torch.Tensor:
+        """``(B, 3, H, W)`` in ``[-1, 1]`` → the other domain, same shape, float in ``[-1, 1]``.
+
+        ``direction`` is ``"AB"`` (``G_AB``) or ``"BA"``. Any H, W that are multiples of 4 work
+        (fully convolutional). Runs in eval mode and restores the previous mode. Works under
+        ``torch.autocast`` (the output keeps the autocast dtype) and with channels_last.
+        """
+        if direction not in DIRECTIONS:
+            raise unknown_name("direction", direction, DIRECTIONS)
+        check_images(images, f"CycleGAN.translate({direction})")
+        net = self.G_AB if direction == "AB" else self.G_BA
+        was_training = net.training
+        net.eval()
+        try:
+            return net(images)
+        finally:
+            net.train(was_training)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bit-identical resume needs (tensors are live references: save it with
+        ``torch.save`` or deep-copy it before training on)."""
+        return {
+            "model": "cyclegan",
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "nets": self.nets.state_dict(),
+            "optimizer_G": self.optimizer_G.state_dict(),
+            "optimizer_D": self.optimizer_D.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "fake_a_pool": self.fake_a_pool.state_dict(),
+            "fake_b_pool": self.fake_b_pool.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; raises :class:`ConfigError` if its config differs."""
+        if state.get("model") != "cyclegan":
+            raise ConfigError(f"not a CycleGAN checkpoint (model = {state.get('model')!r}). "
+                              "Fix: load it with the model class that saved it.")
+        check_config_dict(state["config"], dataclasses.asdict(self.config), "CycleGAN")
+        self.nets.load_state_dict(state["nets"])
+        # Deep copies: Optimizer.load_state_dict keeps the given tensors when dtype and device
+        # match, and Adam then updates them in place, which would change the caller's snapshot.
+        self.optimizer_G.load_state_dict(copy.deepcopy(state["optimizer_G"]))
+        self.optimizer_D.load_state_dict(copy.deepcopy(state["optimizer_D"]))
+        for s, s_state in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(s_state)
+        self.fake_a_pool.load_state_dict(state["fake_a_pool"])
+        self.fake_b_pool.load_state_dict(state["fake_b_pool"])
+        self.step = int(state["step"])
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> CycleGAN:
+        """Build a model with the checkpoint's own config and load it."""
+        model = cls(CycleGANConfig(**state["config"]))
+        model.load_state_dict(state)
+        return model
+

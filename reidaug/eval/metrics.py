@@ -1,0 +1,477 @@
+"""Re-ID retrieval metrics: CMC, mAP and mINP, computed in query blocks so memory stays bounded.
+
+Follows torchreid's ``torchreid/metrics/rank.py`` (``eval_market1501`` and ``eval_cuhk03``) and
+the Market-1501 protocol of Zheng et al., "Scalable Person Re-identification: A Benchmark",
+ICCV 2015; mINP is the mean inverse negative penalty of Ye et al., "Deep Learning for Person
+Re-identification: A Survey and Outlook", TPAMI 2021, as fast-reid reports it.
+
+Protocols
+---------
+``market`` (torchreid ``eval_market1501``, Zheng et al.)
+    For each query, the gallery is ranked by distance; gallery images with the query's pid AND
+    the query's camera are removed from that query's ranking (they are too easy). CMC, AP and INP
+    are computed on what remains. A query with no remaining match is counted in
+    ``Metrics.num_skipped`` and left out of every average, as torchreid does (it ``continue``s),
+    but here the count is reported instead of being dropped silently.
+
+``cuhk03-sgs`` (torchreid ``eval_cuhk03``, single gallery shot)
+    Same exclusion rule; then, for each query and each of ``repeats`` repetitions, one gallery
+    image per identity is drawn uniformly at random among that identity's remaining images, and
+    the CMC of that one-per-identity ranking is averaged over repetitions and queries. Draws are
+    seeded per query (``seed`` and the query's index), so results do not depend on the block
+    size. mAP and mINP are computed as torchreid's ``eval_cuhk03`` does: on the full ranking
+    (all remaining gallery images, nothing sampled), i.e. equal to the ``market`` values.
+
+Identities
+----------
+- ``junk_pid`` (default -1, Market-1501's junk boxes): gallery images with it are removed from
+  every ranking, as Zheng et al.'s official evaluation does (torchreid's parser drops them before
+  evaluation, which is the same); a query with it has no valid match and is skipped (counted).
+- Distractors (Market-1501 pid 0) get no special treatment: they are ordinary gallery entries,
+  so they are negatives for every query whose pid is not 0, as in torchreid. (Market has no
+  query with pid 0; a dataset whose real identity 0 is a person, such as CUHK01, stays correct.)
+
+Ties
+----
+Rankings use a stable sort: equal distances are ordered by gallery index, so results are
+deterministic (torchreid's ``np.argsort`` leaves the order of ties unspecified).
+
+Memory
+------
+``evaluate`` never builds the Q x G matrix. Query rows are processed in blocks of ``block_size``
+(auto: as many rows as fit :data:`AUTO_BLOCK_BYTES`, at most 2048): one block of distances
+(``block_size`` x G), its full stable sort (AP needs the whole ranking of each query) and the
+match flags in sorted order, about :data:`BYTES_PER_BLOCK_ELEMENT` bytes per block element. AP
+is then computed from the positions of the matches only (few per query), not from dense
+cumulative sums. Re-ranking (``rerank=True``) is the exception: k-reciprocal encoding needs the
+(Q+G)^2 distances; see :mod:`reidaug.eval.rerank`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from reidaug.errors import ConfigError, DataError, unknown_name
+
+LOG = logging.getLogger(__name__)
+
+METRICS = ("euclidean", "cosine")
+PROTOCOLS = ("market", "cuhk03-sgs")
+#: Working-set target of one query block when ``block_size`` is None (auto).
+AUTO_BLOCK_BYTES = 1 << 30
+#: Bytes per (query, gallery) element of a block at its peak, rounded up: distances (4), sorted
+#: values (4) and indices (8), gathered gallery pids (4), flags (1), and the sort's scratch.
+BYTES_PER_BLOCK_ELEMENT = 32
+MAX_AUTO_BLOCK_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Result of :func:`evaluate`; averages are over the ``num_queries`` valid queries."""
+
+    cmc: np.ndarray  # (max_rank,) float64; cmc[k-1] = fraction of queries with a match in top k
+    mAP: float
+    mINP: float
+    num_queries: int  # queries with at least one valid gallery match
+    num_skipped: int  # queries with none (left out of the averages, reported here)
+    protocol: str = "market"
+
+    def rank(self, k: int) -> float:
+        """Rank-k accuracy (``cmc[k-1]``), ``k`` from 1 to ``len(cmc)``."""
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.cmc):
+            raise ConfigError(
+                f"rank k must be an integer from 1 to {len(self.cmc)} (the CMC length, "
+                f"max_rank clipped to the gallery size); got {k!r}. Ask for a smaller k or "
+                f"evaluate with a larger max_rank."
+            )
+        return float(self.cmc[int(k) - 1])
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: rank1/5/10 (those within the CMC), mAP, mINP and the counts."""
+        out: dict[str, Any] = {}
+        for k in (1, 5, 10):
+            if k <= len(self.cmc):
+                out[f"rank{k}"] = float(self.cmc[k - 1])
+        out.update(
+            mAP=float(self.mAP),
+            mINP=float(self.mINP),
+            num_queries=int(self.num_queries),
+            num_skipped=int(self.num_skipped),
+            max_rank=int(len(self.cmc)),
+            protocol=self.protocol,
+        )
+        return out
+
+
+# ----------------------------------------------------------------------------------- inputs
+
+
+def _features(x: Any, name: str, device: torch.device | None) -> torch.Tensor:
+    """(N, D) float tensor on ``device``; float64 stays float64, anything else becomes float32."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            t = torch.from_numpy(np.ascontiguousarray(x))
+        except TypeError as err:
+            raise DataError(
+                f"{name}: expected a numpy array or torch tensor of features (N, D); got "
+                f"{type(x).__name__} ({err}). Pass np.asarray(features, dtype=np.float32)."
+            ) from None
+    if t.ndim != 2:
+        raise DataError(
+            f"{name}: expected features of shape (N, D); got shape {tuple(t.shape)}. "
+            f"Flatten each feature to one row."
+        )
+    if not (t.is_floating_point() and t.dtype == torch.float64):
+        t = t.to(torch.float32)
+    if device is not None:
+        t = t.to(device)
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).any(dim=1).sum())
+        raise DataError(
+            f"{name}: {bad} of {t.shape[0]} feature rows contain NaN or inf. Check the model "
+            f"output (a diverged checkpoint or a division by a zero norm) before evaluating."
+        )
+    return t
+
+
+def _labels(x: Any, name: str, n: int, what: str) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise DataError(
+            f"{name}: expected one {what} per feature row, shape ({n},); got shape "
+            f"{arr.shape}. Pass the labels in the same order as the features."
+        )
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))):
+            raise DataError(
+                f"{name}: expected integer {what}s; got dtype {arr.dtype}. Pass integer labels."
+            )
+    return arr.astype(np.int64)
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise unknown_name("distance metric", str(metric), METRICS)
+
+
+def _resolve_device(device: str | torch.device | None, qf: Any) -> torch.device:
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ConfigError(
+                f"device: {device!r} is not a torch device ({err}). Use 'cpu' or 'cuda:0'."
+            ) from None
+    if isinstance(qf, torch.Tensor):
+        return qf.device
+    return torch.device("cpu")
+
+
+# -------------------------------------------------------------------------------- distances
+
+
+def _distance_blocks(
+    q: torch.Tensor, g: torch.Tensor, metric: str, block_size: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield (start, stop, dist) with dist (stop-start, G) for query rows [start, stop)."""
+    if metric == "cosine":
+        q = torch.nn.functional.normalize(q, dim=1)
+        g = torch.nn.functional.normalize(g, dim=1)
+    else:
+        g_sq = (g * g).sum(dim=1)  # (G,)
+    for start in range(0, q.shape[0], block_size):
+        stop = min(start + block_size, q.shape[0])
+        qb = q[start:stop]  # (B, D)
+        dot = qb @ g.T  # (B, G)
+        if metric == "cosine":
+            dist = dot.neg_().add_(1.0)  # 1 - cos
+        else:
+            # |q|^2 + |g|^2 - 2 q.g, clamped (rounding makes it slightly negative for
+            # near-duplicates), then sqrt: the true euclidean distance
+            dist = dot.mul_(-2.0).add_(g_sq[None, :]).add_((qb * qb).sum(dim=1, keepdim=True))
+            dist = dist.clamp_(min=0.0).sqrt_()
+        yield start, stop, dist
+
+
+def pairwise_distances(
+    qf: Any,
+    gf: Any,
+    metric: str = "euclidean",
+    *,
+    block_size: int = 2048,
+    device: str | torch.device | None = None,
+) -> Iterator[tuple[int, int, Any]]:
+    """Distances between query and gallery features, ``block_size`` query rows at a time.
+
+    Yields ``(start, stop, dist_block)`` where ``dist_block[i, j]`` is the distance between
+    query ``start + i`` and gallery ``j``; shape (stop - start, G). ``metric`` is "euclidean"
+    (the true L2 distance; torchreid returns its square, which ranks identically) or "cosine"
+    (1 - cosine similarity). Numpy inputs give numpy blocks, torch inputs give tensors on the
+    compute device. Peak memory: one block, ``block_size * G`` values.
+    """
+    _check_metric(metric)
+    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ConfigError(f"block_size must be a positive integer; got {block_size!r}.")
+    dev = _resolve_device(device, qf)
+    q = _features(qf, "query features", dev)
+    g = _features(gf, "gallery features", dev)
+    if q.dtype != g.dtype:
+        q, g = q.to(torch.float64), g.to(torch.float64)
+    if q.shape[1] != g.shape[1]:
+        raise DataError(
+            f"feature size differs: query features are {q.shape[1]}-d, gallery features "
+            f"{g.shape[1]}-d. Extract both with the same model."
+        )
+    as_numpy = not isinstance(qf, torch.Tensor)
+    for start, stop, dist in _distance_blocks(q, g, metric, int(block_size)):
+        yield start, stop, (dist.cpu().numpy() if as_numpy else dist)
+
+
+# ---------------------------------------------------------------------------------- ranking
+
+
+def _market_block(
+    dist: torch.Tensor, qp: torch.Tensor, qc: torch.Tensor, gp: torch.Tensor, gc: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rank one block of queries (Market rule) from its distances.
+
+    dist (B, G); qp/qc (B,) query pids/cameras; gp/gc (G,) gallery pids/cameras (junk removed).
+    Returns per query: number of valid matches, 1-based rank of the first match among the kept
+    gallery images (0 when none), AP and INP (0 when none).
+    """
+    b, g = dist.shape
+    order = torch.sort(dist, dim=1, stable=True).indices  # (B, G) gallery index by rank
+    same_pid = gp[order] == qp[:, None]  # (B, G) bool
+    sr, sc = same_pid.nonzero(as_tuple=True)  # row-major: (row, rank) of each same-pid image
+    del same_pid
+    same_cam = gc[order[sr, sc]] == qc[sr]  # same pid AND same camera: removed
+    del order
+    er, ec = sr[same_cam], sc[same_cam]  # masking keeps the row-major order, so the keys
+    pr, pc = sr[~same_cam], sc[~same_cam]  # below stay sorted
+    ex_keys = er * g + ec
+    # rank (1-based) of each positive among the kept images: its sorted position minus the
+    # number of removed images of the same query sorted before it
+    removed_before = torch.searchsorted(ex_keys, pr * g + pc) - torch.searchsorted(ex_keys, pr * g)
+    kept_rank = (pc + 1 - removed_before).to(torch.float64)  # (P,)
+    num_pos = torch.bincount(pr, minlength=b)  # (B,)
+    row_start = torch.cumsum(num_pos, 0) - num_pos
+    hits = (torch.arange(pr.numel(), device=pr.device) - row_start[pr] + 1).to(torch.float64)
+    ap_sum = torch.zeros(b, dtype=torch.float64, device=dist.device).index_add_(
+        0, pr, hits / kept_rank
+    )
+    valid = num_pos > 0
+    first = torch.zeros(b, dtype=torch.float64, device=dist.device)
+    last = torch.zeros(b, dtype=torch.float64, device=dist.device)
+    first[valid] = kept_rank[row_start[valid]]
+    last[valid] = kept_rank[row_start[valid] + num_pos[valid] - 1]
+    npos = num_pos.to(torch.float64)
+    ap = torch.where(valid, ap_sum / npos.clamp(min=1), 0.0)
+    # INP = (number of correct matches) / (rank of the hardest correct match)  [Ye et al.]
+    inp = torch.where(valid, npos / last.clamp(min=1), 0.0)
+    return (
+        num_pos.cpu().numpy(),
+        first.cpu().numpy().astype(np.int64),
+        ap.cpu().numpy(),
+        inp.cpu().numpy(),
+    )
+
+
+class _SingleShot:
+    """Single-gallery-shot CMC (torchreid ``eval_cuhk03``), with per-query seeded draws."""
+
+    def __init__(self, gp: np.ndarray, gc: np.ndarray, repeats: int, seed: int) -> None:
+        self.gc = gc
+        self.ids, gid = np.unique(gp, return_inverse=True)  # identities present in the gallery
+        self.by_id = np.argsort(gid, kind="stable")  # gallery indices grouped by identity
+        self.count = np.bincount(gid, minlength=len(self.ids))  # (P,)
+        self.start = np.cumsum(self.count) - self.count  # (P,)
+        self.gp = gp
+        self.repeats = repeats
+        self.seed = seed
+
+    def ranks(self, dist: np.ndarray, q_index: np.ndarray, qp: np.ndarray, qc: np.ndarray
+              ) -> np.ndarray:
+        """0-based rank of the sampled match, (B, repeats); -1 for queries with no match."""
+        b = dist.shape[0]
+        n_ids, r = len(self.ids), self.repeats
+        out = np.full((b, r), -1, dtype=np.int64)
+        q_id = np.searchsorted(self.ids, qp)
+        for i in range(b):
+            k = q_id[i]
+            if k >= n_ids or self.ids[k] != qp[i]:
+                continue  # identity absent from the gallery
+            members = self.by_id[self.start[k]:self.start[k] + self.count[k]]
+            positives = members[self.gc[members] != qc[i]]  # same pid, other camera
+            if positives.size == 0:
+                continue
+            rng = np.random.default_rng([self.seed, int(q_index[i])])
+            u = rng.random((r, n_ids))  # (R, P): one draw per identity per repeat
+            pick = self.start[None, :] + np.floor(u * self.count[None, :]).astype(np.int64)
+            chosen = self.by_id[pick]  # (R, P) gallery index of each identity's sample
+            # the query's own identity is drawn among its kept images only
+            chosen[:, k] = positives[np.floor(u[:, k] * positives.size).astype(np.int64)]
+            d = dist[i, chosen]  # (R, P)
+            d_pos = d[:, k:k + 1]
+            g_pos = chosen[:, k:k + 1]
+            closer = (d < d_pos) | ((d == d_pos) & (chosen < g_pos))  # stable tie order
+            out[i] = closer.sum(axis=1)  # own identity never counts (neither < nor tie-less)
+        return out
+
+
+def _auto_block_rows(num_gallery: int) -> int:
+    rows = AUTO_BLOCK_BYTES // max(1, BYTES_PER_BLOCK_ELEMENT * num_gallery)
+    return int(max(1, min(MAX_AUTO_BLOCK_ROWS, rows)))
+
+
+def evaluate(
+    qf: Any,
+    gf: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_camids: Any,
+    g_camids: Any,
+    *,
+    metric: str = "euclidean",
+    protocol: str = "market",
+    max_rank: int = 50,
+    block_size: int | None = None,
+    device: str | torch.device | None = None,
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    rerank_max_bytes: int | None = None,
+    repeats: int = 10,
+    seed: int = 0,
+    junk_pid: int | None = -1,
+) -> Metrics:
+    """CMC, mAP and mINP of query features against gallery features.
+
+    qf (Q, D), gf (G, D): features (numpy or torch); q_pids/q_camids (Q,), g_pids/g_camids (G,):
+    integer labels. ``metric``: "euclidean" or "cosine". ``protocol``: "market" or
+    "cuhk03-sgs" (see the module docstring for both, junk and distractor handling, and ties).
+    ``max_rank`` is clipped to the gallery size. ``block_size``: query rows per block (None:
+    auto, about 1 GiB of working memory, at most 2048 rows); results do not depend on it.
+    ``rerank``: k-reciprocal re-ranking (Zhong et al. 2017) with ``k1``, ``k2``,
+    ``lambda_value``; it needs the (Q+G)^2 distance matrix and refuses above
+    ``rerank_max_bytes`` (default :data:`reidaug.eval.rerank.DEFAULT_MAX_BYTES`).
+    ``repeats``/``seed``: draws of the single-gallery-shot protocol. Raises DataError when no
+    query has a valid match.
+    """
+    if protocol not in PROTOCOLS:
+        raise unknown_name("evaluation protocol", str(protocol), PROTOCOLS)
+    _check_metric(metric)
+    for name, value in (("max_rank", max_rank), ("repeats", repeats)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
+    if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
+        raise ConfigError(
+            f"block_size must be a positive integer or None (auto); got {block_size!r}."
+        )
+    dev = _resolve_device(device, qf)
+    q = _features(qf, "query features", dev)
+    g = _features(gf, "gallery features", dev)
+    if q.dtype != g.dtype:
+        q, g = q.to(torch.float64), g.to(torch.float64)
+    if q.shape[1] != g.shape[1]:
+        raise DataError(
+            f"feature size differs: query features are {q.shape[1]}-d, gallery features "
+            f"{g.shape[1]}-d. Extract both with the same model."
+        )
+    n_q, n_g_all = q.shape[0], g.shape[0]
+    qp = _labels(q_pids, "q_pids", n_q, "person id")
+    qc = _labels(q_camids, "q_camids", n_q, "camera id")
+    gp = _labels(g_pids, "g_pids", n_g_all, "person id")
+    gc = _labels(g_camids, "g_camids", n_g_all, "camera id")
+    if n_q == 0:
+        raise DataError("query set is empty: nothing to evaluate. Pass at least one query.")
+
+    if junk_pid is not None:
+        keep = gp != junk_pid
+        if not keep.all():
+            LOG.info("removed %d junk gallery images (pid %d) from every ranking",
+                     int((~keep).sum()), junk_pid)
+            keep_t = torch.from_numpy(np.flatnonzero(keep)).to(g.device)
+            g, gp, gc = g[keep_t], gp[keep], gc[keep]
+    n_g = g.shape[0]
+    if n_g == 0:
+        raise DataError(
+            f"gallery is empty{' after removing junk (pid %d)' % junk_pid if n_g_all else ''}: "
+            f"nothing to rank against. Pass gallery features."
+        )
+    if max_rank > n_g:
+        LOG.info("max_rank %d > gallery size %d: CMC clipped to %d ranks", max_rank, n_g, n_g)
+        max_rank = n_g
+    rows = int(block_size) if block_size is not None else _auto_block_rows(n_g)
+
+    if rerank:
+        from reidaug.eval.rerank import DEFAULT_MAX_BYTES, rerank_distances
+
+        final = rerank_distances(
+            q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value,
+            max_bytes=DEFAULT_MAX_BYTES if rerank_max_bytes is None else rerank_max_bytes,
+        )  # (Q, G) float32 numpy
+        final_t = torch.from_numpy(final).to(g.device)
+        blocks: Iterator[tuple[int, int, torch.Tensor]] = (
+            (s, min(s + rows, n_q), final_t[s:min(s + rows, n_q)]) for s in range(0, n_q, rows)
+        )
+    else:
+        blocks = _distance_blocks(q, g, metric, rows)
+
+    # int32 labels (when they fit) halve the (B, G) gather in _market_block
+    small = all(np.abs(a).max(initial=0) < 2**31 for a in (qp, qc, gp, gc))
+    lab = np.int32 if small else np.int64
+    gp_t = torch.from_numpy(gp.astype(lab)).to(g.device)
+    gc_t = torch.from_numpy(gc.astype(lab)).to(g.device)
+    single = _SingleShot(gp, gc, repeats, seed) if protocol == "cuhk03-sgs" else None
+    hist = np.zeros(max_rank + 1, dtype=np.float64)  # hist[r-1]: first match at rank r
+    ap_sum = inp_sum = 0.0
+    n_valid = 0
+    for start, stop, dist in blocks:
+        bqp, bqc = qp[start:stop], qc[start:stop]
+        num_pos, first, ap, inp = _market_block(
+            dist, torch.from_numpy(bqp.astype(lab)).to(g.device),
+            torch.from_numpy(bqc.astype(lab)).to(g.device),
+            gp_t, gc_t,
+        )
+        valid = num_pos > 0
+        if junk_pid is not None:
+            valid &= bqp != junk_pid
+        n_valid += int(valid.sum())
+        ap_sum += float(ap[valid].sum())
+        inp_sum += float(inp[valid].sum())
+        if single is None:
+            hist += np.bincount(np.minimum(first[valid], max_rank + 1) - 1,
+                                minlength=max_rank + 1)[:max_rank + 1]
+        else:
+            ranks = single.ranks(dist.cpu().numpy(), np.arange(start, stop), bqp, bqc)[valid]
+            hist += np.bincount(np.minimum(ranks.ravel(), max_rank),
+                                minlength=max_rank + 1)[:max_rank + 1] / repeats
+        LOG.debug("evaluated queries %d-%d of %d", start, stop, n_q)
+    n_skipped = n_q - n_valid
+    if n_valid == 0:
+        raise DataError(
+            f"none of the {n_q} queries has a valid gallery match (same pid, another camera, "
+            f"not junk), so CMC and mAP are undefined. Check that query and gallery pids use "
+            f"the same labelling and that camera ids are not all equal."
+        )
+    if n_skipped:
+        LOG.info("%d of %d queries have no valid gallery match; left out of the averages",
+                 n_skipped, n_q)
+    cmc = np.cumsum(hist[:max_rank]) / n_valid
+    cmc.flags.writeable = False  # Metrics is frozen; so is its curve
+    return Metrics(
+        cmc=cmc,
+        mAP=ap_sum / n_valid,
+        mINP=inp_sum / n_valid,
+        num_queries=n_valid,
+        num_skipped=n_skipped,
+        protocol=protocol,
+    )
+

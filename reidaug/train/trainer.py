@@ -1,0 +1,863 @@
+"""Resumable re-ID training on a reidaug HDF5 file: ``train(config, data_path, run_dir)``.
+
+The recipe follows the strong re-ID baseline (Luo et al., "Bag of Tricks and a Strong Baseline
+for Deep Person Re-identification", CVPRW 2019): P x K batches (Hermans et al. 2017), soft
+cross-entropy on the file's precomputed targets + batch-hard triplet, BNNeck, Adam 3.5e-4 with a
+linear warm-up over 10 epochs and x0.1 steps at epochs 40 and 70, random erasing optional. The
+IDE baseline (Zheng et al. 2016) and CamStyle's M real : N fake batches (Zhong et al., CVPR 2018)
+are options (``head="ide"``, ``loss="ide"``, ``sampler="realfake"``).
+
+Run folder (``run_dir``)::
+
+    config.json       the resolved config (TrainConfig + what was resolved from data and machine)
+    train_log.jsonl   one JSON object per logged step: step, epoch, loss parts, accuracy, lr, images/s
+    checkpoint.pt     latest checkpoint while training (removed at the end unless keep_checkpoint)
+    model.pt          final weights + model config (reidaug.train.model.load_model reads it)
+    curves.png        loss and accuracy curves
+    result.json       the TrainResult numbers
+
+Resuming. Checkpoints are written atomically (temp name in the same folder, then ``os.replace``)
+every ``checkpoint_every`` epochs or steps. Each holds the model, optimiser, LR schedule, AMP
+scaler, the python / numpy / torch / CUDA RNG states, the epoch, the batches done in that epoch
+and the global step. Running the same command again resumes from it, and ends with the same
+weights as a run that was never interrupted (bit-identical on the CPU with ``num_workers`` any
+value). What makes that hold:
+
+- the batch order is a function of ``(seed, epoch)`` only (the samplers), and a resumed epoch
+  skips the batches already done without reading them;
+- the augmentation of a batch (flip, crop, erasing) is drawn from a torch generator seeded by
+  ``(seed, epoch, batch index)``, never from a worker's running RNG, so it is the same whichever
+  process makes the batch and wherever the run was resumed;
+- the DataLoader gets its own generator, so the global torch RNG (dropout, stochastic depth)
+  advances only with the model, and its state is in the checkpoint.
+
+A finished run folder (``model.pt`` present) with the same config is not retrained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from reidaug.errors import ConfigError, DataError, did_you_mean, unknown_name
+from reidaug.train.backbones import BACKBONES
+from reidaug.train.losses import batch_hard_triplet, soft_cross_entropy, triplet_accuracy
+from reidaug.train.model import (
+    DEFAULT_BOTTLENECK,
+    HEADS,
+    ModelConfig,
+    ReIDModel,
+    atomic_torch_save,
+    build_model,
+    save_model,
+)
+
+log = logging.getLogger(__name__)
+
+LOSSES: tuple[str, ...] = ("ide", "triplet", "both")
+SAMPLERS: tuple[str, ...] = ("pk", "realfake", "random")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+SCHEDULES: tuple[str, ...] = ("step", "cosine")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+CHECKPOINT_UNITS: tuple[str, ...] = ("epoch", "step")
+#: TrainConfig fields that do not change the trained weights (a resume may change them).
+NON_RESULT_FIELDS = frozenset({"num_workers", "worker_start", "log_every", "checkpoint_every",
+                               "checkpoint_unit", "keep_checkpoint", "device", "deterministic"})
+#: How DataLoader workers start. ``fork`` copies the parent's state, including OpenCV's thread
+#: pool: a worker forked after the parent ran a parallel cv2 call deadlocks in
+#: ``cv2.setNumThreads`` (seen here: pthread_cond_destroy in cv2, after a large cv2.resize in the
+#: parent). ``forkserver`` forks workers from a clean server process, so it is the default.
+WORKER_START_METHODS: tuple[str, ...] = ("forkserver", "spawn", "fork")
+CHECKPOINT_FORMAT = "reidaug-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+CONFIG_FILE = "config.json"
+LOG_FILE = "train_log.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+PLOT_FILE = "curves.png"
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options; defaults are the strong baseline's (Luo et al. 2019) at 256x128.
+
+    Batches: ``sampler="pk"`` takes ``p`` identities x ``k`` images; ``"realfake"`` takes
+    ``real_per_batch`` real + ``fake_per_batch`` generated images (CamStyle's M:N);
+    ``"random"`` takes ``batch_size`` images in a random order. ``sources`` restricts training to
+    those image sources (e.g. ``("real",)`` for the no-augmentation baseline).
+    LR: linear warm-up from ``warmup_factor * lr`` over ``warmup_epochs``, then ``step``
+    (x ``gamma`` at each of ``milestones``, in epochs) or ``cosine`` (to 0 at ``epochs``); set
+    per step from the fractional epoch. ``backbone_lr_mult`` scales the backbone's LR (IDE
+    fine-tuning commonly uses 0.1); ``optimizer="sgd"`` uses Nesterov momentum ``momentum``, as
+    CamStyle's IDE training does. ``pretrained``: ``"imagenet"`` (the weights this install
+    ships: efficientnet_lite0 only), a path to an ImageNet state_dict, or ``"none"``.
+    Workers (``num_workers > 0``) start with ``worker_start`` (default ``forkserver``, see
+    :data:`WORKER_START_METHODS`): a script that calls :func:`train` then needs the usual
+    ``if __name__ == "__main__":`` guard, as with any spawn/forkserver multiprocessing.
+    """
+
+    backbone: str = "resnet50"
+    pretrained: str = "imagenet"
+    last_stride: int = 1
+    head: str = "bnneck"
+    bottleneck: str | None = None  # None: the head's default (ide: fc1024, bnneck: bn)
+    dropout: float = 0.5
+    loss: str = "both"
+    id_weight: float = 1.0
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.3
+    soft_margin: bool = False
+    height: int = 256
+    width: int = 128
+    sampler: str = "pk"
+    p: int = 16
+    k: int = 4
+    batch_size: int = 64  # realfake / random samplers
+    real_per_batch: int = 48  # realfake
+    fake_per_batch: int = 16  # realfake
+    sources: tuple[str, ...] | None = None
+    random_erasing: bool = False
+    optimizer: str = "adam"
+    lr: float = 3.5e-4
+    backbone_lr_mult: float = 1.0
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # sgd
+    warmup_epochs: float = 10.0
+    warmup_factor: float = 0.1
+    schedule: str = "step"
+    milestones: tuple[int, ...] = (40, 70)
+    gamma: float = 0.1
+    epochs: int = 120
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False  # CUDA only; ignored (with a warning) on the CPU
+    deterministic: bool = False
+    num_workers: int = 2
+    worker_start: str = "forkserver"  # see WORKER_START_METHODS
+    checkpoint_every: int = 1
+    checkpoint_unit: str = "epoch"
+    log_every: int = 20  # steps
+    keep_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        for name, choices in (("backbone", BACKBONES), ("head", HEADS), ("loss", LOSSES),
+                              ("sampler", SAMPLERS), ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES), ("device", DEVICES),
+                              ("checkpoint_unit", CHECKPOINT_UNITS),
+                              ("worker_start", WORKER_START_METHODS)):
+            if getattr(self, name) not in choices:
+                raise unknown_name(f"TrainConfig.{name}", str(getattr(self, name)), choices)
+        positive = ("height", "width", "p", "k", "batch_size", "epochs", "checkpoint_every", "log_every")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be >= 1; found {getattr(self, name)}.")
+        for name in ("lr", "weight_decay", "warmup_epochs", "id_weight", "triplet_weight",
+                     "triplet_margin", "backbone_lr_mult", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0; found {getattr(self, name)}.")
+        if not 0 < self.warmup_factor <= 1 or not 0 < self.gamma <= 1:
+            raise ConfigError(
+                f"TrainConfig: warmup_factor and gamma must be in (0, 1]; found "
+                f"{self.warmup_factor} and {self.gamma}."
+            )
+        if self.head == "triplet" and self.loss != "triplet":
+            raise ConfigError(
+                f"TrainConfig: loss={self.loss!r} needs a classifier, but head='triplet' has none. "
+                "Fix: use head='bnneck' (or 'ide'), or loss='triplet'."
+            )
+        if self.sampler == "realfake" and (
+            self.real_per_batch < 1 or self.fake_per_batch < 0
+            or self.real_per_batch + self.fake_per_batch != self.batch_size
+        ):
+            raise ConfigError(
+                f"TrainConfig: sampler='realfake' needs real_per_batch >= 1 and real_per_batch + "
+                f"fake_per_batch == batch_size; found {self.real_per_batch} + {self.fake_per_batch} "
+                f"vs {self.batch_size}. Fix: e.g. batch_size=64, real_per_batch=48, fake_per_batch=16."
+            )
+        if list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"TrainConfig.milestones must increase; found {list(self.milestones)}.")
+        # A bad bottleneck for the head is caught here rather than after loading the data.
+        ModelConfig(backbone=self.backbone, num_classes=1, head=self.head,
+                    bottleneck=self.resolved_bottleneck, dropout=self.dropout,
+                    last_stride=self.last_stride)
+
+    @property
+    def resolved_bottleneck(self) -> str:
+        return DEFAULT_BOTTLENECK[self.head] if self.bottleneck is None else self.bottleneck
+
+    @property
+    def images_per_batch(self) -> int:
+        return self.p * self.k if self.sampler == "pk" else self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("milestones", "sources"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From a JSON/YAML mapping; unknown keys fail with the nearest known key."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                raise ConfigError(f"unknown training option {key!r}.{did_you_mean(key, names)} "
+                                  f"Known options: {', '.join(names)}.")
+        d = dict(d)
+        for key in ("milestones", "sources"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` produced."""
+
+    run_dir: Path
+    model_path: Path
+    config_path: Path
+    log_path: Path
+    plot_path: Path
+    steps: int
+    epochs: int
+    final_loss: float  # mean over the last logged window
+    final_accuracy: float  # ID accuracy (triplet accuracy for loss="triplet"), last window
+    images_per_s: float  # training throughput of this process (resumed part only)
+    resumed_from_step: int | None  # None: started from scratch
+    skipped: bool = False  # True: the run folder already held a finished run with this config
+    num_classes: int = 0
+    device: str = "cpu"
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Path):
+                d[k] = str(v)
+        return d
+
+
+# --------------------------------------------------------------------------- LR schedule
+
+
+class LRSchedule:
+    """Warm-up + step / cosine decay as a function of the fractional epoch; sets group LRs.
+
+    Stateless apart from the last progress set (kept for the checkpoint and the log).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+        self.optimizer = optimizer
+        self.config = config
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self.progress = 0.0
+
+    def factor(self, progress: float) -> float:
+        c = self.config
+        if c.schedule == "step":
+            f = c.gamma ** sum(progress >= m for m in c.milestones)
+        else:
+            span = max(c.epochs - c.warmup_epochs, 1e-9)
+            t = min(max((progress - c.warmup_epochs) / span, 0.0), 1.0)
+            f = 0.5 * (1.0 + math.cos(math.pi * t))
+        if progress < c.warmup_epochs:
+            alpha = progress / c.warmup_epochs
+            f *= c.warmup_factor * (1 - alpha) + alpha
+        return f
+
+    def set_progress(self, progress: float) -> None:
+        self.progress = float(progress)
+        f = self.factor(self.progress)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * f
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"progress": self.progress, "base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self.set_progress(float(state["progress"]))
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class RandomBatchSampler(Sampler[list[int]]):
+    """All positions in a random order per ``(seed, epoch)``, cut into batches (last dropped)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0) -> None:
+        if n < batch_size:
+            raise DataError(f"RandomBatchSampler: {n} samples < batch_size {batch_size}. Fix: lower batch_size.")
+        self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        for b in range(len(self)):
+            yield [int(i) for i in perm[b * self.batch_size : (b + 1) * self.batch_size]]
+
+
+class SeededBatch(list):
+    """A batch of dataset positions that carries the seed of its augmentation draws."""
+
+    seed: int = 0
+
+
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """63-bit seed of batch ``index`` of ``epoch`` (independent of processes and resumes)."""
+    ss = np.random.SeedSequence([int(seed), 0x7E1D, int(epoch), int(index)])
+    return int(ss.generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1 << 31, 1], np.uint64)) & (2**63 - 1)
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Wraps a batch sampler: per-batch augmentation seeds, and skipping a resumed epoch's start."""
+
+    def __init__(self, inner: Any, seed: int) -> None:
+        self.inner, self.seed = inner, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.epoch, self.start = int(epoch), int(start)
+
+    def full_len(self) -> int:
+        return len(self.inner)
+
+    def __len__(self) -> int:
+        return max(len(self.inner) - self.start, 0)
+
+    def __iter__(self) -> Iterator[SeededBatch]:
+        for i, positions in enumerate(self.inner):
+            if i < self.start:
+                continue
+            b = SeededBatch(positions)
+            b.seed = batch_seed(self.seed, self.epoch, i)
+            yield b
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Runs the wrapped dataset's ``__getitems__`` with torch's CPU RNG seeded per batch.
+
+    The global RNG state is restored afterwards (``fork_rng``), so in the main process
+    (``num_workers=0``) the model's dropout draws are unaffected by data loading.
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, pos: int) -> Any:  # pragma: no cover - the loader always batches
+        return self.base[pos]
+
+    def __getitems__(self, batch: Sequence[int]) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(getattr(batch, "seed", 0))
+            return self.base.__getitems__(list(batch))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _resolve_device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "TrainConfig.device='cuda' but torch sees no CUDA device here. "
+            "Fix: use device='auto' or 'cpu', or install a CUDA build of torch."
+        )
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def data_fingerprint(data_path: str | os.PathLike[str]) -> str:
+    """sha256 over the stored checksums of every train dataset (images, labels, targets ...)."""
+    import h5py
+
+    from reidaug.data.h5format import open_h5
+
+    with open_h5(data_path) as f:
+        if "train" not in f.splits:
+            raise DataError(f"{data_path} has no train split (splits: {list(f.splits)}). "
+                            "Fix: export the training images into it.")
+        g = f.h5["train"]
+        h = hashlib.sha256()
+        for name in sorted(g):
+            if isinstance(g[name], h5py.Dataset):
+                h.update(f"{name}={g[name].attrs.get('sha256', '')};".encode())
+        return h.hexdigest()
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python / numpy / torch / CUDA RNG states in a form ``torch.load(weights_only=True)`` reads."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = sorted((set(a) | set(b)) - NON_RESULT_FIELDS)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Temp files a killed run left (``.checkpoint.pt.tmp-...``); never a finished file."""
+    for p in run_dir.glob(".*.tmp-*"):
+        log.info("removing %s, left by an interrupted run", p)
+        p.unlink(missing_ok=True)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: drop it
+            continue
+    return rows
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines of steps <= ``step`` (a killed run may have logged past its checkpoint)."""
+    rows = [r for r in _read_log(path) if r.get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def plot_curves(log_path: Path, out_path: Path) -> None:
+    """PNG of loss (and its parts) and accuracy against the step, from a train_log.jsonl."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = _read_log(log_path)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_l, ax_a = fig.subplots(1, 2)
+    steps = [r["step"] for r in rows]
+    for key, label in (("loss", "total"), ("loss_id", "ID (soft CE)"), ("loss_triplet", "triplet")):
+        ys = [r.get(key) for r in rows]
+        if any(y is not None for y in ys):
+            ax_l.plot(steps, [np.nan if y is None else y for y in ys], label=label)
+    ax_l.set_xlabel("step")
+    ax_l.set_ylabel("loss")
+    ax_l.legend()
+    ax_l.grid(alpha=0.3)
+    for key, label in (("acc", "ID accuracy"), ("triplet_acc", "triplet accuracy")):
+        ys = [r.get(key) for r in rows]
+        if any(y is not None for y in ys):
+            ax_a.plot(steps, [np.nan if y is None else y for y in ys], label=label)
+    ax_a.set_xlabel("step")
+    ax_a.set_ylabel("accuracy (train batches)")
+    ax_a.set_ylim(0, 1.02)
+    ax_a.legend()
+    ax_a.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _make_batch_sampler(config: TrainConfig, ds: Any) -> Any:
+    if config.sampler == "pk":
+        from reidaug.data.torchdata import PKSampler
+
+        unlabeled = int(np.count_nonzero(ds.labels < 0))
+        if unlabeled:
+            log.warning(
+                "%d train images have no identity (label -1, e.g. LSRO fakes); the P x K sampler never "
+                "draws them. Use sampler='realfake' (or 'random') to train on them.", unlabeled)
+        return PKSampler(ds.labels, config.p, config.k, seed=config.seed)
+    if config.sampler == "realfake":
+        from reidaug.data.torchdata import RealFakeSampler
+
+        return RealFakeSampler(ds.is_fake, config.batch_size, config.real_per_batch,
+                               config.fake_per_batch, seed=config.seed)
+    return RandomBatchSampler(len(ds), config.batch_size, seed=config.seed)
+
+
+def _make_optimizer(config: TrainConfig, model: ReIDModel) -> torch.optim.Optimizer:
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": backbone, "lr": config.lr * config.backbone_lr_mult},
+              {"params": head, "lr": config.lr}]
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+@dataclass
+class _Window:
+    """Running sums between two log lines."""
+
+    n: int = 0
+    images: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    config: TrainConfig,
+    data_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train a re-ID model on the train split of ``data_path``; outputs in ``run_dir``.
+
+    Resumes from ``run_dir/checkpoint.pt`` when present (same result-relevant config and same
+    data required); returns at once when ``run_dir`` already holds a finished run of this
+    config. ``on_step(step, total_steps)`` is called after each optimiser step (and after that
+    step's checkpoint, if one was due); ``total_steps`` is an estimate for progress bars.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    data_path = Path(data_path).resolve()
+    paths = {k: run / v for k, v in (("config", CONFIG_FILE), ("log", LOG_FILE), ("ckpt", CHECKPOINT_FILE),
+                                      ("model", MODEL_FILE), ("plot", PLOT_FILE), ("result", RESULT_FILE))}
+    fingerprint = data_fingerprint(data_path)
+    cfg_dict = config.to_dict()
+
+    done = _finished_result(paths, cfg_dict, fingerprint)
+    if done is not None:
+        log.info("%s already holds a finished run of this config; didn't change, skipping", run)
+        return done
+    _remove_stale_temps(run)
+
+    device = _resolve_device(config)
+    amp = bool(config.amp and device.type == "cuda")
+    if config.amp and not amp:
+        log.warning("amp=True needs CUDA; training on %s in float32", device)
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+    try:
+        return _train(config, cfg_dict, data_path, run, paths, fingerprint, device, amp, on_step)
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def _finished_result(paths: dict[str, Path], cfg_dict: dict[str, Any], fingerprint: str) -> TrainResult | None:
+    if not (paths["model"].is_file() and paths["result"].is_file() and paths["config"].is_file()):
+        return None
+    saved = json.loads(paths["config"].read_text())
+    diff = _config_diff(saved.get("train", {}), cfg_dict)
+    if diff or saved.get("resolved", {}).get("data_fingerprint") != fingerprint:
+        what = "; ".join(diff) if diff else "the training data changed (different checksums)"
+        raise ConfigError(
+            f"{paths['model'].parent} already holds a finished run with another config or data ({what}). "
+            "Fix: pass a new output folder (--out), or delete that run folder to retrain there."
+        )
+    r = json.loads(paths["result"].read_text())
+    r.update(skipped=True)
+    for k in ("run_dir", "model_path", "config_path", "log_path", "plot_path"):
+        r[k] = Path(r[k])
+    return TrainResult(**r)
+
+
+def _train(
+    config: TrainConfig,
+    cfg_dict: dict[str, Any],
+    data_path: Path,
+    run: Path,
+    paths: dict[str, Path],
+    fingerprint: str,
+    device: torch.device,
+    amp: bool,
+    on_step: Callable[[int, int], None] | None,
+) -> TrainResult:
+    from reidaug.data.torchdata import ReidH5Dataset, build_transforms, normalize_batch, reid_collate
+
+    t_start = time.perf_counter()
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    torch.manual_seed(config.seed)
+
+    transform = build_transforms(config.height, config.width, train=True,
+                                 random_erasing=config.random_erasing, normalize=False)
+    ds = ReidH5Dataset(data_path, "train", transform=transform, sources=config.sources)
+    if len(ds) == 0:
+        raise DataError(f"{data_path}: no train images from sources {config.sources}. Fix: check `sources`.")
+    num_classes = ds.num_classes
+    label_of_row = np.full(int(ds.indices.max()) + 1, -1, np.int64)
+    label_of_row[ds.indices] = ds.labels
+    label_of_row_t = torch.from_numpy(label_of_row)
+
+    model_cfg = ModelConfig(backbone=config.backbone, num_classes=num_classes, head=config.head,
+                            bottleneck=config.resolved_bottleneck, dropout=config.dropout,
+                            last_stride=config.last_stride, input_size=(config.height, config.width))
+    model = build_model(model_cfg, config.pretrained).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(config, model)
+    schedule = LRSchedule(optimizer, config)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    batches = EpochBatches(_make_batch_sampler(config, ds), config.seed)
+    loader = DataLoader(
+        SeededDataset(ds),
+        batch_sampler=batches,
+        num_workers=config.num_workers,
+        collate_fn=reid_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.num_workers > 0,
+        multiprocessing_context=config.worker_start if config.num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+
+    resolved = {
+        "train": cfg_dict,
+        "resolved": {
+            "data": str(data_path),
+            "data_fingerprint": fingerprint,
+            "num_classes": num_classes,
+            "num_train_images": len(ds),
+            "device": str(device),
+            "amp": amp,
+            "images_per_batch": config.images_per_batch,
+            "model": model_cfg.to_dict(),
+            "torch": torch.__version__,
+        },
+    }
+
+    start_epoch, start_batch, step, resumed_from = 0, 0, 0, None
+    if paths["ckpt"].is_file():
+        ck = _load_checkpoint(paths["ckpt"], cfg_dict, fingerprint)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        schedule.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        start_epoch, start_batch, step = int(ck["epoch"]), int(ck["batch_in_epoch"]), int(ck["step"])
+        resumed_from = step
+        _truncate_log(paths["log"], step)
+        log.info("resuming %s from step %d (epoch %d, batch %d)", run, step, start_epoch, start_batch)
+    else:
+        paths["log"].unlink(missing_ok=True)
+    _write_json_atomic(resolved, paths["config"])
+
+    def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "config": cfg_dict, "data_fingerprint": fingerprint,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
+            "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "sampler_epoch": epoch, "step": step,
+        }, paths["ckpt"])
+
+    per_epoch_est = len(batches.inner)
+    if per_epoch_est == 0:
+        raise DataError(
+            f"{data_path}: the {config.sampler} sampler makes no batch from {len(ds)} images "
+            f"(batch of {config.images_per_batch}). Fix: lower the batch size (p, k or batch_size)."
+        )
+    total_est = per_epoch_est * config.epochs
+    use_id = config.loss in ("ide", "both")
+    use_tri = config.loss in ("triplet", "both")
+    window = _Window()
+    last_means: dict[str, float] = {}
+    images_done, t_loop = 0, time.perf_counter()
+    model.train()
+    log_fh = open(paths["log"], "a", encoding="utf-8")
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            batches.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
+            n_batches = batches.full_len()
+            b_idx = batches.start - 1
+            for b_idx, batch in enumerate(loader, start=batches.start):
+                schedule.set_progress(epoch + b_idx / n_batches)
+                img = normalize_batch(batch["img"].to(device, non_blocking=True))  # (B, 3, H, W) float
+                target = batch["target"].to(device, non_blocking=True)  # (B, C)
+                pids = batch["pid"].to(device, non_blocking=True)  # (B,)
+                labels = label_of_row_t[batch["index"]].to(device, non_blocking=True)  # (B,)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                    out = model(img)
+                    parts: dict[str, torch.Tensor] = {}
+                    if use_id:
+                        parts["loss_id"] = soft_cross_entropy(out.logits, target)
+                    if use_tri:
+                        parts["loss_triplet"] = batch_hard_triplet(
+                            out.features, pids, config.triplet_margin, config.soft_margin)
+                    loss = sum((config.id_weight if k == "loss_id" else config.triplet_weight) * v
+                               for k, v in parts.items())
+                if not torch.isfinite(loss):
+                    raise DataError(
+                        f"training diverged at step {step + 1} (epoch {epoch}): loss is {loss.item()}. "
+                        f"Fix: lower lr (now {config.lr}) or enable warm-up; resume restarts from "
+                        f"the last checkpoint in {run}."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                bsz = int(img.shape[0])
+                images_done += bsz
+                window.n += 1
+                window.images += bsz
+                window.add("loss", loss.item())
+                for k, v in parts.items():
+                    window.add(k, v.item())
+                if out.logits is not None:
+                    known = labels >= 0
+                    if bool(known.any()):
+                        window.add("acc", (out.logits.argmax(1)[known] == labels[known]).float().mean().item())
+                if use_tri:
+                    window.add("triplet_acc", triplet_accuracy(out.features.detach(), pids))
+                last_batch = b_idx + 1 == n_batches
+                if step % config.log_every == 0 or (last_batch and epoch + 1 == config.epochs):
+                    last_means = _log_window(log_fh, window, step, epoch + (b_idx + 1) / n_batches,
+                                             optimizer)
+                    window = _Window()
+                if config.checkpoint_unit == "step" and step % config.checkpoint_every == 0:
+                    save_checkpoint(epoch + 1, 0) if last_batch else save_checkpoint(epoch, b_idx + 1)
+                if on_step is not None:
+                    on_step(step, total_est)
+            if config.checkpoint_unit == "epoch" and (epoch + 1) % config.checkpoint_every == 0 \
+                    and epoch + 1 < config.epochs:
+                save_checkpoint(epoch + 1, 0)
+    finally:
+        log_fh.close()
+    if window.n:
+        last_means = _log_window(None, window, step, float(config.epochs), optimizer) or last_means
+    loop_s = time.perf_counter() - t_loop
+
+    model.eval()
+    save_model(model, paths["model"], extra={"train_config": cfg_dict, "data_fingerprint": fingerprint,
+                                             "steps": step})
+    plot_curves(paths["log"], paths["plot"])
+    result = TrainResult(
+        run_dir=run, model_path=paths["model"], config_path=paths["config"], log_path=paths["log"],
+        plot_path=paths["plot"], steps=step, epochs=config.epochs,
+        final_loss=float(last_means.get("loss", float("nan"))),
+        final_accuracy=float(last_means.get("acc", last_means.get("triplet_acc", float("nan")))),
+        images_per_s=images_done / loop_s if loop_s > 0 else 0.0,
+        resumed_from_step=resumed_from, num_classes=num_classes, device=str(device),
+        wall_s=time.perf_counter() - t_start,
+    )
+    _write_json_atomic(result.to_dict(), paths["result"])
+    if not config.keep_checkpoint:
+        paths["ckpt"].unlink(missing_ok=True)
+    log.info("trained %d steps in %.1f s (%.1f images/s); model in %s", step, result.wall_s,
+             result.images_per_s, paths["model"])
+    return result
+
+
+def _log_window(fh: Any, window: _Window, step: int, epoch: float,
+                optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    dt = time.perf_counter() - window.t0
+    means = window.means()
+    row = {"step": step, "epoch": round(epoch, 4), **{k: round(v, 6) for k, v in means.items()},
+           "lr": optimizer.param_groups[-1]["lr"], "images_per_s": round(window.images / dt, 2) if dt > 0 else None}
+    if fh is not None:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+    log.info("step %d epoch %.2f loss %.4f acc %s lr %.2e %.1f img/s", step, epoch, means.get("loss", float("nan")),
+             f"{means['acc']:.3f}" if "acc" in means else "-", row["lr"], row["images_per_s"] or 0.0)
+    return means
+
+
+def _load_checkpoint(path: Path, cfg_dict: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise DataError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. Fix: delete it to restart "
+            "the run from scratch (writes are atomic, so this file was damaged after it was written)."
+        ) from exc
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
+        raise DataError(f"{path} is not a reidaug v{CHECKPOINT_VERSION} training checkpoint. "
+                        "Fix: delete it to restart the run, or use another --out folder.")
+    diff = _config_diff(ck["config"], cfg_dict)
+    if diff:
+        raise ConfigError(
+            f"{path} was written with another training config ({'; '.join(diff)}); resuming would mix "
+            "two runs. Fix: re-run with the original options, or pass a new output folder (--out)."
+        )
+    if ck.get("data_fingerprint") != fingerprint:
+        raise ConfigError(
+            f"{path} was trained on other data than the file given now (train split checksums differ). "
+            "Fix: pass the original HDF5 file, or a new output folder (--out)."
+        )
+    return ck

@@ -1,0 +1,219 @@
+"""CycleGAN (CamStyle) and the shared GAN helpers: shapes, receptive field, training, resume."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from reidaug.errors import ConfigError, DataError, UnknownNameError
+from reidaug.models.cyclegan import CycleGAN, CycleGANConfig, PatchDiscriminator, ResnetGenerator
+from reidaug.models.gan_common import (ImagePool, clone_state, images_to_tensor,
+                                       linear_decay_lambda, lsgan_loss, tensor_to_images)
+
+H, W = 64, 32  # the smallest crops a 70x70 PatchGAN (3 layers) accepts are 24 x 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread is as fast, and does not spin against other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(**overrides: object) -> CycleGANConfig:
+    base = dict(ngf=8, ndf=8, n_blocks=2, image_height=H, image_width=W, pool_size=2,
+                n_epochs=1, n_epochs_decay=3)
+    base.update(overrides)
+    return CycleGANConfig(**base)
+
+
+def tinted(n: int, channel: int, seed: int) -> torch.Tensor:
+    """(n, 3, H, W) noise in [-1, 1] with one colour channel raised: a synthetic 'camera'."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, H, W, generator=g) * 0.6 - 0.9
+    x[:, channel] += 1.2
+    return x
+
+
+def test_generator_shapes_and_range() -> None:
+    g = ResnetGenerator(ngf=8, n_blocks=2)
+    y = g(torch.randn(2, 3, 32, 16) * 3)
+    assert y.shape == (2, 3, 32, 16)
+    assert y.min() >= -1 and y.max() <= 1
+    # The reference layout: c7s1, 2 downsamplings, residual blocks, 2 upsamplings, c7s1 + tanh.
+    convs = [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert [m.kernel_size[0] for m in convs] == [7, 3, 3] + [3] * 4 + [3, 3, 7]
+    assert [m.out_channels for m in convs] == [8, 16, 32] + [32] * 4 + [16, 8, 3]
+    assert isinstance(g.model[-1], nn.Tanh)
+
+
+def test_default_parameter_counts_match_the_reference() -> None:
+    # 11.378 M and 2.765 M: the figures the official code prints for resnet_9blocks (ngf=64)
+    # and the basic 70x70 PatchGAN (ndf=64).
+    assert sum(p.numel() for p in ResnetGenerator().parameters()) == 11_378_179
+    assert sum(p.numel() for p in PatchDiscriminator().parameters()) == 2_764_737
+
+
+def test_patch_discriminator_receptive_field_is_70() -> None:
+    d = PatchDiscriminator()  # ndf=64, n_layers=3
+    rf, jump = 1, 1
+    for conv in (m for m in d.modules() if isinstance(m, nn.Conv2d)):
+        rf += (conv.kernel_size[0] - 1) * jump
+        jump *= conv.stride[0]
+    assert rf == 70
+    assert d(torch.zeros(1, 3, 256, 128)).shape == (1, 1, 30, 14)
+    # One output pixel depends on a 70 x 70 window of the input (without instance norm, whose
+    # statistics span the whole image). Random input: no ReLU-dead gradient.
+    x = torch.randn(1, 3, 128, 128, requires_grad=True)
+    PatchDiscriminator(norm="none")(x)[0, 0, 5, 5].backward()
+    rows = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 3)))
+    cols = torch.nonzero(x.grad.abs().sum(dim=(0, 1, 2)))
+    assert int(rows.max() - rows.min()) + 1 == 70
+    assert int(cols.max() - cols.min()) + 1 == 70
+
+
+def test_config_rejects_crops_too_small_and_bad_names() -> None:
+    with pytest.raises(ConfigError, match="too small"):
+        CycleGANConfig(image_height=32, image_width=16)
+    with pytest.raises(UnknownNameError, match="instance"):
+        CycleGANConfig(norm="instnce")
+
+
+def test_training_reduces_cycle_loss() -> None:
+    model = CycleGAN(tiny_config())
+    a, b = tinted(4, 0, seed=1), tinted(4, 2, seed=2)
+    first = model.training_step(a, b)
+    assert set(first) == {"G_AB", "G_BA", "cycle_A", "cycle_B", "idt_A", "idt_B", "G",
+                          "D_A", "D_B"}
+    for _ in range(9):
+        last = model.training_step(a, b)
+    assert last["cycle_A"] < 0.8 * first["cycle_A"]
+    assert last["cycle_B"] < 0.8 * first["cycle_B"]
+    assert all(np.isfinite(v) for v in last.values())
+
+
+def test_training_step_rejects_wrong_size_with_a_fix() -> None:
+    model = CycleGAN(tiny_config())
+    with pytest.raises(DataError, match="64 x 32"):
+        model.training_step(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 64, 32))
+
+
+def test_resume_is_bit_identical() -> None:
+    a = [tinted(2, 0, seed=10 + i) for i in range(5)]
+    b = [tinted(2, 2, seed=20 + i) for i in range(5)]
+
+    def run(model: CycleGAN, steps: range) -> None:
+        for i in steps:
+            model.training_step(a[i], b[i])
+            if i % 2 == 1:  # an epoch boundary: the learning rate decays
+                model.step_schedulers()
+
+    straight = CycleGAN(tiny_config())
+    run(straight, range(5))
+
+    first = CycleGAN(tiny_config())
+    run(first, range(3))
+    saved = clone_state(first.state_dict())
+    resumed = CycleGAN.from_state_dict(saved)
+    run(resumed, range(3, 5))
+
+    # Pools of 2 with batches of 2 are full after step 1: their random swaps were exercised.
+    assert len(resumed.fake_a_pool) == 2
+    for (name, p), q in zip(straight.nets.state_dict().items(),
+                            resumed.nets.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert straight.optimizer_G.param_groups[0]["lr"] == resumed.optimizer_G.param_groups[0]["lr"]
+    # Training the resumed model did not change the snapshot: it resumes the same way again.
+    again = CycleGAN.from_state_dict(saved)
+    run(again, range(3, 5))
+    assert torch.equal(again.G_BA.model[1].weight, straight.G_BA.model[1].weight)
+    # Without the pool / optimiser state, the parameters would differ.
+    fresh = CycleGAN(tiny_config())
+    fresh.nets.load_state_dict(saved["nets"])
+    run(fresh, range(3, 5))
+    assert not torch.equal(fresh.G_AB.model[1].weight, straight.G_AB.model[1].weight)
+
+
+def test_load_refuses_a_different_config() -> None:
+    state = CycleGAN(tiny_config()).state_dict()
+    with pytest.raises(ConfigError, match="ngf"):
+        CycleGAN(tiny_config(ngf=4)).load_state_dict(state)
+
+
+def test_translate_shapes_channels_last_and_bf16_autocast() -> None:
+    model = CycleGAN(tiny_config())
+    x = tinted(2, 0, seed=3)
+    y = model.translate(x, "AB")
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert not torch.allclose(y, model.translate(x, "BA"))
+    # Inference on a different size than training (fully convolutional).
+    assert model.translate(torch.zeros(1, 3, 128, 64), "BA").shape == (1, 3, 128, 64)
+    model.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = model.translate(x.to(memory_format=torch.channels_last), "AB")
+    assert y16.shape == x.shape
+    assert (y16.float() - y).abs().max() < 0.1
+    with pytest.raises(UnknownNameError, match="BA"):
+        model.translate(x, "A2B")
+
+
+def test_image_pool_returns_input_until_full_then_a_seeded_mix() -> None:
+    batches = [torch.full((2, 3, 4, 4), float(i)) for i in range(12)]
+    pool = ImagePool(size=4, seed=7)
+    assert torch.equal(pool.query(batches[0]), batches[0])
+    assert torch.equal(pool.query(batches[1]), batches[1])
+    assert len(pool) == 4
+
+    def rest(p: ImagePool) -> list[float]:
+        return [float(v) for b in batches[2:] for v in p.query(b)[:, 0, 0, 0]]
+
+    out = rest(pool)
+    assert any(v < i // 2 + 2 for i, v in enumerate(out))  # some come from the history
+    assert any(v == i // 2 + 2 for i, v in enumerate(out))  # some are the new images
+    again = ImagePool(size=4, seed=7)
+    again.query(batches[0]), again.query(batches[1])
+    assert rest(again) == out  # same seed, same choices
+    other = ImagePool(size=4, seed=8)
+    other.query(batches[0]), other.query(batches[1])
+    assert rest(other) != out
+    assert torch.equal(ImagePool(size=0).query(batches[3]), batches[3])
+
+
+def test_image_pool_state_round_trip() -> None:
+    pool = ImagePool(size=3, seed=1)
+    for i in range(3):
+        pool.query(torch.full((2, 1, 2, 2), float(i)))
+    copy = ImagePool(size=3, seed=99)
+    copy.load_state_dict(clone_state(pool.state_dict()))
+    x = torch.full((4, 1, 2, 2), 9.0)
+    assert torch.equal(pool.query(x), copy.query(x))
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_linear_decay_schedule() -> None:
+    f = linear_decay_lambda(3, 4)
+    assert [f(e) for e in range(7)] == pytest.approx([1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    model = CycleGAN(tiny_config(n_epochs=2, n_epochs_decay=2, lr=3e-4))
+    lrs = [model.step_schedulers() for _ in range(3)]
+    assert lrs == pytest.approx([3e-4, 2e-4, 1e-4])
+
+
+def test_lsgan_loss_targets() -> None:
+    pred = torch.tensor([0.0, 1.0, 2.0])
+    assert float(lsgan_loss(pred, True)) == pytest.approx((1 + 0 + 1) / 3)
+    assert float(lsgan_loss(pred, False)) == pytest.approx((0 + 1 + 4) / 3)
+
+
+def test_image_conversion_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(2, 8, 4, 3), dtype=np.uint8)
+    t = images_to_tensor(list(imgs))
+    assert t.shape == (2, 3, 8, 4) and t.min() >= -1 and t.max() <= 1
+    assert np.array_equal(tensor_to_images(t), imgs)
+    with pytest.raises(DataError, match="uint8"):
+        images_to_tensor(imgs.astype(np.float32))

@@ -1,0 +1,193 @@
+"""The trainer end to end on tiny synthetic HDF5 files (CPU, seconds): it fits, it resumes
+bit-identically after a SIGKILL, it refuses to mix runs, and features come out in file order."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reidaug.data import synthetic as S
+from reidaug.data.h5format import H5Writer
+from reidaug.errors import ConfigError, UnknownNameError
+from reidaug.train.features import extract_features
+from reidaug.train.model import load_model
+from reidaug.train.trainer import TrainConfig, train
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+H, W = 64, 32
+
+
+def write_tiny_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int = 4, fakes: int = 0,
+                  seed: int = 0) -> Path:
+    """Rendered synthetic people: train = all images (+ ``fakes`` LSRO images with no identity),
+    query = every 4th train image."""
+    imgs, pids, cams = [], [], []
+    for pid in range(1, num_ids + 1):
+        app = S.identity_appearance(pid, seed)
+        for cam in range(num_cams):
+            style = S.camera_style(cam, seed)
+            for i in range(per_cam):
+                pose = S.sample_pose(S.pose_rng(seed, pid, cam, i), H, W)
+                img, _ = S.render(app, pose, style, H, W, S.image_rng(seed, pid, cam, i, cam))
+                imgs.append(img)
+                pids.append(pid)
+                cams.append(cam)
+    pids_a = np.array(pids)
+    with H5Writer(path, image_size=(H, W)) as w:
+        w.append("train", images=imgs, pid=pids_a, camid=cams, label=pids_a - 1)
+        if fakes:
+            w.append("train", images=imgs[:fakes], pid=-1, camid=cams[:fakes], label=-1, source="dcgan",
+                     label_scheme="lsro", target_index=np.full((fakes, 1), -1, np.int32),
+                     target_value=np.zeros((fakes, 1), np.float32))
+        w.append("query", images=imgs[::4], pid=pids_a[::4], camid=cams[::4])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_h5(tmp_path_factory.mktemp("data") / "tiny.h5")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # 2 cores shared with other jobs: one intra-op thread is both faster and reproducible here.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_config(**kw) -> TrainConfig:
+    base = dict(backbone="tiny", pretrained="none", height=H, width=W, p=5, k=4, epochs=25,
+                lr=1e-3, warmup_epochs=2, milestones=(20,), num_workers=0, log_every=2, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _rank1_self(feats: np.ndarray, pids: np.ndarray) -> float:
+    """Nearest neighbour (cosine) among the other images: the fraction with the same identity."""
+    f = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    d = -f @ f.T
+    np.fill_diagonal(d, np.inf)
+    return float((pids[d.argmin(1)] == pids).mean())
+
+
+def test_fits_a_tiny_set_and_writes_its_run_folder(tiny_h5: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = _tiny_config()
+    res = train(cfg, tiny_h5, run)
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+    assert {"loss", "loss_id", "loss_triplet", "acc", "lr", "images_per_s", "epoch"} <= set(rows[-1])
+    assert np.mean([r["loss"] for r in rows[-3:]]) < 0.5 * np.mean([r["loss"] for r in rows[:3]])
+    assert res.final_accuracy == 1.0 and res.steps == rows[-1]["step"] and res.num_classes == 5
+    feats, pids, camids = extract_features(run, tiny_h5, "train", device="cpu")
+    assert feats.dtype == np.float32 and feats.shape == (40, 128)
+    assert _rank1_self(feats, pids) == 1.0
+
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"] == cfg.to_dict() and saved["resolved"]["num_classes"] == 5
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (run / "checkpoint.pt").exists()  # removed at the end (keep_checkpoint=False)
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp files
+    assert load_model(run).config.input_size == (H, W)
+
+    # Same command again: nothing to do. Another config on this folder: refused.
+    again = train(cfg, tiny_h5, run)
+    assert again.skipped and again.steps == res.steps
+    with pytest.raises(ConfigError, match=r"lr: 0\.001 -> 0\.01.*--out"):
+        train(_tiny_config(lr=1e-2), tiny_h5, run)
+
+
+_KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    from reidaug.train.trainer import TrainConfig, train
+    cfg = TrainConfig.from_dict(__import__("json").loads(sys.argv[1]))
+    def on_step(step, total):
+        if step == int(sys.argv[4]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(cfg, sys.argv[2], sys.argv[3], on_step=on_step)
+""")
+
+
+def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(tiny_h5: Path, tmp_path: Path) -> None:
+    # Dropout (IDE's fc1024), random erasing and the P x K sampler all draw random numbers.
+    cfg = _tiny_config(head="ide", loss="both", random_erasing=True, p=3, k=4, epochs=4,
+                       checkpoint_unit="step", checkpoint_every=3, deterministic=True)
+    killed = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict()), str(tiny_h5),
+                           str(killed), "7"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (killed / "checkpoint.pt").is_file() and not (killed / "model.pt").exists()
+
+    # Resume (with a DataLoader worker this time: worker count must not change the result).
+    seen: list[int] = []
+    resumed = train(TrainConfig.from_dict({**cfg.to_dict(), "num_workers": 1}), tiny_h5, killed,
+                    on_step=lambda s, t: seen.append(s))
+    assert resumed.resumed_from_step == 6  # the last checkpoint before the kill at step 7
+    assert seen[0] == 7 and seen[-1] == resumed.steps  # steps 1-6 were not run again
+
+    straight = train(cfg, tiny_h5, tmp_path / "straight")
+    assert straight.resumed_from_step is None and straight.steps == resumed.steps
+    a = torch.load(killed / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    steps = [json.loads(x)["step"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # lines the killed run logged past step 6 were dropped
+
+
+def test_resume_refuses_a_changed_config(tiny_h5: Path, tmp_path: Path) -> None:
+    cfg = _tiny_config(epochs=2, checkpoint_unit="step", checkpoint_every=1, keep_checkpoint=True)
+    train(cfg, tiny_h5, tmp_path / "r")
+    (tmp_path / "r" / "model.pt").unlink()  # as if killed after its last checkpoint
+    with pytest.raises(ConfigError, match=r"seed: 0 -> 1.*original options"):
+        train(_tiny_config(epochs=2, seed=1, checkpoint_unit="step", checkpoint_every=1), tiny_h5, tmp_path / "r")
+
+
+def test_realfake_batches_with_lsro_fakes_train(tmp_path: Path) -> None:
+    data = write_tiny_h5(tmp_path / "fakes.h5", num_ids=3, per_cam=2, fakes=4)
+    cfg = _tiny_config(sampler="realfake", batch_size=6, real_per_batch=4, fake_per_batch=2, epochs=2,
+                       loss="ide", head="ide", warmup_epochs=0, milestones=())
+    res = train(cfg, data, tmp_path / "rf")
+    assert res.steps == 2 * (12 // 4)  # RealFakeSampler: one pass over the 12 real images per epoch
+    assert np.isfinite(res.final_loss) and 0.0 <= res.final_accuracy <= 1.0
+    real_only = train(_tiny_config(sources=("real",), p=3, k=2, epochs=1), data, tmp_path / "real")
+    assert json.loads((tmp_path / "real" / "config.json").read_text())["resolved"]["num_train_images"] == 12
+    assert real_only.steps >= 1
+
+
+def test_extract_features_order_and_flip(tiny_h5: Path) -> None:
+    from reidaug.train.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny", num_classes=5, input_size=(H, W)), "none")
+    f1, pids, camids = extract_features(model, tiny_h5, "query", flip=True, batch_size=3, device="cpu")
+    f0, _, _ = extract_features(model, tiny_h5, "query", flip=False, batch_size=4, device="cpu")
+    assert f1.shape == (10, 128) and model.training  # the caller's mode is restored
+    assert pids.tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5] and camids.tolist() == [0, 1] * 5
+    assert not np.allclose(f0, f1, atol=1e-4)  # the flipped view was averaged in
+    f2, _, _ = extract_features(model, tiny_h5, "query", flip=True, batch_size=10, device="cpu")
+    np.testing.assert_allclose(f1, f2, rtol=1e-4, atol=1e-5)  # batch size does not matter
+
+
+def test_config_errors_name_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"unknown training option 'learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="head='triplet' has none"):
+        TrainConfig(head="triplet", loss="both")
+    with pytest.raises(UnknownNameError, match='Did you mean "cosine"'):
+        TrainConfig(schedule="cosin")
+    with pytest.raises(ConfigError, match="real_per_batch"):
+        TrainConfig(sampler="realfake", batch_size=64, real_per_batch=40, fake_per_batch=16)
