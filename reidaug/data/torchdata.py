@@ -310,6 +310,25 @@ def normalize_batch(batch: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _serial_cv2_in_worker() -> None:
+    """Make OpenCV run serially in this DataLoader worker, without touching its thread pool.
+
+    N workers already use the cores; OpenCV's pool on top only oversubscribes them (measured
+    slower here), as torch's own threads would (torch sets itself to one in each worker).
+
+    ``setNumThreads(0)``, not ``setNumThreads(1)``: in OpenCV's pthreads backend (the pip
+    wheels') ``1`` stops the pool's worker threads at once, destroying each one's condition
+    variable. A worker *forked* from a parent whose pool has threads inherits that pool's
+    bookkeeping but none of its threads; where the parent's threads were asleep on those
+    condition variables, ``pthread_cond_destroy`` in the child waits for ever for waiters
+    that do not exist there (a hung DataLoader; tests/unit/data/test_torchdata_fork.py). ``0``
+    only records the count: every ``parallel_for_`` then runs its body in the calling thread
+    and never looks at the pool, so the inherited one is left alone, and a fresh one (spawn,
+    forkserver) never starts a thread.
+    """
+    _cv2().setNumThreads(0)
+
+
 class ReidBatch(SequenceABC):
     """What :meth:`ReidH5Dataset.__getitems__` returns: a collated batch that still looks like a
     list of samples.
@@ -373,8 +392,8 @@ class ReidH5Dataset(Dataset):
     of positions. It reads the rows in file order (uncompressed raw images are copied straight
     out of their HDF5 chunks, skipping h5py's per-row selection machinery), runs a
     :class:`ReidTransforms` transform on the batch at once (any other callable per sample), and
-    builds the batch tensors in shared memory inside a worker (where it also sets OpenCV to one
-    thread, as torch does for itself). Pass ``collate_fn=reid_collate``
+    builds the batch tensors in shared memory inside a worker (where it also makes OpenCV run
+    serially, as torch does for itself; see :func:`_serial_cv2_in_worker`). Pass ``collate_fn=reid_collate``
     so the DataLoader takes that batch as is; with the default collate_fn it still works, with
     the same values, but pays one more copy of the whole batch.
 
@@ -437,9 +456,7 @@ class ReidH5Dataset(Dataset):
             self._chunked = self._raw_chunks(self._file)
             self._scratch = None
             if get_worker_info() is not None:
-                # As torch does for its own threads in each worker: N workers already use the
-                # cores; OpenCV's pool on top only oversubscribes them (measured slower here).
-                _cv2().setNumThreads(1)
+                _serial_cv2_in_worker()
         return self._file
 
     def _raw_chunks(self, f: H5File) -> Any:

@@ -60,11 +60,8 @@ def extract_features(
     was_training = model.training
     model.eval().to(dev)
     ds = ReidH5Dataset(data_path, split, transform=build_transforms(h, w, train=False, normalize=False))
-    # forkserver: a forked worker can deadlock on OpenCV's inherited thread pool (see
-    # reidaug.train.trainer.WORKER_START_METHODS).
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=reid_collate, pin_memory=dev.type == "cuda",
-                        multiprocessing_context="forkserver" if num_workers > 0 else None)
+                        collate_fn=reid_collate, pin_memory=dev.type == "cuda")
     feats = np.empty((len(ds), model.feature_dim), np.float32)
     done = 0
     try:

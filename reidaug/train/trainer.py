@@ -76,11 +76,12 @@ CHECKPOINT_UNITS: tuple[str, ...] = ("epoch", "step")
 #: TrainConfig fields that do not change the trained weights (a resume may change them).
 NON_RESULT_FIELDS = frozenset({"num_workers", "worker_start", "log_every", "checkpoint_every",
                                "checkpoint_unit", "keep_checkpoint", "device", "deterministic"})
-#: How DataLoader workers start. ``fork`` copies the parent's state, including OpenCV's thread
-#: pool: a worker forked after the parent ran a parallel cv2 call deadlocks in
-#: ``cv2.setNumThreads`` (seen here: pthread_cond_destroy in cv2, after a large cv2.resize in the
-#: parent). ``forkserver`` forks workers from a clean server process, so it is the default.
-WORKER_START_METHODS: tuple[str, ...] = ("forkserver", "spawn", "fork")
+#: How DataLoader workers start. ``auto`` (the default) is the platform's default start method
+#: (``fork`` on Linux: workers start in milliseconds and need no ``__main__`` guard). Forked
+#: workers are safe after multithreaded OpenCV in the parent since the dataset makes OpenCV
+#: serial in each worker with ``setNumThreads(0)`` (``1`` used to hang them; see
+#: ``reidaug.data.torchdata._serial_cv2_in_worker``). ``forkserver`` / ``spawn`` remain options.
+WORKER_START_METHODS: tuple[str, ...] = ("auto", "fork", "forkserver", "spawn")
 CHECKPOINT_FORMAT = "reidaug-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -106,9 +107,9 @@ class TrainConfig:
     fine-tuning commonly uses 0.1); ``optimizer="sgd"`` uses Nesterov momentum ``momentum``, as
     CamStyle's IDE training does. ``pretrained``: ``"imagenet"`` (the weights this install
     ships: efficientnet_lite0 only), a path to an ImageNet state_dict, or ``"none"``.
-    Workers (``num_workers > 0``) start with ``worker_start`` (default ``forkserver``, see
-    :data:`WORKER_START_METHODS`): a script that calls :func:`train` then needs the usual
-    ``if __name__ == "__main__":`` guard, as with any spawn/forkserver multiprocessing.
+    Workers (``num_workers > 0``) start with ``worker_start`` (default ``auto``: the platform's
+    start method, see :data:`WORKER_START_METHODS`); with ``forkserver`` or ``spawn`` a script
+    that calls :func:`train` needs the usual ``if __name__ == "__main__":`` guard.
     """
 
     backbone: str = "resnet50"
@@ -148,7 +149,7 @@ class TrainConfig:
     amp: bool = False  # CUDA only; ignored (with a warning) on the CPU
     deterministic: bool = False
     num_workers: int = 2
-    worker_start: str = "forkserver"  # see WORKER_START_METHODS
+    worker_start: str = "auto"  # see WORKER_START_METHODS
     checkpoint_every: int = 1
     checkpoint_unit: str = "epoch"
     log_every: int = 20  # steps
@@ -681,7 +682,8 @@ def _train(
         collate_fn=reid_collate,
         pin_memory=device.type == "cuda",
         persistent_workers=config.num_workers > 0,
-        multiprocessing_context=config.worker_start if config.num_workers > 0 else None,
+        multiprocessing_context=(config.worker_start if config.num_workers > 0 and config.worker_start != "auto"
+                                 else None),
         generator=torch.Generator().manual_seed(config.seed),
     )
 
