@@ -511,5 +511,12 @@ def _table(rows) -> None:
             click.echo("  ".join("-" * w for w in widths))
 
 
+# -- training and evaluation: reidaug/cli_train.py (torch is imported only when they run) -----------
+from reidaug.cli_train import evaluate_command, train_command  # noqa: E402
+
+main.add_command(train_command)
+main.add_command(evaluate_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1148,7 +1148,10 @@ def open_h5(path: str | os.PathLike[str]) -> H5File:
         raise DataError(f"dataset file not found: {p}. Fix: check the path or run the pipeline to create it.")
     if not h5py.is_hdf5(p):
         raise DataError(f"{p} is not an HDF5 file (bad signature). Fix: point at a reidaug .h5 file.")
-    h5 = h5py.File(p, "r")
+    try:
+        h5 = h5py.File(p, "r")
+    except OSError as exc:  # a valid signature but a damaged file (e.g. cut short by a copy)
+        raise DataError(f"cannot open {p} as HDF5: {exc}. Fix: re-create or re-copy the file.") from exc
     try:
         return H5File(p, h5)
     except BaseException:

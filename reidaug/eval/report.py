@@ -1,0 +1,227 @@
+"""Evaluate a trained run on a reidaug HDF5 file: features, metrics, ``metrics.json``, ``cmc.png``.
+
+:func:`evaluate_run` is what ``reidaug evaluate`` and the ``train-reid`` stage run: the model's
+test features of the file's query and gallery splits (:func:`reidaug.train.features.extract_features`,
+optionally flip-averaged), then :func:`reidaug.eval.metrics.evaluate` in bounded-memory query
+blocks (optionally with k-reciprocal re-ranking, Zhong et al. CVPR 2017: k1 20, k2 6, lambda 0.3).
+
+Protocol ``auto`` (the default) decides from the test split's cameras, as the field does:
+
+- a *camera-pair* test set, every query from one camera and every gallery image from another
+  (CUHK01 as reidaug parses it, VIPeR, PRID): ``cuhk03-sgs``, a single-shot gallery (one image
+  per identity drawn at random, CMC averaged over 10 draws). Papers on CUHK01 report CMC in
+  this single-shot setting (e.g. the 486-test-identity protocol); mAP and mINP are computed on
+  the full gallery, as torchreid's ``eval_cuhk03`` does.
+- anything else (Market-1501, DukeMTMC-reID, MSMT17, CUHK03-NP, whose query and gallery share
+  cameras): ``market``, the multi-shot protocol with same-camera matches removed (Zheng et al.,
+  ICCV 2015).
+
+``metrics.json`` holds rank-1/5/10, mAP, mINP, the query counts, the full CMC, the protocol
+and why it was chosen, the metric, flip and re-ranking settings, the data file (path,
+``pipeline_key``, whether it is the file the model was trained on) and the model (sha256 of
+``model.pt``; its path, just ``model.pt`` when it lies beside metrics.json, so a run folder can
+move), and timings. Both files are written atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reidaug import __version__
+from reidaug.errors import ConfigError, DataError, unknown_name
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+CMC_PLOT = "cmc.png"
+PROTOCOL_CHOICES = ("auto", "market", "cuhk03-sgs")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalReport:
+    """What :func:`evaluate_run` produced; ``record`` is the content of ``metrics.json``."""
+
+    record: dict[str, Any]
+    metrics_path: Path
+    plot_path: Path
+
+
+def choose_protocol(q_camids: np.ndarray, g_camids: np.ndarray) -> tuple[str, str]:
+    """``(protocol, why)`` for protocol ``auto``; see the module docstring."""
+    qc = sorted(int(c) for c in np.unique(q_camids))
+    gc = sorted(int(c) for c in np.unique(g_camids))
+    if len(qc) == 1 and len(gc) == 1 and qc != gc:
+        return "cuhk03-sgs", (
+            f"auto: camera-pair test set (every query from camera {qc[0]}, every gallery image from "
+            f"camera {gc[0]}, as CUHK01): single-shot CMC, as papers on such sets report"
+        )
+    return "market", f"auto: query cameras {qc} and gallery cameras {gc} overlap (Market-1501 style): multi-shot"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def training_data_of(run_dir: Path) -> Path | None:
+    """The HDF5 file a run was trained on (from its ``config.json``), or None if unknown."""
+    try:
+        data = json.loads((run_dir / "config.json").read_text())["resolved"]["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(data)
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    data_path: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    protocol: str = "auto",
+    flip: bool = True,
+    metric: str = "euclidean",
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    max_rank: int = 50,
+    block_size: int | None = None,
+    batch_size: int = 128,
+    device: str = "auto",
+    num_workers: int = 0,
+) -> EvalReport:
+    """Evaluate the model of ``run_dir`` on the query/gallery splits of ``data_path``.
+
+    data_path: default the file the run was trained on. out_dir: where ``metrics.json`` and
+    ``cmc.png`` go (default ``run_dir``). protocol: ``auto`` | ``market`` | ``cuhk03-sgs``.
+    The rest as :func:`reidaug.eval.metrics.evaluate` and
+    :func:`reidaug.train.features.extract_features` take them. Every mistake (no model, no such
+    data file, no query or gallery split, an unknown protocol or metric) is a ``ReidAugError``.
+    """
+    from reidaug.data.h5format import open_h5
+    from reidaug.eval.metrics import METRICS, evaluate
+    from reidaug.pipeline.atomic import write_json
+    from reidaug.train.features import extract_features
+    from reidaug.train.model import load_model
+    from reidaug.train.trainer import data_fingerprint
+
+    t0 = time.perf_counter()
+    run = Path(run_dir)
+    if protocol not in PROTOCOL_CHOICES:
+        raise unknown_name("evaluation protocol", str(protocol), PROTOCOL_CHOICES)
+    if metric not in METRICS:
+        raise unknown_name("metric", str(metric), METRICS)
+    if not run.is_dir():
+        raise DataError(f"run folder {run} does not exist. Fix: pass the --out folder of a finished `reidaug train`.")
+    model_path = run / "model.pt"
+    trained_on = training_data_of(run)
+    if data_path is None:
+        if trained_on is None:
+            raise ConfigError(f"{run} does not say which data it was trained on (no config.json). Fix: pass --data.")
+        data_path = trained_on
+    data = Path(data_path)
+    with open_h5(data) as f:
+        missing = [s for s in ("query", "gallery") if s not in f.splits]
+        if missing:
+            raise DataError(
+                f"{data} has no {' and no '.join(missing)} split (splits: {', '.join(f.splits)}), so there "
+                "is nothing to evaluate. Fix: pass an HDF5 file exported with query and gallery splits (--data)."
+            )
+        pipeline_key = f.info.pipeline_key
+        has_train = "train" in f.splits
+    model = load_model(run)  # DataError when model.pt is missing or not a reidaug model
+    same_as_training = trained_on is not None and trained_on.resolve() == data.resolve()
+
+    t_feat = time.perf_counter()
+    kw = dict(flip=flip, batch_size=batch_size, device=device, num_workers=num_workers)
+    qf, q_pids, q_camids = extract_features(model, data, "query", **kw)
+    gf, g_pids, g_camids = extract_features(model, data, "gallery", **kw)
+    features_s = time.perf_counter() - t_feat
+
+    if protocol == "auto":
+        chosen, why = choose_protocol(q_camids, g_camids)
+    else:
+        chosen, why = protocol, "given"
+    t_eval = time.perf_counter()
+    m = evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=chosen,
+                 max_rank=max_rank, block_size=block_size, rerank=rerank, k1=k1, k2=k2,
+                 lambda_value=lambda_value)
+    eval_s = time.perf_counter() - t_eval
+
+    out = Path(out_dir) if out_dir is not None else run
+    out.mkdir(parents=True, exist_ok=True)
+    # beside metrics.json: a relative name, so the run folder can move (the train-reid stage
+    # evaluates in its partial cache folder, renamed into place afterwards)
+    model_ref = "model.pt" if out.resolve() == run.resolve() else str(model_path.resolve())
+    record: dict[str, Any] = dict(m.as_dict())
+    record.update(
+        protocol=chosen,
+        protocol_reason=why,
+        metric=metric,
+        flip=bool(flip),
+        rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
+        num_query_images=int(len(q_pids)),
+        num_gallery_images=int(len(g_pids)),
+        feature_dim=int(qf.shape[1]),
+        cmc=[round(float(x), 6) for x in m.cmc],
+        data={"path": str(data.resolve()), "pipeline_key": pipeline_key,
+              "train_fingerprint": data_fingerprint(data) if has_train else None,
+              "same_as_training": same_as_training},
+        model={"path": model_ref, "sha256": file_sha256(model_path),
+               "backbone": model.config.backbone, "head": model.config.head,
+               "input_size": list(model.config.input_size), "num_classes": model.config.num_classes},
+        timings={"features_s": round(features_s, 3), "evaluate_s": round(eval_s, 3),
+                 "total_s": round(time.perf_counter() - t0, 3)},
+        device=str(device),
+        reidaug=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    metrics_path, plot_path = out / METRICS_FILE, out / CMC_PLOT
+    plot_cmc(m.cmc, plot_path, title=f"{model.config.backbone} on {data.name} ({chosen}{', re-ranked' if rerank else ''})",
+             mAP=m.mAP)
+    write_json(metrics_path, record)
+    log.info("evaluated %s on %s: rank-1 %.4f, mAP %.4f (%s, %d queries) in %.1f s", run, data.name,
+             m.rank(1), m.mAP, chosen, m.num_queries, time.perf_counter() - t0)
+    return EvalReport(record, metrics_path, plot_path)
+
+
+def plot_cmc(cmc: np.ndarray, out_path: str | os.PathLike[str], *, title: str = "", mAP: float | None = None) -> None:
+    """PNG of a CMC curve (matching rate against rank), written atomically (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from reidaug.pipeline.atomic import atomic_path
+
+    cmc = np.asarray(cmc, dtype=np.float64)
+    ranks = np.arange(1, len(cmc) + 1)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    label = f"rank-1 {cmc[0]:.1%}" + (f", mAP {mAP:.1%}" if mAP is not None else "")
+    ax.plot(ranks, cmc, marker="o" if len(cmc) <= 20 else None, markersize=3, label=label)
+    for k in (1, 5, 10):
+        if k <= len(cmc):
+            ax.annotate(f"{cmc[k - 1]:.1%}", (k, cmc[k - 1]), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (CMC)")
+    ax.set_xlim(1, max(len(cmc), 2))
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png")
