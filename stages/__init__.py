@@ -8,6 +8,7 @@ from __future__ import annotations
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import cluster_poses, demo_data, export_hdf5, extract_pose, ingest, selftest
+from reidaug.stages import train_reid
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -17,6 +18,7 @@ STAGES: dict[str, StageSpec] = {
         extract_pose.SPEC,
         cluster_poses.SPEC,
         export_hdf5.SPEC,
+        train_reid.SPEC,
         selftest.SOURCE,
         selftest.MAP,
         selftest.REDUCE,
