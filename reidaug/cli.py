@@ -346,13 +346,13 @@ def demo_data(out_dir, num_ids, num_cams, images_per_id_per_cam, height, width, 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--verify", "do_verify", is_flag=True, help="Check every dataset's checksum and the format's invariants.")
-@click.option("--grid", "grid_png", type=click.Path(dir_okay=False), help="Write a picture of samples by source and camera.")
+@click.option("--grid", "grid_png", type=click.Path(dir_okay=False), help="Write a picture of samples by source and camera (and, with fakes, NAME_fakes.png: origins and their fakes).")
 @click.option("--poses", "poses_png", type=click.Path(dir_okay=False), help="Write skeleton overlays on 16 crops.")
 @click.option("--split", default="train", show_default=True, help="Split for --grid and --poses.")
 @click.option("--per-cell", default=3, show_default=True, type=click.IntRange(1, 20), help="Images per source x camera cell.")
 def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
     """Summary of a reidaug HDF5 file (splits, ids, images, cameras, sources, label schemes, sizes)."""
-    from reidaug.data.inspect import grid, pose_grid, summary, verify
+    from reidaug.data.inspect import fakes_grid, grid, pose_grid, summary, verify
 
     path = Path(file)
     if not path.is_file():
@@ -368,6 +368,9 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
     if grid_png:
         out = grid(path, grid_png, split=split, per_cell=per_cell)
         click.echo(f"wrote {out}")
+        fakes_png = out.with_name(f"{out.stem}_fakes{out.suffix}")
+        if fakes_grid(path, fakes_png, split=split) is not None:
+            click.echo(f"wrote {fakes_png} (real images, each followed by its fakes)")
     if poses_png:
         out = pose_grid(path, poses_png, split=split)
         click.echo(f"wrote {out}")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
-from reidaug.stages import cluster_poses, demo_data, export_hdf5, extract_pose, ingest, selftest
+from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
+                            ingest, selftest, train_camstyle)
 from reidaug.stages import train_reid
 
 STAGES: dict[str, StageSpec] = {
@@ -17,6 +18,9 @@ STAGES: dict[str, StageSpec] = {
         ingest.SPEC,
         extract_pose.SPEC,
         cluster_poses.SPEC,
+        train_camstyle.SPEC,
+        generate_camstyle.SPEC,
+        assign_labels.SPEC,
         export_hdf5.SPEC,
         train_reid.SPEC,
         selftest.SOURCE,

@@ -24,12 +24,12 @@ from reidaug.pipeline.stage import Params, StageSpec
 
 OUTPUT = "dataset.h5"
 SPLITS = ("train", "query", "gallery")
-# sets that can go into the file, and the upstream slot that provides each (none yet but real)
-SET_SOURCES = {"real": "dataset"}
+# sets that can go into the file, and the upstream slot that provides each
+SET_SOURCES = {"real": "dataset", "camstyle": "camstyle"}
 
 
 class ExportParams(Params):
-    sets: list[str] = Field(default_factory=lambda: ["real"], description="which image sets go in (real, ...)")
+    sets: list[str] | None = Field(None, description="image sets that go in: real, camstyle (default: real + every bound set)")
     splits: list[Literal["train", "query", "gallery"]] = Field(default_factory=lambda: list(SPLITS))
     encoding: Literal["raw", "jpeg", "png"] = Field("raw", description="raw = fixed HxWx3 uint8 (fastest to read)")
     image_height: int = Field(256, ge=8, le=2048)
@@ -42,15 +42,14 @@ class ExportParams(Params):
 
     @field_validator("sets")
     @classmethod
-    def _known_sets(cls, value: list[str]) -> list[str]:
+    def _known_sets(cls, value: list[str] | None) -> list[str] | None:
         from reidaug.errors import did_you_mean
 
+        if value is None:
+            return None
         for s in value:
             if s not in SET_SOURCES:
-                raise ValueError(
-                    f"a set this pipeline can export: {', '.join(SET_SOURCES)} (generated sets arrive with "
-                    f"their generator stages).{did_you_mean(s, SET_SOURCES)}"
-                )
+                raise ValueError(f"a set this pipeline can export: {', '.join(SET_SOURCES)}.{did_you_mean(s, SET_SOURCES)}")
         if "real" not in value:
             raise ValueError("a list that includes 'real' (fakes refer to the real images they came from)")
         return value
@@ -69,42 +68,96 @@ class ExportParams(Params):
         return [p if p.is_absolute() else base_dir / p]
 
 
+def _sets(ctx: StageContext) -> list[str]:
+    """The sets that go in: ``params.sets``, or real + every bound generated set."""
+    p: ExportParams = ctx.params
+    bound = [name for name, slot in SET_SOURCES.items() if ctx.inputs.get(slot) is not None]
+    if p.sets is None:
+        return bound
+    missing = [s for s in p.sets if ctx.inputs.get(SET_SOURCES[s]) is None]
+    if missing:
+        raise ConfigError(f"export-hdf5 (stage {ctx.stage}): sets lists {missing}, but no stage provides them. Fix: bind "
+                          + ", ".join(f"inputs.{SET_SOURCES[s]} (e.g. generate-{s}.fakes)" for s in missing)
+                          + " or leave them out of sets.")
+    return list(p.sets)
+
+
+def plan(ctx: StageContext) -> int:
+    sets = _sets(ctx)
+    generated = [s for s in sets if s != "real"]
+    if generated and ctx.inputs.get("labels") is None:
+        raise ConfigError(
+            f"export-hdf5 (stage {ctx.stage}): generated sets {generated} need training targets, and no assign-labels "
+            "output is bound. Fix: add an assign-labels stage (e.g. `assign-labels: {params: {schemes: {camstyle: lsr}}, "
+            "inputs: {camstyle: generate-camstyle.fakes}}`) and bind `labels: assign-labels.labels` here."
+        )
+    return 1
+
+
+def _load_labels(ctx: StageContext) -> tuple[dict[tuple[str, str], tuple[str, Any, Any]], int]:
+    """(set, path) -> (scheme, target index row, target value row), and the widest row."""
+    handle = ctx.inputs.get("labels")
+    out: dict[tuple[str, str], tuple[str, Any, Any]] = {}
+    width = 1
+    if handle is None:
+        return out, width
+    for arrays, attrs in handle.iter_chunks():
+        width = max(width, int(arrays["target_index"].shape[1]) if arrays["target_index"].ndim == 2 else 1)
+        for path, idx, val in zip(arrays["path"], arrays["target_index"], arrays["target_value"]):
+            out[(attrs["set"], str(path))] = (attrs["scheme"], idx, val)
+    return out, width
+
+
 def run_chunk(ctx: StageContext, index: int) -> None:
     import numpy as np
 
-    from reidaug.data.h5format import H5Writer
+    from reidaug.data.datasets import train_label_map
+    from reidaug.data.h5format import DEFAULT_TARGET_TOPK, H5Writer
     from reidaug.data.images import decode_stored
+    from reidaug.errors import DataError
+    from reidaug.pipeline.context import read_h5_chunk
 
     p: ExportParams = ctx.params
     if p.keep_native_size and p.encoding == "raw":
         raise ConfigError("export-hdf5: keep_native_size needs encoding jpeg or png (raw stores one fixed size)")
+    sets = _sets(ctx)
     dataset = ctx.input("dataset")
     poses = ctx.inputs.get("keypoints")  # optional: extract-pose output, one chunk per ingest chunk
     pose_chunks = poses.chunk_paths() if poses is not None else None
-    # Pass 1: the train identities, for contiguous labels.
-    train_pids: set[int] = set()
-    for arrays, _ in dataset.iter_chunks():
-        for split, pid in zip(arrays["split"], arrays["pid"]):
-            if split == "train":
-                train_pids.add(int(pid))
-    label_of = {pid: i for i, pid in enumerate(sorted(train_pids))}
+    label_of = train_label_map(dataset.iter_chunks())  # contiguous train labels (sorted pid)
+    labels, width = _load_labels(ctx)
+
+    def targets(set_name: str, paths: list[str]) -> dict[str, Any]:
+        """Scheme and sparse targets for train rows, from assign-labels (one-hot without it)."""
+        if not labels:
+            return {"label_scheme": "onehot"}
+        missing = [q for q in paths if (set_name, q) not in labels]
+        if missing:
+            raise DataError(f"export-hdf5: the bound assign-labels output has no target for {len(missing)} {set_name} "
+                            f"samples (e.g. {missing[0]}); it was computed from other inputs. Fix: bind assign-labels "
+                            f"to the same ingest / generator stages as this export.")
+        rows = [labels[(set_name, q)] for q in paths]
+        idx = np.full((len(rows), width), -1, np.int32)
+        val = np.zeros((len(rows), width), np.float32)
+        for r, (_, i, v) in enumerate(rows):
+            idx[r, :len(i)], val[r, :len(v)] = i, v
+        return {"label_scheme": [r[0] for r in rows], "target_index": idx, "target_value": val}
+
     stage_keys = dict(ctx.lineage)
     writer = H5Writer(
         ctx.work_dir / OUTPUT,
         image_size=None if p.keep_native_size else (p.image_height, p.image_width),
         encoding=p.encoding, compression=p.compression, jpeg_quality=p.jpeg_quality,
-        num_classes=len(label_of) or None,
+        num_classes=len(label_of) or None, target_topk=max(DEFAULT_TARGET_TOPK, width),
         attrs={"pipeline_key": stable_hash(stage_keys), "stage_keys": stage_keys},
     )
-    counts = {s: 0 for s in SPLITS}
+    counts = {s: 0 for s in SPLITS} | {f"num_{s}": 0 for s in sets if s != "real"}
+    train_row: dict[str, int] = {}  # path of a real train image -> its row (the origin of its fakes)
     with writer:
         for c, (arrays, _) in enumerate(dataset.iter_chunks()):
             n = len(arrays["path"])
             kp = None
             if pose_chunks is not None:
-                from reidaug.errors import DataError
-                from reidaug.pipeline.context import read_h5_chunk
-
                 pa, _ = read_h5_chunk(pose_chunks[c])
                 if list(pa["path"]) != list(arrays["path"]):
                     raise DataError(f"export-hdf5: keypoints chunk {c} does not list the images of dataset chunk {c}; "
@@ -115,6 +168,10 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                 for start in range(0, len(rows), p.batch_size):
                     batch = rows[start:start + p.batch_size]
                     pids = arrays["pid"][batch]
+                    paths = [str(arrays["path"][i]) for i in batch]
+                    if split == "train":
+                        for offset, q in enumerate(paths):
+                            train_row[q] = counts["train"] + offset
                     writer.append(
                         split,
                         images=[decode_stored(arrays["image"][i]) for i in batch],
@@ -122,12 +179,43 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         camid=arrays["camid"][batch],
                         label=np.array([label_of[int(x)] for x in pids]) if split == "train" else None,
                         source="real",
-                        path=[arrays["path"][i] for i in batch],
-                        label_scheme="onehot" if split == "train" else None,
+                        path=paths,
                         keypoints=kp[batch] if kp is not None else None,
+                        **(targets("real", paths) if split == "train" else {}),
                     )
                     counts[split] += len(batch)
-    ctx.write_chunk(index, {f"num_{s}": counts[s] for s in SPLITS} | {"num_classes": len(label_of)})
+        # Generated sets go into train after every real image, so each origin is a real row.
+        for set_name in (s for s in sets if s != "real"):
+            if "train" not in p.splits:
+                raise ConfigError(f"export-hdf5: set {set_name!r} holds train samples, but splits leaves out train.")
+            for arrays, _ in ctx.input(SET_SOURCES[set_name]).iter_chunks():
+                n = len(arrays.get("path", []))
+                for start in range(0, n, p.batch_size):
+                    batch = list(range(start, min(n, start + p.batch_size)))
+                    paths = [str(arrays["path"][i]) for i in batch]
+                    origin_paths = [str(arrays["origin_path"][i]) for i in batch]
+                    lost = [q for q in origin_paths if q not in train_row]
+                    if lost:
+                        raise DataError(f"export-hdf5: {set_name} fakes come from images that are not real train images "
+                                        f"of this export (e.g. {lost[0]}); the generator read another ingest output. "
+                                        "Fix: bind both to the same ingest stage.")
+                    pids = arrays["pid"][batch]
+                    writer.append(
+                        "train",
+                        images=[decode_stored(arrays["image"][i]) for i in batch],
+                        pid=pids,
+                        camid=arrays["camid"][batch],
+                        label=np.array([label_of.get(int(x), -1) for x in pids]),
+                        source=set_name,
+                        origin=np.array([train_row[q] for q in origin_paths]),
+                        path=paths,
+                        gen_target_camid=arrays["target_camid"][batch] if "target_camid" in arrays else -1,
+                        gen_checksum=[str(arrays["gen_checksum"][i]) for i in batch],
+                        **targets(set_name, paths),
+                    )
+                    counts[f"num_{set_name}"] += len(batch)
+    ctx.write_chunk(index, {f"num_{s}": counts[s] for s in SPLITS}
+                    | {k: v for k, v in counts.items() if k.startswith("num_")} | {"num_classes": len(label_of)})
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -152,9 +240,9 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 SPEC = StageSpec(
     name="export-hdf5", version=1,
     description="collect the real images (and generated sets) into one HDF5 file (format v1)",
-    params=ExportParams, run_chunk=run_chunk, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "keypoints": ""},
-    optional_inputs=frozenset({"keypoints"}),
+    params=ExportParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
+    inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "labels": ""},
+    optional_inputs=frozenset({"keypoints", "camstyle", "labels"}),
     outputs={"hdf5": OUTPUT, "chunks": "chunks"},
     nonsemantic=frozenset({"output"}),
 )

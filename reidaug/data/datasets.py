@@ -911,3 +911,15 @@ def summary_table(records: Iterable[Record]) -> str:
         ids, cams = len({r.pid for r in subset}), len({r.camid for r in subset})
         lines.append(f"  {split:<7} | {ids:>5} | {len(subset):>8} | {cams:>9}")
     return "\n".join(lines)
+
+
+def train_label_map(chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> dict[int, int]:
+    """Original train pid -> contiguous label 0..C-1 in sorted pid order, as re-ID toolkits
+    relabel (torchreid's ``relabel=True``). ``export-hdf5`` and ``assign-labels`` both use this,
+    so a label assigned upstream is the label the file stores."""
+    pids: set[int] = set()
+    for arrays, _ in chunks:
+        for split, pid in zip(arrays.get("split", []), arrays.get("pid", [])):
+            if split == "train":
+                pids.add(int(pid))
+    return {pid: i for i, pid in enumerate(sorted(pids))}

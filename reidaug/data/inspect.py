@@ -205,3 +205,40 @@ def pose_grid(
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def fakes_grid(
+    path: str | os.PathLike[str],
+    out_png: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    count: int = 8,
+    seed: int = 0,
+) -> Path | None:
+    """Write a PNG of ``count`` real images (first column) each followed by its fakes.
+
+    The fakes of an origin are sorted by source, then target camera / pose, and labelled
+    (e.g. ``camstyle c0->c1``), so a fake that lost its person or its colours shows beside
+    the image it came from. Returns None (and writes nothing) when the split has no fakes.
+    """
+    from reidaug.gen.common import image_grid
+
+    rng = np.random.default_rng(seed)
+    with open_h5(path) as f:
+        m = f.meta(split)
+        fake_rows = np.flatnonzero(m.origin >= 0)
+        if fake_rows.size == 0:
+            return None
+        origins = np.unique(m.origin[fake_rows])
+        pick = np.sort(rng.choice(origins, size=min(count, origins.size), replace=False))
+        rows, labels, width = [], [], 1
+        for o in pick:
+            fakes = fake_rows[m.origin[fake_rows] == o]
+            fakes = sorted(fakes, key=lambda i: (int(m.source[i]), int(m.gen_target_camid[i]), int(m.gen_pose_id[i])))
+            rows.append([f.read_image(split, int(o))] + [f.read_image(split, int(i)) for i in fakes])
+            targets = [f"c{m.gen_target_camid[i]}" if m.gen_target_camid[i] >= 0 else
+                       (f"p{m.gen_pose_id[i]}" if m.gen_pose_id[i] >= 0 else "?") for i in fakes]
+            labels.append(f"id {m.pid[o]} c{m.camid[o]}->{','.join(targets)}")
+            width = max(width, len(rows[-1]))
+    cols = ["real"] + [f"fake {j}" for j in range(1, width)]
+    return image_grid(rows, Path(out_png), row_labels=labels, col_labels=cols, cell_hw=(128, 64))

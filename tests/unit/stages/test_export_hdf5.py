@@ -83,7 +83,10 @@ def test_publish_copy_and_claim_conflicts(tmp_path):
 
 
 def test_bad_export_params_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"sets.*camstyle"):
-        build_graph(load_pipeline(demo_pipeline(tmp_path, "{sets: [real, camstyle]}")), STAGES)
+    with pytest.raises(ConfigError, match=r"sets.*Did you mean \"camstyle\""):
+        build_graph(load_pipeline(demo_pipeline(tmp_path, "{sets: [real, camstyl]}")), STAGES)
+    # a known set that no stage provides: said when the export plans, naming the input to bind
+    with pytest.raises(ConfigError, match=r"inputs.camstyle"):
+        run(demo_pipeline(tmp_path, "{sets: [real, camstyle]}"), tmp_path / "ws")
     with pytest.raises(ConfigError, match=r"compression.*gzip-0"):
         build_graph(load_pipeline(demo_pipeline(tmp_path, "{compression: zstd}")), STAGES)

@@ -1,0 +1,400 @@
+"""CamStyle (Zhong et al., CVPR 2018): train camera-style generators, translate images.
+
+CamStyle trains one CycleGAN per pair of cameras of the training set, with the identity-mapping
+loss on, then renders every training image in the style of each other camera; the fakes keep
+their identity. ``model="stargan"`` trains one StarGAN over all cameras instead (one model for
+L cameras instead of L(L-1)/2).
+
+Training (:func:`train_model`) is resumable: the whole state (networks, optimisers, schedulers,
+image pools, step) is checkpointed atomically every ``checkpoint_every`` steps, and the images
+of step ``t`` (indices, crop offsets, flips) are a function of ``(seed, t)`` only, so a killed
+run resumed from its last checkpoint continues exactly as an uninterrupted run would have (on
+the CPU, bit-identically). The learning rate is constant for the first ``decay_start`` fraction
+of the steps and then decays linearly to ~0, as CycleGAN's ``linear`` policy does over epochs.
+
+Inference (:class:`CamStyleTranslator`) loads the generator files that training writes and
+translates batches of one (source camera, target camera) pair.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from reidaug.errors import DataError
+from reidaug.gen.common import (LossLog, autocast, image_grid, load_checkpoint, save_checkpoint,
+                                state_checksum)
+
+log = logging.getLogger(__name__)
+
+MODELS = ("cyclegan", "stargan")
+SCHEDULE_UNITS = 100  # the LR schedule runs over this many "epochs" of iterations / 100 steps
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelJob:
+    """One model to train: a CycleGAN for a camera pair, or one StarGAN for all cameras."""
+
+    model: str
+    cameras: tuple[int, ...]  # (a, b) for a CycleGAN (A = camera a); all cameras for StarGAN
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_c" + "-c".join(str(c) for c in self.cameras)
+
+
+def plan_jobs(model: str, cameras: Sequence[int]) -> list[ModelJob]:
+    cams = sorted(set(int(c) for c in cameras))
+    if model == "cyclegan":
+        return [ModelJob("cyclegan", (a, b)) for i, a in enumerate(cams) for b in cams[i + 1:]]
+    return [ModelJob("stargan", tuple(cams))]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """What shapes training, beyond the model's own hyper-parameters."""
+
+    iterations: int
+    train_batch: int = 1
+    decay_start: float = 0.5
+    flip: bool = True
+    jitter: float = 1.12  # load at jitter x size, random-crop to size (CycleGAN: 286 -> 256)
+    seed: int = 0
+    checkpoint_every: int = 500
+    sample_every: int = 500
+    log_every: int = 50
+    num_samples: int = 4  # per camera, in the sample grids
+
+
+def load_size(height: int, width: int, jitter: float) -> tuple[int, int]:
+    return max(height, int(round(height * jitter))), max(width, int(round(width * jitter)))
+
+
+def collect_train_images(chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]], cameras: Sequence[int] | None,
+                         size_hw: tuple[int, int], split: str = "train") -> dict[int, np.ndarray]:
+    """Decode the ``split`` images of an ingest output, resized to ``size_hw``, by camera.
+
+    Returns ``{camid: (N_c, H, W, 3) uint8}`` in ingest order, for the cameras asked for (all
+    cameras of the split when ``cameras`` is None).
+    """
+    import cv2
+
+    from reidaug.data.images import decode_stored
+
+    h, w = size_hw
+    by_cam: dict[int, list[np.ndarray]] = {}
+    for arrays, _ in chunks:
+        if "image" not in arrays:
+            continue
+        for i, s in enumerate(arrays["split"]):
+            cam = int(arrays["camid"][i])
+            if s != split or (cameras is not None and cam not in cameras):
+                continue
+            rgb = decode_stored(arrays["image"][i])
+            by_cam.setdefault(cam, []).append(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR))
+    return {c: np.stack(v) for c, v in sorted(by_cam.items())}
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+def build_model(job: ModelJob, hp: Mapping[str, Any], settings: TrainSettings):
+    """A fresh CycleGAN / StarGAN for ``job`` from the stage's hyper-parameters ``hp``."""
+    from reidaug.models.cyclegan import CycleGAN, CycleGANConfig
+    from reidaug.models.stargan import StarGAN, StarGANConfig
+
+    units_const = int(round(SCHEDULE_UNITS * settings.decay_start))
+    common = dict(image_height=hp["image_height"], image_width=hp["image_width"], seed=settings.seed,
+                  n_epochs=units_const, n_epochs_decay=SCHEDULE_UNITS - units_const)
+    if job.model == "cyclegan":
+        return CycleGAN(CycleGANConfig(
+            ngf=hp["ngf"], ndf=hp["ndf"], n_blocks=hp["n_blocks"], n_layers_d=hp["d_layers"] or 3,
+            lambda_cycle=hp["lambda_cycle"], lambda_identity=hp["lambda_identity"], lr=hp["lr"],
+            pool_size=hp["pool_size"], **common))
+    return StarGAN(StarGANConfig(
+        num_domains=len(job.cameras), g_conv_dim=hp["ngf"], d_conv_dim=hp["ndf"], g_repeat_num=hp["n_blocks"],
+        d_repeat_num=hp["d_layers"] or stargan_d_layers(hp["image_height"], hp["image_width"]),
+        lambda_rec=hp["lambda_cycle"], lr_g=hp["lr"] / 2, lr_d=hp["lr"] / 2, **common))
+
+
+def stargan_d_layers(height: int, width: int) -> int:
+    """The deepest StarGAN discriminator (<= 6, the paper's) the image size allows."""
+    r = 6
+    while r > 1 and (height % 2 ** r or width % 2 ** r or min(height, width) // 2 ** r < 1):
+        r -= 1
+    return r
+
+
+class _Sampler:
+    """The images of step ``t``: a pure function of ``(seed, t)``, so resume needs no RNG state."""
+
+    def __init__(self, images: Mapping[int, np.ndarray], size_hw: tuple[int, int], settings: TrainSettings) -> None:
+        self.images, self.size, self.s = images, size_hw, settings
+
+    def _crop(self, rng: np.random.Generator, batch: np.ndarray) -> np.ndarray:
+        h, w = self.size
+        out = np.empty((len(batch), h, w, 3), np.uint8)
+        for i, img in enumerate(batch):
+            y = int(rng.integers(0, img.shape[0] - h + 1))
+            x = int(rng.integers(0, img.shape[1] - w + 1))
+            crop = img[y:y + h, x:x + w]
+            if self.s.flip and rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            out[i] = crop
+        return out
+
+    def pair(self, t: int, cam_a: int, cam_b: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.s.seed, t])
+        a, b = self.images[cam_a], self.images[cam_b]
+        ia = rng.integers(0, len(a), self.s.train_batch)
+        ib = rng.integers(0, len(b), self.s.train_batch)
+        return self._crop(rng, a[ia]), self._crop(rng, b[ib])
+
+    def multi(self, t: int, cameras: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.s.seed, t])
+        sizes = np.array([len(self.images[c]) for c in cameras])
+        flat = rng.integers(0, int(sizes.sum()), self.s.train_batch)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        dom = np.searchsorted(starts, flat, side="right") - 1  # domain index = position in cameras
+        batch = np.stack([self.images[cameras[d]][f - starts[d]] for d, f in zip(dom, flat)])
+        return self._crop(rng, batch), dom.astype(np.int64)
+
+
+def _center(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    h, w = size_hw
+    y, x = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2
+    return images[:, y:y + h, x:x + w]
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    job: ModelJob
+    steps: int
+    resumed_from: int | None
+    seconds: float
+    images_per_s: float
+    last_losses: dict[str, float]
+    generator_file: Path
+    checksum: str
+
+
+def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str, Any], settings: TrainSettings,
+                run_dir: Path, generator_file: Path, device: "torch.device", amp: bool = False,  # noqa: F821
+                should_stop: Callable[[int], bool] | None = None) -> TrainOutcome:
+    """Train ``job`` for ``settings.iterations`` steps in ``run_dir`` (resuming from its
+    checkpoint), then write the generator weights to ``generator_file`` atomically.
+
+    ``images`` holds each camera's train images at the load size (``jitter`` x the model size).
+    ``should_stop(step)`` (tests) stops right after the checkpoint of that step, as a kill would.
+    """
+    import torch
+
+    from reidaug.models.gan_common import images_to_tensor
+
+    size = (int(hp["image_height"]), int(hp["image_width"]))
+    for c in job.cameras:
+        if c not in images or len(images[c]) == 0:
+            raise DataError(f"train-camstyle: camera {c} has no train images; a {job.model} for cameras "
+                            f"{list(job.cameras)} cannot be trained. Fix: list only cameras with train images "
+                            f"(found: {sorted(images)}) in `cameras`.")
+    model = build_model(job, hp, settings)
+    ckpt_path = run_dir / "checkpoint.pt"
+    loss_log = LossLog(run_dir / "losses.jsonl")
+    resumed_from = None
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, f"train-camstyle {job.name}")
+        model.load_state_dict(state["model"])
+        resumed_from = model.step
+        loss_log.truncate(model.step)
+        log.info("train-camstyle %s: resuming at step %d of %d", job.name, model.step, settings.iterations)
+    else:
+        loss_log.truncate(0)
+    channels_last = device.type == "cuda"
+    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+
+    def to_dev(arr: np.ndarray) -> torch.Tensor:
+        t = images_to_tensor(arr)
+        t = t.pin_memory() if device.type == "cuda" else t
+        t = t.to(device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+    sampler = _Sampler(images, size, settings)
+    fixed = {c: _center(images[c][:settings.num_samples], size) for c in job.cameras}
+    per_unit = settings.iterations / SCHEDULE_UNITS
+    window: list[dict[str, float]] = []
+    t0, start_step = time.perf_counter(), model.step
+    while model.step < settings.iterations:
+        t = model.step
+        with autocast(device, amp):
+            if job.model == "cyclegan":
+                a, b = sampler.pair(t, *job.cameras)
+                losses = model.training_step(to_dev(a), to_dev(b))
+            else:
+                x, dom = sampler.multi(t, job.cameras)
+                losses = model.training_step(to_dev(x), torch.from_numpy(dom).to(device))
+        window.append(losses)
+        step = model.step  # = t + 1
+        # linear-decay schedule: one scheduler "epoch" every iterations/100 steps
+        while int(step / per_unit + 1e-9) > int(model.schedulers[0].last_epoch):
+            model.step_schedulers()
+        if step % settings.log_every == 0 or step == settings.iterations:
+            keys = sorted({k for w in window for k in w})
+            mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
+            loss_log.append({"step": step, "lr": float(model.optimizer_G.param_groups[0]["lr"]), **mean})
+            window = []
+        if step % settings.sample_every == 0 or step == settings.iterations:
+            _sample_grid(model, job, fixed, run_dir / "samples" / f"step_{step:07d}.png", to_dev)
+        if step % settings.checkpoint_every == 0 or step == settings.iterations:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "job": dataclasses.asdict(job)})
+            if should_stop is not None and should_stop(step):
+                raise KeyboardInterrupt(f"stopped after the checkpoint of step {step} (test hook)")
+    seconds = time.perf_counter() - t0
+    done = model.step - start_step
+    gen_state = generator_state(model, job)
+    checksum = state_checksum(gen_state["weights"])
+    gen_state["checksum"] = checksum
+    save_checkpoint(generator_file, gen_state)
+    last = loss_log.records()[-1] if loss_log.records() else {}
+    return TrainOutcome(job=job, steps=model.step, resumed_from=resumed_from, seconds=seconds,
+                        images_per_s=done * settings.train_batch * (2 if job.model == "cyclegan" else 1) / max(seconds, 1e-9),
+                        last_losses={k: v for k, v in last.items() if k not in ("step",)},
+                        generator_file=generator_file, checksum=checksum)
+
+
+def generator_state(model, job: ModelJob) -> dict[str, Any]:
+    """What inference needs: the generator weights (on the CPU) and the model config."""
+    nets = model.nets.state_dict()
+    weights = {k: v.detach().cpu().clone() for k, v in nets.items() if k.startswith("G")}
+    return {"model": job.model, "cameras": list(job.cameras), "config": dataclasses.asdict(model.config),
+            "weights": weights, "step": model.step}
+
+
+def _sample_grid(model, job: ModelJob, fixed: Mapping[int, np.ndarray], out: Path, to_dev) -> None:
+    """Rows: the fixed samples of each camera; columns: real, then the fake for each other camera."""
+    import torch
+
+    from reidaug.models.gan_common import tensor_to_images
+
+    rows, labels = [], []
+    cams = list(job.cameras)
+    with torch.no_grad():
+        for c in cams:
+            x = to_dev(fixed[c])
+            fakes = {}
+            for t in cams:
+                if t == c:
+                    continue
+                if job.model == "cyclegan":
+                    y = model.translate(x, "AB" if c == cams[0] else "BA")
+                else:
+                    y = model.translate(x, cams.index(t))
+                fakes[t] = tensor_to_images(y.float())
+            others = [t for t in cams if t != c]
+            for i in range(len(fixed[c])):
+                rows.append([fixed[c][i]] + [fakes[t][i] for t in others])
+                labels.append(f"c{c}#{i} -> c{','.join(map(str, others))}")
+    ncols = max(len(r) for r in rows)
+    image_grid(rows, out, row_labels=labels, col_labels=["real"] + [f"fake {j}" for j in range(1, ncols)])
+
+
+# --------------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------------
+class CamStyleTranslator:
+    """The generators of a ``train-camstyle`` output folder, ready to translate batches.
+
+    ``translate(images, source_cam, target_cam)`` takes RGB uint8 ``(B, H, W, 3)`` at the
+    model's size and returns the same shape. On CUDA: bf16 autocast (``amp``) and channels_last.
+    """
+
+    def __init__(self, models_dir: Path, device: "torch.device", amp: bool = True) -> None:  # noqa: F821
+        import torch
+
+        self.device, self.amp = device, amp
+        self.channels_last = device.type == "cuda"
+        files = sorted(Path(models_dir).glob("*.pt"))
+        if not files:
+            raise DataError(f"generate-camstyle: no generator files (*.pt) in {models_dir}; bind models to a "
+                            "train-camstyle output (models: train-camstyle.models).")
+        self.routes: dict[tuple[int, int], tuple[Any, Any, str, str]] = {}  # (src, tgt) -> (net, domain, checksum, name)
+        self.size: tuple[int, int] | None = None
+        for f in files:
+            state = load_checkpoint(f, "generate-camstyle")
+            net_by_name, cams = self._build(state), [int(c) for c in state["cameras"]]
+            size = (int(state["config"]["image_height"]), int(state["config"]["image_width"]))
+            if self.size is not None and size != self.size:
+                raise DataError(f"generate-camstyle: generators in {models_dir} were trained at different sizes "
+                                f"({self.size} and {size}); train them in one train-camstyle stage.")
+            self.size = size
+            for name, net in net_by_name.items():
+                net.to(device, memory_format=torch.channels_last) if self.channels_last else net.to(device)
+                net.eval()
+            if state["model"] == "cyclegan":
+                a, b = cams
+                self.routes[(a, b)] = (net_by_name["G_AB"], None, state["checksum"], f.stem)
+                self.routes[(b, a)] = (net_by_name["G_BA"], None, state["checksum"], f.stem)
+            else:
+                for s in cams:
+                    for t in cams:
+                        if s != t:
+                            self.routes[(s, t)] = (net_by_name["G"], cams.index(t), state["checksum"], f.stem)
+                self.num_domains = len(cams)
+
+    @staticmethod
+    def _build(state: dict[str, Any]) -> dict[str, Any]:
+        from reidaug.models.cyclegan import ResnetGenerator
+        from reidaug.models.stargan import StarGANGenerator
+
+        cfg, weights = state["config"], state["weights"]
+        nets: dict[str, Any] = {}
+        if state["model"] == "cyclegan":
+            for name in ("G_AB", "G_BA"):
+                nets[name] = ResnetGenerator(3, 3, cfg["ngf"], cfg["n_blocks"], cfg["norm"], cfg["padding"])
+        else:
+            nets["G"] = StarGANGenerator(cfg["num_domains"], cfg["g_conv_dim"], cfg["g_repeat_num"])
+        for name, net in nets.items():
+            sub = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")}
+            net.load_state_dict(sub)
+        return nets
+
+    @property
+    def cameras(self) -> list[int]:
+        return sorted({s for s, _ in self.routes} | {t for _, t in self.routes})
+
+    def checksum(self, source_cam: int, target_cam: int) -> str:
+        return self.routes[(source_cam, target_cam)][2]
+
+    def has_route(self, source_cam: int, target_cam: int) -> bool:
+        return (source_cam, target_cam) in self.routes
+
+    def to_tensor(self, images: np.ndarray) -> "torch.Tensor":  # noqa: F821
+        import torch
+
+        from reidaug.models.gan_common import images_to_tensor
+
+        t = images_to_tensor(images)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def translate_tensor(self, x: "torch.Tensor", source_cam: int, target_cam: int) -> "torch.Tensor":  # noqa: F821
+        """Float ``(B, 3, H, W)`` in [-1, 1] on the device → uint8 ``(B, H, W, 3)`` on the device."""
+        import torch
+
+        net, domain, _, _ = self.routes[(source_cam, target_cam)]
+        with torch.inference_mode(), autocast(self.device, self.amp):
+            if domain is None:
+                y = net(x)
+            else:
+                c = torch.nn.functional.one_hot(torch.full((x.shape[0],), domain, dtype=torch.long,
+                                                           device=x.device), self.num_domains).float()
+                y = net(x, c)
+            return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def translate(self, images: np.ndarray, source_cam: int, target_cam: int) -> np.ndarray:
+        return self.translate_tensor(self.to_tensor(images), source_cam, target_cam).cpu().numpy()

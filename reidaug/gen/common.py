@@ -1,0 +1,291 @@
+"""Shared machinery of the generator stages: devices, checkpoints, logs, grids, overlap.
+
+Everything here is model-agnostic, so CamStyle and the pose-guided generators train and
+generate the same way:
+
+- :func:`pick_device` — ``auto`` means CUDA when there is one; asking for CUDA without one is a
+  clear error.
+- :func:`save_checkpoint` / :func:`load_checkpoint` — whole training states written atomically
+  (temp name, then rename), so a kill never leaves a half checkpoint under the final name.
+- :class:`LossLog` — a JSON-lines loss log that a resumed run truncates to its checkpoint, so
+  the log of a killed-and-resumed run equals the log of an uninterrupted one.
+- :func:`state_checksum` — a digest of a state_dict's tensors (names, dtypes, shapes, bytes):
+  the "generator checksum" recorded with every fake. Unlike hashing a ``torch.save`` file, it
+  does not depend on the pickle or zip layout.
+- :func:`image_grid` — rows of equally sized RGB images, with labels, as one PNG.
+- :func:`overlapped` — run ``prepare`` (decode, resize), ``compute`` (the model) and ``finish``
+  (encode, write) over batches on three threads with bounded queues, so the model never waits
+  for I/O. Torch, OpenCV and h5py release the GIL in their heavy parts.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from reidaug.errors import ConfigError, DataError
+from reidaug.pipeline.atomic import atomic_path
+
+T = TypeVar("T")
+U = TypeVar("U")
+V = TypeVar("V")
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------------------------
+def pick_device(device: str, where: str) -> "torch.device":  # noqa: F821
+    """``auto`` → ``cuda`` if available else ``cpu``; ``cuda`` / ``cuda:N`` must exist."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where}: device {device!r} was asked for, but this machine has no CUDA "
+                              f"device (torch {torch.__version__}, cuda available: False). Fix: set device: auto "
+                              "or cpu, or run on a GPU machine.")
+        return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"{where}: device must be auto, cpu, cuda or cuda:N; found {device!r}.")
+
+
+def autocast(device: "torch.device", enabled: bool):  # noqa: F821
+    """bf16 autocast on CUDA when ``enabled`` (no GradScaler needed for bf16); a no-op on the CPU."""
+    import contextlib
+
+    import torch
+
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints, checksums, logs
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temp name in the same folder, fsync, then rename onto ``path``."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_checkpoint(path: Path, where: str) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` on the CPU; a damaged one is a clear error."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise DataError(f"{where}: checkpoint {path} cannot be read ({type(e).__name__}: {e}). It was not "
+                        "written by this version or is damaged; delete it to start that model afresh.") from e
+
+
+def state_checksum(state_dict: dict[str, Any]) -> str:
+    """sha256 over the sorted tensor names, dtypes, shapes and bytes of a (nested) state_dict."""
+    import torch
+
+    h = hashlib.sha256()
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k in sorted(value):
+                visit(f"{prefix}.{k}" if prefix else str(k), value[k])
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{prefix}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"{prefix}|{value!r}|".encode())
+
+    visit("", state_dict)
+    return h.hexdigest()
+
+
+class LossLog:
+    """A JSON-lines log of ``{"step": n, ...losses}``; resuming truncates it to a step.
+
+    Appends are line-buffered writes of whole lines; a line cut by a kill is dropped on the
+    next open. ``truncate(step)`` keeps only lines with ``step <= step`` (those the checkpoint
+    covers), so a resumed run writes the same log as an uninterrupted one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is suspect
+        return out
+
+    def truncate(self, step: int) -> None:
+        keep = [r for r in self.records() if int(r.get("step", 0)) <= step]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------------
+def image_grid(rows: Sequence[Sequence[np.ndarray]], out_png: Path, *, row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None, cell_hw: tuple[int, int] = (128, 64)) -> Path:
+    """Write rows of RGB uint8 images (any sizes; resized to ``cell_hw``) as one labelled PNG."""
+    import cv2
+    from PIL import Image, ImageDraw
+
+    ch, cw = cell_hw
+    pad, label_w, label_h = 4, (110 if row_labels else 0), (16 if col_labels else 0)
+    ncols = max((len(r) for r in rows), default=0)
+    width = label_w + ncols * (cw + pad) + pad
+    height = label_h + len(rows) * (ch + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j, text in enumerate(col_labels or []):
+        draw.text((label_w + pad + j * (cw + pad), 2), str(text)[:14], fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        y = label_h + pad + i * (ch + pad)
+        if row_labels:
+            draw.text((2, y + ch // 2 - 6), str(row_labels[i])[:18], fill=(0, 0, 0))
+        for j, img in enumerate(row):
+            if img is None:
+                continue
+            cell = cv2.resize(np.ascontiguousarray(img), (cw, ch), interpolation=cv2.INTER_AREA)
+            canvas.paste(Image.fromarray(cell), (label_w + pad + j * (cw + pad), y))
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        buf = io.BytesIO()
+        canvas.save(buf, format="PNG")
+        tmp.write_bytes(buf.getvalue())
+    return out_png
+
+
+# --------------------------------------------------------------------------------------------
+# Overlapped batch processing
+# --------------------------------------------------------------------------------------------
+_DONE = object()
+
+
+def overlapped(items: Iterable[T], prepare: Callable[[T], U], compute: Callable[[U], V],
+               finish: Callable[[V], None], *, depth: int = 2) -> dict[str, float]:
+    """Run ``finish(compute(prepare(item)))`` for every item, the three steps on three threads.
+
+    ``prepare`` (decode, resize, to tensor) runs ahead by up to ``depth`` batches and ``finish``
+    (to uint8, encode, collect) runs behind, so ``compute`` (the model, in the calling thread)
+    starts its next batch as soon as it is done with one. Order is kept. An exception in any
+    step stops the others and is raised here. Returns seconds spent in each step (their sum
+    exceeds the wall time when they overlap).
+    """
+    import time
+
+    timings = {"prepare": 0.0, "compute": 0.0, "finish": 0.0}
+    to_compute: queue.Queue = queue.Queue(maxsize=depth)
+    to_finish: queue.Queue = queue.Queue(maxsize=depth)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def put(q: queue.Queue, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def producer() -> None:
+        try:
+            for item in items:
+                t0 = time.perf_counter()
+                value = prepare(item)
+                timings["prepare"] += time.perf_counter() - t0
+                if not put(to_compute, value):
+                    return
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(e)
+            stop.set()
+        finally:
+            put(to_compute, _DONE)
+
+    def consumer() -> None:
+        try:
+            while True:
+                try:
+                    value = to_finish.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if value is _DONE:
+                    return
+                t0 = time.perf_counter()
+                finish(value)
+                timings["finish"] += time.perf_counter() - t0
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=producer, daemon=True, name="gen-prepare"),
+               threading.Thread(target=consumer, daemon=True, name="gen-finish")]
+    for t in threads:
+        t.start()
+    try:
+        while not stop.is_set():
+            try:
+                value = to_compute.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if value is _DONE:
+                break
+            t0 = time.perf_counter()
+            out = compute(value)
+            timings["compute"] += time.perf_counter() - t0
+            if not put(to_finish, out):
+                break
+    except BaseException as e:  # noqa: BLE001
+        errors.append(e)
+        stop.set()
+    finally:
+        if not stop.is_set():
+            put(to_finish, _DONE)
+        else:
+            # drain so a blocked thread can see `stop`
+            for q in (to_compute, to_finish):
+                try:
+                    while True:
+                        q.get_nowait()
+                except queue.Empty:
+                    pass
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return timings
+
+
+def batched(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]

@@ -1,0 +1,195 @@
+"""Stage ``generate-camstyle``: every train image rendered in the style of the other cameras.
+
+For each train image of camera s and each target camera t != s (``target_cams`` narrows the
+targets; ``fakes_per_image`` draws that many of them per image, seeded), the generator of
+``train-camstyle`` for (s, t) renders a fake. One chunk per ingest chunk, so it resumes like
+every stage. Each fake carries its provenance: the origin image (path and ingest record), the
+source and target camera, the identity it keeps, the generator and its weight checksum.
+
+Batches group fakes of one (source, target) pair. Decoding and resizing (a thread ahead),
+the model (this thread), and uint8 conversion plus PNG encoding (a thread behind) overlap
+(:func:`reidaug.gen.common.overlapped`); on CUDA the model runs in bf16 autocast with
+channels_last, inputs go through pinned memory. Fakes are stored as lossless PNG in the chunk;
+``export-hdf5`` puts them into the ``camstyle`` set.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from reidaug.pipeline.context import StageContext
+from reidaug.pipeline.stage import Params, StageSpec
+
+
+class GenerateCamStyleParams(Params):
+    target_cams: list[int] | None = Field(None, description="cameras to render into (default: every camera with a generator)")
+    fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
+    height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
+    width: int | None = Field(None, ge=8, le=2048)
+    seed: int = Field(0, ge=0, description="for drawing targets when fakes_per_image is set")
+    batch_size: int = Field(16, ge=1, le=4096)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
+
+    @model_validator(mode="after")
+    def _size_pair(self) -> "GenerateCamStyleParams":
+        if (self.height is None) != (self.width is None):
+            raise ValueError("height and width go together: set both, or neither (the generator's size)")
+        return self
+
+
+def plan(ctx: StageContext) -> int:
+    from reidaug.gen.common import pick_device
+
+    device = pick_device(ctx.params.device, f"generate-camstyle (stage {ctx.stage})")
+    _wanted(ctx, _translator(ctx, device).cameras)  # unknown target cameras: say so before any work
+    return len(ctx.input("dataset").chunk_paths())
+
+
+def _wanted(ctx: StageContext, available: list[int]) -> list[int]:
+    from reidaug.errors import ConfigError
+
+    p: GenerateCamStyleParams = ctx.params
+    wanted = available if p.target_cams is None else sorted(set(p.target_cams))
+    unknown = sorted(set(wanted) - set(available))
+    if unknown:
+        raise ConfigError(f"generate-camstyle (stage {ctx.stage}): target_cams {unknown} have no generator; the models "
+                          f"of {ctx.input('models').path} cover cameras {available}. Fix: list cameras from those, "
+                          "or train them in train-camstyle.")
+    return wanted
+
+
+def _targets(ctx: StageContext, translator, index: int, cams, pids, splits) -> list[tuple[int, int]]:
+    """The (row, target camera) jobs of one chunk, in a fixed order."""
+    p: GenerateCamStyleParams = ctx.params
+    wanted = _wanted(ctx, translator.cameras)
+    rng = ctx.rng(index)
+    jobs = []
+    for row, (cam, split) in enumerate(zip(cams, splits)):
+        if split != "train":
+            continue
+        options = [t for t in wanted if t != int(cam) and translator.has_route(int(cam), t)]
+        if p.fakes_per_image is not None and len(options) > p.fakes_per_image:
+            options = sorted(rng.choice(options, size=p.fakes_per_image, replace=False).tolist())
+        jobs.extend((row, t) for t in options)
+    return jobs
+
+
+def run_chunk(ctx: StageContext, index: int) -> None:
+    import time
+
+    import cv2
+    import numpy as np
+
+    from reidaug.data.images import decode_stored, encode_png
+    from reidaug.gen.common import overlapped, pick_device
+    from reidaug.pipeline.context import read_h5_chunk
+
+    p: GenerateCamStyleParams = ctx.params
+    device = pick_device(p.device, f"generate-camstyle (stage {ctx.stage})")
+    translator = _translator(ctx, device)
+    arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
+    n = len(arrays["path"])
+    cams = arrays["camid"] if n else np.zeros(0, np.int16)
+    jobs = _targets(ctx, translator, index, cams, arrays["pid"] if n else [], arrays["split"] if n else [])
+    jobs.sort(key=lambda j: (int(cams[j[0]]), j[1], j[0]))  # batches of one (source, target) pair
+    h, w = translator.size
+    out_hw = (p.height, p.width) if p.height is not None else (h, w)
+    batches = []
+    for start in range(0, len(jobs), p.batch_size):
+        group = jobs[start:start + p.batch_size]
+        # split where the pair changes
+        cur: list[tuple[int, int]] = []
+        for j in group:
+            if cur and (int(cams[cur[0][0]]), cur[0][1]) != (int(cams[j[0]]), j[1]):
+                batches.append(cur)
+                cur = []
+            cur.append(j)
+        batches.append(cur)
+    decoded: dict[int, np.ndarray] = {}
+
+    def prepare(batch):
+        imgs = []
+        for row, _ in batch:
+            if row not in decoded:
+                decoded[row] = cv2.resize(decode_stored(arrays["image"][row]), (w, h), interpolation=cv2.INTER_LINEAR)
+            imgs.append(decoded[row])
+        return batch, translator.to_tensor(np.stack(imgs))
+
+    def compute(item):
+        batch, x = item
+        s, t = int(cams[batch[0][0]]), batch[0][1]
+        y = translator.translate_tensor(x, s, t)
+        return batch, y.cpu() if y.device.type != "cpu" else y
+
+    results: dict[tuple[int, int], bytes] = {}
+
+    def finish(item):
+        batch, y = item
+        y = y.numpy()
+        for (row, t), img in zip(batch, y):
+            if out_hw != (h, w):
+                img = cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+            results[(row, t)] = encode_png(img)
+
+    t0 = time.perf_counter()
+    timings = overlapped(batches, prepare, compute, finish)
+    wall = time.perf_counter() - t0
+    order = sorted(jobs, key=lambda j: (j[0], j[1]))  # stored in ingest order, then target camera
+    paths = [str(p_) for p_ in arrays["path"]] if n else []
+    names = []
+    for row, t in order:
+        stem = paths[row].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        names.append(f"camstyle/{stem}_fake_c{int(cams[row])}to{t}.png")
+    ctx.write_chunk(index, {
+        "image": [results[j] for j in order],
+        "path": names,
+        "origin_path": [paths[r] for r, _ in order],
+        "origin_record": np.asarray([int(arrays["record_index"][r]) for r, _ in order], np.int64),
+        "pid": np.asarray([int(arrays["pid"][r]) for r, _ in order], np.int64),
+        "camid": np.asarray([int(cams[r]) for r, _ in order], np.int16),
+        "target_camid": np.asarray([t for _, t in order], np.int16),
+        "gen_checksum": [translator.checksum(int(cams[r]), t) for r, t in order],
+    }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device)})
+
+
+_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _translator(ctx: StageContext, device):
+    """One translator per (models folder, device) per process: chunks reuse the loaded weights."""
+    import threading
+
+    from reidaug.gen.camstyle import CamStyleTranslator
+
+    p: GenerateCamStyleParams = ctx.params
+    key = (str(ctx.input("models").path), f"{device}|{p.amp}|{threading.get_ident()}")
+    if key not in _CACHE:
+        _CACHE[key] = CamStyleTranslator(ctx.input("models").path, device, amp=p.amp)
+    return _CACHE[key]
+
+
+def finalize(ctx: StageContext) -> dict[str, Any]:
+    from collections import Counter
+
+    total, per_target, wall, model_s = 0, Counter(), 0.0, 0.0
+    for arrays, attrs in ctx.iter_own_chunks():
+        total += len(arrays.get("path", []))
+        per_target.update(int(t) for t in arrays.get("target_camid", []))
+        wall += float(attrs["seconds"]["wall"])
+        model_s += float(attrs["seconds"]["compute"])
+    rate = total / wall if wall else 0.0
+    report = [f"{total} CamStyle fakes ({', '.join(f'to camera {c}: {n}' for c, n in sorted(per_target.items()))}); "
+              f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"]
+    return {"num_fakes": total, "per_target_camera": {str(k): v for k, v in sorted(per_target.items())},
+            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+
+
+SPEC = StageSpec(
+    name="generate-camstyle", version=1,
+    description="CamStyle fakes: each train image in the style of the other cameras, batched, with provenance",
+    params=GenerateCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
+    inputs={"dataset": "ingest.dataset", "models": "train-camstyle.models"},
+    outputs={"fakes": "chunks"},
+)

@@ -1,0 +1,167 @@
+"""Stage ``train-camstyle``: CamStyle's camera-style generators, trained on the train split.
+
+Zhong et al., "Camera Style Adaptation for Person Re-identification" (CVPR 2018) train one
+CycleGAN per pair of cameras (identity loss on); ``model: stargan`` trains one multi-domain
+StarGAN for all cameras instead. One chunk per model (so camera pairs train in parallel on a
+dask cluster); each trains in ``train/<model>/`` of the stage's folder with atomic checkpoints
+every ``checkpoint_every`` steps, a JSON-lines loss log and a sample grid every
+``sample_every`` steps. A killed run resumes from the last checkpoint with the same schedule
+(see :mod:`reidaug.gen.camstyle`). The outputs are the generator weights (``models/*.pt``, one
+file per model: what ``generate-camstyle`` reads), the logs and the grids; the full training
+checkpoints are deleted when a model is done unless ``keep_checkpoints``.
+
+Budget: the paper trains each CycleGAN for 50 epochs at 256 x 128 on a GPU; on a 2-core CPU,
+use 128 x 64, ``ngf: 32`` and a few thousand iterations (see BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from reidaug.pipeline.context import StageContext
+from reidaug.pipeline.stage import Params, StageSpec
+
+MODELS_DIR = "models"
+TRAIN_DIR = "train"
+
+
+class TrainCamStyleParams(Params):
+    model: Literal["cyclegan", "stargan"] = Field("cyclegan", description="cyclegan: one per camera pair; stargan: one for all")
+    cameras: list[int] | None = Field(None, description="0-based train cameras to use (default: all)")
+    image_height: int = Field(256, ge=16, le=1024, description="training size (CamStyle: 256 x 128)")
+    image_width: int = Field(128, ge=16, le=1024)
+    ngf: int = Field(64, ge=4, le=256, description="generator width")
+    ndf: int = Field(64, ge=4, le=256, description="discriminator width")
+    n_blocks: int = Field(9, ge=0, le=16, description="residual blocks (9 for 256 px, 6 for 128)")
+    d_layers: int | None = Field(None, ge=1, le=7, description="discriminator depth (default: 3 PatchGAN / StarGAN: 6 or what fits)")
+    lambda_cycle: float = Field(10.0, ge=0)
+    lambda_identity: float = Field(0.5, ge=0, description="times lambda_cycle (CamStyle keeps it on)")
+    lr: float = Field(2e-4, gt=0)
+    pool_size: int = Field(50, ge=0)
+    iterations: int = Field(20000, ge=1, description="training steps per model")
+    train_batch: int = Field(1, ge=1, le=256, description="images per domain per step (CycleGAN: 1)")
+    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant lr before linear decay")
+    flip: bool = True
+    jitter: float = Field(1.12, ge=1.0, le=2.0, description="load at jitter x size, random-crop (CycleGAN: 286->256)")
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+    keep_checkpoints: bool = False
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast and channels_last on CUDA (ignored on the CPU)")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "TrainCamStyleParams":
+        if self.image_height % 4 or self.image_width % 4:
+            raise ValueError(f"image_height and image_width must be multiples of 4 (the generator downsamples "
+                             f"twice); found {self.image_height} x {self.image_width}. Fix: e.g. 256 x 128 or 128 x 64")
+        if self.cameras is not None and len(set(self.cameras)) < 2:
+            raise ValueError(f"cameras must list at least two cameras to translate between; found {self.cameras}")
+        return self
+
+
+def _jobs(ctx: StageContext):
+    from reidaug.errors import DataError
+    from reidaug.gen.camstyle import plan_jobs
+
+    p: TrainCamStyleParams = ctx.params
+    cams = p.cameras
+    if cams is None:
+        cams = _train_cameras(ctx)
+        if len(cams) < 2:
+            raise DataError(f"train-camstyle: the train split of {ctx.input('dataset').path} has cameras {cams}; "
+                            "camera-style transfer needs at least two.")
+    else:
+        have = set(_train_cameras(ctx))
+        missing = sorted(set(cams) - have)
+        if missing:
+            raise DataError(f"train-camstyle: cameras {missing} (params.cameras) have no train images; the train "
+                            f"split has cameras {sorted(have)} (0-based). Fix: list cameras from those.")
+    return plan_jobs(p.model, cams)
+
+
+def _train_cameras(ctx: StageContext) -> list[int]:
+    cams: set[int] = set()
+    for arrays, _ in ctx.input("dataset").iter_chunks():
+        cams.update(int(c) for c, s in zip(arrays["camid"], arrays["split"]) if s == "train")
+    return sorted(cams)
+
+
+def plan(ctx: StageContext) -> int:
+    from reidaug.gen.common import pick_device
+
+    pick_device(ctx.params.device, f"train-camstyle (stage {ctx.stage})")  # no CUDA: say so before any work
+    return len(_jobs(ctx))
+
+
+def _hp(p: TrainCamStyleParams) -> dict[str, Any]:
+    return {k: getattr(p, k) for k in ("image_height", "image_width", "ngf", "ndf", "n_blocks", "d_layers",
+                                       "lambda_cycle", "lambda_identity", "lr", "pool_size")}
+
+
+def _settings(p: TrainCamStyleParams):
+    from reidaug.gen.camstyle import TrainSettings
+
+    return TrainSettings(iterations=p.iterations, train_batch=p.train_batch, decay_start=p.decay_start, flip=p.flip,
+                         jitter=p.jitter, seed=p.seed, checkpoint_every=p.checkpoint_every,
+                         sample_every=p.sample_every, log_every=p.log_every)
+
+
+def run_chunk(ctx: StageContext, index: int) -> None:
+    import shutil
+
+    from reidaug.gen.camstyle import collect_train_images, load_size, train_model
+    from reidaug.gen.common import pick_device
+
+    p: TrainCamStyleParams = ctx.params
+    job = _jobs(ctx)[index]
+    device = pick_device(p.device, f"train-camstyle (stage {ctx.stage})")
+    images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
+                                  load_size(p.image_height, p.image_width, p.jitter))
+    run_dir = ctx.work_dir / TRAIN_DIR / job.name
+    out = train_model(job, images, _hp(p), _settings(p), run_dir, ctx.work_dir / MODELS_DIR / f"{job.name}.pt",
+                      device, amp=p.amp, should_stop=_TEST_HOOKS.get("should_stop"))
+    if not p.keep_checkpoints:
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    samples = sorted((run_dir / "samples").glob("step_*.png"))
+    if samples:
+        shutil.copyfile(samples[-1], run_dir / "samples" / "final.png")
+    ctx.write_chunk(index, {
+        "cameras": list(job.cameras), "steps": out.steps, "seconds": out.seconds, "images_per_s": out.images_per_s,
+        "num_images": [int(len(images[c])) for c in job.cameras],
+    }, attrs={"model": job.name, "checksum": out.checksum, "device": str(device),
+              "resumed_from": -1 if out.resumed_from is None else out.resumed_from,
+              "last_losses": out.last_losses})
+
+
+# tests only: {"should_stop": callable(step) -> bool}, to stop right after a checkpoint
+_TEST_HOOKS: dict[str, Any] = {}
+
+
+def finalize(ctx: StageContext) -> dict[str, Any]:
+    p: TrainCamStyleParams = ctx.params
+    models, report = [], []
+    for arrays, attrs in ctx.iter_own_chunks():
+        cams = [int(c) for c in arrays["cameras"]]
+        models.append({"name": attrs["model"], "cameras": cams, "checksum": attrs["checksum"],
+                       "steps": int(arrays["steps"]), "seconds": round(float(arrays["seconds"]), 1),
+                       "images_per_s": round(float(arrays["images_per_s"]), 2),
+                       "num_images": [int(n) for n in arrays["num_images"]], "last_losses": attrs["last_losses"]})
+        losses = attrs["last_losses"]
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items()) if k in ("G", "D_A", "D_B", "D", "cycle_A", "G_rec"))
+        report.append(f"{attrs['model']}: {int(arrays['steps'])} steps in {float(arrays['seconds']):.0f} s on "
+                      f"{attrs['device']} ({float(arrays['images_per_s']):.1f} img/s); last losses: {shown}")
+    report.append(f"generators: {MODELS_DIR}/ in this entry; sample grids and loss logs: {TRAIN_DIR}/<model>/")
+    return {"model": p.model, "models": models, "report": report}
+
+
+SPEC = StageSpec(
+    name="train-camstyle", version=1,
+    description="CamStyle: a CycleGAN per camera pair (or one StarGAN) on the train split, resumable",
+    params=TrainCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
+    inputs={"dataset": "ingest.dataset"},
+    outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
+    nonsemantic=frozenset({"checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "amp"}),
+)

@@ -1,0 +1,233 @@
+"""train-camstyle → generate-camstyle → assign-labels → export-hdf5 on synthetic people (tiny
+CPU settings), resume of a killed training, and the errors a user meets."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reidaug.data.h5format import open_h5, verify
+from reidaug.errors import ConfigError, DataError
+from reidaug.pipeline.config import load_pipeline
+from reidaug.pipeline.context import read_h5_chunk
+from reidaug.pipeline.graph import build_graph
+from reidaug.pipeline.runner import RunOptions, run_pipeline
+from reidaug.stages import STAGES
+
+HEAD = """\
+    name: t
+    stages:
+      demo-data: {params: {num_ids: 6, num_cams: 3, images_per_id_per_cam: 2, height: 64, width: 32}}
+      ingest:
+        params: {format: market1501, chunk_size: 16}
+        inputs: {source: demo-data.dataset}
+      train-camstyle:
+        params: {image_height: 48, image_width: 24, ngf: 8, ndf: 8, n_blocks: 1, iterations: ITER,
+                 checkpoint_every: 5, sample_every: 10, log_every: 5}
+"""
+TAIL = """\
+      generate-camstyle: {params: {batch_size: 5}}
+      assign-labels:
+        params: {schemes: {camstyle: lsr}, epsilon: 0.2}
+        inputs: {camstyle: generate-camstyle.fakes}
+      export-hdf5:
+        params: {image_height: 64, image_width: 32}
+        inputs: {camstyle: generate-camstyle.fakes, labels: assign-labels.labels}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def run(path: Path, ws: Path, **kw):
+    graph = build_graph(load_pipeline(path), STAGES)
+    report = run_pipeline(graph, ws, options=RunOptions(workers=2, **kw))
+    return {r.name: r.entry for r in report.results}
+
+
+def chunks(entry: Path) -> dict[str, np.ndarray]:
+    parts = [read_h5_chunk(p)[0] for p in sorted((entry / "chunks").glob("*.h5"))]
+    return {k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]}
+
+
+def test_camstyle_end_to_end_with_provenance_labels_and_export(tmp_path):
+    entries = run(write(tmp_path, HEAD.replace("ITER", "10") + TAIL), tmp_path / "ws")
+    models = sorted(p.name for p in (entries["train-camstyle"] / "models").glob("*.pt"))
+    assert models == ["cyclegan_c0-c1.pt", "cyclegan_c0-c2.pt", "cyclegan_c1-c2.pt"]  # L(L-1)/2 pairs
+    train_dir = entries["train-camstyle"] / "train" / "cyclegan_c0-c1"
+    log = [json.loads(x) for x in (train_dir / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [5, 10] and all(np.isfinite(r["G"]) for r in log)
+    assert (train_dir / "samples" / "final.png").stat().st_size > 500
+    assert not (train_dir / "checkpoint.pt").exists()  # full checkpoints dropped once done
+
+    fakes = chunks(entries["generate-camstyle"])
+    real = chunks(entries["ingest"])
+    train = real["split"] == "train"
+    assert len(fakes["path"]) == 2 * int(train.sum())  # every train image x the 2 other cameras
+    assert (fakes["target_camid"] != fakes["camid"]).all()
+    by_path = {p: i for i, p in enumerate(real["path"])}
+    for origin, pid, cam in zip(fakes["origin_path"], fakes["pid"], fakes["camid"]):
+        i = by_path[origin]
+        assert real["split"][i] == "train" and real["pid"][i] == pid and real["camid"][i] == cam
+    meta = json.loads((entries["train-camstyle"] / "meta.json").read_text())["summary"]
+    checksums = {m["name"]: m["checksum"] for m in meta["models"]}
+    for s, t, digest in zip(fakes["camid"], fakes["target_camid"], fakes["gen_checksum"]):
+        a, b = sorted((int(s), int(t)))
+        assert digest == checksums[f"cyclegan_c{a}-c{b}"]
+
+    assert verify(entries["export-hdf5"] / "dataset.h5") == []
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        m = f.meta("train")
+        fake = m.is_fake
+        assert fake.sum() == len(fakes["path"]) and (~fake).sum() == int(train.sum())
+        origin = m.origin[fake]
+        assert (origin >= 0).all() and (~m.is_fake[origin]).all()
+        assert (m.pid[origin] == m.pid[fake]).all() and (m.label[origin] == m.label[fake]).all()
+        assert (m.gen_target_camid[fake] >= 0).all() and (m.gen_target_camid[~fake] == -1).all()
+        schemes = {m.label_scheme_names[int(c)] for c in m.label_scheme[fake]}
+        assert schemes == {"lsr"}
+        rows = np.flatnonzero(fake)[:3]
+        dense = f.targets("train", rows)
+        c = f.info.num_classes
+        for r, row in zip(rows, dense):
+            assert row[m.label[r]] == pytest.approx(1 - 0.2 + 0.2 / c, abs=1e-3)
+            assert row.sum() == pytest.approx(1.0, abs=1e-3)
+        real_rows = np.flatnonzero(~fake)[:3]
+        assert np.allclose(f.targets("train", real_rows).max(axis=1), 1.0)
+
+
+def test_resumed_training_ends_identical_to_an_uninterrupted_one(tmp_path):
+    """A training stopped right after a checkpoint and resumed gives the same weights and log."""
+    from reidaug.gen.camstyle import ModelJob, TrainSettings, train_model
+    from reidaug.gen.common import pick_device
+
+    rng = np.random.default_rng(0)
+    images = {c: rng.integers(0, 255, (6, 36, 20, 3), dtype=np.uint8) for c in (0, 1)}
+    hp = dict(image_height=32, image_width=16, ngf=4, ndf=4, n_blocks=1, d_layers=2, lambda_cycle=10.0,
+              lambda_identity=0.5, lr=2e-4, pool_size=3)
+    settings = TrainSettings(iterations=12, checkpoint_every=4, sample_every=100, log_every=2)
+    job = ModelJob("cyclegan", (0, 1))
+    cpu = pick_device("cpu", "test")
+    straight = train_model(job, images, hp, settings, tmp_path / "a", tmp_path / "a.pt", cpu)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(job, images, hp, settings, tmp_path / "b", tmp_path / "b.pt", cpu, should_stop=lambda s: s == 8)
+    assert not (tmp_path / "b.pt").exists()
+    resumed = train_model(job, images, hp, settings, tmp_path / "b", tmp_path / "b.pt", cpu)
+    assert resumed.resumed_from == 8 and straight.resumed_from is None
+    assert resumed.checksum == straight.checksum
+    assert (tmp_path / "a" / "losses.jsonl").read_text() == (tmp_path / "b" / "losses.jsonl").read_text()
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "b" / "losses.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[-1] < lrs[0] / 5  # constant, then linear decay
+
+
+def test_stargan_one_model_for_all_cameras(tmp_path):
+    text = HEAD.replace("ITER", "4").replace("ngf: 8,", "model: stargan, ngf: 8,") + """\
+      generate-camstyle: {params: {fakes_per_image: 1, seed: 3}}
+    """
+    entries = run(write(tmp_path, text), tmp_path / "ws")
+    assert [p.name for p in (entries["train-camstyle"] / "models").glob("*.pt")] == ["stargan_c0-c1-c2.pt"]
+    fakes = chunks(entries["generate-camstyle"])
+    n_train = int((chunks(entries["ingest"])["split"] == "train").sum())
+    assert len(fakes["path"]) == n_train  # one drawn target per image
+    assert (fakes["target_camid"] != fakes["camid"]).all() and len(set(fakes["target_camid"])) > 1
+
+
+def test_killed_train_camstyle_run_resumes_from_its_checkpoint(tmp_path):
+    """SIGKILL a real `reidaug run` once a checkpoint exists; the re-run resumes (not restarts)
+    and its generators equal an uninterrupted run's."""
+    pipe = write(tmp_path, HEAD.replace("ITER", "40").replace("log_every: 5}", "log_every: 5, cameras: [0, 1]}"))
+    ws = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, ckpt = time.monotonic() + 120, None
+    while time.monotonic() < deadline and ckpt is None:
+        found = list((ws / "cache" / "train-camstyle").glob("*/*.partial/train/cyclegan_c0-c1/checkpoint.pt"))
+        ckpt = found[0] if found else None
+        time.sleep(0.05)
+    assert ckpt is not None, "training never wrote a checkpoint"
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws)], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    clean = subprocess.run([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(tmp_path / "clean")],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+
+    def summary(w: Path):
+        entry = next(p for p in (w / "cache" / "train-camstyle").glob("*/*") if not p.name.endswith(".partial"))
+        chunk_attrs = [read_h5_chunk(p)[1] for p in sorted((entry / "chunks").glob("*.h5"))]
+        return {a["model"]: a for a in chunk_attrs}
+
+    killed, uninterrupted = summary(ws), summary(tmp_path / "clean")
+    assert {k: v["checksum"] for k, v in killed.items()} == {k: v["checksum"] for k, v in uninterrupted.items()}
+    assert any(v["resumed_from"] > 0 for v in killed.values()), "nothing resumed: the kill came too late"
+
+
+@pytest.mark.parametrize("params, exc, words", [
+    ("cameras: [1]", ConfigError, "at least two cameras"),
+    ("cameras: [0, 7]", DataError, "cameras [7]"),
+    ("image_height: 50", ConfigError, "multiples of 4"),
+    ("device: cuda", ConfigError, "no CUDA"),
+])
+def test_train_camstyle_bad_params_name_the_fix(tmp_path, params, exc, words):
+    if params == "device: cuda":
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    text = HEAD.replace("ITER", "2").replace("image_height: 48, ", "").replace("log_every: 5}", f"log_every: 5, {params}}}")
+    with pytest.raises(exc, match=words.replace("[", r"\[").replace("]", r"\]")):
+        run(write(tmp_path, text), tmp_path / "ws")
+
+
+def test_export_of_fakes_without_labels_says_to_add_assign_labels(tmp_path):
+    text = HEAD.replace("ITER", "2") + """\
+      generate-camstyle: {}
+      export-hdf5:
+        inputs: {camstyle: generate-camstyle.fakes}
+    """
+    with pytest.raises(ConfigError, match="assign-labels"):
+        run(write(tmp_path, text), tmp_path / "ws")
+
+
+def test_teacher_scheme_without_a_teacher_is_a_clear_error(tmp_path):
+    text = HEAD.replace("ITER", "2") + """\
+      generate-camstyle: {}
+      assign-labels:
+        params: {schemes: {camstyle: teacher}}
+        inputs: {camstyle: generate-camstyle.fakes}
+    """
+    with pytest.raises(ConfigError, match="no teacher"):
+        run(write(tmp_path, text), tmp_path / "ws")
+
+
+def test_unknown_target_camera_names_the_cameras_that_have_generators(tmp_path):
+    text = HEAD.replace("ITER", "2") + """\
+      generate-camstyle: {params: {target_cams: [0, 5]}}
+    """
+    with pytest.raises(ConfigError, match=r"target_cams \[5\]"):
+        run(write(tmp_path, text), tmp_path / "ws")
+
+
+def test_lsro_targets_are_uniform(tmp_path):
+    text = HEAD.replace("ITER", "2") + TAIL.replace("schemes: {camstyle: lsr}", "schemes: {camstyle: lsro}")
+    entries = run(write(tmp_path, text), tmp_path / "ws")
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        m = f.meta("train")
+        rows = np.flatnonzero(m.is_fake)[:4]
+        dense = f.targets("train", rows)
+        assert np.allclose(dense, 1.0 / f.info.num_classes, atol=1e-3)
