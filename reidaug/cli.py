@@ -376,6 +376,34 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
         click.echo(f"wrote {out}")
 
 
+@main.command("score-fakes")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--judge", "judge", type=click.Path(dir_okay=False),
+              help="ONNX re-ID model judging identity (e.g. ../shared/models/osnet_x0_25_msmt17.onnx); without it, SSIM only.")
+@click.option("--synthetic-root", type=click.Path(file_okay=False),
+              help="The demo-data folder the file was made from: SSIM against the true image of each fake.")
+@click.option("--source", "sources", multiple=True, help="Score only fakes of this source (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write metrics.json and metrics.md here.")
+def score_fakes_command(file, judge, synthetic_root, sources, out_dir):
+    """Score the fakes of an exported HDF5 file: identity consistency (external judge), FReID, SSIM."""
+    from reidaug.pipeline.atomic import write_json, write_text
+    from reidaug.stages.score_fakes import score
+
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}. Give the path of an HDF5 file written by export-hdf5.")
+    if judge is not None and not Path(judge).is_file():
+        raise ConfigError(f"--judge {judge}: no such file. Give an ONNX re-ID model, e.g. torchreid's osnet_x0_25 "
+                          "exported to ONNX (../shared/models/osnet_x0_25_msmt17.onnx in this workplace).")
+    result = score(path, judge, synthetic_root=synthetic_root, sources=list(sources) or None)
+    click.echo(result["report"].rstrip("\n"))
+    if out_dir:
+        out = Path(out_dir)
+        write_json(out / "metrics.json", {k: v for k, v in result.items() if k != "report"})
+        write_text(out / "metrics.md", result["report"])
+        click.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.md'}")
+
+
 @main.command("export-poses")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("out_csv", type=click.Path(dir_okay=False))

@@ -8,8 +8,7 @@ from __future__ import annotations
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
-                            ingest, selftest, train_camstyle)
-from reidaug.stages import train_reid
+                            ingest, score_fakes, selftest, train_camstyle, train_reid)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -22,6 +21,7 @@ STAGES: dict[str, StageSpec] = {
         generate_camstyle.SPEC,
         assign_labels.SPEC,
         export_hdf5.SPEC,
+        score_fakes.SPEC,
         train_reid.SPEC,
         selftest.SOURCE,
         selftest.MAP,

@@ -231,3 +231,29 @@ def test_lsro_targets_are_uniform(tmp_path):
         rows = np.flatnonzero(m.is_fake)[:4]
         dense = f.targets("train", rows)
         assert np.allclose(dense, 1.0 / f.info.num_classes, atol=1e-3)
+
+
+def test_score_fakes_with_the_real_judge_and_synthetic_ground_truth(tmp_path, shared_dir):
+    judge = shared_dir / "models" / "osnet_x0_25_msmt17.onnx"
+    text = HEAD.replace("ITER", "4") + TAIL + f"""\
+      score-fakes:
+        params: {{judge: {judge}}}
+        inputs: {{synthetic: demo-data.dataset}}
+      score-ssim-only:
+        uses: score-fakes
+        inputs: {{synthetic: demo-data.dataset}}
+    """
+    entries = run(write(tmp_path, text), tmp_path / "ws")
+    full = json.loads((entries["score-fakes"] / "metrics.json").read_text())
+    n_fakes = full["counts"]["num_fakes"]
+    assert n_fakes == 36 and full["counts"]["camera_pairs"] == {f"{s}->{t}": 6 for s in range(3) for t in range(3) if s != t}
+    for key in ("fakes", "baseline"):
+        assert 0.0 <= full["identity"][key]["rank1"] <= 1.0 and 0.0 < full["identity"][key]["mAP"] <= 1.0
+    assert set(full["freid"]) == {"0", "1", "2"} and all(v["fd"] >= 0 for v in full["freid"].values())
+    ssim = full["ssim"]
+    assert ssim["fakes"]["n"] == 36 and -1 <= ssim["fakes"]["mean"] <= 1
+    # the untransferred origin is a decent guess of the true image (same person and pose, other style)
+    assert ssim["baseline"]["mean"] > 0.2
+    only = json.loads((entries["score-ssim-only"] / "metrics.json").read_text())
+    assert only["identity"] is None and only["ssim"]["fakes"] == pytest.approx(ssim["fakes"]["mean"], abs=1e-6)
+    assert "identity and FReID skipped" in (entries["score-ssim-only"] / "metrics.md").read_text()
