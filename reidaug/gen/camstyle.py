@@ -225,6 +225,8 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
     sampler = _Sampler(images, size, settings)
     fixed = {c: _center(images[c][:settings.num_samples], size) for c in job.cameras}
     per_unit = settings.iterations / SCHEDULE_UNITS
+    while int(model.step / per_unit + 1e-9) > int(model.schedulers[0].last_epoch):
+        model.step_schedulers()  # a checkpoint is always caught up; this only guards the invariant
     window: list[dict[str, float]] = []
     t0, start_step = time.perf_counter(), model.step
     while model.step < settings.iterations:
