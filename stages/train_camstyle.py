@@ -57,9 +57,28 @@ class TrainCamStyleParams(Params):
         if self.image_height % 4 or self.image_width % 4:
             raise ValueError(f"image_height and image_width must be multiples of 4 (the generator downsamples "
                              f"twice); found {self.image_height} x {self.image_width}. Fix: e.g. 256 x 128 or 128 x 64")
+        if self.model == "cyclegan":
+            layers = self.d_layers or 3
+            need = 3 * 2 ** layers  # n stride-2 convs, then two 4x4 stride-1 convs: every side must stay >= 3
+            if min(self.image_height, self.image_width) < need:
+                raise ValueError(
+                    f"image {self.image_height} x {self.image_width} is too small for a PatchGAN with d_layers={layers}: "
+                    f"each side must be at least 3 * 2^{layers} = {need}. Fix: a larger image, or fewer d_layers "
+                    f"(d_layers: {max(1, (min(self.image_height, self.image_width) // 3).bit_length() - 1)} fits)")
+        elif self.d_layers is not None and (self.image_height % 2 ** self.d_layers or self.image_width % 2 ** self.d_layers):
+            raise ValueError(f"StarGAN's discriminator halves the image d_layers={self.d_layers} times, so "
+                             f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. Fix: leave "
+                             f"d_layers unset (the deepest that fits: "
+                             f"{_stargan_fit(self.image_height, self.image_width)})")
         if self.cameras is not None and len(set(self.cameras)) < 2:
             raise ValueError(f"cameras must list at least two cameras to translate between; found {self.cameras}")
         return self
+
+
+def _stargan_fit(height: int, width: int) -> int:
+    from reidaug.gen.camstyle import stargan_d_layers
+
+    return stargan_d_layers(height, width)
 
 
 def _jobs(ctx: StageContext):
