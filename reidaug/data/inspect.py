@@ -96,6 +96,8 @@ def grid(
 ) -> Path:
     """Write a PNG of samples: rows = sources, columns = cameras, ``per_cell`` images each.
 
+    A camera-style fake sits in the column of its target camera (the style it was given).
+
     Each row is labelled with its source, each column with its camera; empty cells stay grey.
     Samples are drawn at random with ``seed``. Written atomically; returns the path.
     """
@@ -109,7 +111,9 @@ def grid(
         if len(m) == 0:
             raise DataError(f"{path}: split {split!r} is empty; nothing to draw.")
         sources = sorted(set(int(c) for c in m.source))
-        cams = sorted(set(int(c) for c in m.camid))
+        # a camera-style fake belongs in the column of the camera whose style it has (its target)
+        shown_cam = np.where(m.gen_target_camid >= 0, m.gen_target_camid, m.camid)
+        cams = sorted(set(int(c) for c in shown_cam))
         ch = cell_height
         cw = ch // 2  # re-ID crops are 2:1 (H:W)
         label_w, label_h, pad = 90, 18, 4
@@ -125,7 +129,7 @@ def grid(
             draw.text((4, y0 + ch // 2), m.source_names.get(code, f"?{code}"), fill=(0, 0, 0))
             for ci, cam in enumerate(cams):
                 x0 = label_w + ci * (per_cell * (cw + pad) + pad * 2)
-                rows = np.flatnonzero((m.source == code) & (m.camid == cam))
+                rows = np.flatnonzero((m.source == code) & (shown_cam == cam))
                 pick = rng.choice(rows, size=min(per_cell, rows.size), replace=False) if rows.size else []
                 for k in range(per_cell):
                     x = x0 + pad + k * (cw + pad)

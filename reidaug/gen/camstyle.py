@@ -223,7 +223,9 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
         return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
     sampler = _Sampler(images, size, settings)
-    fixed = {c: _center(images[c][:settings.num_samples], size) for c in job.cameras}
+    # spread over each camera's images (ordered by identity): one person per row, not one person's shots
+    fixed = {c: _center(images[c][np.unique(np.linspace(0, len(images[c]) - 1, settings.num_samples).astype(int))], size)
+             for c in job.cameras}
     per_unit = settings.iterations / SCHEDULE_UNITS
     while int(model.step / per_unit + 1e-9) > int(model.schedulers[0].last_epoch):
         model.step_schedulers()  # a checkpoint is always caught up; this only guards the invariant
