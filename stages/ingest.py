@@ -112,7 +112,13 @@ def fingerprint(params: IngestParams, base_dir: Path) -> Any:
                     rows.append([rel, st.st_size, hashlib.sha256(f.read()).hexdigest()])
             else:
                 rows.append([rel, st.st_size, st.st_mtime_ns])
-    return {"format": params.format, "options": params.options, "files": rows}
+    out = {"format": params.format, "options": params.options, "files": rows}
+    manifest = params.options.get("manifest") if isinstance(params.options, dict) else None
+    if manifest:  # may live outside the root (an absolute path): its content is part of the key either way
+        path = Path(manifest).expanduser()
+        path = path if path.is_absolute() else root / path
+        out["manifest_sha256"] = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
+    return out
 
 
 def _strict_fail(items: list[dict[str, str]], where: str) -> DataError:

@@ -67,6 +67,18 @@ def test_touching_one_file_changes_the_key(tmp_path):
     assert pipeline(tmp_path, root, "folder").keys["ingest"] != k1
 
 
+def test_a_manifest_outside_the_root_is_part_of_the_key(tmp_path):
+    root = tmp_path / "data"
+    bad_corpus(root)
+    manifest = tmp_path / "elsewhere" / "m.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,pid,camid\n0001/0001_c1s1_000001_00.jpg,1,0\n")
+    opts = f"{{manifest: {manifest}}}"
+    k1 = pipeline(tmp_path, root, "folder", options=opts).keys["ingest"]
+    manifest.write_text("path,pid,camid\n0001/0001_c1s1_000001_00.jpg,1,1\n")  # same size, new camera
+    assert pipeline(tmp_path, root, "folder", options=opts).keys["ingest"] != k1
+
+
 def test_bad_corpus_is_quarantined_with_reasons_and_nothing_is_lost(tmp_path):
     root = tmp_path / "data"
     expected = bad_corpus(root)
