@@ -204,6 +204,7 @@ def key_material(node: Node, upstream_keys: Mapping[str, str], base_dir: Path) -
         "params": canonicalize(spec.semantic_params(node.params), where),
         "inputs": {
             slot: (f"{upstream_keys[ref[0]]}:{ref[1]}" if ref else None) for slot, ref in sorted(node.inputs.items())
+            if ref is not None or slot not in spec.unkeyed_if_unbound
         },
     }
     if spec.fingerprint is not None:

@@ -91,6 +91,9 @@ class StageSpec:
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # slots that may be left unbound (e.g. ingest reads a folder OR an upstream output)
     optional_inputs: frozenset[str] = frozenset()
+    # optional slots left out of the key while unbound: slots added after a stage shipped, so
+    # the keys of pipelines that do not use them (and everything downstream) stay valid
+    unkeyed_if_unbound: frozenset[str] = frozenset()
     # output name -> relative path inside the cache entry ("chunks" = the chunk files)
     outputs: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"chunks": "chunks"})
     # params that do not change the result: left out of the key
@@ -108,6 +111,9 @@ class StageSpec:
         for slot, ref in self.inputs.items():
             if ref:
                 parse_ref(ref)
+        if not self.unkeyed_if_unbound <= self.optional_inputs:
+            raise ValueError(f"stage {self.name}: unkeyed_if_unbound must name optional inputs, found "
+                             f"{sorted(self.unkeyed_if_unbound - self.optional_inputs)}")
         unknown = set(self.nonsemantic) - set(self.params.model_fields)
         if unknown:
             raise ValueError(f"stage {self.name}: nonsemantic names unknown params {sorted(unknown)}")
