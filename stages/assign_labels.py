@@ -1,6 +1,6 @@
 """Stage ``assign-labels``: a soft training target for every train sample, by its source.
 
-Schemes (``schemes`` maps a set — ``real``, ``camstyle`` — to one of them):
+Schemes (``schemes`` maps a set — ``real``, ``camstyle``, ``poseguided`` — to one of them):
 
 - ``onehot`` — the identity label (real images);
 - ``lsr`` — label smoothing (Szegedy et al., CVPR 2016) with ``epsilon``: 1 - eps + eps/C on
@@ -28,8 +28,11 @@ from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import Params, StageSpec
 
 #: the sets this stage can label, and the input slot that provides each
-SET_SLOTS = {"real": "dataset", "camstyle": "camstyle"}
+SET_SLOTS = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided"}
 DEFAULT_SCHEMES = {"real": "onehot", "camstyle": "lsr"}
+# defaults of sets added later: applied when used, not merged into `schemes`, so the keys of
+# pipelines that do not name them stay as they were
+LATER_DEFAULTS = {"poseguided": "lsr"}
 
 Scheme = Literal["onehot", "lsr", "lsro", "teacher"]
 
@@ -54,6 +57,10 @@ class AssignLabelsParams(Params):
         return {**DEFAULT_SCHEMES, **value}
 
 
+def scheme_of(p: AssignLabelsParams, set_name: str) -> str:
+    return p.schemes.get(set_name) or LATER_DEFAULTS[set_name]
+
+
 def _jobs(ctx: StageContext) -> list[tuple[str, int]]:
     jobs = []
     for name, slot in SET_SLOTS.items():
@@ -67,7 +74,7 @@ def plan(ctx: StageContext) -> int:
     from reidaug.errors import ConfigError
 
     p: AssignLabelsParams = ctx.params
-    used = {name: p.schemes[name] for name, slot in SET_SLOTS.items() if ctx.inputs.get(slot) is not None}
+    used = {name: scheme_of(p, name) for name, slot in SET_SLOTS.items() if ctx.inputs.get(slot) is not None}
     if "teacher" in used.values() and ctx.inputs.get("teacher") is None:
         sets = [k for k, v in used.items() if v == "teacher"]
         raise ConfigError(f"assign-labels (stage {ctx.stage}): schemes give {sets} the scheme 'teacher', but no teacher "
@@ -105,7 +112,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     paths = [str(arrays["path"][r]) for r in rows]
     pids = [int(arrays["pid"][r]) for r in rows]
     unknown = sorted({pid for pid in pids if pid not in label_of})
-    scheme = p.schemes[set_name]
+    scheme = scheme_of(p, set_name)
     if unknown and scheme != "lsro":
         raise DataError(f"assign-labels: {len(unknown)} {set_name} samples of chunk {i} have identities that are not "
                         f"train identities (e.g. pid {unknown[0]}, {paths[pids.index(unknown[0])]}); scheme {scheme!r} "
@@ -169,7 +176,8 @@ SPEC = StageSpec(
     name="assign-labels", version=1,
     description="soft targets per train sample by source: onehot, lsr, lsro or teacher",
     params=AssignLabelsParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "camstyle": "", "teacher": ""},
-    optional_inputs=frozenset({"camstyle", "teacher"}),
+    inputs={"dataset": "ingest.dataset", "camstyle": "", "poseguided": "", "teacher": ""},
+    optional_inputs=frozenset({"camstyle", "poseguided", "teacher"}),
+    unkeyed_if_unbound=frozenset({"poseguided"}),  # added later: keys without it stay as they were
     outputs={"labels": "chunks"},
 )

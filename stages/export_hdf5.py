@@ -1,5 +1,8 @@
 """Stage ``export-hdf5``: collect real images (and, as they land, generated sets, keypoints and
-label assignments) into one reidaug HDF5 file, format v1 (see docs/hdf5-format.md).
+label assignments) into one reidaug HDF5 file, format v1 (see docs/hdf5-format.md). Generated
+sets: ``camstyle`` (``generate-camstyle``) and ``poseguided`` (``generate-poseguided``, stored with
+``source = pose``, its canonical pose id in ``gen_pose_id`` and, when keypoints go in, the
+target pose as the fake's keypoints).
 
 Train identities are relabelled to contiguous 0..C-1 (sorted original pid), as re-ID toolkits
 do; query and gallery keep label -1. Real images get one-hot targets and the file records
@@ -25,11 +28,13 @@ from reidaug.pipeline.stage import Params, StageSpec
 OUTPUT = "dataset.h5"
 SPLITS = ("train", "query", "gallery")
 # sets that can go into the file, and the upstream slot that provides each
-SET_SOURCES = {"real": "dataset", "camstyle": "camstyle"}
+SET_SOURCES = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided"}
+# the HDF5 `source` enum value of each set (h5format.SOURCES)
+SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose"}
 
 
 class ExportParams(Params):
-    sets: list[str] | None = Field(None, description="image sets that go in: real, camstyle (default: real + every bound set)")
+    sets: list[str] | None = Field(None, description="image sets that go in: real, camstyle, poseguided (default: real + every bound set)")
     splits: list[Literal["train", "query", "gallery"]] = Field(default_factory=lambda: list(SPLITS))
     encoding: Literal["raw", "jpeg", "png"] = Field("raw", description="raw = fixed HxWx3 uint8 (fastest to read)")
     image_height: int = Field(256, ge=8, le=2048)
@@ -88,8 +93,9 @@ def plan(ctx: StageContext) -> int:
     if generated and ctx.inputs.get("labels") is None:
         raise ConfigError(
             f"export-hdf5 (stage {ctx.stage}): generated sets {generated} need training targets, and no assign-labels "
-            "output is bound. Fix: add an assign-labels stage (e.g. `assign-labels: {params: {schemes: {camstyle: lsr}}, "
-            "inputs: {camstyle: generate-camstyle.fakes}}`) and bind `labels: assign-labels.labels` here."
+            f"output is bound. Fix: add an assign-labels stage (e.g. `assign-labels: {{params: {{schemes: {{{generated[0]}: "
+            f"lsr}}}}, inputs: {{{generated[0]}: generate-{generated[0]}.fakes}}}}`) and bind `labels: assign-labels.labels` "
+            "here."
         )
     return 1
 
@@ -206,10 +212,13 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         pid=pids,
                         camid=arrays["camid"][batch],
                         label=np.array([label_of.get(int(x), -1) for x in pids]),
-                        source=set_name,
+                        source=SET_ENUM[set_name],
                         origin=np.array([train_row[q] for q in origin_paths]),
                         path=paths,
                         gen_target_camid=arrays["target_camid"][batch] if "target_camid" in arrays else -1,
+                        gen_pose_id=arrays["target_pose"][batch] if "target_pose" in arrays else -1,
+                        keypoints=(arrays["target_keypoints"][batch]
+                                   if pose_chunks is not None and "target_keypoints" in arrays else None),
                         gen_checksum=[str(arrays["gen_checksum"][i]) for i in batch],
                         **targets(set_name, paths),
                     )
@@ -241,8 +250,9 @@ SPEC = StageSpec(
     name="export-hdf5", version=1,
     description="collect the real images (and generated sets) into one HDF5 file (format v1)",
     params=ExportParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "labels": ""},
-    optional_inputs=frozenset({"keypoints", "camstyle", "labels"}),
+    inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "poseguided": "", "labels": ""},
+    optional_inputs=frozenset({"keypoints", "camstyle", "poseguided", "labels"}),
+    unkeyed_if_unbound=frozenset({"poseguided"}),  # added later: keys without it stay as they were
     outputs={"hdf5": OUTPUT, "chunks": "chunks"},
     nonsemantic=frozenset({"output"}),
 )
