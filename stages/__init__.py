@@ -8,7 +8,8 @@ from __future__ import annotations
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
-                            ingest, score_fakes, selftest, train_camstyle, train_reid)
+                            generate_poseguided, ingest, score_fakes, selftest, train_camstyle, train_posegan,
+                            train_reid)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -19,6 +20,8 @@ STAGES: dict[str, StageSpec] = {
         cluster_poses.SPEC,
         train_camstyle.SPEC,
         generate_camstyle.SPEC,
+        train_posegan.SPEC,
+        generate_poseguided.SPEC,
         assign_labels.SPEC,
         export_hdf5.SPEC,
         score_fakes.SPEC,

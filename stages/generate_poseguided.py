@@ -1,0 +1,337 @@
+"""Stage ``generate-poseguided``: every train image rendered in new poses, keeping its identity.
+
+The generator of ``train-posegan`` (PG2 or Deformable GAN) renders each train image of the
+ingest output in target poses:
+
+- ``targets: canonical`` — PN-GAN's canonical poses (Qian et al., "Pose-Normalized Image
+  Generation for Person Re-identification", ECCV 2018): each image in each of the k poses of a
+  ``cluster-poses`` stage (bound as ``canonical``), rendered into that stage's frame;
+- ``targets: sampled`` — ``num_poses`` poses drawn (seeded, without replacement) per image from
+  the keypoints of the *other* train images;
+- ``targets: list`` — the poses of the train images listed in ``pose_list`` (ingest paths; an
+  image is not rendered in its own pose).
+
+A target pose with fewer than ``min_target_keypoints`` confident keypoints (above the
+generator's training ``score_threshold``, unless set here) would give a broken person: such
+fakes are dropped before generation and counted per target kind in the report, never silently.
+Condition keypoints come from ``extract-pose``; every pose is rescaled to the generator's frame
+as the images are. One chunk per ingest chunk, so it resumes like every stage; batches of
+``batch_size`` with decoding, the model and PNG encoding overlapped
+(:func:`reidaug.gen.common.overlapped`); bf16 autocast and channels_last on CUDA.
+
+Each fake carries its provenance: origin image (path, ingest record), identity and camera it
+keeps, target kind, canonical pose id or the source image (path, record) of the target pose,
+the target keypoints in the fake's frame, and the generator checksum. ``assign-labels`` and
+``export-hdf5`` take it as the ``poseguided`` set (HDF5 ``source = pose``, ``gen_pose_id`` =
+the canonical pose id).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from reidaug.pipeline.context import StageContext
+from reidaug.pipeline.stage import Params, StageSpec
+
+DEFAULT_NUM_POSES = 4
+
+
+class GeneratePoseGuidedParams(Params):
+    targets: Literal["canonical", "sampled", "list"] = Field(
+        "canonical", description="canonical (cluster-poses, PN-GAN) | sampled (other train images) | list")
+    num_poses: int | None = Field(None, ge=1, le=1000,
+        description=f"sampled: poses drawn per image (default {DEFAULT_NUM_POSES})")
+    pose_list: list[str] | None = Field(None,
+        description="list: train image paths (as ingest lists them) whose poses to use")
+    min_target_keypoints: int = Field(8, ge=0, le=17,
+        description="drop (and count) fakes whose target pose has fewer confident keypoints")
+    score_threshold: float | None = Field(None, ge=0, le=1,
+        description="a keypoint above it counts (default: the generator's training value)")
+    height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
+    width: int | None = Field(None, ge=8, le=2048)
+    seed: int = Field(0, ge=0, description="for drawing sampled targets")
+    batch_size: int | None = Field(None, ge=1, le=4096, description=(
+        "fakes per model call (default: 8 on the CPU, 64 on CUDA, as generate-camstyle)"))
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GeneratePoseGuidedParams":
+        if (self.height is None) != (self.width is None):
+            raise ValueError("height and width go together: set both, or neither (the generator's size)")
+        if self.targets == "list":
+            if not self.pose_list:
+                raise ValueError("targets: list needs pose_list, the train image paths (as ingest lists them, e.g. "
+                                 "bounding_box_train/0002_c1s1_000451_03.jpg) whose poses to use")
+            dup = sorted({x for x in self.pose_list if self.pose_list.count(x) > 1})
+            if dup:
+                raise ValueError(f"pose_list names {dup} more than once. Fix: list each image once")
+        elif self.pose_list is not None:
+            raise ValueError(f"pose_list is for targets: list, but targets is {self.targets}. Fix: remove pose_list, "
+                             "or set targets: list")
+        if self.num_poses is not None and self.targets != "sampled":
+            raise ValueError(f"num_poses is for targets: sampled, but targets is {self.targets}. Fix: remove "
+                             "num_poses, or set targets: sampled")
+        return self
+
+
+def _where(ctx: StageContext) -> str:
+    return f"generate-poseguided (stage {ctx.stage})"
+
+
+_GENERATORS: dict[tuple[str, str], Any] = {}
+
+
+def _generator(ctx: StageContext, device):
+    """One generator per (models folder, device) per thread: chunks reuse the loaded weights."""
+    import threading
+
+    from reidaug.errors import DataError
+    from reidaug.gen.poseguided import PoseGuidedGenerator
+
+    p: GeneratePoseGuidedParams = ctx.params
+    folder = ctx.input("models").path
+    key = (str(folder), f"{device}|{p.amp}|{threading.get_ident()}")
+    if key not in _GENERATORS:
+        files = sorted(folder.glob("*.pt"))
+        if len(files) != 1:
+            raise DataError(f"{_where(ctx)}: expected one generator file (*.pt) in {folder}, found "
+                            f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output "
+                            "(models: train-posegan.models).")
+        _GENERATORS[key] = PoseGuidedGenerator(files[0], device, amp=p.amp, where=_where(ctx))
+    return _GENERATORS[key]
+
+
+_TABLES: dict[str, dict[str, Any]] = {}
+
+
+def _pose_table(ctx: StageContext) -> dict[str, Any]:
+    """The train poses of the keypoints input (no images): paths, records, keypoints, frames."""
+    import numpy as np
+
+    handle = ctx.input("keypoints")
+    if handle.key not in _TABLES:
+        paths, recs, kps, hws = [], [], [], []
+        for arrays, _ in handle.iter_chunks():
+            for i, split in enumerate(arrays.get("split", [])):
+                if split != "train":
+                    continue
+                paths.append(str(arrays["path"][i]))
+                recs.append(int(arrays["record_index"][i]))
+                kps.append(arrays["keypoints"][i])
+                hws.append((int(arrays["height"][i]), int(arrays["width"][i])))
+        _TABLES[handle.key] = {
+            "paths": paths, "records": np.asarray(recs, np.int64),
+            "keypoints": np.stack(kps).astype(np.float32) if kps else np.zeros((0, 17, 3), np.float32),
+            "hw": np.asarray(hws, np.int64).reshape(-1, 2), "index": {q: j for j, q in enumerate(paths)}}
+    return _TABLES[handle.key]
+
+
+def _canonical(ctx: StageContext) -> tuple[Any, tuple[int, int]]:
+    import json
+
+    import numpy as np
+
+    from reidaug.errors import ConfigError
+
+    handle = ctx.inputs.get("canonical")
+    if handle is None:
+        raise ConfigError(f"{_where(ctx)}: params.targets is 'canonical', which needs the canonical poses of a "
+                          "cluster-poses stage, but input `canonical` is not bound (found no cluster-poses stage). "
+                          "Fix: add `cluster-poses: {params: {k: 8}}` to the pipeline (it binds itself) or bind "
+                          "`inputs: {canonical: <a cluster-poses stage>.canonical}`; or set targets: sampled.")
+    doc = json.loads(handle.path.read_text())
+    return np.asarray(doc["keypoints"], np.float32), (int(doc["frame_hw"][0]), int(doc["frame_hw"][1]))
+
+
+def _check_list(ctx: StageContext) -> None:
+    from reidaug.errors import ConfigError, did_you_mean
+
+    p: GeneratePoseGuidedParams = ctx.params
+    table = _pose_table(ctx)
+    unknown = [q for q in p.pose_list or [] if q not in table["index"]]
+    if unknown:
+        raise ConfigError(f"{_where(ctx)}: params.pose_list names {len(unknown)} path(s) that are not train images of "
+                          f"{ctx.input('keypoints').stage}: {unknown[:3]}.{did_you_mean(unknown[0], table['paths'])} "
+                          f"Fix: list train image paths as ingest records them (e.g. {table['paths'][:1]}).")
+
+
+def plan(ctx: StageContext) -> int:
+    from reidaug.gen.common import pick_device
+
+    p: GeneratePoseGuidedParams = ctx.params
+    device = pick_device(p.device, _where(ctx))
+    if p.targets == "canonical":
+        _canonical(ctx)  # not bound: say so before any work
+    elif p.targets == "list":
+        _check_list(ctx)
+    _generator(ctx, device)  # a missing or foreign generator file: say so before any work
+    return len(ctx.input("dataset").chunk_paths())
+
+
+def _jobs(ctx: StageContext, index: int, arrays: dict[str, Any], threshold: float):
+    """The (row, target) jobs of one chunk in a fixed order, and the dropped counts by kind.
+
+    A target: (kind, pose id, source path, source record, keypoints (17, 3), frame (h, w)).
+    """
+    import numpy as np
+
+    from reidaug.gen.poseguided import count_confident
+
+    p: GeneratePoseGuidedParams = ctx.params
+    n = len(arrays.get("path", []))
+    rows = [r for r in range(n) if arrays["split"][r] == "train"]
+    jobs: list[tuple[int, tuple[str, int, str, int, Any, tuple[int, int]]]] = []
+    if p.targets == "canonical":
+        canon, frame = _canonical(ctx)
+        for r in rows:
+            jobs.extend((r, ("canonical", j, "", -1, canon[j], frame)) for j in range(len(canon)))
+    else:
+        table = _pose_table(ctx)
+        if p.targets == "sampled":
+            rng = ctx.rng(index)
+            want = p.num_poses or DEFAULT_NUM_POSES
+            for r in rows:
+                own = table["index"].get(str(arrays["path"][r]))
+                pool = len(table["paths"]) - (own is not None)
+                picks = np.sort(rng.choice(pool, size=min(want, pool), replace=False)) if pool else []
+                for j in picks:
+                    j = int(j) + (own is not None and int(j) >= own)  # skip the image's own pose
+                    jobs.append((r, ("sampled", -1, table["paths"][j], int(table["records"][j]),
+                                     table["keypoints"][j], tuple(table["hw"][j]))))
+        else:
+            for r in rows:
+                for q in p.pose_list or []:
+                    if q == str(arrays["path"][r]):
+                        continue
+                    j = table["index"][q]
+                    jobs.append((r, ("list", -1, q, int(table["records"][j]), table["keypoints"][j],
+                                     tuple(table["hw"][j]))))
+    dropped: dict[str, int] = {}
+    if jobs and p.min_target_keypoints > 0:
+        counts = count_confident(np.stack([t[4] for _, t in jobs]), threshold)
+        keep = counts >= p.min_target_keypoints
+        for (_, t), k in zip(jobs, keep):
+            if not k:
+                dropped[t[0]] = dropped.get(t[0], 0) + 1
+        jobs = [j for j, k in zip(jobs, keep) if k]
+    return jobs, dropped
+
+
+def run_chunk(ctx: StageContext, index: int) -> None:
+    import time
+
+    import cv2
+    import numpy as np
+
+    from reidaug.data.images import decode_stored, encode_png
+    from reidaug.errors import DataError
+    from reidaug.gen.common import overlapped, pick_device
+    from reidaug.gen.poseguided import clean_keypoints, rescale_keypoints
+    from reidaug.pipeline.context import read_h5_chunk
+
+    p: GeneratePoseGuidedParams = ctx.params
+    device = pick_device(p.device, _where(ctx))
+    gen = _generator(ctx, device)
+    threshold = gen.score_threshold if p.score_threshold is None else p.score_threshold
+    arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
+    pose_arrays, _ = read_h5_chunk(ctx.input("keypoints").chunk_paths()[index])
+    n = len(arrays.get("path", []))
+    if list(pose_arrays.get("path", [])) != list(arrays.get("path", [])):
+        raise DataError(f"{_where(ctx)}: keypoints chunk {index} does not list the images of dataset chunk {index}; "
+                        "extract-pose must read the same ingest output. Fix: bind both to one ingest stage.")
+    jobs, dropped = _jobs(ctx, index, arrays, threshold)
+    h, w = gen.size
+    out_hw = (p.height, p.width) if p.height is not None else (h, w)
+    batch_size = p.batch_size or (64 if device.type == "cuda" else 8)
+    batches = [jobs[s:s + batch_size] for s in range(0, len(jobs), batch_size)]
+    decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> (image at model size, keypoints there)
+
+    def condition(row: int) -> tuple[np.ndarray, np.ndarray]:
+        if row not in decoded:
+            img = decode_stored(arrays["image"][row])
+            kp = rescale_keypoints(pose_arrays["keypoints"][row], img.shape[:2], (h, w))[0]
+            decoded[row] = (cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR), kp)
+        return decoded[row]
+
+    def prepare(batch):
+        conds = [condition(row) for row, _ in batch]
+        tkp = np.stack([rescale_keypoints(t[4], t[5], (h, w))[0] for _, t in batch])
+        return batch, gen.to_tensor(np.stack([c[0] for c in conds])), np.stack([c[1] for c in conds]), tkp
+
+    def compute(item):
+        batch, x, ckp, tkp = item
+        y = gen.generate_tensor(x, ckp, tkp)
+        return batch, y.cpu() if y.device.type != "cpu" else y
+
+    results: list[bytes] = []
+
+    def finish(item):
+        batch, y = item
+        for img in y.numpy():
+            if out_hw != (h, w):
+                img = cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+            results.append(encode_png(img))
+
+    t0 = time.perf_counter()
+    timings = overlapped(batches, prepare, compute, finish)
+    wall = time.perf_counter() - t0
+    paths = [str(q) for q in arrays["path"]] if n else []
+    names = []
+    for row, (kind, pose_id, _, rec, _, _) in jobs:
+        stem = paths[row].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        suffix = f"canon{pose_id}" if kind == "canonical" else f"pose{rec}"
+        names.append(f"poseguided/{stem}_{suffix}.png")
+    target_kp = (clean_keypoints(np.stack([rescale_keypoints(t[4], t[5], out_hw)[0] for _, t in jobs]), threshold)
+                 if jobs else np.zeros((0, 17, 3), np.float32))
+    ctx.write_chunk(index, {
+        "image": results,
+        "path": names,
+        "origin_path": [paths[r] for r, _ in jobs],
+        "origin_record": np.asarray([int(arrays["record_index"][r]) for r, _ in jobs], np.int64),
+        "pid": np.asarray([int(arrays["pid"][r]) for r, _ in jobs], np.int64),
+        "camid": np.asarray([int(arrays["camid"][r]) for r, _ in jobs], np.int16),
+        "target_kind": [t[0] for _, t in jobs],
+        "target_pose": np.asarray([t[1] for _, t in jobs], np.int32),
+        "target_path": [t[2] for _, t in jobs],
+        "target_record": np.asarray([t[3] for _, t in jobs], np.int64),
+        "target_keypoints": target_kp.astype(np.float32),
+        "gen_checksum": [gen.checksum] * len(jobs),
+    }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device), "dropped": dropped,
+              "model": gen.model_name, "score_threshold": threshold})
+
+
+def finalize(ctx: StageContext) -> dict[str, Any]:
+    from collections import Counter
+
+    p: GeneratePoseGuidedParams = ctx.params
+    total, kinds, dropped, wall, model_s = 0, Counter(), Counter(), 0.0, 0.0
+    model, threshold = None, None
+    for arrays, attrs in ctx.iter_own_chunks():
+        total += len(arrays.get("path", []))
+        kinds.update(str(k) for k in arrays.get("target_kind", []))
+        dropped.update(attrs["dropped"])
+        wall += float(attrs["seconds"]["wall"])
+        model_s += float(attrs["seconds"]["compute"])
+        model, threshold = attrs["model"], attrs["score_threshold"]
+    rate = total / wall if wall else 0.0
+    n_dropped = sum(dropped.values())
+    report = [f"{total} pose-guided fakes ({model}, targets {p.targets}); {rate:.1f} img/s, model busy "
+              f"{100 * model_s / wall if wall else 0:.0f}% of the time",
+              f"dropped {n_dropped} whose target pose has < {p.min_target_keypoints} keypoints above {threshold}"
+              + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))})" if n_dropped else "")]
+    return {"num_fakes": total, "per_target_kind": dict(sorted(kinds.items())), "dropped": n_dropped,
+            "dropped_per_kind": dict(sorted(dropped.items())), "model": model,
+            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+
+
+SPEC = StageSpec(
+    name="generate-poseguided", version=1,
+    description="pose-guided fakes: each train image in canonical, sampled or listed poses, batched, with provenance",
+    params=GeneratePoseGuidedParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
+    inputs={"dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints", "models": "train-posegan.models",
+            "canonical": "cluster-poses.canonical"},
+    optional_inputs=frozenset({"canonical"}),
+    outputs={"fakes": "chunks"},
+)

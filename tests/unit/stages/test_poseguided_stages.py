@@ -1,0 +1,329 @@
+"""train-posegan → generate-poseguided → assign-labels → export-hdf5 on synthetic people (tiny
+CPU settings, ground-truth keypoints through the OpenPose CSV backend), resume, and the errors a
+user meets."""
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reidaug.data.h5format import open_h5, verify
+from reidaug.errors import ConfigError, StageError
+from reidaug.pipeline.config import load_pipeline
+from reidaug.pipeline.context import read_h5_chunk
+from reidaug.pipeline.graph import build_graph
+from reidaug.pipeline.runner import RunOptions, run_pipeline
+from reidaug.stages import STAGES
+
+DEMO = dict(num_ids=6, num_cams=2, images_per_id_per_cam=3, height=64, width=32)
+TRAIN = ("{model: pg2, image_height: 32, image_width: 16, ngf: 4, ndf: 4, iterations: 6, train_batch: 2, "
+         "checkpoint_every: 3, sample_every: 3, log_every: 2}")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """The demo-data dataset's ground-truth keypoints as an OpenPose CSV (extract-pose's
+    ``openpose-csv`` backend: exact poses, no estimator to run) and its train image paths."""
+    from reidaug.data.synthetic import SyntheticSpec, write_dataset
+    from reidaug.pose.openpose import write_openpose_csv
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_dataset(root / "data", SyntheticSpec(**DEMO))  # the same spec (and seed) demo-data draws
+    doc = json.loads((root / "data" / "keypoints.json").read_text())["images"]
+    own = {rel: np.asarray(kp, np.float32) for rel, kp in doc.items() if not rel.startswith("gt_camstyle")}
+    write_openpose_csv(root / "poses.csv", {rel.rsplit("/", 1)[-1]: kp for rel, kp in own.items()})
+    train = sorted(rel for rel in own if rel.startswith("bounding_box_train/"))
+    return {"csv": root / "poses.csv", "train": train, "keypoints": own}
+
+
+def pipeline(synthetic, train: str = TRAIN, generate: str = "{batch_size: 5}", *, cluster: bool = True,
+             tail: bool = True, extra: str = "") -> str:
+    stages = [
+        f"demo-data: {{params: {json.dumps(DEMO).replace(chr(34), '')}}}",
+        "ingest: {params: {format: market1501, chunk_size: 16}, inputs: {source: demo-data.dataset}}",
+        f"extract-pose: {{params: {{backend: openpose-csv, annotations: {synthetic['csv']}}}}}",
+    ]
+    if cluster:
+        stages.append("cluster-poses: {params: {k: 3, min_confident: 8, out_height: 64, out_width: 32}}")
+    stages.append(f"train-posegan: {{params: {train}}}")
+    if generate:
+        stages.append(f"generate-poseguided: {{params: {generate}}}")
+    if tail:
+        stages += ["assign-labels: {params: {schemes: {poseguided: lsro}}, inputs: {poseguided: generate-poseguided.fakes}}",
+                   "export-hdf5: {params: {image_height: 64, image_width: 32}, inputs: {poseguided: "
+                   "generate-poseguided.fakes, labels: assign-labels.labels, keypoints: extract-pose.keypoints}}"]
+    return "name: t\nstages:\n" + "".join(f"  {line}\n" for line in stages) + textwrap.indent(extra, "  ")
+
+
+def run(tmp_path: Path, text: str, ws: Path | None = None):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    graph = build_graph(load_pipeline(p), STAGES)
+    report = run_pipeline(graph, ws or tmp_path / "ws", options=RunOptions(workers=2))
+    return {r.name: r.entry for r in report.results}, graph
+
+
+def chunks(entry: Path) -> dict[str, np.ndarray]:
+    parts = [read_h5_chunk(p)[0] for p in sorted((entry / "chunks").glob("*.h5"))]
+    parts = [c for c in parts if len(c.get("path", []))]
+    return {k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]}
+
+
+def summary(entry: Path) -> dict:
+    return json.loads((entry / "meta.json").read_text())["summary"]
+
+
+@pytest.fixture(scope="module")
+def pg2_run(synthetic, tmp_path_factory):
+    """The whole tiny PG2 pipeline with canonical targets, run once for the tests that read it."""
+    tmp = tmp_path_factory.mktemp("pg2")
+    entries, graph = run(tmp, pipeline(synthetic))
+    return {"entries": entries, "ws": tmp / "ws", "tmp": tmp, "graph": graph}
+
+
+def test_pg2_canonical_end_to_end_with_pairs_provenance_labels_and_export(pg2_run, synthetic):
+    entries = pg2_run["entries"]
+    train = entries["train-posegan"]
+    assert sorted(p.name for p in (train / "models").glob("*.pt")) == ["pg2.pt"]
+    meta = summary(train)
+    assert meta["steps"] == 6 and meta["steps_g1"] == 4  # 22/36 of the steps train G1, the rest G2
+    log = [json.loads(x) for x in (train / "train" / "pg2" / "losses.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["phase"]) for r in log] == [(2, "G1"), (4, "G1"), (6, "G2")]
+    assert "G2_l1" in log[-1] and all(np.isfinite(r.get("G1", r.get("G2"))) for r in log)
+    assert (train / "train" / "pg2" / "samples" / "final.png").stat().st_size > 500
+    assert not (train / "train" / "pg2" / "checkpoint.pt").exists()  # dropped once done
+
+    # pairs: train identities only, same identity, two different images; all recorded
+    doc = json.loads((train / "pairs.json").read_text())
+    images = doc["images"]
+    assert doc["counts"]["pairs"] == len(doc["pairs"]) == meta["pairs"]["pairs"] > 0
+    assert {im["path"] for im in images} <= set(synthetic["train"])
+    for a, b in doc["pairs"]:
+        assert a != b and images[a]["pid"] == images[b]["pid"]
+    assert doc["counts"]["usable_poses"] + doc["counts"]["unusable_poses"] == len(synthetic["train"])
+
+    fakes = chunks(entries["generate-poseguided"])
+    real = chunks(entries["ingest"])
+    n_train = int((real["split"] == "train").sum())
+    assert len(fakes["path"]) == 3 * n_train  # every train image in each of the k = 3 canonical poses
+    assert set(fakes["target_kind"]) == {"canonical"} and sorted(set(fakes["target_pose"])) == [0, 1, 2]
+    assert (fakes["target_record"] == -1).all() and set(fakes["target_path"]) == {""}
+    by_path = {p: i for i, p in enumerate(real["path"])}
+    for origin, rec, pid, cam in zip(fakes["origin_path"], fakes["origin_record"], fakes["pid"], fakes["camid"]):
+        i = by_path[origin]
+        assert real["split"][i] == "train" and real["pid"][i] == pid and real["camid"][i] == cam
+        assert real["record_index"][i] == rec
+    assert set(fakes["gen_checksum"]) == {meta["checksum"]}
+    canon = json.loads((entries["cluster-poses"] / "canonical_poses.json").read_text())
+    # target keypoints are the canonical pose moved from its 64 x 32 frame into the 32 x 16 fake
+    kp0 = np.asarray(canon["keypoints"][0], np.float32)
+    row = int(np.flatnonzero(fakes["target_pose"] == 0)[0])
+    assert np.allclose(fakes["target_keypoints"][row][:, :2], (kp0[:, :2] + 0.5) / 2 - 0.5, atol=1e-4)
+
+    h5 = entries["export-hdf5"] / "dataset.h5"
+    assert verify(h5) == []
+    with open_h5(h5) as f:
+        m = f.meta("train")
+        fake = m.is_fake
+        assert fake.sum() == len(fakes["path"]) and (~fake).sum() == n_train
+        assert {m.source_name(i) for i in np.flatnonzero(fake)} == {"pose"}
+        assert sorted(set(m.gen_pose_id[fake].tolist())) == [0, 1, 2] and (m.gen_pose_id[~fake] == -1).all()
+        origin = m.origin[fake]
+        assert (~m.is_fake[origin]).all() and (m.pid[origin] == m.pid[fake]).all()
+        assert {m.label_scheme_names[int(c)] for c in m.label_scheme[fake]} == {"lsro"}
+        dense = f.targets("train", np.flatnonzero(fake)[:4])
+        assert np.allclose(dense, 1.0 / f.info.num_classes, atol=1e-3)
+        # the fake's keypoints are its target pose, scaled with the image (32 x 16 -> 64 x 32)
+        stored = m.keypoints[fake][np.asarray(m.path)[fake].tolist().index(fakes["path"][row])]
+        assert np.allclose(stored[:, :2], fakes["target_keypoints"][row][:, :2] * 2, atol=1e-3)
+
+
+def test_a_pipeline_without_poseguided_keeps_its_keys(pg2_run):
+    """export-hdf5 and assign-labels gained a slot: unbound, it stays out of their keys."""
+    material = pg2_run["graph"].material
+    assert "poseguided" in material["export-hdf5"]["inputs"]
+    text = (pg2_run["tmp"] / "p.yaml").read_text()
+    graph = build_graph(load_pipeline(_write(pg2_run["tmp"], text.replace("poseguided: generate-poseguided.fakes, ", "")
+                                             .replace("schemes: {poseguided: lsro}", "schemes: {}")
+                                             .replace("inputs: {poseguided: generate-poseguided.fakes}", "inputs: {}"),
+                                             "plain.yaml")), STAGES)
+    assert "poseguided" not in graph.material["export-hdf5"]["inputs"]
+    assert "poseguided" not in graph.material["assign-labels"]["inputs"]
+    assert graph.material["assign-labels"]["params"]["schemes"] == {"real": "onehot", "camstyle": "lsr"}
+
+
+def _write(folder: Path, text: str, name: str) -> Path:
+    p = folder / name
+    p.write_text(text)
+    return p
+
+
+def test_deformable_sampled_and_listed_targets_drop_weak_poses_and_count_them(synthetic, tmp_path):
+    kp = synthetic["keypoints"]
+    confident = {rel: int((kp[rel][:, 2] > 0.3).sum()) for rel in synthetic["train"]}
+    cut = int(np.median(list(confident.values()))) + 1  # about half the train poses fall below it
+    listed = [synthetic["train"][0], synthetic["train"][7]]
+    train = TRAIN.replace("model: pg2,", "model: deformable, d_layers: 2,")
+    extra = ("generate-list:\n  uses: generate-poseguided\n"
+             f"  params: {{targets: list, pose_list: {json.dumps(listed)}, min_target_keypoints: 0}}\n")
+    text = pipeline(synthetic, train, f"{{targets: sampled, num_poses: 3, seed: 1, min_target_keypoints: {cut}}}",
+                    cluster=False, extra=extra)
+    entries, _ = run(tmp_path, text)
+    assert [p.name for p in (entries["train-posegan"] / "models").glob("*.pt")] == ["deformable.pt"]
+    n_train = len(synthetic["train"])
+
+    fakes = chunks(entries["generate-poseguided"])
+    meta = summary(entries["generate-poseguided"])
+    assert meta["dropped"] > 0 and meta["dropped_per_kind"] == {"sampled": meta["dropped"]}
+    assert len(fakes["path"]) + meta["dropped"] == 3 * n_train  # drawn = kept + dropped, nothing lost
+    assert f"dropped {meta['dropped']} whose target pose has < {cut} keypoints" in " ".join(meta["report"])
+    assert set(fakes["target_kind"]) == {"sampled"} and (fakes["target_pose"] == -1).all()
+    assert (fakes["target_path"] != fakes["origin_path"]).all()  # never the image's own pose
+    assert {str(t) for t in fakes["target_path"]} <= set(synthetic["train"])
+    assert all(confident[str(t)] >= cut for t in fakes["target_path"])
+    assert len(set(zip(fakes["origin_path"], fakes["target_path"]))) == len(fakes["path"])  # no repeats
+    assert len(set(fakes["path"])) == len(fakes["path"])
+    assert set(fakes["gen_checksum"]) == {summary(entries["train-posegan"])["checksum"]}
+
+    listed_fakes = chunks(entries["generate-list"])
+    assert len(listed_fakes["path"]) == 2 * n_train - 2  # each listed pose, but not an image's own
+    assert set(listed_fakes["target_path"]) == set(listed)
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        assert f.meta("train").is_fake.sum() == len(fakes["path"])
+
+
+@pytest.mark.parametrize("model", ["pg2", "deformable"])
+def test_resumed_training_ends_identical_to_an_uninterrupted_one(tmp_path, model):
+    """Stopped right after a checkpoint (PG2: in stage I, so resume crosses into stage II) and
+    resumed: the same generator weights and the same loss log bytes."""
+    from reidaug.gen.common import pick_device
+    from reidaug.gen.poseguided import PoseImages, TrainSettings, make_pairs, train_model
+
+    rng = np.random.default_rng(0)
+    n = 6
+    base = np.array([[8, 4], [9, 3], [7, 3], [10, 4], [6, 4], [11, 8], [5, 8], [12, 13], [4, 13], [12, 17],
+                     [4, 17], [10, 18], [6, 18], [10, 24], [6, 24], [10, 30], [6, 30]], np.float32)
+    kp = np.concatenate([base[None] + rng.normal(0, 1.5, (n, 17, 2)), np.ones((n, 17, 1))], -1).astype(np.float32)
+    data = PoseImages(images=rng.integers(0, 255, (n, 32, 16, 3), dtype=np.uint8), keypoints=kp,
+                      confident=np.full(n, 17), paths=[f"x/{i}.jpg" for i in range(n)],
+                      pids=np.array([1, 1, 1, 2, 2, 2]), camids=np.zeros(n, np.int64), records=np.arange(n))
+    pairs = make_pairs(data, 8, 0.0, 32).pairs
+    assert len(pairs) == 12
+    hp = dict(image_height=32, image_width=16, ngf=4, ndf=4, d_layers=2)
+    settings = TrainSettings(iterations=8, iterations_g1=5 if model == "pg2" else 0, train_batch=2,
+                             checkpoint_every=2, sample_every=100, log_every=1)
+    cpu = pick_device("cpu", "test")
+    straight = train_model(model, data, pairs, hp, settings, tmp_path / "a", tmp_path / "a.pt", cpu)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(model, data, pairs, hp, settings, tmp_path / "b", tmp_path / "b.pt", cpu,
+                    should_stop=lambda s: s == 4)
+    assert not (tmp_path / "b.pt").exists()
+    resumed = train_model(model, data, pairs, hp, settings, tmp_path / "b", tmp_path / "b.pt", cpu)
+    assert resumed.resumed_from == 4 and straight.resumed_from is None
+    assert resumed.checksum == straight.checksum
+    assert (tmp_path / "a" / "losses.jsonl").read_bytes() == (tmp_path / "b" / "losses.jsonl").read_bytes()
+
+
+def test_generate_resumes_only_the_missing_chunk_with_identical_bytes(pg2_run, tmp_path):
+    """A generate-poseguided run killed after some chunks: the re-run computes only the missing
+    chunk, and its fakes come out byte for byte as the first time (the chunk's timing attrs
+    aside)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(pg2_run["ws"], ws)
+    entry = Path(str(pg2_run["entries"]["generate-poseguided"]).replace(str(pg2_run["ws"]), str(ws)))
+    def contents(folder: Path) -> dict[str, tuple[dict, dict]]:
+        """Every array (the PNG bytes of each fake included) and every attr but the timings."""
+        out = {}
+        for p in sorted(folder.glob("*.h5")):
+            arrays, attrs = read_h5_chunk(p)
+            out[p.name] = ({k: [x if isinstance(x, str) else np.asarray(x).tobytes() for x in v] if v.dtype == object
+                            else v.tolist() for k, v in arrays.items()},
+                           {k: v for k, v in attrs.items() if k != "seconds"})
+        return out
+
+    originals = contents(entry / "chunks")
+    assert len(originals) == 3
+    partial = entry.with_name(entry.name + ".partial")
+    entry.rename(partial)  # as a killed run leaves it: no meta.json, chunk 1 never written
+    (partial / "meta.json").unlink()
+    (partial / "chunks" / "00001.h5").unlink()
+    kept = (partial / "chunks" / "00000.h5").stat().st_mtime_ns
+    entries, _ = run(pg2_run["tmp"], pipeline_text(pg2_run), ws)
+    chunk_dir = entries["generate-poseguided"] / "chunks"
+    assert contents(chunk_dir) == originals
+    assert (chunk_dir / "00000.h5").stat().st_mtime_ns == kept  # not recomputed
+
+
+def pipeline_text(pg2_run) -> str:
+    return (pg2_run["tmp"] / "p.yaml").read_text()
+
+
+@pytest.mark.parametrize("old, new, words", [
+    ("model: pg2,", "model: pg3,", r"\.model: expected 'pg2' or 'deformable'; found 'pg3'"),
+    ("image_height: 32,", "image_height: 50,", r"image_height x image_width = 50 x 16 does not fit model pg2.*multiples of 4"),
+    ("model: pg2,", "model: deformable,", r"32 x 16 does not fit model deformable.*d_layers=3 needs both sides >= 3 \* 2\^3 = 24 \(d_layers: 2 fits"),
+    ("ngf: 4,", "ngf: 4, lambda_nn: 3,", r"lambda_nn is a deformable option, but model is pg2"),
+    ("iterations: 6,", "iterations: 6, iterations_g1: 6,", r"iterations_g1 \(6\) must be below iterations \(6\)"),
+])
+def test_bad_train_params_fail_as_the_yaml_loads(synthetic, tmp_path, old, new, words):
+    text = pipeline(synthetic, tail=False).replace(old, new, 1)
+    with pytest.raises(ConfigError, match=r"stages\.train-posegan\.params.*" + words):
+        build_graph(load_pipeline(_write(tmp_path, text, "p.yaml")), STAGES)
+
+
+@pytest.mark.parametrize("generate, words", [
+    ("{targets: list}", "targets: list needs pose_list"),
+    ("{num_poses: 3}", "num_poses is for targets: sampled, but targets is canonical"),
+    ("{targets: sampled, pose_list: [a.jpg]}", "pose_list is for targets: list"),
+])
+def test_bad_generate_params_fail_as_the_yaml_loads(synthetic, tmp_path, generate, words):
+    text = pipeline(synthetic, generate=generate, tail=False)
+    with pytest.raises(ConfigError, match=r"stages\.generate-poseguided\.params.*" + words):
+        build_graph(load_pipeline(_write(tmp_path, text, "p.yaml")), STAGES)
+
+
+def test_canonical_targets_without_cluster_poses_say_how_to_add_it(synthetic, pg2_run, tmp_path):
+    text = pipeline(synthetic, cluster=False, tail=False)
+    with pytest.raises(ConfigError, match=r"targets is 'canonical'.*input `canonical` is not bound.*cluster-poses"):
+        run(tmp_path, text, pg2_run["ws"])
+
+
+def test_an_unknown_pose_list_path_names_the_train_paths(synthetic, pg2_run, tmp_path):
+    wrong = synthetic["train"][3].replace("bounding_box_train/", "bounding_box_tran/")
+    text = pipeline(synthetic, generate=f"{{targets: list, pose_list: [{wrong}]}}", tail=False)
+    with pytest.raises(ConfigError, match=r"params.pose_list names 1 path\(s\) that are not train images.*Did you mean"):
+        run(tmp_path, text, pg2_run["ws"])
+
+
+def test_no_training_pairs_is_a_clear_error_with_the_counts(synthetic, pg2_run, tmp_path):
+    text = pipeline(synthetic, TRAIN.replace("log_every: 2", "log_every: 2, min_pose_change: 10"), generate="",
+                    tail=False)
+    # a DataError in the chunk; the runner reports it as the stage's failure, with the resume command
+    with pytest.raises(StageError, match=r"no training pairs.*18 train images of 3 identities.*"
+                                         r"90 pairs left out as the same pose \(min_pose_change 10"):
+        run(tmp_path, text, pg2_run["ws"])
+
+
+def test_generate_fakes_for_arbitrary_pairs_from_a_model_file(pg2_run, synthetic):
+    """The entry point metric code calls: condition images of any size, their keypoints, and
+    target keypoints in any frame."""
+    from reidaug.data.images import decode_image
+    from reidaug.gen.poseguided import generate_fakes
+
+    model = pg2_run["entries"]["train-posegan"] / "models" / "pg2.pt"
+    data = pg2_run["entries"]["demo-data"] / "dataset"
+    a, b = synthetic["train"][0], synthetic["train"][4]
+    img = decode_image(data / a).rgb  # 64 x 32: the model (32 x 16) gets it resized
+    cond_kp, tgt_kp = synthetic["keypoints"][a], synthetic["keypoints"][b]
+    out = generate_fakes(model, [img, img], np.stack([cond_kp, cond_kp]), np.stack([tgt_kp, cond_kp]), (64, 32),
+                         device="cpu")
+    assert out.shape == (2, 32, 16, 3) and out.dtype == np.uint8
+    assert not np.array_equal(out[0], out[1])  # the target pose matters
+    again = generate_fakes(model, [img], cond_kp[None], tgt_kp[None], [(64, 32)], device="cpu")
+    assert np.array_equal(again[0], out[0])
+    g1 = generate_fakes(model, [img], cond_kp[None], tgt_kp[None], (64, 32), device="cpu", stage="g1")
+    assert g1.shape == (1, 32, 16, 3)
