@@ -8,8 +8,8 @@ from __future__ import annotations
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
-                            generate_poseguided, ingest, score_fakes, selftest, train_camstyle, train_posegan,
-                            train_reid)
+                            generate_poseguided, ingest, score_fakes, score_posegan, selftest, train_camstyle,
+                            train_posegan, train_reid)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -25,6 +25,7 @@ STAGES: dict[str, StageSpec] = {
         assign_labels.SPEC,
         export_hdf5.SPEC,
         score_fakes.SPEC,
+        score_posegan.SPEC,
         train_reid.SPEC,
         selftest.SOURCE,
         selftest.MAP,
