@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # The demo's own YAML with smaller training budgets (the README runs it as written, ~minutes).
-QUICK = ["--set", "stages.train-camstyle.params.iterations=20", "--set", "stages.train-reid.params.epochs=1",
+QUICK = ["--set", "stages.train-camstyle.params.iterations=20", "--set", "stages.train-posegan.params.iterations=12",
+         "--set", "stages.train-reid.params.epochs=1",
          "--set", "stages.train-reid.params.milestones=[1]"]
 
 
@@ -21,6 +22,8 @@ def test_demo_pipeline_runs_then_skips_everything(tmp_path):
     assert "Completed" in first.stderr
     assert "HDF5 dataset:" in first.stdout and "reidaug inspect" in first.stdout
     assert "CamStyle fakes" in first.stdout and "SSIM vs ground truth" in first.stdout
+    assert "pose-guided fakes (pg2, targets canonical)" in first.stdout and "Held-out pose transfer" in first.stdout
+    assert next((tmp_path / "ws" / "cache" / "score-posegan").glob("*/*/pairs.png")).stat().st_size > 1000
     assert (next((tmp_path / "ws" / "cache" / "train-reid").glob("*/*/run")) / "metrics.json").is_file()
     h5 = next((tmp_path / "ws" / "cache" / "export-hdf5").glob("*/*/dataset.h5"))
     inspect = subprocess.run([sys.executable, "-m", "reidaug.cli", "inspect", str(h5), "--verify", "--grid",
