@@ -21,7 +21,8 @@ as the images are. One chunk per ingest chunk, so it resumes like every stage; b
 
 Each fake carries its provenance: origin image (path, ingest record), identity and camera it
 keeps, target kind, canonical pose id or the source image (path, record) of the target pose,
-the target keypoints in the fake's frame, and the generator checksum. ``assign-labels`` and
+the target keypoints in the fake's frame, and the generator checksum; its name is the origin's
+whole path (``poseguided/<origin without extension>_canon<k>.png`` or ``_pose<record>.png``). ``assign-labels`` and
 ``export-hdf5`` take it as the ``poseguided`` set (HDF5 ``source = pose``, ``gen_pose_id`` =
 the canonical pose id).
 """
@@ -219,6 +220,15 @@ def _jobs(ctx: StageContext, index: int, arrays: dict[str, Any], threshold: floa
     return jobs, dropped
 
 
+def fake_name(origin: str, kind: str, pose_id: int, record: int) -> str:
+    """``poseguided/<origin path without extension>_<canonK | poseR>.png``: the whole relative
+    path, not the file name alone, since folder datasets repeat file names across identity
+    folders (``0001/0.jpg``, ``0002/0.jpg``) and assign-labels / export-hdf5 match fakes by name."""
+    stem = origin.rsplit(".", 1)[0] if "." in origin.rsplit("/", 1)[-1] else origin  # drop the extension only
+    suffix = f"canon{pose_id}" if kind == "canonical" else f"pose{record}"
+    return f"poseguided/{stem}_{suffix}.png"
+
+
 def run_chunk(ctx: StageContext, index: int) -> None:
     import time
 
@@ -278,11 +288,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     timings = overlapped(batches, prepare, compute, finish)
     wall = time.perf_counter() - t0
     paths = [str(q) for q in arrays["path"]] if n else []
-    names = []
-    for row, (kind, pose_id, _, rec, _, _) in jobs:
-        stem = paths[row].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        suffix = f"canon{pose_id}" if kind == "canonical" else f"pose{rec}"
-        names.append(f"poseguided/{stem}_{suffix}.png")
+    names = [fake_name(paths[row], kind, pose_id, rec) for row, (kind, pose_id, _, rec, _, _) in jobs]
     target_kp = (clean_keypoints(np.stack([rescale_keypoints(t[4], t[5], out_hw)[0] for _, t in jobs]), threshold)
                  if jobs else np.zeros((0, 17, 3), np.float32))
     ctx.write_chunk(index, {
@@ -327,7 +333,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="generate-poseguided", version=1,
+    name="generate-poseguided", version=2,  # 2: fakes named by the origin's whole path (file names repeat)
     description="pose-guided fakes: each train image in canonical, sampled or listed poses, batched, with provenance",
     params=GeneratePoseGuidedParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints", "models": "train-posegan.models",

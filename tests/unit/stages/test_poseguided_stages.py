@@ -370,3 +370,43 @@ def test_score_posegan_scores_held_out_test_pairs_against_the_real_target(synthe
     table = (out / "metrics.md").read_text()
     assert "Held-out pose transfer" in table and "mask-SSIM" in table
     assert (out / "pairs.png").stat().st_size > 1000
+
+
+def test_fakes_of_folder_datasets_that_repeat_file_names_keep_their_own_labels(synthetic, tmp_path):
+    """A folder dataset names images 0.jpg, 1.jpg, ... inside every identity folder: each fake
+    still has its own name, so assign-labels' targets reach the right fakes in export-hdf5
+    (named by file name alone, the fakes of 0002/0.jpg and 0003/0.jpg were one name, and one
+    identity's targets overwrote the other's)."""
+    from reidaug.pose.openpose import write_openpose_csv
+
+    root = tmp_path / "folder"
+    by_id: dict[int, list[str]] = {}
+    for rel in synthetic["train"]:
+        by_id.setdefault(int(rel.rsplit("/", 1)[-1][:4]), []).append(rel)
+    source = tmp_path / "source"
+    from reidaug.data.synthetic import SyntheticSpec, write_dataset
+
+    write_dataset(source, SyntheticSpec(**DEMO))
+    poses = {}
+    for pid, rels in sorted(by_id.items()):
+        (root / f"{pid:04d}").mkdir(parents=True)
+        for k, rel in enumerate(sorted(rels)):
+            shutil.copyfile(source / rel, root / f"{pid:04d}" / f"{k}.jpg")
+            poses.setdefault(f"{k}.jpg", synthetic["keypoints"][rel])  # the CSV goes by file name
+    write_openpose_csv(tmp_path / "poses.csv", poses)
+    listed = f"{min(by_id):04d}/1.jpg"  # every image in this one pose: fakes <id>/<k>_pose<record>
+    text = pipeline(synthetic, generate=f"{{targets: list, pose_list: [{listed}], min_target_keypoints: 0}}",
+                    cluster=False).replace(
+        "ingest: {params: {format: market1501, chunk_size: 16}, inputs: {source: demo-data.dataset}}",
+        f"ingest: {{params: {{format: folder, root: {root}, chunk_size: 16}}}}").replace(
+        str(synthetic["csv"]), str(tmp_path / "poses.csv")).replace(
+        "schemes: {poseguided: lsro}", "schemes: {poseguided: lsr}")
+    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("demo-data:")) + "\n"
+    entries, _ = run(tmp_path, text)
+    fakes = chunks(entries["generate-poseguided"])
+    assert len(set(fakes["path"])) == len(fakes["path"]) == len(synthetic["train"]) - 1
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        m = f.meta("train")
+        rows = np.flatnonzero(m.is_fake)
+        dense = f.targets("train", rows)
+        assert (dense.argmax(1) == m.label[rows]).all()  # lsr: the peak is the fake's own identity
