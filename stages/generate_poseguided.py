@@ -14,6 +14,8 @@ ingest output in target poses:
 A target pose with fewer than ``min_target_keypoints`` confident keypoints (above the
 generator's training ``score_threshold``, unless set here) would give a broken person: such
 fakes are dropped before generation and counted per target kind in the report, never silently.
+That same threshold is what the generator draws both poses with and what the recorded target
+keypoints keep, so a fake's keypoints are the pose it was rendered in.
 Condition keypoints come from ``extract-pose``; every pose is rescaled to the generator's frame
 as the images are. One chunk per ingest chunk, so it resumes like every stage; batches of
 ``batch_size`` with decoding, the model and PNG encoding overlapped
@@ -48,7 +50,8 @@ class GeneratePoseGuidedParams(Params):
     min_target_keypoints: int = Field(8, ge=0, le=17,
         description="drop (and count) fakes whose target pose has fewer confident keypoints")
     score_threshold: float | None = Field(None, ge=0, le=1,
-        description="a keypoint above it counts (default: the generator's training value)")
+        description="a keypoint above it counts: for dropping, generating and the recorded target pose "
+                    "(default: the generator's training value)")
     height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
     width: int | None = Field(None, ge=8, le=2048)
     seed: int = Field(0, ge=0, description="for drawing sampled targets")
@@ -272,7 +275,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     def compute(item):
         batch, x, ckp, tkp = item
-        y = gen.generate_tensor(x, ckp, tkp)
+        y = gen.generate_tensor(x, ckp, tkp, threshold=threshold)  # the poses counted and recorded
         return batch, y.cpu() if y.device.type != "cpu" else y
 
     results: list[bytes] = []

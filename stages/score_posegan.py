@@ -124,9 +124,12 @@ def score(ctx: StageContext) -> dict[str, Any]:
     for s in range(0, len(a), bs):
         ia, ib = a[s:s + bs], b[s:s + bs]
         x = gen.to_tensor(data.images[ia])
-        fakes[s:s + bs] = gen.generate_tensor(x, data.keypoints[ia], data.keypoints[ib]).cpu().numpy()
+        # at the threshold the pairs and masks use, so the generator sees the poses they count
+        fakes[s:s + bs] = gen.generate_tensor(x, data.keypoints[ia], data.keypoints[ib],
+                                              threshold=threshold).cpu().numpy()
         if g1 is not None:
-            g1[s:s + bs] = gen.generate_tensor(x, data.keypoints[ia], data.keypoints[ib], stage="g1").cpu().numpy()
+            g1[s:s + bs] = gen.generate_tensor(x, data.keypoints[ia], data.keypoints[ib], stage="g1",
+                                               threshold=threshold).cpu().numpy()
     targets = data.images[b]
     masks = body_mask(data.keypoints[b], gen.size)
     if p.judge is not None:

@@ -484,13 +484,16 @@ class PoseGuidedGenerator:
         return t
 
     def generate_tensor(self, x: "torch.Tensor", cond_kp: np.ndarray, target_kp: np.ndarray,  # noqa: F821
-                        stage: str = "final") -> "torch.Tensor":  # noqa: F821
+                        stage: str = "final", threshold: float | None = None) -> "torch.Tensor":  # noqa: F821
         """``x`` float ``(B, 3, H, W)`` in [-1, 1] on the device, keypoints ``(B, 17, 3)`` in the
-        model's frame → uint8 ``(B, H, W, 3)`` on the device."""
+        model's frame → uint8 ``(B, H, W, 3)`` on the device. Keypoints at or below
+        ``threshold`` (default: the training one) are missing: a caller that picks, counts or
+        records poses at its own threshold passes it, so the generator draws those very poses."""
         import torch
 
-        cond_kp = clean_keypoints(cond_kp, self.score_threshold)
-        target_kp = clean_keypoints(target_kp, self.score_threshold)
+        threshold = self.score_threshold if threshold is None else float(threshold)
+        cond_kp = clean_keypoints(cond_kp, threshold)
+        target_kp = clean_keypoints(target_kp, threshold)
         with torch.inference_mode(), autocast(self.device, self.amp):
             if self.model_name == "pg2":
                 hm, _ = self.model.pose_maps(target_kp)
@@ -501,8 +504,8 @@ class PoseGuidedGenerator:
             return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
 
     def generate(self, images: np.ndarray, cond_kp: np.ndarray, target_kp: np.ndarray,
-                 stage: str = "final") -> np.ndarray:
-        return self.generate_tensor(self.to_tensor(images), cond_kp, target_kp, stage).cpu().numpy()
+                 stage: str = "final", threshold: float | None = None) -> np.ndarray:
+        return self.generate_tensor(self.to_tensor(images), cond_kp, target_kp, stage, threshold).cpu().numpy()
 
 
 def generate_fakes(model_file: str | Path, images: Sequence[np.ndarray], cond_keypoints: np.ndarray,

@@ -410,3 +410,40 @@ def test_fakes_of_folder_datasets_that_repeat_file_names_keep_their_own_labels(s
         rows = np.flatnonzero(m.is_fake)
         dense = f.targets("train", rows)
         assert (dense.argmax(1) == m.label[rows]).all()  # lsr: the peak is the fake's own identity
+
+
+def test_a_threshold_set_on_the_stage_is_the_one_the_generator_draws_poses_with(pg2_run, synthetic, tmp_path,
+                                                                                 monkeypatch):
+    """generate-poseguided drops and records target poses at its score_threshold, score-posegan
+    picks pairs and masks at its own: the generator must see those very poses, not re-cut them
+    at its training threshold (a recorded keypoint it never drew, or one it drew unrecorded)."""
+    from reidaug.gen.poseguided import PoseGuidedGenerator, clean_keypoints
+
+    gen = PoseGuidedGenerator(pg2_run["entries"]["train-posegan"] / "models" / "pg2.pt", pick_cpu())
+    assert gen.score_threshold == pytest.approx(0.3)
+    rng = np.random.default_rng(0)
+    kp = np.asarray(synthetic["keypoints"][synthetic["train"][0]], np.float32)[None] / 2  # 64 x 32 -> ~32 x 16
+    kp[..., 2] = np.where(kp[..., 2] > 0, rng.choice([0.4, 0.9], 17), 0)  # some keypoints between 0.3 and 0.5
+    img = rng.integers(0, 255, (1, 32, 16, 3), dtype=np.uint8)
+    at = lambda t: gen.generate(img, clean_keypoints(kp, t), clean_keypoints(kp, t))
+    assert np.array_equal(gen.generate(img, kp, kp, threshold=0.5), at(0.5))
+    assert not np.array_equal(at(0.5), at(0.3))
+
+    seen: list = []
+    original = PoseGuidedGenerator.generate_tensor
+
+    def spy(self, x, cond_kp, target_kp, stage="final", threshold=None):
+        seen.append(threshold)
+        return original(self, x, cond_kp, target_kp, stage, threshold)
+
+    monkeypatch.setattr(PoseGuidedGenerator, "generate_tensor", spy)
+    text = pipeline(synthetic, generate="{batch_size: 5, score_threshold: 0.7}", tail=False,
+                    extra="score-posegan: {params: {num_pairs: 4, grid_pairs: 0, score_threshold: 0.7, min_keypoints: 0}}\n")
+    run(tmp_path, text, pg2_run["ws"])
+    assert seen and set(seen) == {0.7}
+
+
+def pick_cpu():
+    from reidaug.gen.common import pick_device
+
+    return pick_device("cpu", "test")
