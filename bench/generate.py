@@ -1,4 +1,4 @@
-"""generate-camstyle against CycleGAN's batch-1 test loop, side by side in one run (issue: camstyle speed).
+"""generate-camstyle and generate-poseguided against their references' batch-1 test loops, side by side in one run.
 
 Every arm uses the same generator file: a randomly initialised CycleGAN (speed does not depend
 on the weights) written the way ``train-camstyle`` writes it (``generator_state`` plus its
@@ -51,11 +51,36 @@ GPU (when ``torch.cuda.is_available()``, unless ``--no-gpu``): A, B, C and the b
 on ``cuda`` (the stage's bf16 autocast + channels_last; A stays fp32 at batch 1 as ``test.py``),
 CUDA events for device time, achieved TFLOP/s against the bf16 ``torch.matmul`` ceiling.
 
+Pose-guided generators (``--generator pg2 | deformable``; issue 7): the same design for
+``generate-poseguided``. The generator file is a random-init PG2 (Ma et al., NeurIPS 2017) or
+Deformable GAN (Siarohin et al., CVPR 2018) written as ``train-posegan`` writes it
+(``build_model``, ``generator_state`` with the score threshold 0.3, ``checksum``). Keypoints come
+from ``extract-pose`` in a setup run of the same pipeline (``--poses``: ``movenet`` with the
+shared ``.tflite`` on CUHK01, ``mediapipe``, or the synthetic dataset's ground truth through the
+``openpose-csv`` backend; the JSON says which). Targets: ``targets: list`` with the
+``--target-poses`` K images of most confident keypoints, each image rendered in each of those
+poses but its own (K x N - K fakes, ``min_target_keypoints: 0`` so nothing is dropped); every arm
+makes exactly the stage's (condition, target) pairs in its order. Rates are fakes per second.
+- **A, reference loop**: as pose-gan's ``test.py`` (``PoseHMDataset`` with batch size 1 over its
+  pairs file): per pair, PIL read + bicubic resize + ``Normalize(0.5, 0.5)``, keypoints (loaded
+  once, as the reference reads its annotation CSV) into the model frame, the model's own pose
+  maps (Deformable GAN: part affines and masks too) and generator at batch 1 in fp32 under
+  ``no_grad``, ``tensor2im``, PIL PNG save.
+- **B**: ``generate-poseguided`` through the runner at each batch size (forced re-runs of one key).
+- **C, model only**: ``PoseGuidedGenerator.generate_tensor`` (the stage's model step: keypoint
+  cleaning, pose maps, generator, uint8) on tensors made beforehand, the stage's batches.
+FLOPs per fake: ``FlopCounterMode`` over that model step at batch 1 (convolutions and matmuls;
+pose maps and ``grid_sample`` are not counted). Same interleaved rounds, CPU seconds, matmul
+ceiling and GPU section (bf16 autocast + channels_last for B and C, as the stage) as CamStyle; no
+breakdown or variant rows. JSON entry ``<model>-ngf<N>-<H>x<W>``.
+
 Prints tables and writes JSON (default ``bench/results/generate.json``; one entry per generator
 configuration, so runs of other configurations are kept).
 
     .venv/bin/python bench/generate.py --images 64 --rounds 1
     .venv/bin/python bench/generate.py --images 128 --rounds 3 --height 128 --width 64 --ngf 32 --n-blocks 6
+    .venv/bin/python bench/generate.py --generator pg2 --images 64 --rounds 2
+    .venv/bin/python bench/generate.py --generator deformable --images 64 --rounds 2
 """
 from __future__ import annotations
 
@@ -386,21 +411,22 @@ def arm_model_only(translator, pixels: list[np.ndarray], cams: list[int], batch_
             "load_average": list(os.getloadavg())}
 
 
-def arm_stage(pipe: Path, ws: Path, registry: dict[str, StageSpec], batch_size: int, first: bool) -> dict[str, Any]:
-    """Arm B: generate-camstyle through the pipeline runner at ``batch_size``."""
+def arm_stage(pipe: Path, ws: Path, registry: dict[str, StageSpec], batch_size: int, first: bool,
+              stage: str = "generate-camstyle") -> dict[str, Any]:
+    """Arm B: a generation stage (generate-camstyle, generate-poseguided) through the pipeline
+    runner at ``batch_size``."""
     from reidaug.data.images import decode_stored
     from reidaug.pipeline.config import load_pipeline
     from reidaug.pipeline.graph import build_graph
     from reidaug.pipeline.runner import RunOptions, run_pipeline
 
-    graph = build_graph(load_pipeline(pipe, overrides=[f"stages.generate-camstyle.params.batch_size={batch_size}"]),
-                        registry)
-    force = frozenset() if first else frozenset({"generate-camstyle"})  # batch_size is not in the key
+    graph = build_graph(load_pipeline(pipe, overrides=[f"stages.{stage}.params.batch_size={batch_size}"]), registry)
+    force = frozenset() if first else frozenset({stage})  # batch_size is not in the key
     opts = RunOptions(scheduler="threads", workers=1, progress=False, force=force)
     t0, c0 = time.perf_counter(), cpu_time()
-    report = run_pipeline(graph, ws, ["generate-camstyle"], opts, registry=registry)
+    report = run_pipeline(graph, ws, [stage], opts, registry=registry)
     total, cpu_s = time.perf_counter() - t0, cpu_time() - c0
-    res = next(r for r in report.results if r.name == "generate-camstyle")
+    res = next(r for r in report.results if r.name == stage)
     meta = json.loads((res.entry / "meta.json").read_text())
     loop = {"wall": 0.0, "prepare": 0.0, "compute": 0.0, "finish": 0.0}
     fakes: list[np.ndarray] = []
@@ -539,6 +565,48 @@ def arm_breakdown(translator, root: Path, images: list[Crop], batch_size: int, d
                                          "serial pass; threads competing for cores are not modelled"}}
 
 
+def summarise_arms(units: list[tuple[str, int]], rounds: list[dict[tuple[str, int], dict[str, Any]]],
+                   names: dict[str, str], flops: int, ceiling: float, ceiling_cpu: float,
+                   fakes: dict[int, list[np.ndarray]], first_bs: int) -> list[dict[str, Any]]:
+    """Per arm: medians and min-max over rounds, per-round ratios to A (wall and CPU time),
+    GFLOP/s against the ceiling; for B (a stage) the overlap efficiencies against C at the same
+    batch size and its fakes against those of the first batch size."""
+    med = statistics.median
+    arms = []
+    for kind, bs in units:
+        rows = [res[(kind, bs)] for res in rounds]
+        rates = [row["images_per_s"] for row in rows]
+        vs_ref = [row["images_per_s"] / res[("A", 1)]["images_per_s"] for row, res in zip(rows, rounds)]
+        # CPU seconds per image: much less sensitive than wall time to other jobs on a shared machine
+        cpu_img = [row["cpu_seconds"] / row["images"] for row in rows]
+        vs_ref_cpu = [res[("A", 1)]["cpu_seconds"] / res[("A", 1)]["images"] / c for c, res in zip(cpu_img, rounds)]
+        arm: dict[str, Any] = {
+            "arm": kind, "name": names[kind], "batch_size": bs, "images": rows[0]["images"],
+            "images_per_s_median": med(rates), "images_per_s_min": min(rates), "images_per_s_max": max(rates),
+            "vs_reference_median": med(vs_ref), "vs_reference_min": min(vs_ref), "vs_reference_max": max(vs_ref),
+            "gflops": flops * med(rates) / 1e9, "percent_of_ceiling": 100 * flops * med(rates) / 1e9 / ceiling,
+            "cpu_seconds_per_image_median": med(cpu_img), "vs_reference_cpu_median": med(vs_ref_cpu),
+            "gflop_per_cpu_s": flops / med(cpu_img) / 1e9,
+            "percent_of_ceiling_cpu": 100 * flops / med(cpu_img) / 1e9 / ceiling_cpu,
+            "rounds": rows,
+        }
+        if kind == "B":
+            # same images, same batches: 1.0 = decode, encode and write fully hidden behind the model
+            stage_eff = [res[("C", bs)]["seconds"] / res[(kind, bs)]["stage_seconds"] for res in rounds]
+            loop_eff = [res[("C", bs)]["seconds"] / res[(kind, bs)]["loop_seconds"]["wall"] for res in rounds]
+            cpu_eff = [res[("C", bs)]["cpu_seconds"] / res[(kind, bs)]["cpu_seconds"] for res in rounds]
+            arm.update({
+                "overlap_efficiency_stage_median": med(stage_eff), "overlap_efficiency_stage_all": stage_eff,
+                "overlap_efficiency_loop_median": med(loop_eff), "overlap_efficiency_loop_all": loop_eff,
+                "cpu_seconds_vs_model_only_median": med(cpu_eff),
+                "loop_images_per_s_median": med(row["loop_images_per_s"] for row in rows),
+                "model_busy_median": med(row["model_busy"] or 0.0 for row in rows),
+                "fakes_vs_first_batch_size": compare_fakes(fakes[first_bs], fakes[bs]),
+            })
+        arms.append(arm)
+    return arms
+
+
 # --------------------------------------------------------------------------------------------
 # One device's section
 # --------------------------------------------------------------------------------------------
@@ -617,41 +685,9 @@ def run_section(device: torch.device, args: argparse.Namespace, cfg: GenConfig, 
     ceiling = statistics.median(c["gflops_median"] for c in ceilings)
     ceiling_cpu = statistics.median(c["gflop_per_cpu_s_median"] for c in ceilings)
 
-    med = statistics.median
     names = {"A": "reference loop (test.py, batch 1)", "B": "generate-camstyle stage (runner)",
              "C": "model only (translate_tensor)"}
-    arms = []
-    for kind, bs in units:
-        rows = [res[(kind, bs)] for res in rounds]
-        rates = [row["images_per_s"] for row in rows]
-        vs_ref = [row["images_per_s"] / res[("A", 1)]["images_per_s"] for row, res in zip(rows, rounds)]
-        # CPU seconds per image: much less sensitive than wall time to other jobs on a shared machine
-        cpu_img = [row["cpu_seconds"] / row["images"] for row in rows]
-        vs_ref_cpu = [res[("A", 1)]["cpu_seconds"] / res[("A", 1)]["images"] / c for c, res in zip(cpu_img, rounds)]
-        arm: dict[str, Any] = {
-            "arm": kind, "name": names[kind], "batch_size": bs, "images": rows[0]["images"],
-            "images_per_s_median": med(rates), "images_per_s_min": min(rates), "images_per_s_max": max(rates),
-            "vs_reference_median": med(vs_ref), "vs_reference_min": min(vs_ref), "vs_reference_max": max(vs_ref),
-            "gflops": flops * med(rates) / 1e9, "percent_of_ceiling": 100 * flops * med(rates) / 1e9 / ceiling,
-            "cpu_seconds_per_image_median": med(cpu_img), "vs_reference_cpu_median": med(vs_ref_cpu),
-            "gflop_per_cpu_s": flops / med(cpu_img) / 1e9,
-            "percent_of_ceiling_cpu": 100 * flops / med(cpu_img) / 1e9 / ceiling_cpu,
-            "rounds": rows,
-        }
-        if kind == "B":
-            # same images, same batches: 1.0 = decode, encode and write fully hidden behind the model
-            stage_eff = [res[("C", bs)]["seconds"] / res[(kind, bs)]["stage_seconds"] for res in rounds]
-            loop_eff = [res[("C", bs)]["seconds"] / res[(kind, bs)]["loop_seconds"]["wall"] for res in rounds]
-            cpu_eff = [res[("C", bs)]["cpu_seconds"] / res[(kind, bs)]["cpu_seconds"] for res in rounds]
-            arm.update({
-                "overlap_efficiency_stage_median": med(stage_eff), "overlap_efficiency_stage_all": stage_eff,
-                "overlap_efficiency_loop_median": med(loop_eff), "overlap_efficiency_loop_all": loop_eff,
-                "cpu_seconds_vs_model_only_median": med(cpu_eff),
-                "loop_images_per_s_median": med(row["loop_images_per_s"] for row in rows),
-                "model_busy_median": med(row["model_busy"] or 0.0 for row in rows),
-                "fakes_vs_first_batch_size": compare_fakes(fakes[batch_sizes[0]], fakes[bs]),
-            })
-        arms.append(arm)
+    arms = summarise_arms(units, rounds, names, flops, ceiling, ceiling_cpu, fakes, batch_sizes[0])
     for v in variants:
         v["gflops"] = flops * v["images_per_s"] / 1e9
         v["percent_of_ceiling"] = 100 * v["gflops"] / ceiling
@@ -677,6 +713,437 @@ def run_section(device: torch.device, args: argparse.Namespace, cfg: GenConfig, 
 
 
 # --------------------------------------------------------------------------------------------
+# Pose-guided generators (--generator pg2 | deformable): PG2, Deformable GAN
+# --------------------------------------------------------------------------------------------
+POSE_SCORE_THRESHOLD = 0.3  # train-posegan's default score_threshold, written into the file as it does
+MOVENET = ROOT.parent / "shared" / "models" / "movenet_singlepose_lightning_int8.tflite"
+
+
+@dataclass(frozen=True)
+class PoseGenConfig:
+    model: str  # pg2 | deformable
+    ngf: int
+    height: int
+    width: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}-ngf{self.ngf}-{self.height}x{self.width}"
+
+    @property
+    def d_layers(self) -> int | None:
+        """Only the discriminator (built, never saved) depends on it: PG2's default fits every
+        size it accepts; Deformable GAN's PatchGAN is made shallow enough for tiny test sizes."""
+        if self.model == "pg2":
+            return None
+        return min(3, max(1, (min(self.height, self.width) // 3).bit_length() - 1))
+
+
+def write_pose_generator(models_dir: Path, cfg: PoseGenConfig, seed: int) -> tuple[Path, str, int]:
+    """A random-init PG2 / Deformable GAN in train-posegan's file format (``build_model``,
+    ``generator_state`` with its score threshold, ``checksum``); returns (path, checksum, parameters)."""
+    from reidaug.gen.common import save_checkpoint, state_checksum
+    from reidaug.gen.poseguided import build_model, generator_state
+
+    hp = {"image_height": cfg.height, "image_width": cfg.width, "ngf": cfg.ngf, "d_layers": cfg.d_layers}
+    model = build_model(cfg.model, hp, seed)
+    state = generator_state(model, cfg.model, POSE_SCORE_THRESHOLD)
+    state["checksum"] = state_checksum(state["weights"])  # as train_model does
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / f"{cfg.model}.pt"
+    save_checkpoint(path, state)
+    return path, state["checksum"], sum(int(v.numel()) for v in state["weights"].values())
+
+
+def pose_source(choice: str, root: Path, images: list[Crop], synthetic: bool, tmp: Path) -> tuple[str, str]:
+    """extract-pose's params (YAML flow mapping) for ``--poses`` and a sentence saying what they are."""
+    q = json.dumps
+    if choice == "auto":
+        choice = "synthetic-gt" if synthetic else ("movenet" if MOVENET.is_file() else "mediapipe")
+    if choice == "synthetic-gt":
+        if not synthetic:
+            raise SystemExit("--poses synthetic-gt needs the synthetic data (--data synthetic): CUHK01 has no "
+                             "ground-truth keypoints. Fix: --poses movenet or mediapipe.")
+        from reidaug.pose.openpose import write_openpose_csv
+
+        truth = json.loads((root / "keypoints.json").read_text())["images"]
+        csv_path = tmp / "synthetic-poses.csv"
+        write_openpose_csv(csv_path, {Path(im.rel).name: np.asarray(truth[im.rel], np.float32) for im in images})
+        return (f"{{backend: openpose-csv, annotations: {q(str(csv_path))}}}",
+                "synthetic ground truth (keypoints.json) as an OpenPose-18 CSV through extract-pose's openpose-csv "
+                "backend")
+    if choice == "movenet":
+        if not MOVENET.is_file():
+            raise SystemExit(f"--poses movenet needs {MOVENET}. Fix: --poses mediapipe.")
+        return (f"{{backend: movenet, model_path: {q(str(MOVENET))}, batch_size: 32}}",
+                f"extract-pose backend movenet ({MOVENET.name}) on the crops")
+    return ("{backend: mediapipe, upscale_height: 256, batch_size: 32}",
+            "extract-pose backend mediapipe (BlazePose, crops upscaled to 256 px high, as configs/demo.yaml)")
+
+
+def pose_pipeline_yaml(folder: Path, root: Path, manifest: Path, n: int, pose_params: str, generator: Path,
+                       device: str, pose_list: list[str] | None) -> Path:
+    """ingest → extract-pose, bench-generators → generate-poseguided (``targets: list``); without
+    ``pose_list`` the generation stage is left out (the setup run that finds the poses)."""
+    q = json.dumps
+    text = (
+        "name: bench-generate-pose\n"
+        "execution: {scheduler: threads, workers: 1}\n"
+        "stages:\n"
+        "  ingest:\n"
+        "    params:\n"
+        f"      format: folder\n      root: {q(str(root))}\n"
+        f"      options: {{manifest: {q(str(manifest))}, camera_base: 1}}\n"
+        f"      chunk_size: {max(n, 1)}\n"
+        f"  extract-pose: {{params: {pose_params}, inputs: {{dataset: ingest.dataset}}}}\n"
+        "  bench-generators:\n"
+        f"    params: {{generator: {q(str(generator))}}}\n"
+    )
+    if pose_list is not None:
+        text += (
+            "  generate-poseguided:\n"
+            f"    params: {{targets: list, pose_list: {q(pose_list)}, min_target_keypoints: 0, batch_size: 1, "
+            f"device: {device}, amp: true}}\n"
+            "    inputs: {dataset: ingest.dataset, keypoints: extract-pose.keypoints,\n"
+            "             models: bench-generators.models}\n"
+        )
+    path = folder / f"pipeline-pose-{device}{'' if pose_list is not None else '-setup'}.yaml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class PoseJobs:
+    """The (condition row, target row) pairs generate-poseguided forms with ``targets: list``, in
+    its order (rows: extract-pose's, i.e. ingest's order), and the poses of every row."""
+
+    paths: list[str]  # per row, relative to the data root
+    keypoints: np.ndarray  # (N, 17, 3) in each image's own pixels
+    hw: np.ndarray  # (N, 2) image sizes
+    targets: list[int]  # rows whose poses are the targets (pose_list)
+    jobs: list[tuple[int, int]]
+
+    def batches(self, batch_size: int) -> list[list[tuple[int, int]]]:
+        return [self.jobs[s:s + batch_size] for s in range(0, len(self.jobs), batch_size)]
+
+
+def pose_jobs(entry: Path, k: int, threshold: float) -> PoseJobs:
+    """From extract-pose's output: the ``k`` rows with the most confident keypoints become the target
+    poses (ties: the first), and every row is rendered in each of them but its own (as the stage)."""
+    from reidaug.gen.poseguided import count_confident
+
+    parts = [read_h5_chunk(p)[0] for p in sorted((entry / "chunks").glob("*.h5"))]
+    parts = [a for a in parts if len(a.get("path", []))]
+    paths = [str(x) for a in parts for x in a["path"]]
+    kp = np.concatenate([a["keypoints"] for a in parts]).astype(np.float32)
+    hw = np.stack([np.concatenate([a["height"] for a in parts]), np.concatenate([a["width"] for a in parts])], 1)
+    conf = count_confident(kp, threshold)
+    targets = sorted(sorted(range(len(paths)), key=lambda i: (-int(conf[i]), i))[:k])
+    jobs = [(r, t) for r in range(len(paths)) for t in targets if r != t]
+    return PoseJobs(paths, kp, hw.astype(np.int64), targets, jobs)
+
+
+def pose_inputs(gen, root: Path, pj: PoseJobs) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """What the stage's prepare step makes: each row decoded and resized (cv2 bilinear) to the
+    model's size, and per job the condition and target keypoints in that frame."""
+    import cv2
+
+    from reidaug.data.images import decode_stored
+    from reidaug.gen.poseguided import rescale_keypoints
+
+    h, w = gen.size
+    pixels = []
+    for rel in pj.paths:
+        img = decode_stored((root / rel).read_bytes())
+        pixels.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR))
+    ckp = np.stack([rescale_keypoints(pj.keypoints[r], pj.hw[r], (h, w))[0] for r, _ in pj.jobs])
+    tkp = np.stack([rescale_keypoints(pj.keypoints[t], pj.hw[t], (h, w))[0] for _, t in pj.jobs])
+    return pixels, ckp, tkp
+
+
+def load_reference_pose_model(gen_file: Path, device: torch.device):
+    """The reference's loader: the model class from the saved config, the generator weights
+    loaded, fp32, default memory format, eval mode; returns (model, model name, threshold)."""
+    from reidaug.gen.common import load_checkpoint
+
+    state = load_checkpoint(gen_file, "bench")
+    cfg = dict(state["config"])
+    if state["model"] == "pg2":
+        from reidaug.models.pg2 import PG2, PG2Config
+
+        model = PG2(PG2Config(**cfg))
+    else:
+        from reidaug.models.deformable import DeformableGAN, DeformableGANConfig
+
+        cfg["nn_features"] = "pixels"
+        model = DeformableGAN(DeformableGANConfig(**cfg))
+    del model.nets["D"]
+    model.nets.load_state_dict(state["weights"], strict=False)
+    model.to(device)
+    model.eval()
+    return model, state["model"], float(state.get("score_threshold", 0.0))
+
+
+def arm_pose_reference(root: Path, pj: PoseJobs, gen_file: Path, cfg: PoseGenConfig, device: torch.device,
+                       out_dir: Path) -> dict[str, Any]:
+    """Arm A: pose-gan's ``test.py`` loop (``PoseHMDataset`` with batch size 1 over the pairs file):
+    per (condition, target) pair, read the condition image, build its pose inputs, run the
+    generator, write the fake as a PNG. Images through PIL + torchvision (bicubic resize, as
+    CycleGAN's loader; CUHK01's 160 x 60 crops need one), keypoints from the annotations loaded
+    once, as the reference reads its CSV before the loop."""
+    from PIL import Image as PILImage
+    from torchvision import transforms as T
+
+    from reidaug.gen.poseguided import clean_keypoints, rescale_keypoints
+
+    model, name, thr = load_reference_pose_model(gen_file, device)
+    h, w = cfg.height, cfg.width
+    transform = T.Compose([T.Resize((h, w), interpolation=T.InterpolationMode.BICUBIC),
+                           T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def forward(x: torch.Tensor, ckp: np.ndarray, tkp: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            if name == "pg2":
+                hm, _ = model.pose_maps(tkp)  # (1, 17, H, W) on the device
+                return model.generate(x, hm)[1]  # G2's output
+            return model.generate(x, ckp, tkp)
+
+    def frame(row: int) -> np.ndarray:  # (1, 17, 3): a row's keypoints in the model frame, cleaned
+        return clean_keypoints(rescale_keypoints(pj.keypoints[row], pj.hw[row], (h, w)), thr)
+
+    forward(torch.zeros(1, 3, h, w, device=device), frame(pj.jobs[0][0]), frame(pj.jobs[0][1]))  # warm-up
+    sync(device)
+    steps: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), cpu_time()
+    for r, t in pj.jobs:
+        t1 = time.perf_counter()
+        img = PILImage.open(root / pj.paths[r]).convert("RGB")
+        x = transform(img).unsqueeze(0).to(device)  # (1, 3, H, W) in [-1, 1]
+        ckp = clean_keypoints(rescale_keypoints(pj.keypoints[r], (img.height, img.width), (h, w)), thr)
+        tkp = clean_keypoints(rescale_keypoints(pj.keypoints[t], pj.hw[t], (h, w)), thr)
+        t2 = time.perf_counter()
+        y = forward(x, ckp, tkp)
+        sync(device)
+        t3 = time.perf_counter()
+        PILImage.fromarray(tensor2im(y)).save(out_dir / f"{Path(pj.paths[r]).stem}_to_{t}.png")
+        t4 = time.perf_counter()
+        for k, v in (("load_transform", t2 - t1), ("pose_maps_model", t3 - t2), ("tensor2im_save", t4 - t3)):
+            steps[k] = steps.get(k, 0.0) + v
+    seconds, cpu_s = time.perf_counter() - t0, cpu_time() - c0
+    n = len(pj.jobs)
+    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "cpu_seconds": cpu_s, "steps_s": steps,
+            "load_average": list(os.getloadavg())}
+
+
+def arm_pose_model_only(gen, pj: PoseJobs, pixels: list[np.ndarray], ckp: np.ndarray, tkp: np.ndarray,
+                        batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Arm C: the stage's model step (``PoseGuidedGenerator.generate_tensor``: keypoint cleaning,
+    pose maps (Deformable GAN: part affines too), the generator, uint8) on tensors made beforehand,
+    the stage's batches; no decode, encode or write."""
+    batches, start = [], 0
+    for chunk in pj.batches(batch_size):
+        sl = slice(start, start + len(chunk))
+        batches.append((gen.to_tensor(np.stack([pixels[r] for r, _ in chunk])), ckp[sl], tkp[sl]))
+        start += len(chunk)
+    x, c, t = batches[0]
+    gen.generate_tensor(x if device.type == "cuda" else x[:1], c if device.type == "cuda" else c[:1],
+                        t if device.type == "cuda" else t[:1])  # warm-up
+    sync(device)
+    timing: dict[str, float] = {}
+    outs = []  # kept on the device until the clock stops
+    c0 = cpu_time()
+    with device_timer(device, timing, "model"):
+        for x, c, t in batches:
+            outs.append(gen.generate_tensor(x, c, t))
+    cpu_s = cpu_time() - c0
+    n = len(pj.jobs)
+    return {"batch_size": batch_size, "images": n, "batches": len(batches), "seconds": timing["model"],
+            "images_per_s": n / timing["model"], "cpu_seconds": cpu_s, "load_average": list(os.getloadavg()),
+            "_fakes": [img for y in outs for img in y.cpu().numpy()]}
+
+
+def pose_flops_per_image(gen_file: Path, cfg: PoseGenConfig) -> dict[str, Any]:
+    """Forward FLOPs of one fake at batch 1 (the stage's model step on the CPU, fp32)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from reidaug.gen.poseguided import PoseGuidedGenerator
+
+    gen = PoseGuidedGenerator(gen_file, torch.device("cpu"), amp=False, where="bench")
+    x = torch.zeros(1, 3, cfg.height, cfg.width)
+    kp = np.zeros((1, 17, 3), np.float32)  # the convolutions' FLOPs do not depend on the pose
+    with FlopCounterMode(display=False) as fc:
+        gen.generate_tensor(x, kp, kp)
+    by_op = {str(k): int(v) for k, v in fc.get_flop_counts().get("Global", {}).items()}
+    what = "G1 + G2" if cfg.model == "pg2" else "G (both encoder streams, decoder)"
+    return {"flops": int(fc.get_total_flops()), "by_op": by_op,
+            "note": f"FlopCounterMode over {what}: convolutions, transposed convolutions and matmuls (PG2's FC "
+                    "bottleneck; affine_grid), 2 FLOPs per multiply-add; pose maps, grid_sample (Deformable GAN's "
+                    "warps), norms and activations not counted"}
+
+
+def run_pose_section(device: torch.device, args: argparse.Namespace, cfg: PoseGenConfig, root: Path,
+                     images: list[Crop], synthetic: bool, gen_file: Path, flops: int, tmp: Path) -> dict[str, Any]:
+    from reidaug.gen.poseguided import PoseGuidedGenerator
+    from reidaug.pipeline.config import load_pipeline
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.pipeline.runner import RunOptions, run_pipeline
+    from reidaug.stages import STAGES
+
+    cuda = device.type == "cuda"
+    batch_sizes = args.gpu_batch_sizes if cuda else args.batch_sizes
+    ceiling_dtype = torch.bfloat16 if cuda else torch.float32
+    mm_n = args.gpu_matmul_n if cuda else args.matmul_n
+    print(f"\n== {device.type.upper()}: {len(images)} images, {cfg.label}, batch sizes {batch_sizes}", flush=True)
+    ceiling_before = matmul_ceiling(device, ceiling_dtype, mm_n, args.matmul_reps)
+    print(f"matmul ceiling ({ceiling_before['dtype']}, n={mm_n}): {ceiling_before['gflops_median']:.0f} GFLOP/s",
+          flush=True)
+
+    work = tmp / f"pose-{device.type}"
+    work.mkdir()
+    manifest = write_manifest(work / f"manifest-{len(images)}.csv", images)
+    pose_params, pose_note = pose_source(args.poses, root, images, synthetic, work)
+    registry = {**STAGES, PUBLISH.name: PUBLISH}
+    ws = work / "ws"
+    setup = pose_pipeline_yaml(work, root, manifest, len(images), pose_params, gen_file,
+                               "cuda" if cuda else "cpu", None)
+    t0 = time.perf_counter()
+    report = run_pipeline(build_graph(load_pipeline(setup), registry), ws,
+                          ["ingest", "extract-pose", "bench-generators"],
+                          RunOptions(scheduler="threads", workers=1, progress=False), registry=registry)
+    pose_seconds = time.perf_counter() - t0
+    entry = next(r.entry for r in report.results if r.name == "extract-pose")
+    pj = pose_jobs(entry, args.target_poses, POSE_SCORE_THRESHOLD)
+    if not pj.jobs:
+        raise SystemExit(f"no (condition, target) pairs from {len(pj.paths)} images. Fix: --images >= 2.")
+    conf = [int(x) for x in (pj.keypoints[..., 2] > POSE_SCORE_THRESHOLD).sum(-1)]
+    print(f"poses: {pose_note}; {sum(c >= 8 for c in conf)}/{len(conf)} images with >= 8 keypoints above "
+          f"{POSE_SCORE_THRESHOLD}; targets {[pj.paths[t] for t in pj.targets]}; {len(pj.jobs)} fakes per arm",
+          flush=True)
+    pipe = pose_pipeline_yaml(work, root, manifest, len(images), pose_params, gen_file, "cuda" if cuda else "cpu",
+                              [pj.paths[t] for t in pj.targets])
+
+    gen = PoseGuidedGenerator(gen_file, device, amp=True, where="bench")  # as the stage loads it
+    pixels, ckp, tkp = pose_inputs(gen, root, pj)
+
+    units = [("A", 1)] + [("C", bs) for bs in batch_sizes] + [("B", bs) for bs in batch_sizes]
+    rng = np.random.default_rng(args.seed)
+    rounds: list[dict[tuple[str, int], dict[str, Any]]] = []
+    ceilings = [ceiling_before]
+    fakes: dict[int, list[np.ndarray]] = {}
+    model_fakes: dict[int, list[np.ndarray]] = {}
+    stage_ran = False
+    for r in range(args.rounds):
+        res: dict[tuple[str, int], dict[str, Any]] = {}
+        for j in rng.permutation(len(units)):  # a fresh order each round: drift on a shared machine hits all arms
+            kind, bs = units[j]
+            if kind == "A":
+                row = arm_pose_reference(root, pj, gen_file, cfg, device, work / "reference_out")
+            elif kind == "C":
+                row = arm_pose_model_only(gen, pj, pixels, ckp, tkp, bs, device)
+                out = row.pop("_fakes")
+                if r == 0:
+                    model_fakes[bs] = out
+            else:
+                row = arm_stage(pipe, ws, registry, bs, first=not stage_ran, stage="generate-poseguided")
+                stage_ran = True
+                out = row.pop("_fakes")
+                if r == 0:
+                    fakes[bs] = out
+            res[(kind, bs)] = row
+        ceilings.append(matmul_ceiling(device, ceiling_dtype, mm_n, args.matmul_reps))
+        rounds.append(res)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k}{bs} {res[(k, bs)]['images_per_s']:.2f}" for k, bs in units) + " img/s", flush=True)
+    ceiling = statistics.median(c["gflops_median"] for c in ceilings)
+    ceiling_cpu = statistics.median(c["gflop_per_cpu_s_median"] for c in ceilings)
+    names = {"A": "reference loop (pose-gan test.py)", "B": "generate-poseguided stage (runner)",
+             "C": "model only (generate_tensor)"}
+    arms = summarise_arms(units, rounds, names, flops, ceiling, ceiling_cpu, fakes, batch_sizes[0])
+    keys = {row["key"] for res in rounds for (k, _), row in res.items() if k == "B"}
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
+        "images": len(images), "fakes": len(pj.jobs), "batch_sizes": batch_sizes,
+        "poses": {"source": pose_note, "extract_pose_seconds": pose_seconds,
+                  "images_with_8_confident": sum(c >= 8 for c in conf), "score_threshold": POSE_SCORE_THRESHOLD,
+                  "target_images": [pj.paths[t] for t in pj.targets],
+                  "targets": f"generate-poseguided targets: list with the {len(pj.targets)} images of most confident "
+                             "keypoints; every image rendered in each of those poses but its own "
+                             "(min_target_keypoints 0: nothing dropped)"},
+        "ceiling": {"measurements": ceilings, "gflops_used": ceiling, "gflop_per_cpu_s_used": ceiling_cpu,
+                    "what": f"torch.matmul {mm_n}x{mm_n} {ceiling_before['dtype']}, {torch.get_num_threads()} "
+                            f"threads; median of {args.matmul_reps} calls, measured before, after each round "
+                            "and at the end; the median of those is used"},
+        "rounds": args.rounds, "order": "a fresh random order of all arms in each round",
+        "arms": arms, "stage_key_same_for_all_batch_sizes": len(keys) == 1,
+        # the same pairs in the same order: B's PNG fakes against C's model outputs, per batch size
+        "stage_fakes_vs_model_only": {str(bs): compare_fakes(model_fakes[bs], fakes[bs]) for bs in batch_sizes},
+        "breakdown": None, "variants": [],
+        "settings": {"stage": "generate-poseguided via run_pipeline (dask threads, 1 worker) on ingest (format "
+                              "folder, CSV manifest) and extract-pose, models from the bench-only stage "
+                              "bench-generators",
+                     "reference": "A: per pair at batch 1, fp32, PIL read + bicubic resize, the model's own pose "
+                                  "maps (and part affines) at batch 1, PNG written by PIL; fakes per second",
+                     "amp": "B and C: bf16 autocast + channels_last on CUDA (the stage's default); no-op on the "
+                            "CPU. A stays fp32 at batch 1",
+                     "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32 if cuda else None},
+    }
+
+
+def main_poseguided(args: argparse.Namespace) -> int:
+    """``--generator pg2 | deformable``: the pose-guided section(s) and their JSON entry."""
+    cfg = PoseGenConfig(args.generator, args.ngf, args.height, args.width)
+    load_before = list(os.getloadavg())
+    started = dt.datetime.now(dt.timezone.utc)
+    tmp = Path(tempfile.mkdtemp(prefix="reidaug-bench-generate-"))
+    sections: dict[str, Any] = {}
+    try:
+        n_wanted = max(args.images, args.gpu_images if torch.cuda.is_available() and not args.no_gpu else 0)
+        root, all_images, data_note = select_images(args.data, n_wanted, tmp)
+        synthetic = root == tmp / "synthetic"
+        if len(all_images) < args.images:
+            print(f"note: only {len(all_images)} images available (asked for {args.images})")
+        print(f"data: {data_note}")
+        gen_file, checksum, n_params = write_pose_generator(tmp / "models", cfg, args.seed)
+        fl = pose_flops_per_image(gen_file, cfg)
+        fl["params"] = n_params
+        print(f"generator {cfg.label}: {n_params / 1e6:.2f} M parameters, {fl['flops'] / 1e9:.2f} GFLOP/image "
+              "(random init, written as train-posegan writes it)")
+        sections["cpu"] = run_pose_section(torch.device("cpu"), args, cfg, root, all_images[:args.images], synthetic,
+                                           gen_file, fl["flops"], tmp)
+        if args.no_gpu:
+            gpu_note = "skipped: --no-gpu"
+        elif not torch.cuda.is_available():
+            gpu_note = f"skipped: torch.cuda.is_available() is False (torch {torch.__version__})"
+        else:
+            gpu_note = "ran"
+            sections["gpu"] = run_pose_section(torch.device("cuda"), args, cfg, root, all_images[:args.gpu_images],
+                                               synthetic, gen_file, fl["flops"], tmp)
+        print(f"GPU section: {gpu_note}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    for sec in sections.values():
+        print_section(sec, fl["flops"])
+    entry = {
+        "date": started.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_info(load_before),
+        "generator": {"model": cfg.model, "config": cfg.__dict__,
+                      "weights": f"random init (train-posegan's build_model, seed {args.seed}); speed does not "
+                                 "depend on the weights",
+                      "score_threshold": POSE_SCORE_THRESHOLD, "checksum": checksum, "flops_per_image": fl},
+        "data": data_note,
+        "poses": next(iter(sections.values()))["poses"]["source"],
+        "gpu": gpu_note,
+        "sections": sections,
+    }
+    write_entry(Path(args.out), cfg.label, entry)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
 def cpu_model() -> str:
@@ -690,7 +1157,8 @@ def cpu_model() -> str:
 def print_section(sec: dict[str, Any], flops: int) -> None:
     unit, scale = ("TFLOP/s", 1e3) if sec["device"].startswith("cuda") else ("GFLOP/s", 1.0)
     c = sec["ceiling"]
-    print(f"\n{sec['device']} ({sec['device_name']}): {sec['images']} images, {flops / 1e9:.2f} GFLOP/image; "
+    fakes = f" ({sec['fakes']} fakes)" if "fakes" in sec else ""
+    print(f"\n{sec['device']} ({sec['device_name']}): {sec['images']} images{fakes}, {flops / 1e9:.2f} GFLOP/image; "
           f"ceiling {c['gflops_used'] / scale:.1f} {unit}, {c['gflop_per_cpu_s_used']:.1f} GFLOP per CPU-second "
           f"({c['what']}); {sec['rounds']} round(s): medians (min-max)")
     hdr = (f"{'arm':36s} {'batch':>5s} {'img/s':>19s} {'vs A':>6s} {unit:>7s} {'%ceil':>5s} | "
@@ -713,14 +1181,42 @@ def print_section(sec: dict[str, Any], flops: int) -> None:
               f"{v['vs_fp32_cpu']:5.2f}x {v['percent_of_ceiling_cpu']:4.0f}% | vs fp32 (CPU-s); uint8 diff "
               f"max {d['max']} mean {d['mean']:.3f}")
     bd = sec["breakdown"]
-    print(f"where the time goes (serial, batch {bd['batch_size']}, {bd['images']} images), ms/image: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in bd["ms_per_image"].items()))
-    ob = bd["overlapped_bound"]
-    print(f"  overlapped, the stage could reach at most {ob['images_per_s']:.1f} img/s "
-          f"(limited by {ob['limiting_thread']})")
+    if bd:
+        print(f"where the time goes (serial, batch {bd['batch_size']}, {bd['images']} images), ms/image: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in bd["ms_per_image"].items()))
+        ob = bd["overlapped_bound"]
+        print(f"  overlapped, the stage could reach at most {ob['images_per_s']:.1f} img/s "
+              f"(limited by {ob['limiting_thread']})")
     print("B fakes vs the first batch size: " + "; ".join(
         f"bs {a['batch_size']}: {a['fakes_vs_first_batch_size'].get('identical_images')}/"
         f"{a['fakes_vs_first_batch_size'].get('images')} identical" for a in sec["arms"] if a["arm"] == "B"))
+    if "stage_fakes_vs_model_only" in sec:
+        print("B fakes vs C's outputs (same pairs): " + "; ".join(
+            f"bs {bs}: {c.get('identical_images')}/{c.get('images')} identical, max diff {c.get('max_abs_diff')}"
+            for bs, c in sec["stage_fakes_vs_model_only"].items()))
+
+
+def machine_info(load_before: list[float]) -> dict[str, Any]:
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "platform": platform.platform(), "cuda": torch.cuda.is_available(),
+            "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
+            "note": "shared machine: other jobs (a CycleGAN training run, test suites) ran at the same "
+                    "time; arms are interleaved by batch size and ratios are taken within one run"}
+
+
+def write_entry(out: Path, label: str, entry: dict[str, Any]) -> None:
+    """Adds (or replaces) run ``label`` in the results file; every other run is kept."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"benchmark": "generate", "runs": {}}
+    with contextlib.suppress(OSError, ValueError):
+        old = json.loads(out.read_text())
+        if isinstance(old.get("runs"), dict):
+            doc["runs"] = old["runs"]
+    doc["runs"][label] = entry
+    with atomic_path(out) as tmp_out:
+        tmp_out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {out} (entry {label})")
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -732,12 +1228,19 @@ def parse_sizes(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--generator", choices=("camstyle", "pg2", "deformable"), default="camstyle",
+                    help="camstyle: generate-camstyle (CycleGAN); pg2 / deformable: generate-poseguided")
     ap.add_argument("--images", type=int, default=64, help="how many crops (CUHK01: the first N of the manifest)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="CUHK01 folder, or 'synthetic'")
-    ap.add_argument("--ngf", type=int, default=64)
-    ap.add_argument("--n-blocks", type=int, default=9)
-    ap.add_argument("--height", type=int, default=256)
-    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--ngf", type=int, default=None, help="default camstyle 64, pg2 128, deformable 64 (the papers')")
+    ap.add_argument("--n-blocks", type=int, default=9, help="camstyle only: ResNet blocks")
+    ap.add_argument("--height", type=int, default=None, help="default camstyle 256, pg2 / deformable 128")
+    ap.add_argument("--width", type=int, default=None, help="default camstyle 128, pg2 / deformable 64")
+    ap.add_argument("--poses", choices=("auto", "movenet", "mediapipe", "synthetic-gt"), default="auto",
+                    help="pg2 / deformable: keypoints through extract-pose (auto: synthetic ground truth on the "
+                         "synthetic data, else movenet when its .tflite is there, else mediapipe)")
+    ap.add_argument("--target-poses", type=int, default=2,
+                    help="pg2 / deformable: target poses (generate-poseguided targets: list); fakes = images x K - K")
     ap.add_argument("--seed", type=int, default=0, help="generator weights")
     ap.add_argument("--rounds", type=int, default=2, help="every arm once per round, in a fresh random order")
     ap.add_argument("--batch-sizes", type=parse_sizes, default=None, help="CPU (default 1,8,16,32)")
@@ -764,9 +1267,26 @@ def main(argv: list[str] | None = None) -> int:
         args.gpu_batch_sizes = args.gpu_batch_sizes or [1, 2]
     args.batch_sizes = args.batch_sizes or [1, 8, 16, 32]
     args.gpu_batch_sizes = args.gpu_batch_sizes or [1, 8, 16, 32, 64, 128]
-    if args.height % 4 or args.width % 4:
+    camstyle = args.generator == "camstyle"
+    if args.ngf is None:
+        args.ngf = {"camstyle": 64, "pg2": 128, "deformable": 64}[args.generator]
+    if args.height is None:
+        args.height = 256 if camstyle else 128
+    if args.width is None:
+        args.width = 128 if camstyle else 64
+    if camstyle and (args.height % 4 or args.width % 4):
         ap.error(f"--height and --width must be multiples of 4, found {args.height} x {args.width}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not camstyle:
+        from reidaug.gen.poseguided import size_problem
+
+        problem = size_problem(args.generator, args.height, args.width,
+                               PoseGenConfig(args.generator, args.ngf, args.height, args.width).d_layers)
+        if problem:
+            ap.error(f"--height x --width = {args.height} x {args.width} does not fit {args.generator}: {problem}")
+        if args.target_poses < 1:
+            ap.error(f"--target-poses must be >= 1, found {args.target_poses}")
+        return main_poseguided(args)
 
     cfg = GenConfig(args.ngf, args.n_blocks, args.height, args.width)
     load_before = list(os.getloadavg())
@@ -802,12 +1322,7 @@ def main(argv: list[str] | None = None) -> int:
     entry = {
         "date": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "platform": platform.platform(), "cuda": torch.cuda.is_available(),
-                    "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
-                    "note": "shared machine: other jobs (a CycleGAN training run, test suites) ran at the same "
-                            "time; arms are interleaved by batch size and ratios are taken within one run"},
+        "machine": machine_info(load_before),
         "generator": {"config": cfg.__dict__, "weights": "random init (CycleGAN init_weights, seed "
                                                          f"{args.seed}); speed does not depend on the weights",
                       "checksum": checksum, "flops_per_image": fl},
@@ -815,17 +1330,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": gpu_note,
         "sections": sections,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"benchmark": "generate", "runs": {}}
-    with contextlib.suppress(OSError, ValueError):
-        old = json.loads(out.read_text())
-        if isinstance(old.get("runs"), dict):
-            doc["runs"] = old["runs"]
-    doc["runs"][cfg.label] = entry
-    with atomic_path(out) as tmp_out:
-        tmp_out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {out} (entry {cfg.label})")
+    write_entry(Path(args.out), cfg.label, entry)
     return 0
 
 
