@@ -15,13 +15,15 @@ B's pose, and its output is compared with the real image B:
 On the synthetic demo data the real image B *is* the renderer's exact picture of that person in
 that pose, so SSIM there is against exact ground truth (up to the background window and sensor
 noise each image draws). Pairs follow the training rule (:func:`reidaug.gen.poseguided.make_pairs`:
-both poses with at least ``min_keypoints`` confident keypoints, poses that differ); identity 0
-(Market-1501's distractors) is left out. Writes ``metrics.json``, ``metrics.md``, ``pairs.json``
+both poses with at least ``min_keypoints`` confident keypoints, poses that differ). On
+Market-1501 (ingest ``format: market1501``) identity 0, its distractors, is left out and counted
+(``distractors_left_out``); elsewhere (MSMT17, folder datasets numbered from 0) identity 0 is a
+person like any other. Writes ``metrics.json``, ``metrics.md``, ``pairs.json``
 and ``pairs.png``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -36,7 +38,8 @@ PICTURE = "pairs.png"
 
 class ScorePoseGANParams(Params):
     judge: FileParam | None = Field(None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx); none: SSIM only")
-    splits: list[str] = Field(["query", "gallery"], min_length=1, description="held-out splits whose identities give the pairs")
+    splits: list[Literal["query", "gallery"]] = Field(["query", "gallery"], min_length=1,
+        description="held-out splits whose identities give the pairs (never train: the generator's own identities)")
     num_pairs: int | None = Field(1000, ge=1, description="seeded draw of this many pairs (none: all)")
     min_keypoints: int = Field(8, ge=0, le=17, description="confident keypoints both poses need")
     min_pose_change: float = Field(0.02, ge=0, description="mean keypoint displacement / image height below which two poses are the same")
@@ -89,7 +92,11 @@ def held_out_pairs(ctx: StageContext, size_hw: tuple[int, int], threshold: float
         confident=np.concatenate([d.confident for d in parts]), paths=[x for d in parts for x in d.paths],
         pids=np.concatenate([d.pids for d in parts]), camids=np.concatenate([d.camids for d in parts]),
         records=np.concatenate([d.records for d in parts]))
-    keep = np.flatnonzero(data.pids > 0)  # Market-1501's distractors (0) are not one person
+    # Market-1501's identity 0 is its distractors, not one person; MSMT17 and folder datasets
+    # number real identities from 0
+    fmt = (ctx.input("dataset").meta.get("params") or {}).get("format")
+    keep = np.flatnonzero(data.pids != 0) if fmt == "market1501" else np.arange(len(data))
+    distractors = len(data) - len(keep)
     data = PoseImages(images=data.images[keep], keypoints=data.keypoints[keep], confident=data.confident[keep],
                       paths=[data.paths[i] for i in keep], pids=data.pids[keep], camids=data.camids[keep],
                       records=data.records[keep])
@@ -97,6 +104,7 @@ def held_out_pairs(ctx: StageContext, size_hw: tuple[int, int], threshold: float
         raise DataError(f"{_where(ctx)}: the splits {p.splits} of {ctx.input('dataset').path} hold no image of a "
                         "test identity. Fix: params.splits must name held-out splits (query, gallery).")
     plan_ = make_pairs(data, p.min_keypoints, p.min_pose_change, size_hw[0], max_pairs=p.num_pairs, seed=p.seed)
+    plan_.counts["distractors_left_out"] = distractors
     if len(plan_.pairs) == 0:
         raise DataError(f"{_where(ctx)}: no held-out pair found ({plan_.counts}); pairs need two images of one "
                         f"identity whose poses both have >= {p.min_keypoints} keypoints above {threshold} and differ. "
@@ -209,7 +217,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="score-posegan", version=1,
+    name="score-posegan", version=2,  # 2: identity 0 kept outside Market-1501; poses at the stage's threshold
     description="SSIM / mask-SSIM / identity (external judge) / FReID of a pose-guided generator on held-out test pairs",
     params=ScorePoseGANParams, plan=plan, run_chunk=run_chunk, finalize=finalize,
     inputs={"models": "train-posegan.models", "dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints"},

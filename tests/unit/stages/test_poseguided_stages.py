@@ -447,3 +447,35 @@ def pick_cpu():
     from reidaug.gen.common import pick_device
 
     return pick_device("cpu", "test")
+
+
+@pytest.mark.parametrize("fmt, pairs, left_out", [("msmt17", {0, 5}, 0), ("market1501", {5}, 3)])
+def test_held_out_identity_0_is_a_person_except_market_distractors(synthetic, fmt, pairs, left_out):
+    """MSMT17 and folder datasets number people from 0: score-posegan scores their identity 0;
+    only Market-1501's 0 (its distractors) is left out, and counted."""
+    from types import SimpleNamespace
+
+    from reidaug.data.images import encode_png
+    from reidaug.stages.score_posegan import ScorePoseGANParams, held_out_pairs
+
+    rels = synthetic["train"][:6]
+    rng = np.random.default_rng(0)
+    arrays = {"path": rels, "split": ["query", "gallery", "gallery"] * 2, "pid": np.array([0, 0, 0, 5, 5, 5]),
+              "camid": np.array([0, 1, 1, 0, 1, 1]), "record_index": np.arange(6),
+              "image": [encode_png(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)) for _ in rels]}
+    poses = {"path": rels, "keypoints": np.stack([synthetic["keypoints"][r] for r in rels])}
+    handles = {"dataset": SimpleNamespace(iter_chunks=lambda: iter([(arrays, {})]), meta={"params": {"format": fmt}},
+                                          path=Path("ingest")),
+               "keypoints": SimpleNamespace(iter_chunks=lambda: iter([(poses, {})]))}
+    ctx = SimpleNamespace(params=ScorePoseGANParams(min_keypoints=0, min_pose_change=0), stage="score",
+                          input=lambda slot: handles[slot])
+    data, plan_ = held_out_pairs(ctx, (32, 16), 0.3)
+    assert {int(data.pids[a]) for a, _ in plan_.pairs} == pairs
+    assert plan_.counts["distractors_left_out"] == left_out
+
+
+def test_score_posegan_splits_are_held_out_ones(synthetic, tmp_path):
+    text = pipeline(synthetic, generate="", tail=False, cluster=False,
+                    extra="score-posegan: {params: {splits: [query, train]}}\n")
+    with pytest.raises(ConfigError, match=r"stages\.score-posegan\.params\.splits.*'query' or 'gallery'.*'train'"):
+        build_graph(load_pipeline(_write(tmp_path, text, "p.yaml")), STAGES)
