@@ -143,8 +143,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     paths = [str(p_) for p_ in arrays["path"]] if n else []
     names = []
     for row, t in order:
-        stem = paths[row].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        names.append(f"camstyle/{stem}_fake_c{int(cams[row])}to{t}.png")
+        names.append(fake_name(paths[row], int(cams[row]), t))
     ctx.write_chunk(index, {
         "image": [results[j] for j in order],
         "path": names,
@@ -155,6 +154,15 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "target_camid": np.asarray([t for _, t in order], np.int16),
         "gen_checksum": [translator.checksum(int(cams[r]), t) for r, t in order],
     }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device)})
+
+
+def fake_name(origin: str, source_cam: int, target_cam: int) -> str:
+    """``camstyle/<origin path without extension>_fake_c<s>to<t>.png``: the whole relative path,
+    not the file name alone, since folder datasets repeat file names across identity folders
+    (``0001/0.jpg``, ``0002/0.jpg``) and assign-labels / export-hdf5 match fakes by name."""
+    last = origin.rsplit("/", 1)[-1]
+    stem = origin.rsplit(".", 1)[0] if "." in last else origin  # drop the extension only
+    return f"camstyle/{stem}_fake_c{source_cam}to{target_cam}.png"
 
 
 _CACHE: dict[tuple[str, str], Any] = {}
@@ -190,7 +198,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="generate-camstyle", version=1,
+    name="generate-camstyle", version=2,
     description="CamStyle fakes: each train image in the style of the other cameras, batched, with provenance",
     params=GenerateCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "models": "train-camstyle.models"},

@@ -262,3 +262,33 @@ def test_score_fakes_with_the_real_judge_and_synthetic_ground_truth(tmp_path, sh
     only = json.loads((entries["score-ssim-only"] / "metrics.json").read_text())
     assert only["identity"] is None and only["ssim"]["fakes"] == pytest.approx(ssim["fakes"]["mean"], abs=1e-6)
     assert "identity and FReID skipped" in (entries["score-ssim-only"] / "metrics.md").read_text()
+
+
+def test_fakes_of_folder_datasets_that_repeat_file_names_keep_their_own_labels(tmp_path):
+    """A folder dataset names images 0.jpg, 1.jpg, ... inside every identity folder: each fake
+    still has its own name, so assign-labels' targets reach the right fakes in export-hdf5
+    (named by the file name alone, the fakes of 0001/0.jpg and 0002/0.jpg were one name and one
+    identity's targets reached the other's fakes)."""
+    from reidaug.data.synthetic import SyntheticSpec, write_dataset
+
+    source = tmp_path / "source"
+    write_dataset(source, SyntheticSpec(num_ids=6, num_cams=2, images_per_id_per_cam=2, height=64, width=32))
+    root, rows, seen = tmp_path / "folder", ["path,pid,camid,split"], {}
+    for img in sorted((source / "bounding_box_train").glob("*.jpg")):
+        pid, cam = int(img.name[:4]), int(img.name[6])  # 1-based, as manifests are by default
+        k = seen[pid] = seen.get(pid, -1) + 1
+        (root / f"{pid:04d}").mkdir(parents=True, exist_ok=True)
+        (root / f"{pid:04d}" / f"{k}.jpg").write_bytes(img.read_bytes())
+        rows.append(f"{pid:04d}/{k}.jpg,{pid},{cam},train")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    text = HEAD.replace("ITER", "2").replace(
+        "      demo-data: {params: {num_ids: 6, num_cams: 3, images_per_id_per_cam: 2, height: 64, width: 32}}\n", "").replace(
+        "params: {format: market1501, chunk_size: 16}\n        inputs: {source: demo-data.dataset}",
+        f"params: {{format: folder, root: {root}, options: {{manifest: manifest.csv}}, chunk_size: 16}}") + TAIL
+    entries = run(write(tmp_path, text), tmp_path / "ws")
+    fakes = chunks(entries["generate-camstyle"])
+    assert len(set(fakes["path"])) == len(fakes["path"]) == len(rows) - 1
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        m = f.meta("train")
+        fake_rows = np.flatnonzero(m.is_fake)
+        assert (f.targets("train", fake_rows).argmax(1) == m.label[fake_rows]).all()  # lsr peaks on its own id
