@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from reidaug.errors import DataError
-from reidaug.gen.common import (LossLog, autocast, image_grid, load_checkpoint, save_checkpoint,
-                                state_checksum)
+from reidaug.gen.common import (LossLog, autocast, image_grid, images_to_device, load_checkpoint,
+                                save_checkpoint, state_checksum, to_device)
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,6 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
     """
     import torch
 
-    from reidaug.models.gan_common import images_to_tensor
-
     size = (int(hp["image_height"]), int(hp["image_width"]))
     for c in job.cameras:
         if c not in images or len(images[c]) == 0:
@@ -213,14 +211,10 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
         log.info("train-camstyle %s: resuming at step %d of %d", job.name, model.step, settings.iterations)
     else:
         loss_log.truncate(0)
-    channels_last = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    to_device(model, device)
 
     def to_dev(arr: np.ndarray) -> torch.Tensor:
-        t = images_to_tensor(arr)
-        t = t.pin_memory() if device.type == "cuda" else t
-        t = t.to(device, non_blocking=True)
-        return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+        return images_to_device(arr, device)
 
     sampler = _Sampler(images, size, settings)
     # spread over each camera's images (ordered by identity): one person per row, not one person's shots
@@ -319,7 +313,6 @@ class CamStyleTranslator:
         import torch
 
         self.device, self.amp = device, amp
-        self.channels_last = device.type == "cuda"
         files = sorted(Path(models_dir).glob("*.pt"))
         if not files:
             raise DataError(f"generate-camstyle: no generator files (*.pt) in {models_dir}; bind models to a "
@@ -335,7 +328,7 @@ class CamStyleTranslator:
                                 f"({self.size} and {size}); train them in one train-camstyle stage.")
             self.size = size
             for name, net in net_by_name.items():
-                net.to(device, memory_format=torch.channels_last) if self.channels_last else net.to(device)
+                to_device(net, device)
                 net.eval()
             if state["model"] == "cyclegan":
                 a, b = cams
@@ -376,15 +369,7 @@ class CamStyleTranslator:
         return (source_cam, target_cam) in self.routes
 
     def to_tensor(self, images: np.ndarray) -> "torch.Tensor":  # noqa: F821
-        import torch
-
-        from reidaug.models.gan_common import images_to_tensor
-
-        t = images_to_tensor(images)
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
+        return images_to_device(images, self.device)
 
     def translate_tensor(self, x: "torch.Tensor", source_cam: int, target_cam: int) -> "torch.Tensor":  # noqa: F821
         """Float ``(B, 3, H, W)`` in [-1, 1] on the device → uint8 ``(B, H, W, 3)`` on the device."""

@@ -72,6 +72,26 @@ def autocast(device: "torch.device", enabled: bool):  # noqa: F821
 # --------------------------------------------------------------------------------------------
 # Checkpoints, checksums, logs
 # --------------------------------------------------------------------------------------------
+def to_device(net: "torch.nn.Module", device: "torch.device") -> "torch.nn.Module":  # noqa: F821
+    """Move a network to ``device``; channels_last on CUDA (the generators' convolutions gain there)."""
+    import torch
+
+    return net.to(device, memory_format=torch.channels_last) if device.type == "cuda" else net.to(device)
+
+
+def images_to_device(images: np.ndarray, device: "torch.device") -> "torch.Tensor":  # noqa: F821
+    """RGB uint8 ``(B, H, W, 3)`` → float ``(B, 3, H, W)`` in [-1, 1] on ``device``; on CUDA through
+    pinned memory and channels_last, matching :func:`to_device`."""
+    import torch
+
+    from reidaug.models.gan_common import images_to_tensor
+
+    t = images_to_tensor(images)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    return t
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temp name in the same folder, fsync, then rename onto ``path``."""
     import torch

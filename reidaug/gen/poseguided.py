@@ -44,8 +44,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from reidaug.errors import DataError
-from reidaug.gen.common import (LossLog, autocast, image_grid, load_checkpoint, save_checkpoint,
-                                state_checksum)
+from reidaug.gen.common import (LossLog, autocast, image_grid, images_to_device, load_checkpoint,
+                                save_checkpoint, state_checksum, to_device)
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +309,6 @@ def train_model(model_name: str, data: PoseImages, pairs: np.ndarray, hp: Mappin
     """
     import torch
 
-    from reidaug.models.gan_common import images_to_tensor
-
     where = f"train-posegan {model_name}"
     if len(pairs) == 0:
         raise DataError(f"{where}: no training pairs. Fix: see the pair counts in pairs.json.")
@@ -326,14 +324,10 @@ def train_model(model_name: str, data: PoseImages, pairs: np.ndarray, hp: Mappin
         log.info("%s: resuming at step %d of %d", where, resumed_from, settings.iterations)
     else:
         loss_log.truncate(0)
-    channels_last = device.type == "cuda"
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    to_device(model, device)
 
     def to_dev(arr: np.ndarray) -> torch.Tensor:
-        t = images_to_tensor(arr)
-        t = t.pin_memory() if device.type == "cuda" else t
-        t = t.to(device, non_blocking=True)
-        return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+        return images_to_device(arr, device)
 
     sampler = _PairSampler(data, pairs, settings)
     fixed = pairs[np.unique(np.linspace(0, len(pairs) - 1, settings.num_samples).round().astype(np.int64))]
@@ -464,24 +458,12 @@ class PoseGuidedGenerator:
         if result.missing_keys or result.unexpected_keys:
             raise DataError(f"{where}: {self.file} does not match its config (missing {result.missing_keys[:3]}, "
                             f"unexpected {result.unexpected_keys[:3]}). Fix: re-run train-posegan.")
-        self.channels_last = device.type == "cuda"
-        if self.channels_last:
-            self.model.to(device, memory_format=torch.channels_last)
-        else:
-            self.model.to(device)
+        to_device(self.model, device)
         self.model.eval()
         self.size: tuple[int, int] = (int(cfg["image_height"]), int(cfg["image_width"]))
 
     def to_tensor(self, images: np.ndarray) -> "torch.Tensor":  # noqa: F821
-        import torch
-
-        from reidaug.models.gan_common import images_to_tensor
-
-        t = images_to_tensor(images)
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
+        return images_to_device(images, self.device)
 
     def generate_tensor(self, x: "torch.Tensor", cond_kp: np.ndarray, target_kp: np.ndarray,  # noqa: F821
                         stage: str = "final", threshold: float | None = None) -> "torch.Tensor":  # noqa: F821
