@@ -1110,8 +1110,9 @@ def main_poseguided(args: argparse.Namespace) -> int:
         fl["params"] = n_params
         print(f"generator {cfg.label}: {n_params / 1e6:.2f} M parameters, {fl['flops'] / 1e9:.2f} GFLOP/image "
               "(random init, written as train-posegan writes it)")
-        sections["cpu"] = run_pose_section(torch.device("cpu"), args, cfg, root, all_images[:args.images], synthetic,
-                                           gen_file, fl["flops"], tmp)
+        if not args.no_cpu:
+            sections["cpu"] = run_pose_section(torch.device("cpu"), args, cfg, root, all_images[:args.images], synthetic,
+                                               gen_file, fl["flops"], tmp)
         if args.no_gpu:
             gpu_note = "skipped: --no-gpu"
         elif not torch.cuda.is_available():
@@ -1254,9 +1255,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant-rounds", type=int, default=2)
     ap.add_argument("--breakdown-images", type=int, default=16, help="CPU; 0: all (the GPU section uses all)")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU section even with CUDA")
+    ap.add_argument("--no-cpu", action="store_true",
+                    help="skip the CPU section (a lent GPU machine: the CPU rows come from the CPU machine)")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny ceiling, batch sizes 1,2, 1 round")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "generate.json"))
     args = ap.parse_args(argv)
+    if args.no_cpu and (args.no_gpu or not torch.cuda.is_available()):
+        ap.error("--no-cpu leaves nothing to run: " + ("--no-gpu is set too" if args.no_gpu else
+                 f"torch.cuda.is_available() is False (torch {torch.__version__})"))
     if args.quick:
         args.matmul_n, args.gpu_matmul_n, args.matmul_reps = 256, 1024, 3
         args.variant_rounds, args.variant_batch, args.rounds = 1, 2, 1
@@ -1303,8 +1309,9 @@ def main(argv: list[str] | None = None) -> int:
         fl = flops_per_image(cfg)
         print(f"generator {cfg.label}: {fl['params'] / 1e6:.2f} M parameters, {fl['flops'] / 1e9:.2f} GFLOP/image "
               "(random init, written as train-camstyle writes it)")
-        sections["cpu"] = run_section(torch.device("cpu"), args, cfg, root, all_images[:args.images], gen_file,
-                                      fl["flops"], tmp)
+        if not args.no_cpu:
+            sections["cpu"] = run_section(torch.device("cpu"), args, cfg, root, all_images[:args.images], gen_file,
+                                          fl["flops"], tmp)
         if args.no_gpu:
             gpu_note = "skipped: --no-gpu"
         elif not torch.cuda.is_available():

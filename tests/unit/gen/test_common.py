@@ -71,3 +71,18 @@ def test_loss_log_truncates_to_the_checkpoint_and_drops_a_cut_line(tmp_path):
     log.truncate(10)
     assert [r["step"] for r in log.records()] == [5, 10]
     assert np.isclose(log.records()[-1]["G"], 10.0)
+
+
+def test_state_checksum_of_a_channels_last_model_equals_the_contiguous_one():
+    """On CUDA the generators run channels_last: a (C, K, 1, 1) weight then counts as contiguous
+    with a last stride of K, and a byte view of it failed (first seen on an H200). The checksum
+    is a function of the values, not of the memory layout."""
+    import torch
+
+    from reidaug.gen.common import state_checksum
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 4, 3))
+    before = state_checksum(net.state_dict())
+    net = net.to(memory_format=torch.channels_last)
+    assert net[0].weight.stride()[-1] != 1  # the layout that broke the byte view
+    assert state_checksum(net.state_dict()) == before

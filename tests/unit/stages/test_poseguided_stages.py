@@ -372,6 +372,45 @@ def test_score_posegan_scores_held_out_test_pairs_against_the_real_target(synthe
     assert (out / "pairs.png").stat().st_size > 1000
 
 
+def test_score_posegan_scores_against_the_renderers_exact_truth(synthetic, tmp_path):
+    """Bound to the synthetic dataset, each fake (A's person in B's pose) is also scored against
+    the renderer's picture of exactly that: B's pose through A's camera. For a pair within one
+    camera that truth is B itself (real target scores 1); across cameras it is B re-rendered
+    under A's camera, from gt_camstyle/."""
+    import cv2
+
+    from reidaug.data.images import decode_image
+    from reidaug.eval.generation import ssim
+
+    text = pipeline(synthetic, generate="", tail=False, cluster=False,
+                    extra="score-posegan: {params: {num_pairs: 40, grid_pairs: 0, min_keypoints: 8}, "
+                          "inputs: {synthetic: demo-data.dataset}}\n")
+    entries, _ = run(tmp_path, text)
+    m = json.loads((entries["score-posegan"] / "metrics.json").read_text())
+    doc = json.loads((entries["score-posegan"] / "pairs.json").read_text())
+    t = m["synthetic_truth"]
+    assert t["pairs"] == len(doc["pairs"]) > 0 and {"fakes", "g1", "baseline", "real_target"} <= set(t)
+    root = entries["demo-data"] / "dataset"
+    rsz = lambda im: cv2.resize(im, (16, 32), interpolation=cv2.INTER_LINEAR)
+    truth, cond, real, same = [], [], [], 0
+    for a, b in doc["pairs"]:
+        ia, ib = doc["images"][a], doc["images"][b]
+        name = ib["path"].rsplit("/", 1)[-1]
+        gt = root / ib["path"] if ia["camid"] == ib["camid"] else root / "gt_camstyle" / str(ia["camid"] + 1) / name
+        same += ia["camid"] == ib["camid"]
+        truth.append(rsz(decode_image(gt).rgb))
+        cond.append(rsz(decode_image(root / ia["path"]).rgb))
+        real.append(rsz(decode_image(root / ib["path"]).rgb))
+    truth, cond, real = np.stack(truth), np.stack(cond), np.stack(real)
+    assert 0 < same < len(doc["pairs"])  # both kinds of pair are exercised
+    per_pair = ssim(real, truth)
+    assert np.allclose(per_pair[[doc["images"][a]["camid"] == doc["images"][b]["camid"] for a, b in doc["pairs"]]], 1.0)
+    assert t["real_target"]["ssim"] == pytest.approx(float(np.mean(per_pair)), abs=1e-6) and t["real_target"]["ssim"] < 1
+    assert t["baseline"]["ssim"] == pytest.approx(float(np.mean(ssim(cond, truth))), abs=1e-6)
+    assert -1 <= t["fakes"]["ssim"] <= 1 and -1 <= t["g1"]["mask_ssim"] <= 1
+    assert "exact truth" in (entries["score-posegan"] / "metrics.md").read_text()
+
+
 def test_fakes_of_folder_datasets_that_repeat_file_names_keep_their_own_labels(synthetic, tmp_path):
     """A folder dataset names images 0.jpg, 1.jpg, ... inside every identity folder: each fake
     still has its own name, so assign-labels' targets reach the right fakes in export-hdf5
