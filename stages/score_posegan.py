@@ -202,7 +202,7 @@ def synthetic_truth_scores(root, data, a, b, size_hw, masks, arms: dict[str, Any
 
     h, w = size_hw
     truth = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in
-                      load_synthetic_gt(root, [data.paths[i] for i in b], [int(c) for c in data.camids[a]])])
+                      load_synthetic_gt(root, [data.paths[i] for i in b], data.camids[a])])
     out: dict[str, Any] = {"pairs": int(len(a)), "truth": "A's person in B's pose through A's camera "
                            "(renderer ground truth; background window and noise are B's)"}
     for name, imgs in arms.items():

@@ -53,13 +53,12 @@ COMMON=(--set stages.ingest.params.root="$PWD/.gpu/cuhk01"
         --set stages.train-posegan.params.log_every=100)
 if [[ -z "${ITERS:-}" ]]; then  # ITERS=N skips the timing run
   say "timing run: $ITER_TIMING steps"
-  t=$(date +%s)
   timeout 120 $REIDAUG stage -c $CFG -w /tmp/ws "${COMMON[@]}" \
     --set stages.train-posegan.params.iterations=$ITER_TIMING train-posegan > "$R/timing.log" 2>&1
   rc=$?; tail -5 "$R/timing.log"; [[ $rc == 0 ]] || { say "timing run failed ($rc)"; pack; exit 1; }
   # the timing run also ingested and extracted: time only its train-posegan line
   SPS=$(grep -oE 'train-posegan.* done in [0-9.]+ s' "$R/timing.log" | grep -oE '[0-9.]+ s$' | tr -d ' s')
-  ITERS=$($PY -c "import sys; s=float('$SPS')/$ITER_TIMING; print(max(100, int($TRAIN_S/s)//100*100))")
+  ITERS=$($PY -c "s=float('$SPS')/$ITER_TIMING; print(max(100, int($TRAIN_S/s)//100*100))")
   say "timing: $ITER_TIMING steps in $SPS s -> $ITERS steps for ${TRAIN_S} s"
 fi
 timeout $(( $(left) - 60 )) $REIDAUG stage -c $CFG -w /tmp/ws "${COMMON[@]}" \

@@ -125,9 +125,10 @@ def state_checksum(state_dict: dict[str, Any]) -> str:
             for k in sorted(value):
                 visit(f"{prefix}.{k}" if prefix else str(k), value[k])
         elif isinstance(value, torch.Tensor):
-            # reshape(-1): a channels_last (C, K, 1, 1) weight counts as contiguous with a last
-            # stride of K, and a byte view needs stride 1 (it failed on CUDA, where channels_last is on)
-            t = value.detach().cpu().contiguous().reshape(-1)
+            # reshape(-1), not contiguous(): a channels_last (C, K, 1, 1) weight counts as contiguous
+            # with a last stride of K, and a byte view needs stride 1 (it failed on CUDA, where
+            # channels_last is on); reshape copies any other layout into logical order
+            t = value.detach().cpu().reshape(-1)
             h.update(f"{prefix}|{value.dtype}|{tuple(value.shape)}|".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         else:
