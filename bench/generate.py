@@ -107,7 +107,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from reidaug.pipeline.atomic import atomic_path
+from reidaug.io.atomic import atomic_path
 from reidaug.pipeline.context import StageContext, read_h5_chunk, write_h5_chunk
 from reidaug.pipeline.stage import FileParam, Params, StageSpec
 

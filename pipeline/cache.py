@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reidaug.errors import CacheError
-from reidaug.pipeline.atomic import is_temp_name, write_json
+from reidaug.io.atomic import is_temp_name, write_json
 from reidaug.pipeline.context import CHUNK_DIR, chunk_name
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from reidaug.errors import CacheError
-from reidaug.pipeline.atomic import atomic_path
+from reidaug.io.atomic import atomic_path
 from reidaug.pipeline.hashing import seed_for
 from reidaug.pipeline.stage import Params
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Mapping
 import yaml
 
 from reidaug.errors import ReidAugError, StageError, add_context
-from reidaug.pipeline.atomic import write_json, write_text
+from reidaug.io.atomic import write_json, write_text
 from reidaug.pipeline.cache import Cache, EntryState
 from reidaug.pipeline.config import scheduler_kind
 from reidaug.pipeline.context import InputHandle, StageContext

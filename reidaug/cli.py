@@ -386,7 +386,7 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write metrics.json and metrics.md here.")
 def score_fakes_command(file, judge, synthetic_root, sources, out_dir):
     """Score the fakes of an exported HDF5 file: identity consistency (external judge), FReID, SSIM."""
-    from reidaug.pipeline.atomic import write_json, write_text
+    from reidaug.io.atomic import write_json, write_text
     from reidaug.stages.score_fakes import score
 
     path = Path(file)

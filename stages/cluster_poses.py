@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from reidaug.pipeline.atomic import write_json
+from reidaug.io.atomic import write_json
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import Params, StageSpec
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from reidaug.errors import ConfigError
-from reidaug.pipeline.atomic import atomic_path
+from reidaug.io.atomic import atomic_path
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.hashing import stable_hash
 from reidaug.pipeline.stage import Params, StageSpec

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.pipeline.atomic import write_json
+from reidaug.io.atomic import write_json
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import Params, StageSpec
 

@@ -72,7 +72,7 @@ def score(h5_path, judge_path, synthetic_root=None, sources=None, fd_eps: float 
 def run_chunk(ctx: StageContext, index: int) -> None:
     import json
 
-    from reidaug.pipeline.atomic import write_json, write_text
+    from reidaug.io.atomic import write_json, write_text
 
     p: ScoreFakesParams = ctx.params
     synthetic = ctx.inputs.get("synthetic")

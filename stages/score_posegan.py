@@ -177,7 +177,7 @@ def score(ctx: StageContext) -> dict[str, Any]:
             labels.append(f"id {int(data.pids[a[r]])} c{int(data.camids[a[r]])}->c{int(data.camids[b[r]])}")
         cols = ["condition", "target pose"] + (["G1", "G2"] if g1 is not None else ["generated"]) + ["real target"]
         image_grid(rows, ctx.work_dir / PICTURE, row_labels=labels, col_labels=cols)
-    from reidaug.pipeline.atomic import write_json
+    from reidaug.io.atomic import write_json
 
     write_json(ctx.work_dir / PAIRS, pairs_document(data, plan_, {
         "splits": p.splits, "min_keypoints": p.min_keypoints, "min_pose_change": p.min_pose_change,
@@ -243,7 +243,7 @@ def _report(result: dict[str, Any], judged: bool, format_report) -> str:
 def run_chunk(ctx: StageContext, index: int) -> None:
     import json
 
-    from reidaug.pipeline.atomic import write_json, write_text
+    from reidaug.io.atomic import write_json, write_text
 
     result = score(ctx)
     write_json(ctx.work_dir / METRICS, {k: v for k, v in result.items() if k != "report"})

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from reidaug.errors import StageError
-from reidaug.pipeline.atomic import write_json
+from reidaug.io.atomic import write_json
 from reidaug.pipeline.context import StageContext, read_h5_chunk
 from reidaug.pipeline.stage import Params, StageSpec
 

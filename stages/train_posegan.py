@@ -153,7 +153,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.gen.common import pick_device
     from reidaug.gen.poseguided import (TrainSettings, collect_pose_images, make_pairs, pairs_document,
                                         train_model)
-    from reidaug.pipeline.atomic import write_text
+    from reidaug.io.atomic import write_text
 
     p: TrainPoseGANParams = ctx.params
     device = pick_device(p.device, f"train-posegan (stage {ctx.stage})")

@@ -112,7 +112,7 @@ def evaluate_run(
     """
     from reidaug.data.h5format import open_h5
     from reidaug.eval.metrics import METRICS, evaluate
-    from reidaug.pipeline.atomic import write_json
+    from reidaug.io.atomic import write_json
     from reidaug.train.features import extract_features
     from reidaug.train.model import load_model
     from reidaug.train.trainer import data_fingerprint
@@ -202,7 +202,7 @@ def plot_cmc(cmc: np.ndarray, out_path: str | os.PathLike[str], *, title: str = 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from reidaug.pipeline.atomic import atomic_path
+    from reidaug.io.atomic import atomic_path
 
     cmc = np.asarray(cmc, dtype=np.float64)
     ranks = np.arange(1, len(cmc) + 1)

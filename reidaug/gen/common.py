@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.pipeline.atomic import atomic_path
+from reidaug.io.atomic import atomic_path
 
 T = TypeVar("T")
 U = TypeVar("U")

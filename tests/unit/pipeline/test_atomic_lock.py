@@ -10,7 +10,7 @@ import time
 import pytest
 
 from reidaug.errors import LockError
-from reidaug.pipeline.atomic import atomic_path, is_temp_name, write_json
+from reidaug.io.atomic import atomic_path, is_temp_name, write_json
 from reidaug.pipeline.lock import WorkspaceLock
 
 

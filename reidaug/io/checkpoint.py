@@ -1,0 +1,41 @@
+"""Checkpoints: atomic ``torch.save`` and a ``torch.load`` that fails with a clear error.
+
+torch is imported inside the functions, so importing this module stays cheap (planning a cached
+pipeline imports every stage module, and they import this).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from reidaug.errors import DataError
+from reidaug.io.atomic import atomic_path
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """``torch.save`` to a temp name in the same folder, fsync, then rename onto ``path``:
+    a kill never leaves a half checkpoint under the final name."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_torch(path: str | os.PathLike[str], where: str, *, weights_only: bool = False) -> Any:
+    """Load what :func:`save_torch` wrote, on the CPU; a missing or damaged file is a
+    :class:`DataError` that names ``where`` and the fix."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{where}: checkpoint {path} does not exist. Fix: check the path, or run the stage "
+                        "that writes it.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise DataError(f"{where}: checkpoint {path} cannot be read ({type(e).__name__}: {e}). It was not "
+                        "written by this version or is damaged; delete it to start that model afresh.") from e
