@@ -19,20 +19,21 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
+def _shared_data(shared_dir: Path, name: str) -> Path:
+    path = shared_dir / "data" / name
+    if not path.is_dir():
+        pytest.skip(f"{name} not found at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def cuhk01_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "cuhk01"
-    if not path.is_dir():
-        pytest.skip(f"CUHK01 not found at {path}")
-    return path
+    return _shared_data(shared_dir, "cuhk01")
 
 
 @pytest.fixture(scope="session")
 def market_samples_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "market_samples"
-    if not path.is_dir():
-        pytest.skip(f"market_samples not found at {path}")
-    return path
+    return _shared_data(shared_dir, "market_samples")
 
 
 def pytest_collection_modifyitems(config, items):
