@@ -25,21 +25,20 @@ RGB uint8 crops. Constructors place nothing on a device: call :meth:`CycleGAN.to
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
 from reidaug.errors import ConfigError, unknown_name
 
-from .gan_common import (ImagePool, check_config_dict, check_images, init_weights,
-                         linear_decay_lambda, lsgan_loss, move_optimizer_state, set_requires_grad)
+from .base import GANConfig, GANModel, net
+from .gan_common import ImagePool, check_images, init_weights, lsgan_loss, set_requires_grad
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ class PatchDiscriminator(nn.Module):
 
 
 @dataclass(frozen=True)
-class CycleGANConfig:
+class CycleGANConfig(GANConfig):
     """Hyper-parameters; defaults are the reference's (and CamStyle's) for 256 x 128 crops."""
 
     ngf: int = 64
@@ -190,15 +189,9 @@ class CycleGANConfig:
             raise unknown_name("norm", self.norm, NORMS)
         if self.padding not in PADDINGS:
             raise unknown_name("padding", self.padding, PADDINGS)
-        for name in ("ngf", "ndf", "n_layers_d", "image_height", "image_width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"CycleGANConfig.{name} must be >= 1, found "
-                                  f"{getattr(self, name)}.")
-        for name in ("n_blocks", "pool_size", "n_epochs", "n_epochs_decay", "lambda_cycle",
-                     "lambda_identity", "lr"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"CycleGANConfig.{name} must be >= 0, found "
-                                  f"{getattr(self, name)}.")
+        self.check_at_least(1, "ngf", "ndf", "n_layers_d", "image_height", "image_width")
+        self.check_at_least(0, "n_blocks", "pool_size", "n_epochs", "n_epochs_decay",
+                            "lambda_cycle", "lambda_identity", "lr")
         if self.image_height % 4 or self.image_width % 4:
             raise ConfigError(f"CycleGANConfig image size must be multiples of 4, found "
                               f"{self.image_height} x {self.image_width}. Fix: e.g. 256 x 128.")
@@ -210,17 +203,24 @@ class CycleGANConfig:
                               "larger crops or fewer discriminator layers.")
 
 
-class CycleGAN:
+class CycleGAN(GANModel):
     """Two generators and two PatchGAN discriminators with their optimisers, schedulers and
     image pools (see the module docstring for the naming).
 
     ``training_step`` updates everything once; call ``step_schedulers`` at the end of each
-    epoch. ``state_dict`` holds networks, optimisers, schedulers, pools and RNG states, so
+    epoch. ``optimizer_G`` updates both generators, ``optimizer_D`` both discriminators.
+    ``state_dict`` holds networks, optimisers, schedulers, pools and RNG states, so
     ``load_state_dict`` resumes bit-identically on the CPU.
     """
 
+    name = "cyclegan"
+    title = "CycleGAN"
+    config_class = CycleGANConfig
+    G_AB, G_BA, D_A, D_B = net(), net(), net(), net()
+
     def __init__(self, config: CycleGANConfig | None = None) -> None:
-        self.config = cfg = config if config is not None else CycleGANConfig()
+        super().__init__(config)
+        cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
 
         def make_g() -> ResnetGenerator:
@@ -231,66 +231,21 @@ class CycleGAN:
             return init_weights(PatchDiscriminator(3, cfg.ndf, cfg.n_layers_d, cfg.norm),
                                 cfg.init_gain, gen)
 
-        self.nets = nn.ModuleDict({"G_AB": make_g(), "G_BA": make_g(),
-                                   "D_A": make_d(), "D_B": make_d()})
+        self.nets.update({"G_AB": make_g(), "G_BA": make_g(), "D_A": make_d(), "D_B": make_d()})
         # fake_a_pool feeds D_A with G_BA outputs, fake_b_pool feeds D_B with G_AB outputs.
-        self.fake_a_pool = ImagePool(cfg.pool_size, seed=cfg.seed + 1)
-        self.fake_b_pool = ImagePool(cfg.pool_size, seed=cfg.seed + 2)
-        self.step = 0
+        self.fake_a_pool = self.add_state("fake_a_pool", ImagePool(cfg.pool_size, cfg.seed + 1))
+        self.fake_b_pool = self.add_state("fake_b_pool", ImagePool(cfg.pool_size, cfg.seed + 2))
         self.configure_optimizers()
 
-    # -- the four networks by name ------------------------------------------------------------
-    @property
-    def G_AB(self) -> ResnetGenerator:  # noqa: N802 (the paper's names)
-        return self.nets["G_AB"]
-
-    @property
-    def G_BA(self) -> ResnetGenerator:  # noqa: N802
-        return self.nets["G_BA"]
-
-    @property
-    def D_A(self) -> PatchDiscriminator:  # noqa: N802
-        return self.nets["D_A"]
-
-    @property
-    def D_B(self) -> PatchDiscriminator:  # noqa: N802
-        return self.nets["D_B"]
-
     def configure_optimizers(self) -> None:
-        """(Re)create Adam for both generators, Adam for both discriminators, and their
-        linear-decay ``LambdaLR`` schedulers, as the reference does."""
+        """Adam for both generators, Adam for both discriminators, and their linear-decay
+        ``LambdaLR`` schedulers, as the reference does."""
         cfg = self.config
-        betas = (cfg.beta1, cfg.beta2)
-        self.optimizer_G = torch.optim.Adam(
-            itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=cfg.lr,
-            betas=betas)
-        self.optimizer_D = torch.optim.Adam(
-            itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=cfg.lr,
-            betas=betas)
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(
-                opt, lr_lambda=linear_decay_lambda(cfg.n_epochs, cfg.n_epochs_decay))
-            for opt in (self.optimizer_G, self.optimizer_D)]
-
-    def step_schedulers(self) -> float:
-        """End of an epoch: decay the learning rates; returns the new generator lr."""
-        for s in self.schedulers:
-            s.step()
-        return float(self.optimizer_G.param_groups[0]["lr"])
-
-    def to(self, *args: Any, **kwargs: Any) -> CycleGAN:
-        """Move / cast the networks (``nn.Module.to`` arguments, e.g. a device or
-        ``memory_format=torch.channels_last``); optimiser state follows on the next step."""
-        self.nets.to(*args, **kwargs)
-        move_optimizer_state([self.optimizer_G, self.optimizer_D])
-        return self
-
-    def train(self, mode: bool = True) -> CycleGAN:
-        self.nets.train(mode)
-        return self
-
-    def eval(self) -> CycleGAN:
-        return self.train(False)
+        self.add_optimizer("G", itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()),
+                           cfg.lr)
+        self.add_optimizer("D", itertools.chain(self.D_A.parameters(), self.D_B.parameters()),
+                           cfg.lr)
+        self.add_linear_decay(cfg.n_epochs, cfg.n_epochs_decay)
 
     # -- training -----------------------------------------------------------------------------
     def training_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
@@ -303,9 +258,8 @@ class CycleGAN:
         (their sum), ``D_A``/``D_B`` (``(real + fake) / 2``).
         """
         cfg = self.config
-        size = (cfg.image_height, cfg.image_width)
-        check_images(real_a, "CycleGAN.training_step(real_a)", size=size)
-        check_images(real_b, "CycleGAN.training_step(real_b)", size=size)
+        check_images(real_a, "CycleGAN.training_step(real_a)", size=cfg.size)
+        check_images(real_b, "CycleGAN.training_step(real_b)", size=cfg.size)
         self.train()
         l1 = nn.functional.l1_loss
 
@@ -345,9 +299,9 @@ class CycleGAN:
         return {k: float(v.detach()) for k, v in losses.items()}
 
     @staticmethod
-    def _backward_d(net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def _backward_d(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """``backward_D_basic``: LSGAN on real (target 1) and detached fake (target 0), halved."""
-        loss = 0.5 * (lsgan_loss(net(real), True) + lsgan_loss(net(fake.detach()), False))
+        loss = 0.5 * (lsgan_loss(d(real), True) + lsgan_loss(d(fake.detach()), False))
         loss.backward()
         return loss
 
@@ -363,51 +317,6 @@ class CycleGAN:
         if direction not in DIRECTIONS:
             raise unknown_name("direction", direction, DIRECTIONS)
         check_images(images, f"CycleGAN.translate({direction})")
-        net = self.G_AB if direction == "AB" else self.G_BA
-        was_training = net.training
-        net.eval()
-        try:
-            return net(images)
-        finally:
-            net.train(was_training)
-
-    # -- checkpoints --------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a bit-identical resume needs (tensors are live references: save it with
-        ``torch.save`` or deep-copy it before training on)."""
-        return {
-            "model": "cyclegan",
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "nets": self.nets.state_dict(),
-            "optimizer_G": self.optimizer_G.state_dict(),
-            "optimizer_D": self.optimizer_D.state_dict(),
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "fake_a_pool": self.fake_a_pool.state_dict(),
-            "fake_b_pool": self.fake_b_pool.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; raises :class:`ConfigError` if its config differs."""
-        if state.get("model") != "cyclegan":
-            raise ConfigError(f"not a CycleGAN checkpoint (model = {state.get('model')!r}). "
-                              "Fix: load it with the model class that saved it.")
-        check_config_dict(state["config"], dataclasses.asdict(self.config), "CycleGAN")
-        self.nets.load_state_dict(state["nets"])
-        # Deep copies: Optimizer.load_state_dict keeps the given tensors when dtype and device
-        # match, and Adam then updates them in place, which would change the caller's snapshot.
-        self.optimizer_G.load_state_dict(copy.deepcopy(state["optimizer_G"]))
-        self.optimizer_D.load_state_dict(copy.deepcopy(state["optimizer_D"]))
-        for s, s_state in zip(self.schedulers, state["schedulers"]):
-            s.load_state_dict(s_state)
-        self.fake_a_pool.load_state_dict(state["fake_a_pool"])
-        self.fake_b_pool.load_state_dict(state["fake_b_pool"])
-        self.step = int(state["step"])
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> CycleGAN:
-        """Build a model with the checkpoint's own config and load it."""
-        model = cls(CycleGANConfig(**state["config"]))
-        model.load_state_dict(state)
-        return model
-
+        g = self.G_AB if direction == "AB" else self.G_BA
+        with self.eval_mode(g):
+            return g(images)

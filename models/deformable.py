@@ -65,8 +65,6 @@ config's size.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -78,14 +76,28 @@ from torch import nn
 from torch.nn import functional as F
 
 from reidaug.errors import ConfigError, DataError, unknown_name
-from reidaug.pose.skeleton import (FACE, L_ANK, L_ELB, L_HIP, L_KNE, L_SHO, L_WRI,
-                                   NUM_KEYPOINTS, R_ANK, R_ELB, R_HIP, R_KNE, R_SHO, R_WRI,
-                                   TORSO)
+from reidaug.pose.keypoints import rescale_keypoints
+from reidaug.pose.skeleton import (
+    FACE,
+    L_ANK,
+    L_ELB,
+    L_HIP,
+    L_KNE,
+    L_SHO,
+    L_WRI,
+    NUM_KEYPOINTS,
+    R_ANK,
+    R_ELB,
+    R_HIP,
+    R_KNE,
+    R_SHO,
+    R_WRI,
+    TORSO,
+)
 
+from .base import GANConfig, GANModel, net
 from .cyclegan import PatchDiscriminator
-from .gan_common import (check_config_dict, check_images, init_weights, move_optimizer_state,
-                         set_requires_grad)
-from .pg2 import bce_gan_loss
+from .gan_common import bce_gan_loss, check_images, init_weights, set_requires_grad
 
 logger = logging.getLogger(__name__)
 
@@ -145,20 +157,6 @@ def _as_keypoints(kp: Any, what: str) -> tuple[torch.Tensor, bool]:
                         "Fix: reshape, or convert OpenPose-18 with "
                         "reidaug.pose.openpose.openpose18_to_coco17.")
     return t.to(torch.float32), single
-
-
-def rescale_keypoints(kp: torch.Tensor, out_hw: tuple[int, int],
-                      src_hw: tuple[int, int] | None) -> torch.Tensor:
-    """Keypoints in pixels of ``src_hw`` → pixels of ``out_hw`` (pixel-centre convention of
-    :mod:`reidaug.pose.representations`: ``x_out = (x + 0.5) * W_out / W_src - 0.5``)."""
-    if src_hw is None or tuple(src_hw) == tuple(out_hw):
-        return kp
-    sh, sw = src_hw
-    h, w = out_hw
-    out = kp.clone()
-    out[..., 0] = (kp[..., 0] + 0.5) * (w / sw) - 0.5
-    out[..., 1] = (kp[..., 1] + 0.5) * (h / sh) - 0.5
-    return out
 
 
 def _present(kp: np.ndarray, threshold: float) -> np.ndarray:
@@ -331,7 +329,8 @@ def part_masks(kp: Any, out_hw: tuple[int, int], src_hw: tuple[int, int] | None 
     if h < 1 or w < 1:
         raise ConfigError(f"part_masks: expected out_hw as two positive integers, found "
                           f"{out_hw!r}. Fix: pass e.g. (128, 64).")
-    t = rescale_keypoints(t, (h, w), src_hw)
+    if src_hw is not None:
+        t = rescale_keypoints(t, src_hw, (h, w))
     dev = t.device
     x, y = t[..., 0], t[..., 1]  # (B, 17)
     ok = (t[..., 2] > threshold) & torch.isfinite(x) & torch.isfinite(y)
@@ -613,7 +612,7 @@ class PoseInputs(NamedTuple):
 
 
 @dataclass(frozen=True)
-class DeformableGANConfig:
+class DeformableGANConfig(GANConfig):
     """Hyper-parameters; defaults are the paper's / reference code's for Market (128 x 64).
 
     256 x 128: set the image size; ``n_down`` then defaults to 6 (7 levels, as the reference's
@@ -650,24 +649,14 @@ class DeformableGANConfig:
         return (self.heatmap_sigma if self.heatmap_sigma is not None
                 else 6.0 * self.image_height / 128)
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.image_height, self.image_width)
-
     def __post_init__(self) -> None:
         if self.nn_features not in NN_FEATURES:
             raise unknown_name("nearest-neighbour feature", self.nn_features, NN_FEATURES)
-        for name in ("ngf", "ndf", "n_layers_d", "nn_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"DeformableGANConfig.{name} must be >= 1, found "
-                                  f"{getattr(self, name)}.")
+        self.check_at_least(1, "ngf", "ndf", "n_layers_d", "nn_window")
         if self.nn_window % 2 == 0:
             raise ConfigError(f"DeformableGANConfig.nn_window must be odd, found "
                               f"{self.nn_window}. Fix: 3 or 5.")
-        for name in ("lambda_nn", "lambda_gan", "lr_g", "lr_d", "init_gain"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"DeformableGANConfig.{name} must be >= 0, found "
-                                  f"{getattr(self, name)}.")
+        self.check_at_least(0, "lambda_nn", "lambda_gan", "lr_g", "lr_d", "init_gain")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"DeformableGANConfig.dropout must be in [0, 1), found "
                               f"{self.dropout}. Fix: 0.5 (the paper) or 0.")
@@ -694,7 +683,7 @@ class DeformableGANConfig:
                               f">= {smallest}. Fix: larger crops or fewer layers.")
 
 
-class DeformableGAN:
+class DeformableGAN(GANModel):
     """Deformable generator, PatchGAN discriminator, their Adam optimisers, the dropout RNG.
 
     Same shape as the other GANs here: :meth:`training_step`, :meth:`generate`,
@@ -703,53 +692,35 @@ class DeformableGAN:
     (:meth:`pose_inputs`).
     """
 
+    name = "deformable_gan"
+    title = "Deformable GAN"
+    config_class = DeformableGANConfig
+    G, D = net(), net()
+
     def __init__(self, config: DeformableGANConfig | None = None,
                  nn_pretrained: str = "imagenet") -> None:
-        self.config = cfg = config if config is not None else DeformableGANConfig()
+        super().__init__(config)
+        cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
         pose_ch = NUM_KEYPOINTS
-        self.nets = nn.ModuleDict({
+        self.nets.update({
             "G": init_weights(DeformableGenerator(pose_ch, cfg.ngf, cfg.down, cfg.n_warped,
                                                   cfg.dropout), cfg.init_gain, gen),
             "D": init_weights(PatchDiscriminator(2 * (3 + pose_ch), cfg.ndf, cfg.n_layers_d,
                                                  "instance"), cfg.init_gain, gen)})
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # dropout masks
+        self.generator = self.add_state("generator", torch.Generator().manual_seed(cfg.seed + 1))
         # Fixed ImageNet weights: not trained, not in checkpoints (the package ships them).
         self.nn_features = build_nn_features(cfg.nn_features, nn_pretrained)
-        self.step = 0
         self.configure_optimizers()
 
-    @property
-    def G(self) -> DeformableGenerator:  # noqa: N802 (the paper's names)
-        return self.nets["G"]
-
-    @property
-    def D(self) -> PatchDiscriminator:  # noqa: N802
-        return self.nets["D"]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.nets.parameters()).device
-
     def configure_optimizers(self) -> None:
-        cfg = self.config
-        betas = (cfg.beta1, cfg.beta2)
-        self.optimizer_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.optimizer_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.add_optimizer("G", self.G.parameters(), self.config.lr_g)
+        self.add_optimizer("D", self.D.parameters(), self.config.lr_d)
 
     def to(self, *args: Any, **kwargs: Any) -> DeformableGAN:
-        self.nets.to(*args, **kwargs)
         if self.nn_features is not None:
             self.nn_features.to(*args, **kwargs)
-        move_optimizer_state([self.optimizer_G, self.optimizer_D])
-        return self
-
-    def train(self, mode: bool = True) -> DeformableGAN:
-        self.nets.train(mode)
-        return self
-
-    def eval(self) -> DeformableGAN:
-        return self.train(False)
+        return super().to(*args, **kwargs)
 
     # -- pose inputs ---------------------------------------------------------------------------
     def pose_inputs(self, src_kp: Any, tgt_kp: Any, src_hw: tuple[int, int] | None = None
@@ -766,8 +737,10 @@ class DeformableGAN:
         if src.shape[0] != tgt.shape[0]:
             raise DataError(f"DeformableGAN: expected one target pose per source pose, found "
                             f"{src.shape[0]} and {tgt.shape[0]}. Fix: pair them up.")
-        src = rescale_keypoints(src.to(dev), cfg.size, src_hw)
-        tgt = rescale_keypoints(tgt.to(dev), cfg.size, src_hw)
+        src, tgt = src.to(dev), tgt.to(dev)
+        if src_hw is not None:
+            src = rescale_keypoints(src, src_hw, cfg.size)
+            tgt = rescale_keypoints(tgt, src_hw, cfg.size)
         thr = cfg.keypoint_threshold
         fit = fit_part_affines(src, tgt, thr)
         return PoseInputs(
@@ -842,43 +815,5 @@ class DeformableGAN:
         """The person of ``cond`` ``(B, 3, H, W)`` in the poses ``target_kp`` ``(B, 17, 3)``:
         ``(B, 3, H, W)`` in ``[-1, 1]``. Eval mode (no dropout), restored after."""
         pose = self._prepare("DeformableGAN.generate", cond, None, cond_kp, target_kp, src_hw)
-        was_training = self.G.training
-        self.G.eval()
-        try:
+        with self.eval_mode(self.G):
             return self.G(cond, pose.src_heatmaps, pose.tgt_heatmaps, pose.thetas, pose.masks)
-        finally:
-            self.G.train(was_training)
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers, step and the dropout RNG (live tensor references)."""
-        return {
-            "model": "deformable_gan",
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "nets": self.nets.state_dict(),
-            "optimizer_G": self.optimizer_G.state_dict(),
-            "optimizer_D": self.optimizer_D.state_dict(),
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; raises :class:`ConfigError` if its config differs."""
-        if state.get("model") != "deformable_gan":
-            raise ConfigError(f"not a Deformable GAN checkpoint (model = "
-                              f"{state.get('model')!r}). Fix: load it with the model class "
-                              "that saved it.")
-        check_config_dict(state["config"], dataclasses.asdict(self.config), "DeformableGAN")
-        self.nets.load_state_dict(state["nets"])
-        self.optimizer_G.load_state_dict(copy.deepcopy(state["optimizer_G"]))
-        self.optimizer_D.load_state_dict(copy.deepcopy(state["optimizer_D"]))
-        self.generator.set_state(state["generator"])
-        self.step = int(state["step"])
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any], nn_pretrained: str = "imagenet"
-                        ) -> DeformableGAN:
-        """Build a model with the checkpoint's own config and load it."""
-        model = cls(DeformableGANConfig(**state["config"]), nn_pretrained)
-        model.load_state_dict(state)
-        return model

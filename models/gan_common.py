@@ -1,4 +1,5 @@
-"""Pieces shared by the camera-style GANs (:mod:`reidaug.models.cyclegan`, :mod:`.stargan`).
+"""Pieces shared by the GAN models (losses, init, schedules, image conversion and checks); the
+plumbing of a model (nets, optimisers, checkpoints) is :mod:`.base`.
 
 Follows the official CycleGAN code (Zhu et al., "Unpaired Image-to-Image Translation using
 Cycle-Consistent Adversarial Networks", ICCV 2017; junyanz/pytorch-CycleGAN-and-pix2pix,
@@ -10,7 +11,8 @@ Cycle-Consistent Adversarial Networks", ICCV 2017; junyanz/pytorch-CycleGAN-and-
   ``torch.Generator`` instead of Python's global ``random``, and its state (images + generator)
   is saved, so a resumed training draws the same numbers.
 - :func:`lsgan_loss`: the reference ``GANLoss('lsgan')``, a mean squared error to a constant 1
-  (real) or 0 (fake) target map.
+  (real) or 0 (fake) target map; :func:`bce_gan_loss`: the standard GAN loss (``'vanilla'``) on
+  logits, as PG2 and Deformable GAN use it.
 - :func:`init_weights`: N(0, 0.02) for conv / linear weights, zero biases, N(1, 0.02) for batch
   norm scales, like ``init_weights(init_type='normal')``; here from a seeded generator.
 - :func:`linear_decay_lambda`: the ``lr_policy='linear'`` rule of ``get_scheduler`` (constant
@@ -20,7 +22,6 @@ Cycle-Consistent Adversarial Networks", ICCV 2017; junyanz/pytorch-CycleGAN-and-
 """
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -97,6 +98,13 @@ def lsgan_loss(prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
     """Least-squares GAN loss (Mao et al., ICCV 2017): mean((D(x) - 1)^2) or mean(D(x)^2)."""
     target = torch.ones_like(prediction) if target_is_real else torch.zeros_like(prediction)
     return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+
+def bce_gan_loss(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    """The standard (non-saturating) GAN loss: sigmoid cross-entropy of the discriminator's
+    logits against 1 (real) or 0 (fake)."""
+    target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
 def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None
@@ -179,16 +187,22 @@ def tensor_to_images(tensor: torch.Tensor) -> np.ndarray:
     return t.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
+def describe(x: Any) -> str:
+    """What an input is, for an error message: dtype and shape of a tensor, else its type."""
+    if isinstance(x, torch.Tensor):
+        return f"{x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
+
+
 def check_images(images: torch.Tensor, where: str, multiple: int = 4,
                  size: tuple[int, int] | None = None) -> None:
     """Raise :class:`DataError` unless ``images`` is a float ``(B, 3, H, W)`` tensor with H and W
     divisible by ``multiple`` (and equal to ``size`` when given)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
             or not images.is_floating_point():
-        found = (f"{type(images).__name__}" if not isinstance(images, torch.Tensor)
-                 else f"{images.dtype} tensor of shape {tuple(images.shape)}")
         raise DataError(f"{where}: expected a float (B, 3, H, W) tensor in [-1, 1], found "
-                        f"{found}. Fix: convert RGB uint8 images with images_to_tensor().")
+                        f"{describe(images)}. Fix: convert RGB uint8 images with "
+                        "images_to_tensor().")
     h, w = int(images.shape[2]), int(images.shape[3])
     if size is not None and (h, w) != tuple(size):
         raise DataError(f"{where}: expected images of H x W = {size[0]} x {size[1]} (the "
@@ -198,32 +212,3 @@ def check_images(images: torch.Tensor, where: str, multiple: int = 4,
         raise DataError(f"{where}: H and W must be multiples of {multiple} (the generator "
                         f"downsamples and upsamples back), found {h} x {w}. Fix: resize or pad "
                         f"the crops to multiples of {multiple}.")
-
-
-def check_config_dict(saved: dict[str, Any], current: dict[str, Any], model: str) -> None:
-    """Raise :class:`ConfigError` if a checkpoint's config differs from the model's."""
-    diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current)
-            if saved.get(k) != current.get(k)}
-    if diff:
-        items = ", ".join(f"{k}: saved {a!r} vs model {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ConfigError(f"{model} checkpoint was saved with a different config ({items}). "
-                          f"Fix: build the model with {model}.from_state_dict(state).")
-
-
-def move_optimizer_state(optimizers: Iterable[torch.optim.Optimizer]) -> None:
-    """After moving the networks, move each optimiser's state tensors to their parameter's
-    device (Adam's ``step`` counters stay on the CPU, as Adam expects)."""
-    for opt in optimizers:
-        for param, state in opt.state.items():
-            for k, v in state.items():
-                if isinstance(v, torch.Tensor) and k != "step":
-                    state[k] = v.to(param.device)
-
-
-def clone_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A deep, independent copy of a model ``state_dict()`` made through ``torch.save`` (what
-    a checkpoint on disk holds), e.g. to keep a snapshot while training goes on."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)

@@ -47,8 +47,6 @@ Constructors place nothing on a device: call :meth:`PG2.to`.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -62,8 +60,14 @@ from torch.nn import functional as F
 from reidaug.errors import ConfigError, DataError
 from reidaug.pose.skeleton import NUM_KEYPOINTS
 
-from .gan_common import (check_config_dict, check_images, init_weights, move_optimizer_state,
-                         set_requires_grad)
+from .base import GANConfig, GANModel, net
+from .gan_common import (
+    bce_gan_loss,
+    check_images,
+    describe,
+    init_weights,
+    set_requires_grad,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,25 +85,16 @@ def pose_mask_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
     return ((output.float() - target.float()).abs() * (1.0 + mask.float())).mean()
 
 
-def bce_gan_loss(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-    """The standard (non-saturating) GAN loss both papers use: sigmoid cross-entropy of the
-    discriminator's logits against 1 (real) or 0 (fake)."""
-    target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
-
-
 def check_pose_maps(heatmaps: torch.Tensor, batch: int, size: tuple[int, int], where: str
                     ) -> None:
     """Raise :class:`DataError` unless ``heatmaps`` is a float ``(B, 17, H, W)`` tensor."""
     expected = (batch, NUM_KEYPOINTS, size[0], size[1])
     if not isinstance(heatmaps, torch.Tensor) or tuple(heatmaps.shape) != expected \
             or not heatmaps.is_floating_point():
-        found = (type(heatmaps).__name__ if not isinstance(heatmaps, torch.Tensor)
-                 else f"{heatmaps.dtype} tensor of shape {tuple(heatmaps.shape)}")
         raise DataError(f"{where}: expected COCO-17 heatmaps as a float tensor of shape "
-                        f"{expected} (B, 17, H, W), found {found}. Fix: build them with "
-                        "pose_maps(keypoints) (reidaug.pose.representations.heatmaps) at the "
-                        "model's image size.")
+                        f"{expected} (B, 17, H, W), found {describe(heatmaps)}. Fix: build them "
+                        "with pose_maps(keypoints) (reidaug.pose.representations.heatmaps) at "
+                        "the model's image size.")
 
 
 def check_mask(mask: torch.Tensor, batch: int, size: tuple[int, int], where: str
@@ -110,10 +105,9 @@ def check_mask(mask: torch.Tensor, batch: int, size: tuple[int, int], where: str
         tuple(mask.shape) == (batch, size[0], size[1])
         or tuple(mask.shape) == (batch, 1, size[0], size[1]))
     if not ok:
-        found = (type(mask).__name__ if not isinstance(mask, torch.Tensor)
-                 else f"shape {tuple(mask.shape)}")
         raise DataError(f"{where}: expected a body mask of shape ({batch}, 1, {size[0]}, "
-                        f"{size[1]}) or ({batch}, {size[0]}, {size[1]}), found {found}. Fix: "
+                        f"{size[1]}) or ({batch}, {size[0]}, {size[1]}), found {describe(mask)}. "
+                        "Fix: "
                         "build it with pose_maps(keypoints) (reidaug.pose.representations."
                         "body_mask) at the model's image size.")
     if mask.ndim == 3:
@@ -309,7 +303,7 @@ class PairDiscriminator(nn.Module):
 # Config and model
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PG2Config:
+class PG2Config(GANConfig):
     """Hyper-parameters; defaults are the paper's / released code's for Market-1501 (128 x 64).
 
     For 256 x 128 crops set ``image_height=256, image_width=128`` (``n_blocks`` then defaults
@@ -352,21 +346,13 @@ class PG2Config:
         return (self.heatmap_sigma if self.heatmap_sigma is not None
                 else 6.0 * self.image_height / 128)
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.image_height, self.image_width)
-
     def __post_init__(self) -> None:
-        for name in ("ngf", "ndf", "z_dim"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"PG2Config.{name} must be >= 1, found {getattr(self, name)}.")
+        self.check_at_least(1, "ngf", "ndf", "z_dim")
         if self.image_height < 8 or self.image_width < 4:
             raise ConfigError(f"PG2Config image size must be at least 8 x 4, found "
                               f"{self.image_height} x {self.image_width}. Fix: 128 x 64 (CPU) "
                               "or 256 x 128.")
-        for name in ("lambda_l1", "lr_g1", "lr_g2", "lr_d", "init_gain"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"PG2Config.{name} must be >= 0, found {getattr(self, name)}.")
+        self.check_at_least(0, "lambda_l1", "lr_g1", "lr_g2", "lr_d", "init_gain")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"PG2Config.{name} must be in [0, 1), found "
@@ -391,68 +377,44 @@ class PG2Config:
                     "lower.")
 
 
-class PG2:
+class PG2(GANModel):
     """G1, G2 and the pair discriminator with one Adam optimiser each.
 
     Stage I: call :meth:`training_step_g1` until G1 converges (22k iterations of batch 16 on
     Market in the paper); stage II: :meth:`training_step_g2` (14k). Both stages live in one
     :meth:`state_dict`, so a checkpoint taken in either stage resumes bit-identically on the
-    CPU; ``step_g1`` / ``step_g2`` count the updates of each.
+    CPU; ``step_g1`` / ``step_g2`` count the updates of each (``step``, their sum).
     """
 
+    name = "pg2"
+    title = "PG2"
+    config_class = PG2Config
+    counters = ("step_g1", "step_g2")
+    G1, G2, D = net(), net(), net()
+
     def __init__(self, config: PG2Config | None = None) -> None:
-        self.config = cfg = config if config is not None else PG2Config()
+        super().__init__(config)
+        cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.nets = nn.ModuleDict({
+        self.nets.update({
             "G1": xavier_init(UNetG1(3 + NUM_KEYPOINTS, 3, cfg.ngf, cfg.blocks_g1, cfg.z_dim,
                                      cfg.size), gen),
             "G2": xavier_init(UNetG2(6, 3, cfg.ngf, cfg.blocks_g2), gen),
             "D": init_weights(PairDiscriminator(6, cfg.ndf, cfg.layers_d, cfg.size),
                               cfg.init_gain, gen)})
-        self.step_g1 = 0
-        self.step_g2 = 0
         self.configure_optimizers()
 
     @property
-    def G1(self) -> UNetG1:  # noqa: N802 (the paper's names)
-        return self.nets["G1"]
-
-    @property
-    def G2(self) -> UNetG2:  # noqa: N802
-        return self.nets["G2"]
-
-    @property
-    def D(self) -> PairDiscriminator:  # noqa: N802
-        return self.nets["D"]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.nets.parameters()).device
+    def step(self) -> int:
+        """Updates of both stages together."""
+        return self.step_g1 + self.step_g2
 
     def configure_optimizers(self) -> None:
-        """(Re)create Adam for G1, G2 and D (constant learning rates, as the paper)."""
+        """Adam for G1, G2 and D (constant learning rates, as the paper)."""
         cfg = self.config
-        betas = (cfg.beta1, cfg.beta2)
-        self.optimizer_G1 = torch.optim.Adam(self.G1.parameters(), lr=cfg.lr_g1, betas=betas)
-        self.optimizer_G2 = torch.optim.Adam(self.G2.parameters(), lr=cfg.lr_g2, betas=betas)
-        self.optimizer_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.optimizer_G1, self.optimizer_G2, self.optimizer_D]
-
-    def to(self, *args: Any, **kwargs: Any) -> PG2:
-        """Move / cast the networks (``nn.Module.to`` arguments); optimiser state follows."""
-        self.nets.to(*args, **kwargs)
-        move_optimizer_state(self.optimizers)
-        return self
-
-    def train(self, mode: bool = True) -> PG2:
-        self.nets.train(mode)
-        return self
-
-    def eval(self) -> PG2:
-        return self.train(False)
+        self.add_optimizer("G1", self.G1.parameters(), cfg.lr_g1)
+        self.add_optimizer("G2", self.G2.parameters(), cfg.lr_g2)
+        self.add_optimizer("D", self.D.parameters(), cfg.lr_d)
 
     # -- pose inputs ---------------------------------------------------------------------------
     def pose_maps(self, keypoints: Any, src_hw: tuple[int, int] | None = None,
@@ -555,46 +517,7 @@ class PG2:
         ``(g1, g2)``: stage-I and stage-II images ``(B, 3, H, W)``, clamped to ``[-1, 1]``.
         H x W must be the config's size (the FC layer fixes it). Eval mode, restored after."""
         self._check_step("PG2.generate", cond, None, target_heatmaps, None)
-        was_training = self.nets.training
-        self.eval()
-        try:
+        with self.eval_mode():
             g1 = self.G1(torch.cat([cond, target_heatmaps.to(cond.dtype)], 1))
             g2 = g1 + self.G2(torch.cat([cond, g1], 1))
             return g1.clamp(-1, 1), g2.clamp(-1, 1)
-        finally:
-            self.train(was_training)
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a bit-identical resume of either stage needs (live tensor references)."""
-        return {
-            "model": "pg2",
-            "config": dataclasses.asdict(self.config),
-            "step_g1": self.step_g1,
-            "step_g2": self.step_g2,
-            "nets": self.nets.state_dict(),
-            "optimizer_G1": self.optimizer_G1.state_dict(),
-            "optimizer_G2": self.optimizer_G2.state_dict(),
-            "optimizer_D": self.optimizer_D.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; raises :class:`ConfigError` if its config differs."""
-        if state.get("model") != "pg2":
-            raise ConfigError(f"not a PG2 checkpoint (model = {state.get('model')!r}). Fix: "
-                              "load it with the model class that saved it.")
-        check_config_dict(state["config"], dataclasses.asdict(self.config), "PG2")
-        self.nets.load_state_dict(state["nets"])
-        # Deep copies: Adam updates loaded tensors in place, which would change the snapshot.
-        self.optimizer_G1.load_state_dict(copy.deepcopy(state["optimizer_G1"]))
-        self.optimizer_G2.load_state_dict(copy.deepcopy(state["optimizer_G2"]))
-        self.optimizer_D.load_state_dict(copy.deepcopy(state["optimizer_D"]))
-        self.step_g1 = int(state["step_g1"])
-        self.step_g2 = int(state["step_g2"])
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> PG2:
-        """Build a model with the checkpoint's own config and load it."""
-        model = cls(PG2Config(**state["config"]))
-        model.load_state_dict(state)
-        return model

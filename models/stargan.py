@@ -28,19 +28,17 @@ of one camera would ask for no change at all).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
 from reidaug.errors import ConfigError, DataError, unknown_name
 
-from .gan_common import (check_config_dict, check_images, init_weights, linear_decay_lambda,
-                         lsgan_loss, move_optimizer_state, set_requires_grad)
+from .base import GANConfig, GANModel, net
+from .gan_common import check_images, init_weights, lsgan_loss, set_requires_grad
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +130,7 @@ class StarGANDiscriminator(nn.Module):
 
 
 @dataclass(frozen=True)
-class StarGANConfig:
+class StarGANConfig(GANConfig):
     """Hyper-parameters; loss weights, optimiser and sizes are the paper's unless noted."""
 
     num_domains: int = 6  # cameras (Market-1501 has 6)
@@ -162,15 +160,9 @@ class StarGANConfig:
         if self.num_domains < 2:
             raise ConfigError(f"StarGANConfig.num_domains must be >= 2 (cameras to translate "
                               f"between), found {self.num_domains}.")
-        for name in ("g_conv_dim", "d_conv_dim", "d_repeat_num", "n_critic"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"StarGANConfig.{name} must be >= 1, found "
-                                  f"{getattr(self, name)}.")
-        for name in ("g_repeat_num", "lambda_cls", "lambda_rec", "lambda_gp", "lr_g", "lr_d",
-                     "n_epochs", "n_epochs_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"StarGANConfig.{name} must be >= 0, found "
-                                  f"{getattr(self, name)}.")
+        self.check_at_least(1, "g_conv_dim", "d_conv_dim", "d_repeat_num", "n_critic")
+        self.check_at_least(0, "g_repeat_num", "lambda_cls", "lambda_rec", "lambda_gp", "lr_g",
+                            "lr_d", "n_epochs", "n_epochs_decay")
         scale = 2 ** self.d_repeat_num
         if self.image_height % scale or self.image_width % scale:
             raise ConfigError(f"StarGANConfig image size {self.image_height} x "
@@ -178,7 +170,7 @@ class StarGANConfig:
                               " Fix: lower d_repeat_num (6 for 256 x 128) or resize the crops.")
 
 
-class StarGAN:
+class StarGAN(GANModel):
     """Generator, discriminator, their optimisers and schedulers, and the RNG for targets.
 
     Same interface as :class:`~reidaug.models.cyclegan.CycleGAN`: ``training_step``,
@@ -186,58 +178,30 @@ class StarGAN:
     resume on the CPU), ``translate(images, target_domain)``.
     """
 
+    name = "stargan"
+    title = "StarGAN"
+    config_class = StarGANConfig
+    G, D = net(), net()
+
     def __init__(self, config: StarGANConfig | None = None) -> None:
-        self.config = cfg = config if config is not None else StarGANConfig()
+        super().__init__(config)
+        cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.nets = nn.ModuleDict({
+        self.nets.update({
             "G": init_weights(StarGANGenerator(cfg.num_domains, cfg.g_conv_dim, cfg.g_repeat_num),
                               cfg.init_gain, gen),
-            "D": init_weights(StarGANDiscriminator(cfg.num_domains,
-                                                   (cfg.image_height, cfg.image_width),
-                                                   cfg.d_conv_dim, cfg.d_repeat_num),
-                              cfg.init_gain, gen)})
+            "D": init_weights(StarGANDiscriminator(cfg.num_domains, cfg.size, cfg.d_conv_dim,
+                                                   cfg.d_repeat_num), cfg.init_gain, gen)})
         # Target domains and gradient-penalty mixing weights come from here only.
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self.step = 0
+        self.generator = self.add_state("generator", torch.Generator().manual_seed(cfg.seed + 1))
         self.configure_optimizers()
 
-    @property
-    def G(self) -> StarGANGenerator:  # noqa: N802 (the paper's names)
-        return self.nets["G"]
-
-    @property
-    def D(self) -> StarGANDiscriminator:  # noqa: N802
-        return self.nets["D"]
-
     def configure_optimizers(self) -> None:
-        """(Re)create Adam for G and for D and their linear-decay ``LambdaLR`` schedulers."""
+        """Adam for G and for D and their linear-decay ``LambdaLR`` schedulers."""
         cfg = self.config
-        betas = (cfg.beta1, cfg.beta2)
-        self.optimizer_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.optimizer_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(
-                opt, lr_lambda=linear_decay_lambda(cfg.n_epochs, cfg.n_epochs_decay))
-            for opt in (self.optimizer_G, self.optimizer_D)]
-
-    def step_schedulers(self) -> float:
-        """End of an epoch: decay the learning rates; returns the new generator lr."""
-        for s in self.schedulers:
-            s.step()
-        return float(self.optimizer_G.param_groups[0]["lr"])
-
-    def to(self, *args: Any, **kwargs: Any) -> StarGAN:
-        """Move / cast the networks (``nn.Module.to`` arguments)."""
-        self.nets.to(*args, **kwargs)
-        move_optimizer_state([self.optimizer_G, self.optimizer_D])
-        return self
-
-    def train(self, mode: bool = True) -> StarGAN:
-        self.nets.train(mode)
-        return self
-
-    def eval(self) -> StarGAN:
-        return self.train(False)
+        self.add_optimizer("G", self.G.parameters(), cfg.lr_g)
+        self.add_optimizer("D", self.D.parameters(), cfg.lr_d)
+        self.add_linear_decay(cfg.n_epochs, cfg.n_epochs_decay)
 
     # -- helpers ------------------------------------------------------------------------------
     def one_hot(self, domains: torch.Tensor) -> torch.Tensor:
@@ -283,8 +247,7 @@ class StarGAN:
         update the generator, ``G_fake``, ``G_cls``, ``G_rec``, ``G``.
         """
         cfg = self.config
-        check_images(real, "StarGAN.training_step(real)",
-                     size=(cfg.image_height, cfg.image_width))
+        check_images(real, "StarGAN.training_step(real)", size=cfg.size)
         src = self._domains(domains, real.shape[0], real.device, "StarGAN.training_step")
         self.train()
         # Uniformly among the other domains: (src + k) mod L, k in [1, L-1].
@@ -335,46 +298,5 @@ class StarGAN:
         eval mode and restores the previous mode; works under ``torch.autocast``."""
         check_images(images, "StarGAN.translate")
         trg = self._domains(target_domain, images.shape[0], images.device, "StarGAN.translate")
-        was_training = self.G.training
-        self.G.eval()
-        try:
+        with self.eval_mode(self.G):
             return self.G(images, self.one_hot(trg))
-        finally:
-            self.G.train(was_training)
-
-    # -- checkpoints --------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers, schedulers, step and RNG state (live tensor references)."""
-        return {
-            "model": "stargan",
-            "config": dataclasses.asdict(self.config),
-            "step": self.step,
-            "nets": self.nets.state_dict(),
-            "optimizer_G": self.optimizer_G.state_dict(),
-            "optimizer_D": self.optimizer_D.state_dict(),
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; raises :class:`ConfigError` if its config differs."""
-        if state.get("model") != "stargan":
-            raise ConfigError(f"not a StarGAN checkpoint (model = {state.get('model')!r}). "
-                              "Fix: load it with the model class that saved it.")
-        check_config_dict(state["config"], dataclasses.asdict(self.config), "StarGAN")
-        self.nets.load_state_dict(state["nets"])
-        # Deep copies: Optimizer.load_state_dict keeps the given tensors when dtype and device
-        # match, and Adam then updates them in place, which would change the caller's snapshot.
-        self.optimizer_G.load_state_dict(copy.deepcopy(state["optimizer_G"]))
-        self.optimizer_D.load_state_dict(copy.deepcopy(state["optimizer_D"]))
-        for s, s_state in zip(self.schedulers, state["schedulers"]):
-            s.load_state_dict(s_state)
-        self.generator.set_state(state["generator"])
-        self.step = int(state["step"])
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> StarGAN:
-        """Build a model with the checkpoint's own config and load it."""
-        model = cls(StarGANConfig(**state["config"]))
-        model.load_state_dict(state)
-        return model

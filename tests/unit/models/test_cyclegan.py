@@ -10,8 +10,9 @@ from torch import nn
 
 from reidaug.errors import ConfigError, DataError, UnknownNameError
 from reidaug.models.cyclegan import CycleGAN, CycleGANConfig, PatchDiscriminator, ResnetGenerator
-from reidaug.models.gan_common import (ImagePool, clone_state, images_to_tensor,
-                                       linear_decay_lambda, lsgan_loss, tensor_to_images)
+from reidaug.models.base import clone_state
+from reidaug.models.gan_common import (ImagePool, images_to_tensor, linear_decay_lambda,
+                                       lsgan_loss, tensor_to_images)
 
 H, W = 64, 32  # the smallest crops a 70x70 PatchGAN (3 layers) accepts are 24 x 24
 

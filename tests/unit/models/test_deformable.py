@@ -16,7 +16,7 @@ from reidaug.models.deformable import (FIT_GLOBAL, FIT_IDENTITY, FIT_MIRROR, FIT
                                        DeformableGenerator, Lite0LowLevel, affines_to_theta,
                                        fit_part_affines, nearest_neighbour_loss, part_masks,
                                        warp_features)
-from reidaug.models.gan_common import clone_state
+from reidaug.models.base import clone_state
 from reidaug.pose.skeleton import L_ANK, L_ELB, L_HIP, L_SHO, L_WRI, NOSE, R_ELB, R_HIP, R_WRI
 
 H, W = 64, 32

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.models.gan_common import clone_state
+from reidaug.models.base import clone_state
 from reidaug.models.pg2 import (PG2, PairDiscriminator, PG2Config, UNetG1, UNetG2,
                                 pose_mask_l1)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.models.gan_common import clone_state
+from reidaug.models.base import clone_state
 from reidaug.models.stargan import (StarGAN, StarGANConfig, StarGANDiscriminator,
                                     StarGANGenerator)
 

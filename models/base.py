@@ -1,0 +1,344 @@
+"""One base for the GAN models: nets by name, optimisers, schedulers, device, state round-trip.
+
+In the spirit of CycleGAN's ``BaseModel`` (junyanz/pytorch-CycleGAN-and-pix2pix,
+``models/base_model.py``): a model file (:mod:`.cyclegan`, :mod:`.stargan`, :mod:`.pg2`,
+:mod:`.deformable`) keeps its paper's maths (networks, losses, one training step, inference);
+:class:`GANModel` keeps the plumbing they all share, written once:
+
+- ``self.nets``: an ``nn.ModuleDict`` of every trained network; ``G = net()`` in the class body
+  reads ``self.nets["G"]`` (the paper's names, without a property per network).
+- :meth:`GANModel.add_optimizer`: Adam with the config's betas, registered by name and readable
+  as ``self.optimizer_<name>``; :meth:`GANModel.add_linear_decay`: CycleGAN's linear LR policy
+  for every optimiser, stepped by :meth:`GANModel.step_schedulers` once per epoch.
+- :meth:`GANModel.add_state`: anything else a bit-identical resume needs (image pools, seeded
+  ``torch.Generator``\\ s), saved under its name.
+- :meth:`GANModel.to` (device, dtype or ``memory_format=torch.channels_last``; optimiser state
+  follows), :meth:`GANModel.train` / :meth:`GANModel.eval`, :meth:`GANModel.eval_mode`
+  (inference on some nets, previous mode restored).
+- One checkpoint round trip: :meth:`GANModel.state_dict` (model name, config, step counters,
+  nets, optimisers, schedulers, extra state), :meth:`GANModel.load_state_dict` (refuses another
+  model's checkpoint or another config with a clear error; deep-copies optimiser state, so the
+  caller's snapshot survives further training), :meth:`GANModel.from_state_dict`.
+- :class:`GANConfig`: what every frozen config dataclass shares (``size``, ``as_dict``,
+  ``check_at_least`` for ``__post_init__`` validation).
+
+Constructors place nothing on a device (call ``.to``) and touch no global RNG: weights come from
+a ``torch.Generator`` seeded with ``config.seed``.
+
+Template: a new model (e.g. an unconditional DCGAN for LSRO) is written like this::
+
+    @dataclass(frozen=True)
+    class DCGANConfig(GANConfig):
+        image_height: int = 128
+        image_width: int = 64
+        nz: int = 100
+        lr: float = 2e-4
+        beta1: float = 0.5
+        beta2: float = 0.999
+        init_gain: float = 0.02
+        seed: int = 0
+
+        def __post_init__(self) -> None:  # validate once, here; the model trusts its config
+            self.check_at_least(1, "image_height", "image_width", "nz")
+            self.check_at_least(0, "lr", "init_gain")
+
+    class DCGAN(GANModel):
+        name = "dcgan"  # the checkpoint's "model" key: never change it once checkpoints exist
+        title = "DCGAN"  # how error messages name the model
+        config_class = DCGANConfig
+        G = net()  # self.G is self.nets["G"]
+        D = net()
+
+        def __init__(self, config: DCGANConfig | None = None) -> None:
+            super().__init__(config)  # self.config (checked), empty self.nets, self.step = 0
+            cfg = self.config
+            gen = torch.Generator().manual_seed(cfg.seed)  # weights: no global RNG
+            self.nets.update({"G": init_weights(Generator(cfg.nz), cfg.init_gain, gen),
+                              "D": init_weights(Discriminator(), cfg.init_gain, gen)})
+            # Saved in the checkpoint, so a resumed run draws the same noise.
+            self.noise = self.add_state("noise", torch.Generator().manual_seed(cfg.seed + 1))
+            self.configure_optimizers()
+
+        def configure_optimizers(self) -> None:
+            self.add_optimizer("G", self.G.parameters(), self.config.lr)  # self.optimizer_G
+            self.add_optimizer("D", self.D.parameters(), self.config.lr)
+
+        def training_step(self, real: torch.Tensor) -> dict[str, float]:
+            ...  # the paper's losses and updates, then self.step += 1; return float losses
+
+        @torch.no_grad()
+        def generate(self, n: int) -> torch.Tensor:
+            z = torch.randn(n, self.config.nz, 1, 1, generator=self.noise).to(self.device)
+            with self.eval_mode(self.G):
+                return self.G(z)  # (n, 3, H, W) in [-1, 1]
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from reidaug.errors import ConfigError
+
+from .gan_common import linear_decay_lambda
+
+M = TypeVar("M", bound="GANModel")
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+class GANConfig:
+    """Mixin of the models' frozen config dataclasses (it adds no fields, so each config keeps
+    its own field order, and with it the order of its checkpoint's ``config`` dict)."""
+
+    image_height: int
+    image_width: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(image_height, image_width)``: the crop size the model trains on."""
+        return (self.image_height, self.image_width)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
+
+    def check_at_least(self, minimum: float, *names: str) -> None:
+        """Raise :class:`ConfigError` unless each named field is ``>= minimum`` (NaN fails)."""
+        for name in names:
+            value = getattr(self, name)
+            if not value >= minimum:
+                raise ConfigError(f"{type(self).__name__}.{name} must be >= {minimum}, found "
+                                  f"{value}.")
+
+
+def check_config_dict(saved: dict[str, Any], current: dict[str, Any], model: str) -> None:
+    """Raise :class:`ConfigError` if a checkpoint's config differs from the model's."""
+    diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current)
+            if saved.get(k) != current.get(k)}
+    if diff:
+        items = ", ".join(f"{k}: saved {a!r} vs model {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ConfigError(f"{model} checkpoint was saved with a different config ({items}). "
+                          f"Fix: build the model with {model}.from_state_dict(state).")
+
+
+# --------------------------------------------------------------------------------------------
+# State helpers
+# --------------------------------------------------------------------------------------------
+def move_optimizer_state(optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """After moving the networks, move each optimiser's state tensors to their parameter's
+    device (Adam's ``step`` counters stay on the CPU, as Adam expects)."""
+    for opt in optimizers:
+        for param, state in opt.state.items():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and k != "step":
+                    state[k] = v.to(param.device)
+
+
+def clone_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A deep, independent copy of a model ``state_dict()`` made through ``torch.save`` (what
+    a checkpoint on disk holds), e.g. to keep a snapshot while training goes on."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _get_state(obj: Any) -> Any:
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _set_state(obj: Any, state: Any) -> None:
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state)
+    else:
+        obj.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------------------------
+# Nets by name
+# --------------------------------------------------------------------------------------------
+class _NetByName:
+    """Class-body descriptor: reads ``instance.nets[name]`` (name = the attribute's name)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if self.name is None:
+            self.name = name
+
+    def __get__(self, instance: GANModel | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        return instance.nets[self.name]
+
+
+def net(name: str | None = None) -> Any:
+    """``G_AB = net()`` in a :class:`GANModel` subclass: ``self.G_AB`` is ``self.nets["G_AB"]``
+    (``name`` when the attribute and the key differ)."""
+    return _NetByName(name)
+
+
+# --------------------------------------------------------------------------------------------
+# The base
+# --------------------------------------------------------------------------------------------
+class GANModel:
+    """Networks, optimisers, schedulers and resumable state of one GAN (see the module
+    docstring for the template). Subclasses set the class attributes below, build their nets in
+    ``__init__`` after ``super().__init__(config)``, and register optimisers in
+    ``configure_optimizers``."""
+
+    name: ClassVar[str]  # the checkpoint's "model" value
+    title: ClassVar[str]  # the model's name in messages ("Deformable GAN")
+    config_class: ClassVar[type]
+    counters: ClassVar[tuple[str, ...]] = ("step",)  # int attributes saved in the checkpoint
+
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            config = self.config_class()
+        elif not isinstance(config, self.config_class):
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, found "
+                              f"{type(config).__name__}. Fix: pass "
+                              f"{self.config_class.__name__}(...) or None for the defaults.")
+        self.config = config
+        self.nets = nn.ModuleDict()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        self.extra_state: dict[str, Any] = {}  # name -> torch.Generator or .state_dict() object
+        for counter in self.counters:
+            setattr(self, counter, 0)
+
+    # -- registration -------------------------------------------------------------------------
+    def configure_optimizers(self) -> None:
+        """(Re)create the optimisers (and schedulers) with :meth:`add_optimizer`."""
+        raise NotImplementedError(f"{type(self).__name__}.configure_optimizers")
+
+    def add_optimizer(self, name: str, params: Iterable[nn.Parameter], lr: float
+                      ) -> torch.optim.Adam:
+        """Adam(``lr``, betas ``(config.beta1, config.beta2)``) as ``self.optimizer_<name>``,
+        saved under ``"optimizer_<name>"``; registering a name again replaces it."""
+        opt = torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, self.config.beta2))
+        self.optimizers[name] = opt
+        setattr(self, f"optimizer_{name}", opt)
+        return opt
+
+    def add_linear_decay(self, n_epochs: int, n_epochs_decay: int) -> None:
+        """CycleGAN's linear policy (:class:`~.gan_common.LinearDecay`) on every optimiser
+        registered so far, in registration order (replacing earlier schedulers)."""
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(
+                opt, lr_lambda=linear_decay_lambda(n_epochs, n_epochs_decay))
+            for opt in self.optimizers.values()]
+
+    def add_state(self, name: str, obj: Any) -> Any:
+        """Save ``obj`` (a ``torch.Generator``, or anything with ``state_dict`` /
+        ``load_state_dict``, e.g. an image pool) under ``name``; returns it."""
+        self.extra_state[name] = obj
+        return obj
+
+    # -- device and mode ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.nets.parameters()).device
+
+    def step_schedulers(self) -> float:
+        """End of an epoch: decay the learning rates; returns the first optimiser's new lr."""
+        for s in self.schedulers:
+            s.step()
+        return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
+
+    def to(self: M, *args: Any, **kwargs: Any) -> M:
+        """Move / cast the networks (``nn.Module.to`` arguments: a device, a dtype,
+        ``memory_format=torch.channels_last``); optimiser state moves with them."""
+        self.nets.to(*args, **kwargs)
+        move_optimizer_state(self.optimizers.values())
+        return self
+
+    def train(self: M, mode: bool = True) -> M:
+        self.nets.train(mode)
+        return self
+
+    def eval(self: M) -> M:
+        return self.train(False)
+
+    @contextlib.contextmanager
+    def eval_mode(self, *nets: nn.Module) -> Iterator[None]:
+        """Run the block with ``nets`` (default: all) in eval mode, then restore their mode."""
+        modules = nets or (self.nets,)
+        was_training = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, mode in zip(modules, was_training, strict=True):
+                m.train(mode)
+
+    def generator_weights(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the generators' weights (every net whose name starts with ``G``, keys
+        as in ``nets.state_dict()``): what inference needs."""
+        return {k: v.detach().cpu().clone() for k, v in self.nets.state_dict().items()
+                if k.startswith("G")}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bit-identical resume needs (tensors are live references: save it with
+        ``torch.save`` or :func:`clone_state` it before training on)."""
+        state: dict[str, Any] = {"model": self.name, "config": dataclasses.asdict(self.config)}
+        state.update({c: getattr(self, c) for c in self.counters})
+        state["nets"] = self.nets.state_dict()
+        state.update({f"optimizer_{k}": opt.state_dict() for k, opt in self.optimizers.items()})
+        if self.schedulers:
+            state["schedulers"] = [s.state_dict() for s in self.schedulers]
+        state.update({k: _get_state(obj) for k, obj in self.extra_state.items()})
+        return state
+
+    @classmethod
+    def check_model_name(cls, state: Any) -> None:
+        """Raise :class:`ConfigError` unless ``state`` is a checkpoint of this model."""
+        found = state.get("model") if isinstance(state, dict) else type(state).__name__
+        if found != cls.name:
+            raise ConfigError(f"not a {cls.title} checkpoint (model = {found!r}, expected "
+                              f"{cls.name!r}). Fix: load it with the model class that saved it.")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; raises :class:`ConfigError` if it is another model's,
+        was saved with another config, or lacks a part."""
+        self.check_model_name(state)
+        missing = [k for k in self.state_dict() if k not in state]
+        if missing:
+            raise ConfigError(f"{self.title} checkpoint lacks {missing} (it has {sorted(state)})."
+                              " Fix: resume from a checkpoint this version wrote, or start afresh.")
+        check_config_dict(state["config"], dataclasses.asdict(self.config), type(self).__name__)
+        self.nets.load_state_dict(state["nets"])
+        # Deep copies: Optimizer.load_state_dict keeps the given tensors when dtype and device
+        # match, and Adam then updates them in place, which would change the caller's snapshot.
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(copy.deepcopy(state[f"optimizer_{k}"]))
+        for s, s_state in zip(self.schedulers, state.get("schedulers", []), strict=True):
+            s.load_state_dict(s_state)
+        for k, obj in self.extra_state.items():
+            _set_state(obj, state[k])
+        for c in self.counters:
+            setattr(self, c, int(state[c]))
+
+    @classmethod
+    def from_state_dict(cls: type[M], state: dict[str, Any], **kwargs: Any) -> M:
+        """Build a model with the checkpoint's own config (``kwargs`` go to the constructor)
+        and load it."""
+        cls.check_model_name(state)
+        known = {f.name for f in dataclasses.fields(cls.config_class)}
+        unknown = sorted(set(state["config"]) - known)
+        if unknown:
+            raise ConfigError(f"{cls.title} checkpoint config has fields this version does not "
+                              f"know: {unknown}. Fix: load it with the version that wrote it.")
+        model = cls(cls.config_class(**state["config"]), **kwargs)
+        model.load_state_dict(state)
+        return model
