@@ -1,30 +1,9 @@
-"""The reidaug HDF5 dataset format, version 1: one writer, one reader, one verifier.
+"""The one writer of a reidaug HDF5 file: :class:`H5Writer` (format v1, atomic, in batches).
 
-This file is the contract between the pipeline (the ``export-hdf5`` stage writes it) and the
-trainer (it reads it). Its full specification is ``docs/hdf5-format.md``; in short:
-
-- Root attributes name the format (``format="reidaug-hdf5"``, ``format_version=1``), who wrote
-  it, the pipeline and stage cache keys, ``label_smoothing="precomputed"``, ``num_classes`` and
-  how images are stored.
-- One group per split (``train``, ``query``, ``gallery``) with one dataset per field, all of
-  length N: ``images``, ``pid``, ``label``, ``camid``, ``source``, ``origin``, the generator
-  fields, ``native_hw``, ``path``, optional ``keypoints``; ``train`` also holds the soft
-  targets (``label_scheme`` plus sparse top-k or dense float16 probabilities).
-- Every dataset carries the sha256 of its contents (attribute ``sha256``), checked by
-  :func:`verify`.
-
-The record follows torchreid's data contract ``(img_path, pid, camid)`` with 0-based cameras
-(Zhou et al., "Torchreid", 2019). The label schemes are one-hot, label-smoothing regularisation
-(LSR, Szegedy et al. 2016, used for CamStyle fakes by Zhong et al., CVPR 2018), LSRO (uniform
-over all classes for unlabeled GAN images, Zheng et al., ICCV 2017) and teacher soft labels
-(knowledge distillation, Hinton et al. 2015). The targets are stored *already smoothed*: the
-trainer turns a stored target into a probability vector with :func:`densify_target` and must
-never smooth again.
-
-Writing is atomic (the luigi rule): :class:`H5Writer` writes ``.<name>.tmp-<pid>-<rand>`` in
-the target folder and ``os.replace``s it onto the final name only after a successful close, so a
-file that exists under its final name is complete. There is exactly one writer per file (dask's
-rule for HDF5); files are never appended to in place.
+The file is written under a temp name (:func:`reidaug.io.atomic.atomic_path`) and moved onto
+its final name only after a successful close, so a file that exists under its final name is
+complete. There is exactly one writer per file (dask's rule for HDF5); files are never appended
+to in place.
 """
 from __future__ import annotations
 
@@ -34,252 +13,43 @@ import hashlib
 import json
 import logging
 import os
-import secrets
-import struct
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from reidaug import __version__
-from reidaug.errors import ConfigError, DataError, DependencyError, unknown_name
+from reidaug.data.h5format.schema import (
+    CHECKSUM_ALGORITHM,
+    COMMON_FIELDS,
+    DEFAULT_COMPRESSION,
+    DEFAULT_ENCODING,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_PNG_LEVEL,
+    DEFAULT_TARGET_TOPK,
+    ENCODINGS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LABEL_SCHEMES,
+    MASS_TOL,
+    META_CHUNK,
+    NUM_KEYPOINTS,
+    RESERVED_ATTRS,
+    SOURCES,
+    SPLITS,
+    TARGET_STORAGES,
+    TRAIN_SPLIT,
+    dataset_sha256,
+    element_bytes,
+    require_cv2,
+    require_h5py,
+)
+from reidaug.data.h5format.targets import densify_targets, make_targets
+from reidaug.errors import ConfigError, DataError, unknown_name
+from reidaug.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
-
-FORMAT_NAME = "reidaug-hdf5"
-FORMAT_VERSION = 1
-#: Version of the per-dataset checksum recipe (see :func:`dataset_sha256`).
-CHECKSUM_ALGORITHM = "sha256-elements-v1"
-
-SPLITS: tuple[str, ...] = ("train", "query", "gallery")
-#: Split that holds training labels and soft targets.
-TRAIN_SPLIT = "train"
-
-#: ``source`` enum: where an image came from. The mapping is stored in the file's enum dtype;
-#: readers must map codes through the file's dtype (``h5py.check_enum_dtype``), not this dict.
-SOURCES: dict[str, int] = {
-    "real": 0,  # an image of the original dataset
-    "camstyle": 1,  # camera-style transfer (CycleGAN per camera pair; Zhong et al., CVPR 2018)
-    "pose": 2,  # pose-guided generation (e.g. PN-GAN, Qian et al., ECCV 2018)
-    "dcgan": 3,  # unconditional GAN sample with no identity (Zheng et al., ICCV 2017)
-    "other": 255,  # any other generator; say which in gen_checksum's string table
-}
-#: ``label_scheme`` enum: how a training sample's soft target was made.
-LABEL_SCHEMES: dict[str, int] = {"onehot": 0, "lsr": 1, "lsro": 2, "teacher": 3}
-ENCODINGS: tuple[str, ...] = ("raw", "jpeg", "png")
-TARGET_STORAGES: tuple[str, ...] = ("sparse", "dense")
-#: Keypoints are COCO-17 (x, y, score) in the stored image's pixel frame.
-NUM_KEYPOINTS = 17
-
-#: Default image storage, chosen from the CUHK01 measurements in docs/hdf5-format.md.
-DEFAULT_ENCODING = "raw"
-DEFAULT_COMPRESSION = "none"
-DEFAULT_IMAGE_SIZE = (256, 128)  # (H, W), the usual re-ID model input
-DEFAULT_JPEG_QUALITY = 95
-DEFAULT_PNG_LEVEL = 3
-DEFAULT_TARGET_TOPK = 5
-
-# Tolerance on a target row's total mass as given by the caller (before float16 storage).
-_MASS_TOL = 1e-3
-_META_CHUNK = 4096
-_HASH_ROWS_IMAGES = 256
-_HASH_ROWS_META = 65536
-
-# Attributes the writer owns; callers cannot set them through ``attrs``.
-_RESERVED_ATTRS = frozenset(
-    {
-        "format", "format_version", "created_by", "label_smoothing", "num_classes",
-        "image_encoding", "image_size", "image_compression", "jpeg_quality", "png_level",
-        "target_storage", "target_topk", "checksum_algorithm", "splits", "stage_keys",
-        "pipeline_key",
-    }
-)
-
-# Per-sample datasets present in every split, with their on-disk dtypes.
-_COMMON_FIELDS: dict[str, Any] = {
-    "pid": np.int64,
-    "label": np.int64,
-    "camid": np.int16,
-    "origin": np.int64,
-    "gen_target_camid": np.int16,
-    "gen_pose_id": np.int32,
-    "gen_checksum": np.int32,
-    "native_hw": np.int32,  # (N, 2)
-}
-
-
-def _h5py():
-    try:
-        import h5py
-    except ImportError as exc:  # pragma: no cover - h5py is a hard dependency
-        raise DependencyError(
-            "h5py is not installed; the reidaug HDF5 format needs it. Fix: pip install h5py"
-        ) from exc
-    return h5py
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv is a hard dependency
-        raise DependencyError(
-            "opencv-python is not installed; encoding/decoding images needs it. "
-            "Fix: pip install opencv-python"
-        ) from exc
-    return cv2
-
-
-# --------------------------------------------------------------------------------------------
-# Soft targets
-# --------------------------------------------------------------------------------------------
-
-
-def densify_target(
-    index: np.ndarray, value: np.ndarray, rest: float, num_classes: int
-) -> np.ndarray:
-    """Turn one stored sparse target into its dense probability vector, float32 (C,).
-
-    ``index`` (K,) int32 holds class ids (``-1`` = unused slot), ``value`` (K,) their
-    probabilities, ``rest`` the leftover mass, spread *uniformly over the classes not listed in
-    ``index``*. So LSR with smoothing eps is index=[y], value=[1-eps+eps/C], rest=eps-eps/C;
-    LSRO is no index at all and rest=1 (uniform over all C classes). The result sums to 1
-    (within float32 rounding); it is the final training target: do not smooth it again.
-    """
-    index = np.asarray(index).reshape(-1)
-    value = np.asarray(value, dtype=np.float32).reshape(-1)
-    out = np.zeros(num_classes, dtype=np.float32)
-    used = index >= 0
-    idx = index[used].astype(np.int64)
-    out[idx] = value[used]
-    others = num_classes - idx.size
-    if others > 0 and rest > 0:
-        mask = np.ones(num_classes, dtype=bool)
-        mask[idx] = False
-        out[mask] += np.float32(rest) / np.float32(others)
-    return out
-
-
-def densify_targets(
-    index: np.ndarray, value: np.ndarray, rest: np.ndarray, num_classes: int
-) -> np.ndarray:
-    """Batched :func:`densify_target`: (B, K), (B, K), (B,) -> float32 (B, C)."""
-    index = np.asarray(index)
-    value = np.asarray(value, dtype=np.float32)
-    rest = np.asarray(rest, dtype=np.float32)
-    b = index.shape[0]
-    used = index >= 0
-    n_used = used.sum(axis=1)
-    others = num_classes - n_used  # (B,)
-    share = np.where(others > 0, rest / np.maximum(others, 1), 0.0).astype(np.float32)
-    out = np.repeat(share[:, None], num_classes, axis=1)  # (B, C)
-    rows = np.repeat(np.arange(b), index.shape[1])[used.reshape(-1)]
-    out[rows, index[used]] = value[used]
-    return out
-
-
-def normalize_dense(rows: np.ndarray) -> np.ndarray:
-    """Dense float16 rows -> float32 rows divided by their sum (undoes float16 rounding only)."""
-    rows = np.asarray(rows, dtype=np.float32)
-    total = rows.sum(axis=-1, keepdims=True)
-    return rows / np.where(total > 0, total, 1.0)
-
-
-def make_targets(
-    scheme: str,
-    labels: Sequence[int] | np.ndarray,
-    num_classes: int,
-    *,
-    epsilon: float = 0.1,
-    probs: np.ndarray | None = None,
-    topk: int = DEFAULT_TARGET_TOPK,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sparse (index (B, K) int32, value (B, K) float32) targets for one label scheme.
-
-    onehot: [y] -> [1]; lsr: [y] -> [1 - eps + eps/C] (the rest, eps - eps/C, spreads as eps/C
-    over the other classes); lsro: nothing listed (uniform over all classes); teacher: the
-    ``topk`` largest of ``probs`` (B, C) (the rest mass spreads over the other classes).
-    The writer derives the rest mass itself, so these two arrays are all it needs.
-    """
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    b = labels.size
-    if scheme not in LABEL_SCHEMES:
-        raise unknown_name("label scheme", scheme, LABEL_SCHEMES)
-    if scheme in ("onehot", "lsr"):
-        if b and (labels.min() < 0 or labels.max() >= num_classes):
-            raise DataError(
-                f"{scheme} targets need labels in 0..{num_classes - 1}; found "
-                f"{labels.min()}..{labels.max()}. Fix: relabel pids contiguously first."
-            )
-        if scheme == "lsr" and not 0.0 <= epsilon < 1.0:
-            raise ConfigError(f"lsr epsilon must be in [0, 1); found {epsilon}.")
-        top = 1.0 if scheme == "onehot" else 1.0 - epsilon + epsilon / num_classes
-        return labels.astype(np.int32)[:, None], np.full((b, 1), top, dtype=np.float32)
-    if scheme == "lsro":
-        return np.full((b, 1), -1, dtype=np.int32), np.zeros((b, 1), dtype=np.float32)
-    if probs is None:
-        raise ConfigError("teacher targets need probs (B, C) from the teacher's softmax.")
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.shape != (b, num_classes):
-        raise DataError(
-            f"teacher probs must have shape ({b}, {num_classes}); found {probs.shape}."
-        )
-    k = min(topk, num_classes)
-    idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return idx.astype(np.int32), np.take_along_axis(probs, idx, axis=1)
-
-
-# --------------------------------------------------------------------------------------------
-# Checksums
-# --------------------------------------------------------------------------------------------
-
-
-def _element_bytes(arr: Any, vlen: bool) -> Iterator[bytes]:
-    """Canonical bytes of a block of rows: little-endian C-order, or len+bytes per vlen row."""
-    if vlen:
-        for item in arr:
-            if isinstance(item, str):
-                b = item.encode("utf-8")
-            elif isinstance(item, (bytes, bytearray)):
-                b = bytes(item)
-            else:
-                b = np.ascontiguousarray(item, dtype=np.uint8).tobytes()
-            yield struct.pack("<Q", len(b))
-            yield b
-    else:
-        a = np.asarray(arr)
-        yield np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
-
-
-def _is_vlen(ds: Any) -> bool:
-    h5py = _h5py()
-    return h5py.check_vlen_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
-
-
-def dataset_sha256(ds: Any) -> str:
-    """sha256 (hex) of an h5py dataset's contents, read in blocks of rows.
-
-    Recipe ``sha256-elements-v1``: fixed-size data hashes as its little-endian bytes in C order;
-    a variable-length dataset hashes, per element in order, its byte length as uint64
-    little-endian then its bytes (strings as UTF-8). Enum data hashes as its integer codes.
-    """
-    h = hashlib.sha256()
-    vlen = _is_vlen(ds)
-    n = ds.shape[0] if ds.shape else 0
-    rows = _HASH_ROWS_IMAGES if ds.ndim > 2 or vlen else _HASH_ROWS_META
-    for start in range(0, n, rows):
-        block = ds[start : start + rows]
-        for part in _element_bytes(block, vlen):
-            h.update(part)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Writer
-# --------------------------------------------------------------------------------------------
-
-
-def _temp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _parse_compression(compression: str) -> tuple[str | None, int | None]:
@@ -350,7 +120,8 @@ class H5Writer:
             w.append("train", images=batch, pid=pids, camid=cams, label=labels,
                      source="real", label_scheme="onehot", path=paths)
 
-    ``image_size`` (H, W): every image is resized to it (bilinear; keypoints scaled with it).
+    ``image_size`` (H, W): every image is resized to it (bilinear; keypoints follow by the
+    pixel-centre rule of :func:`reidaug.pose.keypoints.rescale_keypoints`).
     Required for ``raw``; for ``jpeg``/``png`` ``None`` keeps each image's native size.
     ``compression`` applies to ``raw`` only: ``none``, ``lzf`` or ``gzip-0``..``gzip-9``.
     ``attrs`` may hold ``pipeline_key`` (str), ``stage_keys`` (mapping stage -> key) and other
@@ -374,7 +145,7 @@ class H5Writer:
         target_storage: str = "sparse",
         target_topk: int = DEFAULT_TARGET_TOPK,
     ) -> None:
-        h5py = _h5py()
+        h5py = require_h5py()
         if encoding not in ENCODINGS:
             raise unknown_name("image encoding", encoding, ENCODINGS)
         if target_storage not in TARGET_STORAGES:
@@ -410,8 +181,9 @@ class H5Writer:
         self._splits: dict[str, _SplitState] = {}
         self._gen_table: dict[str, int] = {}
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _temp_name(self.path)
+        # the temp name and the move into place are the ground floor's (removed again on abort)
+        self._commit = atomic_path(self.path)
+        self._tmp = self._commit.__enter__()
         self._f = h5py.File(self._tmp, "w", libver=("v110", "latest"), track_order=True)
         log.debug("writing %s via %s", self.path, self._tmp.name)
 
@@ -471,7 +243,7 @@ class H5Writer:
         paths = [path] * n if isinstance(path, str) else (list(path) if path is not None else [""] * n)
         if len(paths) != n:
             raise DataError(f"append ({where}): {len(paths)} paths for {n} images.")
-        stored, native_hw, scale = self._prepare_images(imgs, paths, where)
+        stored, native_hw = self._prepare_images(imgs, paths, where)
         cols: dict[str, np.ndarray] = {
             "pid": _as_column("pid", pid, n, np.int64),
             "camid": _as_column("camid", camid, n, np.int16),
@@ -511,8 +283,10 @@ class H5Writer:
                     f"append ({where}): keypoints must have shape ({n}, {NUM_KEYPOINTS}, 3); found {kp.shape}."
                 )
             kp = kp.copy()
-            kp[:, :, 0] *= scale[:, 1:2]  # x scales with width
-            kp[:, :, 1] *= scale[:, 0:1]  # y with height
+            if self.image_size is not None:
+                scale = (np.asarray(self.image_size) / native_hw).astype(np.float32)  # (B, 2) as (h, w)
+                kp[:, :, 0] *= scale[:, 1:2]  # x scales with width
+                kp[:, :, 1] *= scale[:, 0:1]  # y with height
             if not state.has_keypoints:
                 self._create_keypoints(state)
         elif state.has_keypoints:
@@ -550,8 +324,8 @@ class H5Writer:
         self._closed = True
         with contextlib.suppress(Exception):  # the file may already be broken; we delete it anyway
             self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        aborted = DataError(f"writing {self.path} was aborted")
+        self._commit.__exit__(DataError, aborted, None)  # removes the temp file, leaves the final path
         log.debug("aborted %s; removed %s", self.path, self._tmp.name)
 
     def close(self) -> None:
@@ -563,11 +337,11 @@ class H5Writer:
             self._f.close()
             with open(self._tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
         self._closed = True
+        self._commit.__exit__(None, None, None)  # os.replace onto the final name
         log.info("wrote %s (%s)", self.path, ", ".join(f"{s}: {st.n}" for s, st in self._splits.items()))
 
     # -- internals -----------------------------------------------------------------------------
@@ -581,7 +355,7 @@ class H5Writer:
                 if not isinstance(val, Mapping):
                     raise ConfigError(f"attrs['stage_keys'] must map stage name -> key; found {type(val).__name__}.")
                 out[key] = json.dumps({str(k): str(v) for k, v in val.items()}, sort_keys=True)
-            elif key in _RESERVED_ATTRS:
+            elif key in RESERVED_ATTRS:
                 raise ConfigError(f"attribute {key!r} is set by the writer itself; remove it from attrs.")
             elif isinstance(val, (str, int, float, bool, np.integer, np.floating)):
                 out[key] = val
@@ -594,11 +368,11 @@ class H5Writer:
 
     def _prepare_images(
         self, imgs: list[np.ndarray], paths: list[str], where: str
-    ) -> tuple[Any, np.ndarray, np.ndarray]:
-        cv2 = _cv2()
+    ) -> tuple[Any, np.ndarray]:
+        """Check, resize and encode a batch: (stored images, native (B, 2) int32 as (h, w))."""
+        cv2 = require_cv2()
         n = len(imgs)
         native = np.zeros((n, 2), dtype=np.int32)
-        scale = np.ones((n, 2), dtype=np.float32)
         out: list[Any] = []
         for i, img in enumerate(imgs):
             img = np.asarray(img)
@@ -612,7 +386,6 @@ class H5Writer:
             if self.image_size is not None and (h, w) != self.image_size:
                 th, tw = self.image_size
                 img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR)
-                scale[i] = (th / h, tw / w)
             if self.encoding == "raw":
                 out.append(np.ascontiguousarray(img))
             else:
@@ -627,7 +400,7 @@ class H5Writer:
                     raise DataError(f"append ({where}): cannot encode image {i} ({paths[i]}) as {self.encoding}.")
                 out.append(buf.reshape(-1))
         stored: Any = np.stack(out) if self.encoding == "raw" else out
-        return stored, native, scale
+        return stored, native
 
     def _intern_checksums(self, value: Any, n: int, where: str) -> np.ndarray:
         if value is None:
@@ -722,12 +495,12 @@ class H5Writer:
     def _check_mass(value: np.ndarray, total: np.ndarray, where: str, upper_only: bool = False) -> None:
         if np.any(value < 0) or not np.all(np.isfinite(value)):
             raise DataError(f"append ({where}): target probabilities must be finite and >= 0.")
-        bad = total > 1 + _MASS_TOL if upper_only else np.abs(total - 1) > _MASS_TOL
+        bad = total > 1 + MASS_TOL if upper_only else np.abs(total - 1) > MASS_TOL
         if np.any(bad):
             i = int(np.argmax(bad))
             raise DataError(
                 f"append ({where}): target row {i} has total mass {total[i]:.4f}; expected "
-                f"{'<= 1' if upper_only else '1'} (tolerance {_MASS_TOL})."
+                f"{'<= 1' if upper_only else '1'} (tolerance {MASS_TOL})."
             )
 
     def _split(self, split: str, first_image: Any) -> _SplitState:
@@ -736,7 +509,7 @@ class H5Writer:
             if self.encoding == "raw" and first_image.shape != state.group["images"].shape[1:]:
                 raise DataError(f"append: {split} image shape {first_image.shape} differs from the file's.")
             return state
-        h5py = _h5py()
+        h5py = require_h5py()
         g = self._f.create_group(split, track_order=True)
         state = _SplitState(group=g)
         if self.encoding == "raw":
@@ -752,35 +525,35 @@ class H5Writer:
                 chunks=(1024,),
             )
         meta = dict(compression="gzip", compression_opts=4, shuffle=True)
-        for name, dt in _COMMON_FIELDS.items():
+        for name, dt in COMMON_FIELDS.items():
             shape = (0, 2) if name == "native_hw" else (0,)
-            chunks = (_META_CHUNK, 2) if name == "native_hw" else (_META_CHUNK,)
+            chunks = (META_CHUNK, 2) if name == "native_hw" else (META_CHUNK,)
             g.create_dataset(name, shape=shape, maxshape=(None,) + shape[1:], dtype=dt, chunks=chunks, **meta)
         g.create_dataset(
-            "source", shape=(0,), maxshape=(None,), chunks=(_META_CHUNK,),
+            "source", shape=(0,), maxshape=(None,), chunks=(META_CHUNK,),
             dtype=h5py.enum_dtype(SOURCES, basetype=np.uint8), **meta,
         )
         g.create_dataset(
-            "path", shape=(0,), maxshape=(None,), chunks=(_META_CHUNK,),
+            "path", shape=(0,), maxshape=(None,), chunks=(META_CHUNK,),
             dtype=h5py.string_dtype("utf-8"), **meta,
         )
         if split == TRAIN_SPLIT:
             g.create_dataset(
-                "label_scheme", shape=(0,), maxshape=(None,), chunks=(_META_CHUNK,),
+                "label_scheme", shape=(0,), maxshape=(None,), chunks=(META_CHUNK,),
                 dtype=h5py.enum_dtype(LABEL_SCHEMES, basetype=np.uint8), **meta,
             )
             if self.target_storage == "sparse":
                 k = self.target_topk
                 g.create_dataset("target_index", shape=(0, k), maxshape=(None, k), dtype=np.int32,
-                                 chunks=(_META_CHUNK, k), **meta)
+                                 chunks=(META_CHUNK, k), **meta)
                 g.create_dataset("target_value", shape=(0, k), maxshape=(None, k), dtype=np.float16,
-                                 chunks=(_META_CHUNK, k), **meta)
+                                 chunks=(META_CHUNK, k), **meta)
                 g.create_dataset("target_rest", shape=(0,), maxshape=(None,), dtype=np.float32,
-                                 chunks=(_META_CHUNK,), **meta)
+                                 chunks=(META_CHUNK,), **meta)
             else:
                 c = int(self.num_classes)  # type: ignore[arg-type]
                 g.create_dataset("target_dense", shape=(0, c), maxshape=(None, c), dtype=np.float16,
-                                 chunks=(max(1, min(_META_CHUNK, (1 << 20) // (2 * c))), c), **meta)
+                                 chunks=(max(1, min(META_CHUNK, (1 << 20) // (2 * c))), c), **meta)
         for name in g:
             state.hashers[name] = hashlib.sha256()
         self._splits[split] = state
@@ -795,7 +568,7 @@ class H5Writer:
         )
         h = hashlib.sha256()
         if state.n:  # earlier rows had no keypoints: they read back as NaN
-            for part in _element_bytes(np.full((state.n, NUM_KEYPOINTS, 3), np.nan, np.float32), False):
+            for part in element_bytes(np.full((state.n, NUM_KEYPOINTS, 3), np.nan, np.float32), False):
                 h.update(part)
         state.hashers["keypoints"] = h
         state.has_keypoints = True
@@ -816,12 +589,12 @@ class H5Writer:
             else:
                 ds[n0 : n0 + b] = data
                 vlen = name == "path"
-            for part in _element_bytes(data, vlen):
+            for part in element_bytes(data, vlen):
                 state.hashers[name].update(part)
         state.n = n0 + b
 
     def _finalize(self) -> None:
-        h5py = _h5py()
+        h5py = require_h5py()
         if not self._splits:
             raise DataError(
                 f"nothing was appended to {self.path}; refusing to write an empty dataset file."
@@ -901,368 +674,3 @@ class H5Writer:
             raise DataError(f"{self.path}: a train target lists a class >= num_classes {c}.")
         return c
 
-
-# --------------------------------------------------------------------------------------------
-# Reader
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitMeta:
-    """All per-sample metadata of one split, in memory (images excluded)."""
-
-    split: str
-    pid: np.ndarray  # (N,) int64
-    label: np.ndarray  # (N,) int64, -1 outside train
-    camid: np.ndarray  # (N,) int16, 0-based
-    source: np.ndarray  # (N,) uint8 codes; names in source_names
-    source_names: dict[int, str]
-    origin: np.ndarray  # (N,) int64, -1 for real images
-    gen_target_camid: np.ndarray  # (N,) int16
-    gen_pose_id: np.ndarray  # (N,) int32
-    gen_checksum: np.ndarray  # (N,) int32 index into H5File.gen_checksums, -1 none
-    native_hw: np.ndarray  # (N, 2) int32
-    path: list[str]
-    label_scheme: np.ndarray | None  # (N,) uint8 codes (train only)
-    label_scheme_names: dict[int, str]
-    keypoints: np.ndarray | None  # (N, 17, 3) float32 or None
-
-    def __len__(self) -> int:
-        return int(self.pid.shape[0])
-
-    @property
-    def is_fake(self) -> np.ndarray:
-        return self.source != SOURCES["real"]
-
-    def source_name(self, i: int) -> str:
-        return self.source_names[int(self.source[i])]
-
-
-@dataclasses.dataclass(frozen=True)
-class FileInfo:
-    """Root attributes of a reidaug HDF5 file."""
-
-    format_version: int
-    created_by: str
-    pipeline_key: str
-    stage_keys: dict[str, str]
-    label_smoothing: str
-    num_classes: int
-    image_encoding: str
-    image_size: tuple[int, int] | None  # None: native sizes (encoded images only)
-    image_compression: str
-    target_storage: str
-    target_topk: int
-    splits: tuple[str, ...]
-    extra: dict[str, Any]
-
-
-def _enum_names(ds: Any) -> dict[int, str]:
-    mapping = _h5py().check_enum_dtype(ds.dtype) or {}
-    return {int(v): k for k, v in mapping.items()}
-
-
-def _attr_str(v: Any) -> str:
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
-
-
-_REQUIRED_DATASETS = ("images", "pid", "label", "camid", "source", "origin", "gen_target_camid",
-                      "gen_pose_id", "gen_checksum", "native_hw", "path")
-
-
-class H5File:
-    """An open reidaug HDF5 file (read-only). Use :func:`open_h5` to get one.
-
-    Not fork-safe: open one per process (``ReidH5Dataset`` does this per DataLoader worker).
-    """
-
-    def __init__(self, path: Path, h5: Any) -> None:
-        self.path = path
-        self.h5 = h5
-        self.info = _read_info(path, h5)
-        self._meta: dict[str, SplitMeta] = {}
-        self._sparse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._images = {s: h5[s]["images"] for s in self.info.splits}
-        self._encoded = self.info.image_encoding != "raw"
-        gc = h5["gen_checksums"][:] if "gen_checksums" in h5 else []
-        self.gen_checksums: list[str] = [_attr_str(x) for x in gc]
-
-    def __enter__(self) -> H5File:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.h5.close()
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return self.info.splits
-
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
-
-    def _group(self, split: str) -> Any:
-        if split not in self.info.splits:
-            raise unknown_name(f"split in {self.path}", split, self.info.splits)
-        return self.h5[split]
-
-    def __len__(self) -> int:
-        return sum(self.num_samples(s) for s in self.splits)
-
-    def num_samples(self, split: str) -> int:
-        return int(self._group(split)["pid"].shape[0])
-
-    def meta(self, split: str) -> SplitMeta:
-        """Per-sample metadata arrays of ``split`` (read once, then cached)."""
-        if split not in self._meta:
-            g = self._group(split)
-            scheme = g["label_scheme"] if "label_scheme" in g else None
-            self._meta[split] = SplitMeta(
-                split=split,
-                pid=g["pid"][:],
-                label=g["label"][:],
-                camid=g["camid"][:],
-                source=g["source"][:],
-                source_names=_enum_names(g["source"]),
-                origin=g["origin"][:],
-                gen_target_camid=g["gen_target_camid"][:],
-                gen_pose_id=g["gen_pose_id"][:],
-                gen_checksum=g["gen_checksum"][:],
-                native_hw=g["native_hw"][:],
-                path=list(g["path"].asstr()[:]),
-                label_scheme=scheme[:] if scheme is not None else None,
-                label_scheme_names=_enum_names(scheme) if scheme is not None else {},
-                keypoints=g["keypoints"][:] if "keypoints" in g else None,
-            )
-        return self._meta[split]
-
-    def read_image(self, split: str, i: int) -> np.ndarray:
-        """Image ``i`` of ``split`` as RGB uint8 (H, W, 3), decoded if stored as jpeg/png."""
-        ds = self._images[split] if split in self._images else self._group(split)["images"]
-        i = int(i)
-        if not 0 <= i < ds.shape[0]:
-            raise IndexError(f"{self.path}: {split} has {ds.shape[0]} images; index {i} is out of range.")
-        try:
-            data = ds[i]
-        except OSError as exc:  # a corrupted chunk fails its filter
-            raise DataError(
-                f"cannot read {split} image {i} from {self.path}: {exc}. "
-                "Fix: run `reidaug inspect --verify` on the file and re-export it."
-            ) from exc
-        if not self._encoded:
-            return data
-        cv2 = _cv2()
-        bgr = cv2.imdecode(np.asarray(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(
-                f"cannot decode {split} image {i} ({self.info.image_encoding}) in {self.path}. "
-                "Fix: run `reidaug inspect --verify` on the file and re-export it."
-            )
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-    def sparse_targets(self, split: str = TRAIN_SPLIT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(index (N, K) int32, value (N, K) float16, rest (N,) float32) of a sparse file."""
-        if split not in self._sparse:
-            g = self._group(split)
-            if "target_index" not in g:
-                raise DataError(
-                    f"{self.path} split {split!r} has no sparse targets (target_storage="
-                    f"{self.info.target_storage!r}, targets exist in train only)."
-                )
-            self._sparse[split] = (g["target_index"][:], g["target_value"][:], g["target_rest"][:])
-        return self._sparse[split]
-
-    def targets(self, split: str, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Dense soft targets float32 (B, C) of samples ``indices``: the final training targets."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        g = self._group(split)
-        c = self.info.num_classes
-        if "target_dense" in g:
-            ds = g["target_dense"]
-            rows = np.stack([ds[int(i)] for i in idx]) if idx.size else np.zeros((0, c), np.float16)
-            return normalize_dense(rows)
-        ti, tv, tr = self.sparse_targets(split)
-        return densify_targets(ti[idx], tv[idx], tr[idx], c)
-
-    def target(self, split: str, i: int) -> np.ndarray:
-        """Dense soft target float32 (C,) of one sample."""
-        return self.targets(split, [i])[0]
-
-
-def _read_info(path: Path, h5: Any) -> FileInfo:
-    a = h5.attrs
-    fmt = _attr_str(a.get("format", ""))
-    if fmt != FORMAT_NAME:
-        raise DataError(
-            f"{path} is not a reidaug dataset file: attribute format is {fmt or '(missing)'!r}, "
-            f"expected {FORMAT_NAME!r}. Fix: create it with `reidaug run` (export-hdf5 stage)."
-        )
-    ver = a.get("format_version")
-    if ver is None or int(ver) != FORMAT_VERSION:
-        hint = (
-            "it was written by a newer reidaug; upgrade reidaug to read it"
-            if ver is not None and int(ver) > FORMAT_VERSION
-            else "re-export it with this reidaug version (`reidaug run` re-runs export-hdf5)"
-        )
-        raise DataError(
-            f"{path}: unsupported {FORMAT_NAME} format_version {ver if ver is not None else '(missing)'}; "
-            f"this reidaug ({__version__}) reads format_version {FORMAT_VERSION}. Fix: {hint}."
-        )
-    splits = tuple(json.loads(_attr_str(a.get("splits", "[]"))))
-    for s in splits:
-        if s not in h5:
-            raise DataError(f"{path}: attribute splits lists {s!r} but the file has no group {s!r}.")
-        missing = [d for d in _REQUIRED_DATASETS if d not in h5[s]]
-        if missing:
-            raise DataError(f"{path}: split {s!r} lacks datasets {missing}; the file is incomplete.")
-    size = tuple(int(x) for x in a.get("image_size", (0, 0)))
-    known = _RESERVED_ATTRS
-    return FileInfo(
-        format_version=int(ver),
-        created_by=_attr_str(a.get("created_by", "")),
-        pipeline_key=_attr_str(a.get("pipeline_key", "")),
-        stage_keys=json.loads(_attr_str(a.get("stage_keys", "{}"))),
-        label_smoothing=_attr_str(a.get("label_smoothing", "")),
-        num_classes=int(a.get("num_classes", 0)),
-        image_encoding=_attr_str(a.get("image_encoding", "raw")),
-        image_size=None if size == (0, 0) else (size[0], size[1]),
-        image_compression=_attr_str(a.get("image_compression", "none")),
-        target_storage=_attr_str(a.get("target_storage", "sparse")),
-        target_topk=int(a.get("target_topk", 0)),
-        splits=splits,
-        extra={k: (_attr_str(v) if isinstance(v, bytes) else v) for k, v in a.items() if k not in known},
-    )
-
-
-def open_h5(path: str | os.PathLike[str]) -> H5File:
-    """Open a reidaug HDF5 file for reading; checks format name and version first.
-
-    Raises :class:`DataError` naming the file and the expected vs found format/version.
-    """
-    h5py = _h5py()
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"dataset file not found: {p}. Fix: check the path or run the pipeline to create it.")
-    if not h5py.is_hdf5(p):
-        raise DataError(f"{p} is not an HDF5 file (bad signature). Fix: point at a reidaug .h5 file.")
-    try:
-        h5 = h5py.File(p, "r")
-    except OSError as exc:  # a valid signature but a damaged file (e.g. cut short by a copy)
-        raise DataError(f"cannot open {p} as HDF5: {exc}. Fix: re-create or re-copy the file.") from exc
-    try:
-        return H5File(p, h5)
-    except BaseException:
-        h5.close()
-        raise
-
-
-# --------------------------------------------------------------------------------------------
-# Verify
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a file: where (``/split/dataset``) and what."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
-def _iter_datasets(h5: Any) -> Iterable[tuple[str, Any]]:
-    h5py = _h5py()
-    out: list[tuple[str, Any]] = []
-    h5.visititems(lambda name, obj: out.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
-def verify(path: str | os.PathLike[str]) -> list[Problem]:
-    """Check a file: format/version, every dataset's sha256, lengths and field invariants.
-
-    Returns the problems found (empty list: the file is sound). A file that cannot be opened as
-    a reidaug file gives one problem instead of raising.
-    """
-    problems: list[Problem] = []
-    try:
-        f = open_h5(path)
-    except DataError as exc:
-        return [Problem("/", str(exc))]
-    with f:
-        for name, ds in _iter_datasets(f.h5):
-            expected = ds.attrs.get("sha256")
-            if expected is None:
-                problems.append(Problem(f"/{name}", "has no sha256 attribute (written by an unfinished writer?)"))
-                continue
-            try:
-                found = dataset_sha256(ds)
-            except (OSError, ValueError) as exc:
-                problems.append(Problem(f"/{name}", f"cannot be read: {exc}"))
-                continue
-            if found != _attr_str(expected):
-                problems.append(Problem(
-                    f"/{name}",
-                    f"checksum mismatch: stored sha256 {_attr_str(expected)[:16]}..., data hashes to "
-                    f"{found[:16]}... The data is corrupted; re-export the file.",
-                ))
-        for split in f.splits:
-            problems.extend(_check_split(f, split))
-    return problems
-
-
-def _check_split(f: H5File, split: str) -> list[Problem]:
-    out: list[Problem] = []
-    g = f.h5[split]
-    n = g["pid"].shape[0]
-    for name, ds in g.items():
-        if ds.shape[0] != n:
-            out.append(Problem(f"/{split}/{name}", f"has {ds.shape[0]} rows; the split has {n} (pid)."))
-    if out:
-        return out
-    try:
-        m = f.meta(split)
-    except (OSError, ValueError) as exc:
-        return [Problem(f"/{split}", f"metadata cannot be read: {exc}")]
-    if np.any(m.camid < 0):
-        out.append(Problem(f"/{split}/camid", "has negative camera ids (must be 0-based)."))
-    unknown = set(np.unique(m.source).tolist()) - set(m.source_names)
-    if unknown:
-        out.append(Problem(f"/{split}/source", f"has codes {sorted(unknown)} outside its enum."))
-    fake = m.is_fake
-    real = ~fake
-    if np.any(m.origin[real] != -1):
-        out.append(Problem(f"/{split}/origin", "real images must have origin -1."))
-    o = m.origin[fake]
-    if np.any((o < -1) | (o >= n)):
-        out.append(Problem(f"/{split}/origin", "points outside the split."))
-    else:
-        ok = o[o >= 0]
-        if np.any(fake[ok]):
-            out.append(Problem(f"/{split}/origin", "points at a fake image; must point at a real one."))
-    gc = m.gen_checksum
-    if np.any((gc < -1) | (gc >= len(f.gen_checksums))):
-        out.append(Problem(f"/{split}/gen_checksum", "indexes outside the gen_checksums table."))
-    c = f.num_classes
-    if split == TRAIN_SPLIT:
-        lab = m.label
-        if np.any((lab < -1) | (lab >= c)):
-            out.append(Problem(f"/{split}/label", f"has labels outside -1..{c - 1}."))
-        elif np.unique(lab[lab >= 0]).size != c:
-            out.append(Problem(f"/{split}/label", f"labels do not cover 0..{c - 1} contiguously."))
-        if "target_index" in g:
-            ti, tv, tr = f.sparse_targets(split)
-            if np.any(ti >= c):
-                out.append(Problem(f"/{split}/target_index", f"lists classes >= num_classes {c}."))
-            total = tv.astype(np.float32).sum(axis=1) + tr
-            if n and np.max(np.abs(total - 1)) > 1e-3:
-                out.append(Problem(f"/{split}/target_rest", "target rows do not sum to 1."))
-        elif "target_dense" not in g:
-            out.append(Problem(f"/{split}", "has no soft targets (target_index or target_dense)."))
-    elif np.any(m.label != -1):
-        out.append(Problem(f"/{split}/label", "labels must be -1 outside train."))
-    return out
