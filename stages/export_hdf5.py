@@ -247,7 +247,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="export-hdf5", version=1,
+    name="export-hdf5", version=2,  # 2: keypoints follow a resize by the pixel-centre rule (was x*s)
     description="collect the real images (and generated sets) into one HDF5 file (format v1)",
     params=ExportParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "poseguided": "", "labels": ""},

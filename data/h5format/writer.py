@@ -48,6 +48,7 @@ from reidaug.data.h5format.schema import (
 from reidaug.data.h5format.targets import densify_targets, make_targets
 from reidaug.errors import ConfigError, DataError, unknown_name
 from reidaug.io.atomic import atomic_path
+from reidaug.pose.keypoints import rescale_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -282,11 +283,12 @@ class H5Writer:
                 raise DataError(
                     f"append ({where}): keypoints must have shape ({n}, {NUM_KEYPOINTS}, 3); found {kp.shape}."
                 )
+            # the resized rows into the stored image's frame by the pixel-centre rule; the others
+            # stay bit for bit (a ratio of 1 in float32 arithmetic could move their last bit)
             kp = kp.copy()
-            if self.image_size is not None:
-                scale = (np.asarray(self.image_size) / native_hw).astype(np.float32)  # (B, 2) as (h, w)
-                kp[:, :, 0] *= scale[:, 1:2]  # x scales with width
-                kp[:, :, 1] *= scale[:, 0:1]  # y with height
+            moved = np.flatnonzero((native_hw != np.asarray(self.image_size or (0, 0))).any(1))  # (M,)
+            if self.image_size is not None and moved.size:
+                kp[moved] = rescale_keypoints(kp[moved], native_hw[moved], self.image_size)
             if not state.has_keypoints:
                 self._create_keypoints(state)
         elif state.has_keypoints:

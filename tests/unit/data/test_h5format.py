@@ -84,17 +84,33 @@ def test_round_trip_pixels_and_metadata(tmp_path: Path, encoding: str) -> None:
     assert verify(path) == []
 
 
-def test_resize_to_image_size_scales_keypoints(tmp_path: Path) -> None:
+def test_resize_to_image_size_moves_keypoints_by_the_pixel_centre_rule(tmp_path: Path) -> None:
     img = smooth_images(1, h=160, w=60)
     kp = np.zeros((1, 17, 3), np.float32)
-    kp[0, :, 0], kp[0, :, 1], kp[0, :, 2] = 30.0, 80.0, 0.9  # centre of the 60x160 image
+    kp[0, :, 0], kp[0, :, 1], kp[0, :, 2] = 29.5, 79.5, 0.9  # centre of the 60x160 image
     with H5Writer(tmp_path / "r.h5", image_size=(256, 128)) as w:
         w.append("train", images=img, pid=1, camid=0, label=0, keypoints=kp)
     with open_h5(tmp_path / "r.h5") as f:
         assert f.read_image("train", 0).shape == (256, 128, 3)
         m = f.meta("train")
         assert m.native_hw.tolist() == [[160, 60]]
-        np.testing.assert_allclose(m.keypoints[0, 0], [64.0, 128.0, 0.9], rtol=1e-6)
+        np.testing.assert_allclose(m.keypoints[0, 0], [63.5, 127.5, 0.9], rtol=1e-6)  # still the centre
+
+
+def test_a_2x_resize_maps_pixel_centres_not_coordinates(tmp_path: Path) -> None:
+    """Pixel i's centre spans [i - 0.5, i + 0.5]; at 2x it covers pixels 2i and 2i + 1, whose
+    shared centre is 2i + 0.5 (x * 2 would be half a pixel off). Unresized rows keep their bits."""
+    big, small = smooth_images(1, h=32, w=16), smooth_images(1, h=64, w=32, seed=1)
+    kp = np.zeros((2, 17, 3), np.float32)
+    kp[:, :, 0], kp[:, :, 1], kp[:, :, 2] = np.arange(17) * 0.7, np.arange(17) * 1.3 + 0.1, 0.5
+    with H5Writer(tmp_path / "r.h5", image_size=(64, 32)) as w:
+        w.append("train", images=[big[0], small[0]], pid=[1, 2], camid=0, label=[0, 1], keypoints=kp)
+    with open_h5(tmp_path / "r.h5") as f:
+        got = f.meta("train").keypoints
+    np.testing.assert_allclose(got[0, :, :2], kp[0, :, :2] * 2 + 0.5, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got[0, 0, :2], [0.5, 0.7], rtol=1e-6)  # (0, 0.1) -> (0.5, 0.7)
+    np.testing.assert_array_equal(got[1], kp[1])  # already 64x32: untouched
+    np.testing.assert_array_equal(got[:, :, 2], kp[:, :, 2])
 
 
 def test_real_cuhk01_png_round_trip_is_lossless(tmp_path: Path, cuhk01_dir: Path) -> None:
