@@ -1,14 +1,18 @@
 """What a stage function sees: its parameters, its inputs, and where it may write.
 
 Both classes are plain frozen dataclasses of paths and values, so they pickle to dask workers
-(threads, processes or a distributed cluster) unchanged.
+(threads, processes or a distributed cluster) unchanged. What a stage loads once and reuses
+across its chunks (a generator, an estimator, a table) lives in :meth:`StageContext.memo`, a
+per-process cache outside the context, so the context itself stays small and picklable.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import h5py
 import numpy as np
@@ -19,6 +23,23 @@ from reidaug.pipeline.hashing import seed_for
 from reidaug.pipeline.stage import Params
 
 CHUNK_DIR = "chunks"
+T = TypeVar("T")
+
+#: most memo entries a process keeps (least recently used go first): a long-lived dask worker
+#: runs many stages, and the runner's release reaches only its own process
+MEMO_LIMIT = 16
+_memo: collections.OrderedDict[tuple[str, str, int], Any] = collections.OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def release_memo(stage_key: str) -> int:
+    """Drop this process's memo entries of the stage with cache key ``stage_key`` (the runner
+    calls it when the stage is done); returns how many were dropped."""
+    with _memo_lock:
+        gone = [k for k in _memo if k[0] == stage_key]
+        for k in gone:
+            del _memo[k]
+    return len(gone)
 
 
 def chunk_name(index: int, suffix: str = ".h5") -> str:
@@ -143,3 +164,22 @@ class StageContext:
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng(self.seed(index))
+
+    def memo(self, name: str, factory: Callable[[], T]) -> T:
+        """``factory()``'s result, built once per (this stage's key, ``name``, calling thread) in
+        this process and reused by later chunks: loading a model per chunk would dominate. Per
+        thread, since models (TFLite, MediaPipe, torch with autocast) must not be shared between
+        threads. ``name`` must say everything the value depends on beyond the stage's key (e.g. a
+        nonsemantic device). Freed by :func:`release_memo` when the stage ends, and beyond
+        :data:`MEMO_LIMIT` entries, least recently used first."""
+        key = (self.key, name, threading.get_ident())
+        with _memo_lock:
+            if key in _memo:
+                _memo.move_to_end(key)
+                return _memo[key]
+        value = factory()  # outside the lock: slow, and only this thread builds this key
+        with _memo_lock:
+            _memo[key] = value
+            while len(_memo) > MEMO_LIMIT:
+                _memo.popitem(last=False)
+        return value

@@ -28,7 +28,7 @@ from reidaug.errors import ReidAugError, StageError, add_context
 from reidaug.io.atomic import write_json, write_text
 from reidaug.pipeline.cache import Cache, EntryState
 from reidaug.pipeline.config import scheduler_kind
-from reidaug.pipeline.context import InputHandle, StageContext
+from reidaug.pipeline.context import InputHandle, StageContext, release_memo
 from reidaug.pipeline.graph import Graph, explain_change
 from reidaug.pipeline.stage import StageSpec
 
@@ -325,7 +325,10 @@ def run_pipeline(
     results: list[StageResult] = []
     try:
         for n_done, name in enumerate(names, start=1):
-            results.append(_run_stage(graph, cache, name, options, executor, progress, registry))
+            try:
+                results.append(_run_stage(graph, cache, name, options, executor, progress, registry))
+            finally:
+                release_memo(graph.keys[name])  # the models and tables its chunks loaded (ctx.memo)
             log.info("Completed %d out of %d stages", n_done, len(names))
     finally:
         executor.close()

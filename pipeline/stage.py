@@ -11,20 +11,26 @@ workers, device), and resource needs (GPU). Three functions do the work:
     Compute chunk ``i``; read only ``ctx.inputs`` and ``ctx.params``, write only through
     ``ctx.write_chunk`` (atomic), and take randomness only from ``ctx.rng(i)``.
 ``finalize(ctx) -> dict`` (optional)
-    Combine the chunks into the stage's outputs inside ``ctx.entry_dir`` and return a summary
+    Combine the chunks into the stage's outputs inside ``ctx.work_dir`` and return a summary
     for ``meta.json``. Runs once, after every chunk exists.
 
 A source stage (no inputs that fix its key) also gives ``fingerprint(params, base_dir)``: a
 JSON-able description of its input files (relative path, size, mtime), which is its key.
+
+Parameters that many stages share are declared once here, as bases a stage's parameter class
+inherits: :class:`GPUExecParams` (device, amp), :class:`BatchedGPUParams` (plus batch_size and
+its CPU / CUDA default), :class:`TrainCadenceParams` (checkpoint / sample / log cadence) and
+:class:`GPUTrainParams` (both, for a GAN training stage). A
+base lists the fields that never change a result in ``NONSEMANTIC``; they stay out of the key.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo
 from typing_extensions import Annotated
 
 from reidaug.pipeline.hashing import FileRef
@@ -43,6 +49,56 @@ class Params(BaseModel):
     """Base class of every stage's parameter model: typed, immutable, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    #: fields of this class that never change a result (left out of the key with the spec's own)
+    NONSEMANTIC: ClassVar[frozenset[str]] = frozenset()
+
+
+class GPUExecParams(Params):
+    """Where a network runs. ``amp`` changes bf16 results on CUDA, so it stays in the key unless
+    a stage declares otherwise; ``device`` never does (:data:`ALWAYS_NONSEMANTIC`)."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast and channels_last on CUDA (ignored on the CPU)")
+
+
+#: generation batch sizes when ``batch_size`` is unset: bench/generate.py measured batch 8 at 94%
+#: of the CPU's FP32 ceiling (16: 74%) for 256 x 128; CUDA wants large batches
+CPU_BATCH, CUDA_BATCH = 8, 64
+
+
+class BatchedGPUParams(GPUExecParams):
+    """A network run over batches: :meth:`batch_size_on` gives the size to use on a device."""
+
+    batch_size: int | None = Field(None, ge=1, le=4096, description=(
+        f"images per model call (default: {CPU_BATCH} on the CPU, {CUDA_BATCH} on CUDA)"))
+
+    def batch_size_on(self, device: Any) -> int:
+        """``batch_size``, or the default for ``device`` (a ``torch.device``)."""
+        return self.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
+
+
+class TrainCadenceParams(Params):
+    """How often a resumable training (:mod:`reidaug.gen.loop`) checkpoints, draws and logs, and
+    whether its full checkpoint is kept: none of it changes the trained weights."""
+
+    NONSEMANTIC: ClassVar[frozenset[str]] = frozenset({"checkpoint_every", "sample_every", "log_every",
+                                                       "keep_checkpoints"})
+
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+    keep_checkpoints: bool = False
+
+    def cadence(self) -> dict[str, int]:
+        return {"checkpoint_every": self.checkpoint_every, "sample_every": self.sample_every,
+                "log_every": self.log_every}
+
+
+class GPUTrainParams(GPUExecParams, TrainCadenceParams):
+    """A GAN training stage's execution knobs: device, amp and the cadence. Here ``amp`` is out of
+    the key too (as train-camstyle and train-posegan shipped it)."""
+
+    NONSEMANTIC: ClassVar[frozenset[str]] = TrainCadenceParams.NONSEMANTIC | {"amp"}
 
 
 def _to_file_ref(value: Any, info: ValidationInfo) -> FileRef:
@@ -114,14 +170,14 @@ class StageSpec:
         if not self.unkeyed_if_unbound <= self.optional_inputs:
             raise ValueError(f"stage {self.name}: unkeyed_if_unbound must name optional inputs, found "
                              f"{sorted(self.unkeyed_if_unbound - self.optional_inputs)}")
-        unknown = set(self.nonsemantic) - set(self.params.model_fields)
+        unknown = set(self.ignored_in_key) - set(self.params.model_fields)
         if unknown:
             raise ValueError(f"stage {self.name}: nonsemantic names unknown params {sorted(unknown)}")
 
     @property
     def ignored_in_key(self) -> frozenset[str]:
-        """Params left out of the key: the declared ones plus the usual execution knobs."""
-        return self.nonsemantic | (ALWAYS_NONSEMANTIC & set(self.params.model_fields))
+        """Params left out of the key: the spec's, its parameter class's and the usual execution knobs."""
+        return self.nonsemantic | self.params.NONSEMANTIC | (ALWAYS_NONSEMANTIC & set(self.params.model_fields))
 
     def semantic_params(self, params: Params) -> dict[str, Any]:
         return {k: getattr(params, k) for k in type(params).model_fields if k not in self.ignored_in_key}

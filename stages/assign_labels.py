@@ -77,22 +77,17 @@ def plan(ctx: StageContext) -> int:
     used = {name: scheme_of(p, name) for name, slot in SET_SLOTS.items() if ctx.inputs.get(slot) is not None}
     if "teacher" in used.values() and ctx.inputs.get("teacher") is None:
         sets = [k for k, v in used.items() if v == "teacher"]
-        raise ConfigError(f"assign-labels (stage {ctx.stage}): schemes give {sets} the scheme 'teacher', but no teacher "
+        raise ConfigError(f"params.schemes give {sets} the scheme 'teacher', but no teacher "
                           "is bound. Fix: add a train-reid stage trained on the real images (an export-hdf5 with "
                           "sets: [real]) and bind `inputs: {teacher: <that stage>.model}`, or choose lsr / lsro.")
     return len(_jobs(ctx))
 
 
-_LABELS: dict[str, dict[int, int]] = {}
-
-
 def _label_map(ctx: StageContext) -> dict[int, int]:
+    """Original train pid -> label, read once per thread (ctx.memo)."""
     from reidaug.data.datasets import train_label_map
 
-    key = ctx.input("dataset").key
-    if key not in _LABELS:
-        _LABELS[key] = train_label_map(ctx.input("dataset").iter_chunks())
-    return _LABELS[key]
+    return ctx.memo("label_map", lambda: train_label_map(ctx.input("dataset").iter_chunks()))
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
@@ -114,7 +109,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     unknown = sorted({pid for pid in pids if pid not in label_of})
     scheme = scheme_of(p, set_name)
     if unknown and scheme != "lsro":
-        raise DataError(f"assign-labels: {len(unknown)} {set_name} samples of chunk {i} have identities that are not "
+        raise DataError(f"{len(unknown)} {set_name} samples of chunk {i} have identities that are not "
                         f"train identities (e.g. pid {unknown[0]}, {paths[pids.index(unknown[0])]}); scheme {scheme!r} "
                         "needs one. Fix: use lsro for this set, or generate from the train split only.")
     labels = np.asarray([label_of.get(pid, -1) for pid in pids], np.int64)
@@ -143,7 +138,7 @@ def _teacher_probs(ctx: StageContext, arrays: dict[str, Any], rows: list[int], n
     probs = predict_probs(ctx.input("teacher").path, images, temperature=p.temperature, batch_size=p.batch_size,
                           device=p.device)
     if probs.shape[1] != num_classes:
-        raise DataError(f"assign-labels: the teacher ({ctx.input('teacher').path}) predicts {probs.shape[1]} identities, "
+        raise DataError(f"the teacher ({ctx.input('teacher').path}) predicts {probs.shape[1]} identities, "
                         f"but this dataset's train split has {num_classes}. The teacher must be trained on the real "
                         "images of the same train split (an export-hdf5 of the same ingest with sets: [real]).")
     return probs

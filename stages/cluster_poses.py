@@ -51,7 +51,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     norm, kept = normalize_poses(kp, min_confident=p.min_confident, score_threshold=p.score_threshold)
     if len(kept) < p.k:
         raise DataError(
-            f"cluster-poses: only {len(kept)} of {len(kp)} {p.split} poses have >= {p.min_confident} keypoints above "
+            f"only {len(kept)} of {len(kp)} {p.split} poses have >= {p.min_confident} keypoints above "
             f"{p.score_threshold} and a full torso; k-means with k={p.k} needs at least {p.k}. Lower k or "
             "min_confident, or use a stronger pose backend in extract-pose"
         )

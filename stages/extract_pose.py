@@ -18,8 +18,6 @@ runs the real mmpose code path with random weights (plumbing checks only).
 """
 from __future__ import annotations
 
-import json
-import threading
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -58,11 +56,6 @@ class ExtractPoseParams(Params):
         return self
 
 
-# One model per worker THREAD and parameter set: loading it per chunk would dominate, and the
-# TFLite interpreter and the MediaPipe graph must not be shared between threads.
-_LOCAL = threading.local()
-
-
 def _device(p: ExtractPoseParams) -> str:
     if p.device != "auto":
         return p.device
@@ -73,34 +66,29 @@ def _device(p: ExtractPoseParams) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _estimator(p: ExtractPoseParams):
-    """The calling thread's estimator for these parameters, built on first use."""
+def _estimator(ctx: StageContext):
+    """The calling thread's estimator, built on first use (ctx.memo): loading it per chunk would
+    dominate, and the TFLite interpreter and the MediaPipe graph must not be shared between threads."""
     from reidaug.models.pose_estimators import build_estimator
 
-    key = json.dumps(p.model_dump(mode="json"), sort_keys=True)
-    cache = _LOCAL.__dict__.setdefault("estimators", {})
-    if key not in cache:
-        config = p.config if isinstance(p.config, str) or p.config is None else str(p.config.path)
-        cache[key] = build_estimator(
-            p.backend,
-            model_path=str(p.model_path.path) if p.model_path else None,
-            config=config if p.backend == "mmpose" else None,
-            checkpoint=str(p.checkpoint.path) if p.checkpoint else None,
-            random_init=p.random_init if p.backend == "mmpose" else False,
-            upscale_height=p.upscale_height if p.backend == "mediapipe" else None,
-            device=_device(p),
-        )
-    return cache[key]
+    p: ExtractPoseParams = ctx.params
+    config = p.config if isinstance(p.config, str) or p.config is None else str(p.config.path)
+    device = _device(p)
+    return ctx.memo(f"estimator|{device}", lambda: build_estimator(
+        p.backend,
+        model_path=str(p.model_path.path) if p.model_path else None,
+        config=config if p.backend == "mmpose" else None,
+        checkpoint=str(p.checkpoint.path) if p.checkpoint else None,
+        random_init=p.random_init if p.backend == "mmpose" else False,
+        upscale_height=p.upscale_height if p.backend == "mediapipe" else None,
+        device=device,
+    ))
 
 
-def _annotations(p: ExtractPoseParams):
+def _annotations(ctx: StageContext):
     from reidaug.pose.openpose import read_openpose_csv
 
-    cache = _LOCAL.__dict__.setdefault("annotations", {})
-    path = str(p.annotations.path)
-    if path not in cache:
-        cache[path] = read_openpose_csv(path)
-    return cache[path]
+    return ctx.memo("annotations", lambda: read_openpose_csv(str(ctx.params.annotations.path)))
 
 
 def plan(ctx: StageContext) -> int:
@@ -119,13 +107,13 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     keypoints = np.zeros((n, 17, 3), np.float32)  # (N, 17, 3): x, y, score in each image's frame
     if n and p.backend == "openpose-csv":
         # annotations made on the original images, looked up by file name (as those repos do)
-        table = _annotations(p)
+        table = _annotations(ctx)
         for i, path in enumerate(arrays["path"]):
             kp = table.get(path.rsplit("/", 1)[-1])
             if kp is not None:
                 keypoints[i] = kp
     elif n:
-        est = _estimator(p)
+        est = _estimator(ctx)
         for start in range(0, n, p.batch_size):
             images = [decode_stored(b) for b in arrays["image"][start:start + p.batch_size]]
             keypoints[start:start + len(images)] = est.predict(images)

@@ -14,25 +14,22 @@ channels_last, inputs go through pinned memory. Fakes are stored as lossless PNG
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.pipeline.stage import BatchedGPUParams, StageSpec
 
 
-class GenerateCamStyleParams(Params):
+class GenerateCamStyleParams(BatchedGPUParams):
+    """Which fakes to make; device, amp and batch_size come from :class:`BatchedGPUParams`."""
+
     target_cams: list[int] | None = Field(None, description="cameras to render into (default: every camera with a generator)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
     height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
     width: int | None = Field(None, ge=8, le=2048)
     seed: int = Field(0, ge=0, description="for drawing targets when fakes_per_image is set")
-    batch_size: int | None = Field(None, ge=1, le=4096, description=(
-        "fakes per model call (default: 8 on the CPU, where bench/generate.py measured batch 8 at 94% of the "
-        "FP32 ceiling and 16 at 74% for 256x128; 64 on CUDA)"))
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
 
     @model_validator(mode="after")
     def _size_pair(self) -> "GenerateCamStyleParams":
@@ -44,7 +41,7 @@ class GenerateCamStyleParams(Params):
 def plan(ctx: StageContext) -> int:
     from reidaug.gen.common import pick_device
 
-    device = pick_device(ctx.params.device, f"generate-camstyle (stage {ctx.stage})")
+    device = pick_device(ctx.params.device, "params.device")
     _wanted(ctx, _translator(ctx, device).cameras)  # unknown target cameras: say so before any work
     return len(ctx.input("dataset").chunk_paths())
 
@@ -56,14 +53,21 @@ def _wanted(ctx: StageContext, available: list[int]) -> list[int]:
     wanted = available if p.target_cams is None else sorted(set(p.target_cams))
     unknown = sorted(set(wanted) - set(available))
     if unknown:
-        raise ConfigError(f"generate-camstyle (stage {ctx.stage}): target_cams {unknown} have no generator; the models "
+        raise ConfigError(f"params.target_cams {unknown} have no generator; the models "
                           f"of {ctx.input('models').path} cover cameras {available}. Fix: list cameras from those, "
                           "or train them in train-camstyle.")
     return wanted
 
 
-def _targets(ctx: StageContext, translator, index: int, cams, pids, splits) -> list[tuple[int, int]]:
-    """The (row, target camera) jobs of one chunk, in a fixed order."""
+class Fake(NamedTuple):
+    """One fake to make: ingest row ``row`` of the chunk rendered in camera ``target``'s style."""
+
+    row: int
+    target: int
+
+
+def _targets(ctx: StageContext, translator, index: int, cams, splits) -> list[Fake]:
+    """The fakes of one chunk, in a fixed order."""
     p: GenerateCamStyleParams = ctx.params
     wanted = _wanted(ctx, translator.cameras)
     rng = ctx.rng(index)
@@ -74,7 +78,7 @@ def _targets(ctx: StageContext, translator, index: int, cams, pids, splits) -> l
         options = [t for t in wanted if t != int(cam) and translator.has_route(int(cam), t)]
         if p.fakes_per_image is not None and len(options) > p.fakes_per_image:
             options = sorted(rng.choice(options, size=p.fakes_per_image, replace=False).tolist())
-        jobs.extend((row, t) for t in options)
+        jobs.extend(Fake(row, t) for t in options)
     return jobs
 
 
@@ -89,30 +93,30 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.pipeline.context import read_h5_chunk
 
     p: GenerateCamStyleParams = ctx.params
-    device = pick_device(p.device, f"generate-camstyle (stage {ctx.stage})")
+    device = pick_device(p.device, "params.device")
     translator = _translator(ctx, device)
     arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
     n = len(arrays["path"])
-    cams = arrays["camid"] if n else np.zeros(0, np.int16)
-    jobs = _targets(ctx, translator, index, cams, arrays["pid"] if n else [], arrays["split"] if n else [])
-    jobs.sort(key=lambda j: (int(cams[j[0]]), j[1], j[0]))  # batches of one (source, target) pair
+    cams = [int(c) for c in arrays["camid"]] if n else []
+    jobs = _targets(ctx, translator, index, cams, arrays["split"] if n else [])
+    jobs.sort(key=lambda j: (cams[j.row], j.target, j.row))  # batches of one (source, target) pair
     h, w = translator.size
     out_hw = (p.height, p.width) if p.height is not None else (h, w)
-    batch_size = p.batch_size or (64 if device.type == "cuda" else 8)
+    batch_size = p.batch_size_on(device)
     batches = []
     for start in range(0, len(jobs), batch_size):
         group = jobs[start:start + batch_size]
         # split where the pair changes
-        cur: list[tuple[int, int]] = []
+        cur: list[Fake] = []
         for j in group:
-            if cur and (int(cams[cur[0][0]]), cur[0][1]) != (int(cams[j[0]]), j[1]):
+            if cur and (cams[cur[0].row], cur[0].target) != (cams[j.row], j.target):
                 batches.append(cur)
                 cur = []
             cur.append(j)
         batches.append(cur)
     decoded: dict[int, np.ndarray] = {}
 
-    def prepare(batch):
+    def prepare(batch: list[Fake]):
         imgs = []
         for row, _ in batch:
             if row not in decoded:
@@ -122,37 +126,32 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     def compute(item):
         batch, x = item
-        s, t = int(cams[batch[0][0]]), batch[0][1]
-        y = translator.translate_tensor(x, s, t)
+        y = translator.translate_tensor(x, cams[batch[0].row], batch[0].target)
         return batch, y.cpu() if y.device.type != "cpu" else y
 
-    results: dict[tuple[int, int], bytes] = {}
+    results: dict[Fake, bytes] = {}
 
     def finish(item):
         batch, y = item
-        y = y.numpy()
-        for (row, t), img in zip(batch, y):
+        for job, img in zip(batch, y.numpy()):
             if out_hw != (h, w):
                 img = cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-            results[(row, t)] = encode_png(img)
+            results[job] = encode_png(img)
 
     t0 = time.perf_counter()
     timings = overlapped(batches, prepare, compute, finish)
     wall = time.perf_counter() - t0
-    order = sorted(jobs, key=lambda j: (j[0], j[1]))  # stored in ingest order, then target camera
+    order = sorted(jobs)  # stored in ingest order, then target camera
     paths = [str(p_) for p_ in arrays["path"]] if n else []
-    names = []
-    for row, t in order:
-        names.append(fake_name(paths[row], int(cams[row]), t))
     ctx.write_chunk(index, {
         "image": [results[j] for j in order],
-        "path": names,
-        "origin_path": [paths[r] for r, _ in order],
-        "origin_record": np.asarray([int(arrays["record_index"][r]) for r, _ in order], np.int64),
-        "pid": np.asarray([int(arrays["pid"][r]) for r, _ in order], np.int64),
-        "camid": np.asarray([int(cams[r]) for r, _ in order], np.int16),
-        "target_camid": np.asarray([t for _, t in order], np.int16),
-        "gen_checksum": [translator.checksum(int(cams[r]), t) for r, t in order],
+        "path": [fake_name(paths[j.row], cams[j.row], j.target) for j in order],
+        "origin_path": [paths[j.row] for j in order],
+        "origin_record": np.asarray([int(arrays["record_index"][j.row]) for j in order], np.int64),
+        "pid": np.asarray([int(arrays["pid"][j.row]) for j in order], np.int64),
+        "camid": np.asarray([cams[j.row] for j in order], np.int16),
+        "target_camid": np.asarray([j.target for j in order], np.int16),
+        "gen_checksum": [translator.checksum(cams[j.row], j.target) for j in order],
     }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device)})
 
 
@@ -165,20 +164,13 @@ def fake_name(origin: str, source_cam: int, target_cam: int) -> str:
     return f"camstyle/{stem}_fake_c{source_cam}to{target_cam}.png"
 
 
-_CACHE: dict[tuple[str, str], Any] = {}
-
-
 def _translator(ctx: StageContext, device):
-    """One translator per (models folder, device) per process: chunks reuse the loaded weights."""
-    import threading
-
+    """The generators of the models input, loaded once per thread (ctx.memo): chunks reuse them."""
     from reidaug.gen.camstyle import CamStyleTranslator
 
     p: GenerateCamStyleParams = ctx.params
-    key = (str(ctx.input("models").path), f"{device}|{p.amp}|{threading.get_ident()}")
-    if key not in _CACHE:
-        _CACHE[key] = CamStyleTranslator(ctx.input("models").path, device, amp=p.amp)
-    return _CACHE[key]
+    return ctx.memo(f"translator|{device}|{p.amp}",
+                    lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp))
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:

@@ -30,17 +30,19 @@ the canonical pose id).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.pipeline.stage import BatchedGPUParams, StageSpec
 
 DEFAULT_NUM_POSES = 4
 
 
-class GeneratePoseGuidedParams(Params):
+class GeneratePoseGuidedParams(BatchedGPUParams):
+    """Which fakes to make; device, amp and batch_size come from :class:`BatchedGPUParams`."""
+
     targets: Literal["canonical", "sampled", "list"] = Field(
         "canonical", description="canonical (cluster-poses, PN-GAN) | sampled (other train images) | list")
     num_poses: int | None = Field(None, ge=1, le=1000,
@@ -55,10 +57,6 @@ class GeneratePoseGuidedParams(Params):
     height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
     width: int | None = Field(None, ge=8, le=2048)
     seed: int = Field(0, ge=0, description="for drawing sampled targets")
-    batch_size: int | None = Field(None, ge=1, le=4096, description=(
-        "fakes per model call (default: 8 on the CPU, 64 on CUDA, as generate-camstyle)"))
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeneratePoseGuidedParams":
@@ -80,44 +78,61 @@ class GeneratePoseGuidedParams(Params):
         return self
 
 
-def _where(ctx: StageContext) -> str:
-    return f"generate-poseguided (stage {ctx.stage})"
+class PoseTable(NamedTuple):
+    """The train poses of the keypoints input (no images), in its order."""
+
+    paths: list[str]
+    records: Any  # (N,) int64 ingest record index
+    keypoints: Any  # (N, 17, 3) float32, each in its own image's pixels
+    hw: Any  # (N, 2) int64 image (height, width)
+    index: dict[str, int]  # path -> position
 
 
-_GENERATORS: dict[tuple[str, str], Any] = {}
+class Target(NamedTuple):
+    """A target pose: its kind, canonical pose id (or -1), source image (path, record; or "", -1),
+    keypoints ``(17, 3)`` and the frame ``(h, w)`` they are in."""
+
+    kind: str
+    pose_id: int
+    path: str
+    record: int
+    keypoints: Any
+    frame: tuple[int, int]
+
+
+class Fake(NamedTuple):
+    """One fake to make: ingest row ``row`` of the chunk rendered in ``target``."""
+
+    row: int
+    target: Target
 
 
 def _generator(ctx: StageContext, device):
-    """One generator per (models folder, device) per thread: chunks reuse the loaded weights."""
-    import threading
-
+    """The generator of the models input, loaded once per thread (ctx.memo): chunks reuse it."""
     from reidaug.errors import DataError
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
     p: GeneratePoseGuidedParams = ctx.params
     folder = ctx.input("models").path
-    key = (str(folder), f"{device}|{p.amp}|{threading.get_ident()}")
-    if key not in _GENERATORS:
+
+    def load():
         files = sorted(folder.glob("*.pt"))
         if len(files) != 1:
-            raise DataError(f"{_where(ctx)}: expected one generator file (*.pt) in {folder}, found "
+            raise DataError(f"expected one generator file (*.pt) in {folder}, found "
                             f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output "
                             "(models: train-posegan.models).")
-        _GENERATORS[key] = PoseGuidedGenerator(files[0], device, amp=p.amp, where=_where(ctx))
-    return _GENERATORS[key]
+        return PoseGuidedGenerator(files[0], device, amp=p.amp, where="input models")
+
+    return ctx.memo(f"generator|{device}|{p.amp}", load)
 
 
-_TABLES: dict[str, dict[str, Any]] = {}
-
-
-def _pose_table(ctx: StageContext) -> dict[str, Any]:
-    """The train poses of the keypoints input (no images): paths, records, keypoints, frames."""
+def _pose_table(ctx: StageContext) -> PoseTable:
+    """The train poses of the keypoints input, read once per thread (ctx.memo)."""
     import numpy as np
 
-    handle = ctx.input("keypoints")
-    if handle.key not in _TABLES:
+    def read() -> PoseTable:
         paths, recs, kps, hws = [], [], [], []
-        for arrays, _ in handle.iter_chunks():
+        for arrays, _ in ctx.input("keypoints").iter_chunks():
             for i, split in enumerate(arrays.get("split", [])):
                 if split != "train":
                     continue
@@ -125,11 +140,11 @@ def _pose_table(ctx: StageContext) -> dict[str, Any]:
                 recs.append(int(arrays["record_index"][i]))
                 kps.append(arrays["keypoints"][i])
                 hws.append((int(arrays["height"][i]), int(arrays["width"][i])))
-        _TABLES[handle.key] = {
-            "paths": paths, "records": np.asarray(recs, np.int64),
-            "keypoints": np.stack(kps).astype(np.float32) if kps else np.zeros((0, 17, 3), np.float32),
-            "hw": np.asarray(hws, np.int64).reshape(-1, 2), "index": {q: j for j, q in enumerate(paths)}}
-    return _TABLES[handle.key]
+        return PoseTable(paths=paths, records=np.asarray(recs, np.int64),
+                         keypoints=np.stack(kps).astype(np.float32) if kps else np.zeros((0, 17, 3), np.float32),
+                         hw=np.asarray(hws, np.int64).reshape(-1, 2), index={q: j for j, q in enumerate(paths)})
+
+    return ctx.memo("pose_table", read)
 
 
 def _canonical(ctx: StageContext) -> tuple[Any, tuple[int, int]]:
@@ -141,7 +156,7 @@ def _canonical(ctx: StageContext) -> tuple[Any, tuple[int, int]]:
 
     handle = ctx.inputs.get("canonical")
     if handle is None:
-        raise ConfigError(f"{_where(ctx)}: params.targets is 'canonical', which needs the canonical poses of a "
+        raise ConfigError("params.targets is 'canonical', which needs the canonical poses of a "
                           "cluster-poses stage, but input `canonical` is not bound (found no cluster-poses stage). "
                           "Fix: add `cluster-poses: {params: {k: 8}}` to the pipeline (it binds itself) or bind "
                           "`inputs: {canonical: <a cluster-poses stage>.canonical}`; or set targets: sampled.")
@@ -154,18 +169,18 @@ def _check_list(ctx: StageContext) -> None:
 
     p: GeneratePoseGuidedParams = ctx.params
     table = _pose_table(ctx)
-    unknown = [q for q in p.pose_list or [] if q not in table["index"]]
+    unknown = [q for q in p.pose_list or [] if q not in table.index]
     if unknown:
-        raise ConfigError(f"{_where(ctx)}: params.pose_list names {len(unknown)} path(s) that are not train images of "
-                          f"{ctx.input('keypoints').stage}: {unknown[:3]}.{did_you_mean(unknown[0], table['paths'])} "
-                          f"Fix: list train image paths as ingest records them (e.g. {table['paths'][:1]}).")
+        raise ConfigError(f"params.pose_list names {len(unknown)} path(s) that are not train images of "
+                          f"{ctx.input('keypoints').stage}: {unknown[:3]}.{did_you_mean(unknown[0], table.paths)} "
+                          f"Fix: list train image paths as ingest records them (e.g. {table.paths[:1]}).")
 
 
 def plan(ctx: StageContext) -> int:
     from reidaug.gen.common import pick_device
 
     p: GeneratePoseGuidedParams = ctx.params
-    device = pick_device(p.device, _where(ctx))
+    device = pick_device(p.device, "params.device")
     if p.targets == "canonical":
         _canonical(ctx)  # not bound: say so before any work
     elif p.targets == "list":
@@ -174,11 +189,8 @@ def plan(ctx: StageContext) -> int:
     return len(ctx.input("dataset").chunk_paths())
 
 
-def _jobs(ctx: StageContext, index: int, arrays: dict[str, Any], threshold: float):
-    """The (row, target) jobs of one chunk in a fixed order, and the dropped counts by kind.
-
-    A target: (kind, pose id, source path, source record, keypoints (17, 3), frame (h, w)).
-    """
+def _jobs(ctx: StageContext, index: int, arrays: dict[str, Any], threshold: float) -> tuple[list[Fake], dict[str, int]]:
+    """The fakes of one chunk in a fixed order, and how many were dropped, by target kind."""
     import numpy as np
 
     from reidaug.gen.poseguided import count_confident
@@ -186,40 +198,38 @@ def _jobs(ctx: StageContext, index: int, arrays: dict[str, Any], threshold: floa
     p: GeneratePoseGuidedParams = ctx.params
     n = len(arrays.get("path", []))
     rows = [r for r in range(n) if arrays["split"][r] == "train"]
-    jobs: list[tuple[int, tuple[str, int, str, int, Any, tuple[int, int]]]] = []
+    jobs: list[Fake] = []
     if p.targets == "canonical":
         canon, frame = _canonical(ctx)
         for r in rows:
-            jobs.extend((r, ("canonical", j, "", -1, canon[j], frame)) for j in range(len(canon)))
+            jobs.extend(Fake(r, Target("canonical", j, "", -1, canon[j], frame)) for j in range(len(canon)))
     else:
         table = _pose_table(ctx)
+
+        def pose(kind: str, j: int) -> Target:
+            return Target(kind, -1, table.paths[j], int(table.records[j]), table.keypoints[j], tuple(table.hw[j]))
+
         if p.targets == "sampled":
             rng = ctx.rng(index)
             want = p.num_poses or DEFAULT_NUM_POSES
             for r in rows:
-                own = table["index"].get(str(arrays["path"][r]))
-                pool = len(table["paths"]) - (own is not None)
+                own = table.index.get(str(arrays["path"][r]))
+                pool = len(table.paths) - (own is not None)
                 picks = np.sort(rng.choice(pool, size=min(want, pool), replace=False)) if pool else []
                 for j in picks:
                     j = int(j) + (own is not None and int(j) >= own)  # skip the image's own pose
-                    jobs.append((r, ("sampled", -1, table["paths"][j], int(table["records"][j]),
-                                     table["keypoints"][j], tuple(table["hw"][j]))))
+                    jobs.append(Fake(r, pose("sampled", j)))
         else:
             for r in rows:
-                for q in p.pose_list or []:
-                    if q == str(arrays["path"][r]):
-                        continue
-                    j = table["index"][q]
-                    jobs.append((r, ("list", -1, q, int(table["records"][j]), table["keypoints"][j],
-                                     tuple(table["hw"][j]))))
+                jobs.extend(Fake(r, pose("list", table.index[q])) for q in p.pose_list or []
+                            if q != str(arrays["path"][r]))
     dropped: dict[str, int] = {}
     if jobs and p.min_target_keypoints > 0:
-        counts = count_confident(np.stack([t[4] for _, t in jobs]), threshold)
-        keep = counts >= p.min_target_keypoints
-        for (_, t), k in zip(jobs, keep):
+        keep = count_confident(np.stack([job.target.keypoints for job in jobs]), threshold) >= p.min_target_keypoints
+        for job, k in zip(jobs, keep):
             if not k:
-                dropped[t[0]] = dropped.get(t[0], 0) + 1
-        jobs = [j for j, k in zip(jobs, keep) if k]
+                dropped[job.target.kind] = dropped.get(job.target.kind, 0) + 1
+        jobs = [job for job, k in zip(jobs, keep) if k]
     return jobs, dropped
 
 
@@ -241,36 +251,37 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.data.images import decode_stored, encode_png
     from reidaug.errors import DataError
     from reidaug.gen.common import overlapped, pick_device
-    from reidaug.gen.poseguided import clean_keypoints, rescale_keypoints
+    from reidaug.gen.poseguided import clean_keypoints
     from reidaug.pipeline.context import read_h5_chunk
+    from reidaug.pose.keypoints import rescale_keypoints
 
     p: GeneratePoseGuidedParams = ctx.params
-    device = pick_device(p.device, _where(ctx))
+    device = pick_device(p.device, "params.device")
     gen = _generator(ctx, device)
     threshold = gen.score_threshold if p.score_threshold is None else p.score_threshold
     arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
     pose_arrays, _ = read_h5_chunk(ctx.input("keypoints").chunk_paths()[index])
     n = len(arrays.get("path", []))
     if list(pose_arrays.get("path", [])) != list(arrays.get("path", [])):
-        raise DataError(f"{_where(ctx)}: keypoints chunk {index} does not list the images of dataset chunk {index}; "
+        raise DataError(f"keypoints chunk {index} does not list the images of dataset chunk {index}; "
                         "extract-pose must read the same ingest output. Fix: bind both to one ingest stage.")
     jobs, dropped = _jobs(ctx, index, arrays, threshold)
     h, w = gen.size
     out_hw = (p.height, p.width) if p.height is not None else (h, w)
-    batch_size = p.batch_size or (64 if device.type == "cuda" else 8)
+    batch_size = p.batch_size_on(device)
     batches = [jobs[s:s + batch_size] for s in range(0, len(jobs), batch_size)]
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> (image at model size, keypoints there)
 
     def condition(row: int) -> tuple[np.ndarray, np.ndarray]:
         if row not in decoded:
             img = decode_stored(arrays["image"][row])
-            kp = rescale_keypoints(pose_arrays["keypoints"][row], img.shape[:2], (h, w))[0]
+            kp = rescale_keypoints(pose_arrays["keypoints"][row], img.shape[:2], (h, w))  # (17, 3)
             decoded[row] = (cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR), kp)
         return decoded[row]
 
-    def prepare(batch):
-        conds = [condition(row) for row, _ in batch]
-        tkp = np.stack([rescale_keypoints(t[4], t[5], (h, w))[0] for _, t in batch])
+    def prepare(batch: list[Fake]):
+        conds = [condition(job.row) for job in batch]
+        tkp = np.stack([rescale_keypoints(job.target.keypoints, job.target.frame, (h, w)) for job in batch])
         return batch, gen.to_tensor(np.stack([c[0] for c in conds])), np.stack([c[1] for c in conds]), tkp
 
     def compute(item):
@@ -291,20 +302,20 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     timings = overlapped(batches, prepare, compute, finish)
     wall = time.perf_counter() - t0
     paths = [str(q) for q in arrays["path"]] if n else []
-    names = [fake_name(paths[row], kind, pose_id, rec) for row, (kind, pose_id, _, rec, _, _) in jobs]
-    target_kp = (clean_keypoints(np.stack([rescale_keypoints(t[4], t[5], out_hw)[0] for _, t in jobs]), threshold)
-                 if jobs else np.zeros((0, 17, 3), np.float32))
+    targets = [job.target for job in jobs]
+    target_kp = (clean_keypoints(np.stack([rescale_keypoints(t.keypoints, t.frame, out_hw) for t in targets]),
+                                 threshold) if jobs else np.zeros((0, 17, 3), np.float32))
     ctx.write_chunk(index, {
         "image": results,
-        "path": names,
-        "origin_path": [paths[r] for r, _ in jobs],
-        "origin_record": np.asarray([int(arrays["record_index"][r]) for r, _ in jobs], np.int64),
-        "pid": np.asarray([int(arrays["pid"][r]) for r, _ in jobs], np.int64),
-        "camid": np.asarray([int(arrays["camid"][r]) for r, _ in jobs], np.int16),
-        "target_kind": [t[0] for _, t in jobs],
-        "target_pose": np.asarray([t[1] for _, t in jobs], np.int32),
-        "target_path": [t[2] for _, t in jobs],
-        "target_record": np.asarray([t[3] for _, t in jobs], np.int64),
+        "path": [fake_name(paths[job.row], job.target.kind, job.target.pose_id, job.target.record) for job in jobs],
+        "origin_path": [paths[job.row] for job in jobs],
+        "origin_record": np.asarray([int(arrays["record_index"][job.row]) for job in jobs], np.int64),
+        "pid": np.asarray([int(arrays["pid"][job.row]) for job in jobs], np.int64),
+        "camid": np.asarray([int(arrays["camid"][job.row]) for job in jobs], np.int16),
+        "target_kind": [t.kind for t in targets],
+        "target_pose": np.asarray([t.pose_id for t in targets], np.int32),
+        "target_path": [t.path for t in targets],
+        "target_record": np.asarray([t.record for t in targets], np.int64),
         "target_keypoints": target_kp.astype(np.float32),
         "gen_checksum": [gen.checksum] * len(jobs),
     }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device), "dropped": dropped,

@@ -125,7 +125,7 @@ def _strict_fail(items: list[dict[str, str]], where: str) -> DataError:
     first = items[0]
     counts = Counter(q["reason"] for q in items)
     return DataError(
-        f"ingest (strict): {len(items)} bad file(s) {where} ({', '.join(f'{r}: {n}' for r, n in sorted(counts.items()))}); "
+        f"params.strict is on and {len(items)} file(s) {where} are bad ({', '.join(f'{r}: {n}' for r, n in sorted(counts.items()))}); "
         f"first: {first['path']}: {first['reason']}: {first['detail']}. Fix or remove them, or set strict: false "
         "to quarantine them and go on"
     )
@@ -182,7 +182,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         keep["conversions"].append(",".join(img.conversions))
         keep["record_index"].append(index * p.chunk_size + offset)
     if p.strict and bad:
-        raise _strict_fail(bad, f"in chunk {index}")
+        raise _strict_fail(bad, "of this chunk")
     arrays = {
         "path": keep["path"], "split": keep["split"], "conversions": keep["conversions"],
         "pid": np.asarray(keep["pid"], np.int64), "camid": np.asarray(keep["camid"], np.int16),

@@ -20,13 +20,16 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.pipeline.stage import GPUTrainParams, StageSpec
 
 MODELS_DIR = "models"
 TRAIN_DIR = "train"
 
 
-class TrainCamStyleParams(Params):
+class TrainCamStyleParams(GPUTrainParams):
+    """What to train and how; device, amp and the checkpoint / sample / log cadence come from
+    :class:`GPUTrainParams`."""
+
     model: Literal["cyclegan", "stargan"] = Field("cyclegan", description="cyclegan: one per camera pair; stargan: one for all")
     cameras: list[int] | None = Field(None, description="0-based train cameras to use (default: all)")
     image_height: int = Field(256, ge=16, le=1024, description="training size (CamStyle: 256 x 128)")
@@ -45,12 +48,6 @@ class TrainCamStyleParams(Params):
     flip: bool = True
     jitter: float = Field(1.12, ge=1.0, le=2.0, description="load at jitter x size, random-crop (CycleGAN: 286->256)")
     seed: int = Field(0, ge=0)
-    checkpoint_every: int = Field(500, ge=1)
-    sample_every: int = Field(1000, ge=1)
-    log_every: int = Field(50, ge=1)
-    keep_checkpoints: bool = False
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    amp: bool = Field(True, description="bf16 autocast and channels_last on CUDA (ignored on the CPU)")
 
     @model_validator(mode="after")
     def _sizes(self) -> "TrainCamStyleParams":
@@ -90,13 +87,13 @@ def _jobs(ctx: StageContext):
     if cams is None:
         cams = _train_cameras(ctx)
         if len(cams) < 2:
-            raise DataError(f"train-camstyle: the train split of {ctx.input('dataset').path} has cameras {cams}; "
+            raise DataError(f"the train split of {ctx.input('dataset').path} has cameras {cams}; "
                             "camera-style transfer needs at least two.")
     else:
         have = set(_train_cameras(ctx))
         missing = sorted(set(cams) - have)
         if missing:
-            raise DataError(f"train-camstyle: cameras {missing} (params.cameras) have no train images; the train "
+            raise DataError(f"cameras {missing} (params.cameras) have no train images; the train "
                             f"split has cameras {sorted(have)} (0-based). Fix: list cameras from those.")
     return plan_jobs(p.model, cams)
 
@@ -111,7 +108,7 @@ def _train_cameras(ctx: StageContext) -> list[int]:
 def plan(ctx: StageContext) -> int:
     from reidaug.gen.common import pick_device
 
-    pick_device(ctx.params.device, f"train-camstyle (stage {ctx.stage})")  # no CUDA: say so before any work
+    pick_device(ctx.params.device, "params.device")  # no CUDA: say so before any work
     return len(_jobs(ctx))
 
 
@@ -124,39 +121,29 @@ def _settings(p: TrainCamStyleParams):
     from reidaug.gen.camstyle import TrainSettings
 
     return TrainSettings(iterations=p.iterations, train_batch=p.train_batch, decay_start=p.decay_start, flip=p.flip,
-                         jitter=p.jitter, seed=p.seed, checkpoint_every=p.checkpoint_every,
-                         sample_every=p.sample_every, log_every=p.log_every)
+                         jitter=p.jitter, seed=p.seed, **p.cadence())
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
-    import shutil
-
     from reidaug.gen.camstyle import collect_train_images, load_size, train_model
     from reidaug.gen.common import pick_device
+    from reidaug.gen.loop import finish_run
 
     p: TrainCamStyleParams = ctx.params
     job = _jobs(ctx)[index]
-    device = pick_device(p.device, f"train-camstyle (stage {ctx.stage})")
+    device = pick_device(p.device, "params.device")
     images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
                                   load_size(p.image_height, p.image_width, p.jitter))
     run_dir = ctx.work_dir / TRAIN_DIR / job.name
     out = train_model(job, images, _hp(p), _settings(p), run_dir, ctx.work_dir / MODELS_DIR / f"{job.name}.pt",
-                      device, amp=p.amp, should_stop=_TEST_HOOKS.get("should_stop"))
-    if not p.keep_checkpoints:
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    samples = sorted((run_dir / "samples").glob("step_*.png"))
-    if samples:
-        shutil.copyfile(samples[-1], run_dir / "samples" / "final.png")
+                      device, amp=p.amp)
+    finish_run(run_dir, p.keep_checkpoints)
     ctx.write_chunk(index, {
         "cameras": list(job.cameras), "steps": out.steps, "seconds": out.seconds, "images_per_s": out.images_per_s,
         "num_images": [int(len(images[c])) for c in job.cameras],
     }, attrs={"model": job.name, "checksum": out.checksum, "device": str(device),
               "resumed_from": -1 if out.resumed_from is None else out.resumed_from,
               "last_losses": out.last_losses})
-
-
-# tests only: {"should_stop": callable(step) -> bool}, to stop right after a checkpoint
-_TEST_HOOKS: dict[str, Any] = {}
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -182,5 +169,4 @@ SPEC = StageSpec(
     params=TrainCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset"},
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
-    nonsemantic=frozenset({"checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "amp"}),
 )

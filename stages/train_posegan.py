@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.pipeline.stage import GPUTrainParams, StageSpec
 
 MODELS_DIR = "models"
 TRAIN_DIR = "train"
@@ -40,7 +40,10 @@ PG2_STAGE1_FRACTION = 22 / 36  # the paper's 22k G1 + 14k G2 iterations
 DEFAULT_BATCH = {"pg2": 16, "deformable": 4}  # PG2's paper; pose-gan's reference code
 
 
-class TrainPoseGANParams(Params):
+class TrainPoseGANParams(GPUTrainParams):
+    """What to train and how; device, amp and the checkpoint / sample / log cadence come from
+    :class:`GPUTrainParams`."""
+
     model: Literal["pg2", "deformable"] = Field("pg2",
         description="pg2 (Ma et al. 2017) | deformable (Siarohin et al. 2018)")
     image_height: int = Field(128, ge=8, le=1024,
@@ -70,12 +73,6 @@ class TrainPoseGANParams(Params):
         description="poses of a pair differ by more than this mean keypoint shift (x height)")
     max_pairs: int | None = Field(None, ge=1, description="draw this many pairs, seeded (default: all)")
     seed: int = Field(0, ge=0)
-    checkpoint_every: int = Field(500, ge=1)
-    sample_every: int = Field(1000, ge=1)
-    log_every: int = Field(50, ge=1)
-    keep_checkpoints: bool = False
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    amp: bool = Field(True, description="bf16 autocast and channels_last on CUDA (ignored on the CPU)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainPoseGANParams":
@@ -125,11 +122,11 @@ def plan(ctx: StageContext) -> int:
     from reidaug.gen.poseguided import build_config
 
     p: TrainPoseGANParams = ctx.params
-    pick_device(p.device, f"train-posegan (stage {ctx.stage})")  # no CUDA: say so before any work
+    pick_device(p.device, "params.device")  # no CUDA: say so before any work
     try:
         build_config(p.model, _hp(p), p.seed)  # the model's own checks, before any work
     except ConfigError as e:
-        raise add_context(e, f"train-posegan (stage {ctx.stage}, params of model {p.model}): ") from None
+        raise add_context(e, f"params of model {p.model}: ") from None
     return 1
 
 
@@ -138,7 +135,7 @@ def _no_pairs(ctx: StageContext, counts: dict[str, int]) -> Exception:
 
     p: TrainPoseGANParams = ctx.params
     return DataError(
-        f"train-posegan (stage {ctx.stage}): no training pairs. Expected two train images of one identity with usable, "
+        f"no training pairs. Expected two train images of one identity with usable, "
         f"different poses; found {counts['images']} train images of {counts['identities']} identities, "
         f"{counts['usable_poses']} with >= {p.min_keypoints} keypoints above {p.score_threshold} (min_keypoints, "
         f"score_threshold), {counts['same_pose_pairs_left_out']} pairs left out as the same pose (min_pose_change "
@@ -148,18 +145,17 @@ def _no_pairs(ctx: StageContext, counts: dict[str, int]) -> Exception:
 
 def run_chunk(ctx: StageContext, index: int) -> None:
     import json
-    import shutil
 
     from reidaug.gen.common import pick_device
+    from reidaug.gen.loop import finish_run
     from reidaug.gen.poseguided import (TrainSettings, collect_pose_images, make_pairs, pairs_document,
                                         train_model)
     from reidaug.io.atomic import write_text
 
     p: TrainPoseGANParams = ctx.params
-    device = pick_device(p.device, f"train-posegan (stage {ctx.stage})")
+    device = pick_device(p.device, "params.device")
     data = collect_pose_images(ctx.input("dataset").iter_chunks(), ctx.input("keypoints").iter_chunks(),
-                               (p.image_height, p.image_width), p.score_threshold,
-                               where=f"train-posegan (stage {ctx.stage})")
+                               (p.image_height, p.image_width), p.score_threshold, where="inputs dataset, keypoints")
     pairs = make_pairs(data, p.min_keypoints, p.min_pose_change, p.image_height, p.max_pairs, p.seed)
     rule = {"split": "train", "min_keypoints": p.min_keypoints, "score_threshold": p.score_threshold,
             "min_pose_change": p.min_pose_change, "max_pairs": p.max_pairs, "seed": p.seed,
@@ -170,25 +166,17 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     if len(pairs.pairs) == 0:
         raise _no_pairs(ctx, pairs.counts)
     settings = TrainSettings(iterations=p.iterations, iterations_g1=p.steps_g1, train_batch=p.batch, seed=p.seed,
-                             checkpoint_every=p.checkpoint_every, sample_every=p.sample_every, log_every=p.log_every)
+                             **p.cadence())
     run_dir = ctx.work_dir / TRAIN_DIR / p.model
     out = train_model(p.model, data, pairs.pairs, _hp(p), settings, run_dir,
                       ctx.work_dir / MODELS_DIR / f"{p.model}.pt", device, amp=p.amp,
-                      score_threshold=p.score_threshold, should_stop=_TEST_HOOKS.get("should_stop"))
-    if not p.keep_checkpoints:
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    samples = sorted((run_dir / "samples").glob("step_*.png"))
-    if samples:
-        shutil.copyfile(samples[-1], run_dir / "samples" / "final.png")
+                      score_threshold=p.score_threshold)
+    finish_run(run_dir, p.keep_checkpoints)
     ctx.write_chunk(index, {"steps": out.steps, "seconds": out.seconds, "pairs_per_s": out.pairs_per_s},
                     attrs={"model": p.model, "checksum": out.checksum, "device": str(device),
                            "resumed_from": -1 if out.resumed_from is None else out.resumed_from,
                            "last_losses": out.last_losses, "pairs": pairs.counts, "steps_g1": p.steps_g1,
                            "train_batch": p.batch})
-
-
-# tests only: {"should_stop": callable(step) -> bool}, to stop right after a checkpoint
-_TEST_HOOKS: dict[str, Any] = {}
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -220,5 +208,4 @@ SPEC = StageSpec(
     params=TrainPoseGANParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints"},
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "pairs": PAIRS, "chunks": "chunks"},
-    nonsemantic=frozenset({"checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "amp"}),
 )

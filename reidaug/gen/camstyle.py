@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from reidaug.errors import DataError
-from reidaug.gen.common import (LossLog, autocast, image_grid, images_to_device, load_checkpoint,
-                                save_checkpoint, state_checksum, to_device)
+from reidaug.gen.common import autocast, image_grid, images_to_device, to_device
+from reidaug.gen.loop import generator_weights, save_generator, train_loop
+from reidaug.io.checkpoint import load_torch
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
                 run_dir: Path, generator_file: Path, device: "torch.device", amp: bool = False,  # noqa: F821
                 should_stop: Callable[[int], bool] | None = None) -> TrainOutcome:
     """Train ``job`` for ``settings.iterations`` steps in ``run_dir`` (resuming from its
-    checkpoint), then write the generator weights to ``generator_file`` atomically.
+    checkpoint; :func:`reidaug.gen.loop.train_loop`), then write the generator weights to
+    ``generator_file`` atomically.
 
     ``images`` holds each camera's train images at the load size (``jitter`` x the model size).
     ``should_stop(step)`` (tests) stops right after the checkpoint of that step, as a kill would.
@@ -200,75 +201,44 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
                             f"{list(job.cameras)} cannot be trained. Fix: list only cameras with train images "
                             f"(found: {sorted(images)}) in `cameras`.")
     model = build_model(job, hp, settings)
-    ckpt_path = run_dir / "checkpoint.pt"
-    loss_log = LossLog(run_dir / "losses.jsonl")
-    resumed_from = None
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, f"train-camstyle {job.name}")
-        model.load_state_dict(state["model"])
-        resumed_from = model.step
-        loss_log.truncate(model.step)
-        log.info("train-camstyle %s: resuming at step %d of %d", job.name, model.step, settings.iterations)
-    else:
-        loss_log.truncate(0)
-    to_device(model, device)
-
-    def to_dev(arr: np.ndarray) -> torch.Tensor:
-        return images_to_device(arr, device)
-
     sampler = _Sampler(images, size, settings)
     # spread over each camera's images (ordered by identity): one person per row, not one person's shots
     fixed = {c: _center(images[c][np.unique(np.linspace(0, len(images[c]) - 1, settings.num_samples).astype(int))], size)
              for c in job.cameras}
     per_unit = settings.iterations / SCHEDULE_UNITS
-    while int(model.step / per_unit + 1e-9) > int(model.schedulers[0].last_epoch):
-        model.step_schedulers()  # a checkpoint is always caught up; this only guards the invariant
-    window: list[dict[str, float]] = []
-    t0, start_step = time.perf_counter(), model.step
-    while model.step < settings.iterations:
-        t = model.step
-        with autocast(device, amp):
-            if job.model == "cyclegan":
-                a, b = sampler.pair(t, *job.cameras)
-                losses = model.training_step(to_dev(a), to_dev(b))
-            else:
-                x, dom = sampler.multi(t, job.cameras)
-                losses = model.training_step(to_dev(x), torch.from_numpy(dom).to(device))
-        window.append(losses)
-        step = model.step  # = t + 1
-        # linear-decay schedule: one scheduler "epoch" every iterations/100 steps
+
+    def to_dev(arr: np.ndarray) -> torch.Tensor:
+        return images_to_device(arr, device)
+
+    def catch_up(step: int) -> None:  # linear-decay schedule: one scheduler "epoch" every iterations/100 steps
         while int(step / per_unit + 1e-9) > int(model.schedulers[0].last_epoch):
             model.step_schedulers()
-        if step % settings.log_every == 0 or step == settings.iterations:
-            keys = sorted({k for w in window for k in w})
-            mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
-            loss_log.append({"step": step, "lr": float(model.optimizer_G.param_groups[0]["lr"]), **mean})
-            window = []
-        if step % settings.sample_every == 0 or step == settings.iterations:
-            _sample_grid(model, job, fixed, run_dir / "samples" / f"step_{step:07d}.png", to_dev)
-        if step % settings.checkpoint_every == 0 or step == settings.iterations:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "job": dataclasses.asdict(job)})
-            if should_stop is not None and should_stop(step):
-                raise KeyboardInterrupt(f"stopped after the checkpoint of step {step} (test hook)")
-    seconds = time.perf_counter() - t0
-    done = model.step - start_step
-    gen_state = generator_state(model, job)
-    checksum = state_checksum(gen_state["weights"])
-    gen_state["checksum"] = checksum
-    save_checkpoint(generator_file, gen_state)
-    last = loss_log.records()[-1] if loss_log.records() else {}
-    return TrainOutcome(job=job, steps=model.step, resumed_from=resumed_from, seconds=seconds,
-                        images_per_s=done * settings.train_batch * (2 if job.model == "cyclegan" else 1) / max(seconds, 1e-9),
-                        last_losses={k: v for k, v in last.items() if k not in ("step",)},
+
+    def batch_for(t: int):
+        return sampler.pair(t, *job.cameras) if job.model == "cyclegan" else sampler.multi(t, job.cameras)
+
+    def train_step(batch) -> dict[str, float]:
+        with autocast(device, amp):
+            if job.model == "cyclegan":
+                return model.training_step(to_dev(batch[0]), to_dev(batch[1]))
+            return model.training_step(to_dev(batch[0]), torch.from_numpy(batch[1]).to(device))
+
+    out = train_loop(model, iterations=settings.iterations, batch_for=batch_for, train_step=train_step,
+                     run_dir=run_dir, cadence=settings, device=device, where=f"train-camstyle {job.name}",
+                     checkpoint_extra={"job": dataclasses.asdict(job)}, catch_up=catch_up,
+                     log_extra=lambda step: {"lr": float(model.optimizer_G.param_groups[0]["lr"])},
+                     sample=lambda png: _sample_grid(model, job, fixed, png, to_dev), should_stop=should_stop)
+    checksum = save_generator(generator_file, generator_state(model, job))
+    per_step = settings.train_batch * (2 if job.model == "cyclegan" else 1)
+    return TrainOutcome(job=job, steps=out.steps, resumed_from=out.resumed_from, seconds=out.seconds,
+                        images_per_s=out.steps_run * per_step / max(out.seconds, 1e-9), last_losses=out.last_losses,
                         generator_file=generator_file, checksum=checksum)
 
 
 def generator_state(model, job: ModelJob) -> dict[str, Any]:
     """What inference needs: the generator weights (on the CPU) and the model config."""
-    nets = model.nets.state_dict()
-    weights = {k: v.detach().cpu().clone() for k, v in nets.items() if k.startswith("G")}
     return {"model": job.model, "cameras": list(job.cameras), "config": dataclasses.asdict(model.config),
-            "weights": weights, "step": model.step}
+            "weights": generator_weights(model), "step": model.step}
 
 
 def _sample_grid(model, job: ModelJob, fixed: Mapping[int, np.ndarray], out: Path, to_dev) -> None:
@@ -320,7 +290,7 @@ class CamStyleTranslator:
         self.routes: dict[tuple[int, int], tuple[Any, Any, str, str]] = {}  # (src, tgt) -> (net, domain, checksum, name)
         self.size: tuple[int, int] | None = None
         for f in files:
-            state = load_checkpoint(f, "generate-camstyle")
+            state = load_torch(f, "generate-camstyle")
             net_by_name, cams = self._build(state), [int(c) for c in state["cameras"]]
             size = (int(state["config"]["image_height"]), int(state["config"]["image_width"]))
             if self.size is not None and size != self.size:

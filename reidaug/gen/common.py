@@ -1,14 +1,12 @@
-"""Shared machinery of the generator stages: devices, checkpoints, logs, grids, overlap.
+"""Shared machinery of the generator stages: devices, checksums, grids, overlap.
 
 Everything here is model-agnostic, so CamStyle and the pose-guided generators train and
 generate the same way:
 
 - :func:`pick_device` — ``auto`` means CUDA when there is one; asking for CUDA without one is a
   clear error.
-- :func:`save_checkpoint` / :func:`load_checkpoint` — whole training states written atomically
-  (temp name, then rename), so a kill never leaves a half checkpoint under the final name.
-- :class:`LossLog` — a JSON-lines loss log that a resumed run truncates to its checkpoint, so
-  the log of a killed-and-resumed run equals the log of an uninterrupted one.
+- :func:`to_device` / :func:`images_to_device` / :func:`autocast` — networks and image batches
+  on the device (channels_last, pinned memory and bf16 on CUDA).
 - :func:`state_checksum` — a digest of a state_dict's tensors (names, dtypes, shapes, bytes):
   the "generator checksum" recorded with every fake. Unlike hashing a ``torch.save`` file, it
   does not depend on the pickle or zip layout.
@@ -16,13 +14,14 @@ generate the same way:
 - :func:`overlapped` — run ``prepare`` (decode, resize), ``compute`` (the model) and ``finish``
   (encode, write) over batches on three threads with bounded queues, so the model never waits
   for I/O. Torch, OpenCV and h5py release the GIL in their heavy parts.
+
+Checkpoints and loss logs are the ground floor's (:mod:`reidaug.io.checkpoint`,
+:mod:`reidaug.io.jsonl`); the training loop is :mod:`reidaug.gen.loop`.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
 import queue
 import threading
 from pathlib import Path
@@ -30,8 +29,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from reidaug.errors import ConfigError, DataError
-from reidaug.io.atomic import atomic_path
+from reidaug.errors import ConfigError
+from reidaug.io.atomic import write_bytes
+# bench/generate.py and bench/camstyle_models.py still import these two names from here
+from reidaug.io.checkpoint import load_torch as load_checkpoint  # noqa: F401
+from reidaug.io.checkpoint import save_torch as save_checkpoint  # noqa: F401
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -69,9 +71,6 @@ def autocast(device: "torch.device", enabled: bool):  # noqa: F821
     return contextlib.nullcontext()
 
 
-# --------------------------------------------------------------------------------------------
-# Checkpoints, checksums, logs
-# --------------------------------------------------------------------------------------------
 def to_device(net: "torch.nn.Module", device: "torch.device") -> "torch.nn.Module":  # noqa: F821
     """Move a network to ``device``; channels_last on CUDA (the generators' convolutions gain there)."""
     import torch
@@ -92,28 +91,9 @@ def images_to_device(images: np.ndarray, device: "torch.device") -> "torch.Tenso
     return t
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temp name in the same folder, fsync, then rename onto ``path``."""
-    import torch
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def load_checkpoint(path: Path, where: str) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` on the CPU; a damaged one is a clear error."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise DataError(f"{where}: checkpoint {path} cannot be read ({type(e).__name__}: {e}). It was not "
-                        "written by this version or is damaged; delete it to start that model afresh.") from e
-
-
+# --------------------------------------------------------------------------------------------
+# Checksums
+# --------------------------------------------------------------------------------------------
 def state_checksum(state_dict: dict[str, Any]) -> str:
     """sha256 over the sorted tensor names, dtypes, shapes and bytes of a (nested) state_dict."""
     import torch
@@ -136,39 +116,6 @@ def state_checksum(state_dict: dict[str, Any]) -> str:
 
     visit("", state_dict)
     return h.hexdigest()
-
-
-class LossLog:
-    """A JSON-lines log of ``{"step": n, ...losses}``; resuming truncates it to a step.
-
-    Appends are line-buffered writes of whole lines; a line cut by a kill is dropped on the
-    next open. ``truncate(step)`` keeps only lines with ``step <= step`` (those the checkpoint
-    covers), so a resumed run writes the same log as an uninterrupted one.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything after it is suspect
-        return out
-
-    def truncate(self, step: int) -> None:
-        keep = [r for r in self.records() if int(r.get("step", 0)) <= step]
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-
-    def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,10 +146,9 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], out_png: Path, *, row_label
             cell = cv2.resize(np.ascontiguousarray(img), (cw, ch), interpolation=cv2.INTER_AREA)
             canvas.paste(Image.fromarray(cell), (label_w + pad + j * (cw + pad), y))
     out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        buf = io.BytesIO()
-        canvas.save(buf, format="PNG")
-        tmp.write_bytes(buf.getvalue())
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    write_bytes(out_png, buf.getvalue())
     return out_png
 
 

@@ -37,15 +37,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from reidaug.errors import DataError
-from reidaug.gen.common import (LossLog, autocast, image_grid, images_to_device, load_checkpoint,
-                                save_checkpoint, state_checksum, to_device)
+from reidaug.gen.common import autocast, image_grid, images_to_device, to_device
+from reidaug.gen.loop import Phase, generator_weights, save_generator, train_loop
+from reidaug.io.checkpoint import load_torch
+from reidaug.pose.keypoints import confident_mask, rescale_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +57,6 @@ NUM_KEYPOINTS = 17
 # --------------------------------------------------------------------------------------------
 # Keypoints
 # --------------------------------------------------------------------------------------------
-def rescale_keypoints(kp: np.ndarray, src_hw: Any, dst_hw: tuple[int, int]) -> np.ndarray:
-    """COCO-17 keypoints ``(N, 17, 3)`` from pixels of ``src_hw`` (one ``(h, w)`` or one per pose,
-    ``(N, 2)``) to pixels of ``dst_hw``; scores are kept."""
-    out = np.array(kp, dtype=np.float32, copy=True)
-    if out.ndim == 2:
-        out = out[None]
-    src = np.broadcast_to(np.asarray(src_hw, dtype=np.float64).reshape(-1, 2), (len(out), 2))
-    h, w = dst_hw
-    out[..., 0] = (out[..., 0] + 0.5) * (w / src[:, 1:2]) - 0.5
-    out[..., 1] = (out[..., 1] + 0.5) * (h / src[:, 0:1]) - 0.5
-    return out
-
-
-def confident_mask(kp: np.ndarray, threshold: float) -> np.ndarray:
-    """``(N, 17)`` bool: score above ``threshold`` and finite coordinates."""
-    kp = np.asarray(kp, dtype=np.float32)
-    return (kp[..., 2] > threshold) & np.isfinite(kp[..., :2]).all(-1)
-
-
 def count_confident(kp: np.ndarray, threshold: float) -> np.ndarray:
     """``(N,)`` int64: how many keypoints of each pose are confident."""
     return confident_mask(kp, threshold).sum(-1).astype(np.int64)
@@ -132,7 +114,7 @@ def collect_pose_images(dataset_chunks: Iterable[tuple[dict[str, Any], dict[str,
                 continue
             img = decode_stored(arrays["image"][i])
             images.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR))
-            kps.append(rescale_keypoints(pa["keypoints"][i], (img.shape[0], img.shape[1]), (h, w))[0])
+            kps.append(rescale_keypoints(pa["keypoints"][i], (img.shape[0], img.shape[1]), (h, w)))
             paths.append(str(arrays["path"][i]))
             pids.append(int(arrays["pid"][i]))
             cams.append(int(arrays["camid"][i]))
@@ -270,18 +252,28 @@ def model_step(model) -> int:
     return model.step_g1 + model.step_g2 if hasattr(model, "step_g1") else model.step
 
 
+class PairBatch(NamedTuple):
+    """The pairs of one step: condition and target images ``(B, H, W, 3)`` uint8 and their
+    keypoints ``(B, 17, 3)`` in the model's frame."""
+
+    cond: np.ndarray
+    cond_kp: np.ndarray
+    target: np.ndarray
+    target_kp: np.ndarray
+
+
 class _PairSampler:
     """The pairs of step ``t``: a pure function of ``(seed, t)``, so resume needs no RNG state."""
 
     def __init__(self, data: PoseImages, pairs: np.ndarray, settings: TrainSettings) -> None:
         self.data, self.pairs, self.s = data, pairs, settings
 
-    def batch(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def batch(self, t: int) -> PairBatch:
         rng = np.random.default_rng([self.s.seed, t])
         pick = self.pairs[rng.integers(0, len(self.pairs), self.s.train_batch)]
         a, b = pick[:, 0], pick[:, 1]
         d = self.data
-        return d.images[a], d.keypoints[a], d.images[b], d.keypoints[b]
+        return PairBatch(d.images[a], d.keypoints[a], d.images[b], d.keypoints[b])
 
 
 @dataclasses.dataclass
@@ -301,86 +293,54 @@ def train_model(model_name: str, data: PoseImages, pairs: np.ndarray, hp: Mappin
                 device: "torch.device", amp: bool = False, score_threshold: float = 0.0,  # noqa: F821
                 should_stop: Callable[[int], bool] | None = None) -> TrainOutcome:
     """Train a ``model_name`` generator on ``pairs`` of ``data`` for ``settings.iterations``
-    steps in ``run_dir`` (resuming from its checkpoint), then write the generator weights to
-    ``generator_file`` atomically.
+    steps in ``run_dir`` (resuming from its checkpoint; :func:`reidaug.gen.loop.train_loop`),
+    then write the generator weights to ``generator_file`` atomically.
 
     ``data`` holds the images at the model's size with keypoints in that frame.
     ``should_stop(step)`` (tests) stops right after the checkpoint of that step, as a kill would.
+    PG2 runs two phases: G1 alone up to ``iterations_g1``, then G2 and D.
     """
-    import torch
-
     where = f"train-posegan {model_name}"
     if len(pairs) == 0:
         raise DataError(f"{where}: no training pairs. Fix: see the pair counts in pairs.json.")
     model = build_model(model_name, hp, settings.seed)
-    ckpt_path = run_dir / "checkpoint.pt"
-    loss_log = LossLog(run_dir / "losses.jsonl")
-    resumed_from = None
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, where)
-        model.load_state_dict(state["model"])
-        resumed_from = model_step(model)
-        loss_log.truncate(resumed_from)
-        log.info("%s: resuming at step %d of %d", where, resumed_from, settings.iterations)
-    else:
-        loss_log.truncate(0)
-    to_device(model, device)
-
-    def to_dev(arr: np.ndarray) -> torch.Tensor:
-        return images_to_device(arr, device)
-
     sampler = _PairSampler(data, pairs, settings)
     fixed = pairs[np.unique(np.linspace(0, len(pairs) - 1, settings.num_samples).round().astype(np.int64))]
-    window: list[dict[str, float]] = []
-    t0, start_step = time.perf_counter(), model_step(model)
-    pg2 = model_name == "pg2"
-    while model_step(model) < settings.iterations:
-        t = model_step(model)
-        cond, cond_kp, target, target_kp = sampler.batch(t)
-        c, g = to_dev(cond), to_dev(target)
-        if pg2:
-            hm, mask = model.pose_maps(target_kp)  # (B, 17, H, W), (B, 1, H, W) on the device
+
+    def to_dev(arr: np.ndarray) -> "torch.Tensor":  # noqa: F821
+        return images_to_device(arr, device)
+
+    def pg2_step(step_fn):
+        def run(batch: PairBatch) -> dict[str, float]:
+            c, g = to_dev(batch.cond), to_dev(batch.target)
+            hm, mask = model.pose_maps(batch.target_kp)  # (B, 17, H, W), (B, 1, H, W) on the device
             with autocast(device, amp):
-                step_fn = model.training_step_g1 if t < settings.iterations_g1 else model.training_step_g2
-                losses = step_fn(c, g, hm, mask)
-        else:
-            with autocast(device, amp):
-                losses = model.training_step(c, g, cond_kp, target_kp)
-        window.append(losses)
-        step = t + 1
-        phase_end = pg2 and step == settings.iterations_g1
-        if step % settings.log_every == 0 or step == settings.iterations or phase_end:
-            keys = sorted({k for w in window for k in w})
-            mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
-            extra = {"phase": "G1" if t < settings.iterations_g1 else "G2"} if pg2 else {}
-            loss_log.append({"step": step, **extra, **mean})
-            window = []
-        if step % settings.sample_every == 0 or step == settings.iterations or phase_end:
-            _sample_grid(model, model_name, data, fixed, run_dir / "samples" / f"step_{step:07d}.png", to_dev)
-        if step % settings.checkpoint_every == 0 or step == settings.iterations:
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "model_name": model_name})
-            if should_stop is not None and should_stop(step):
-                raise KeyboardInterrupt(f"stopped after the checkpoint of step {step} (test hook)")
-    seconds = time.perf_counter() - t0
-    done = model_step(model) - start_step
-    gen_state = generator_state(model, model_name, score_threshold)
-    checksum = state_checksum(gen_state["weights"])
-    gen_state["checksum"] = checksum
-    save_checkpoint(generator_file, gen_state)
-    records = loss_log.records()
-    last = records[-1] if records else {}
-    return TrainOutcome(model=model_name, steps=model_step(model), resumed_from=resumed_from, seconds=seconds,
-                        pairs_per_s=done * settings.train_batch / max(seconds, 1e-9),
-                        last_losses={k: v for k, v in last.items() if k not in ("step", "phase")},
-                        generator_file=generator_file, checksum=checksum)
+                return step_fn(c, g, hm, mask)
+        return run
+
+    def deformable_step(batch: PairBatch) -> dict[str, float]:
+        c, g = to_dev(batch.cond), to_dev(batch.target)
+        with autocast(device, amp):
+            return model.training_step(c, g, batch.cond_kp, batch.target_kp)
+
+    steps = ([Phase("G1", settings.iterations_g1, pg2_step(model.training_step_g1)),
+              Phase("G2", settings.iterations, pg2_step(model.training_step_g2))]
+             if model_name == "pg2" else deformable_step)
+    out = train_loop(model, iterations=settings.iterations, batch_for=sampler.batch, train_step=steps,
+                     run_dir=run_dir, cadence=settings, device=device, where=where,
+                     checkpoint_extra={"model_name": model_name}, step_of=model_step,
+                     sample=lambda png: _sample_grid(model, model_name, data, fixed, png, to_dev),
+                     should_stop=should_stop)
+    checksum = save_generator(generator_file, generator_state(model, model_name, score_threshold))
+    return TrainOutcome(model=model_name, steps=out.steps, resumed_from=out.resumed_from, seconds=out.seconds,
+                        pairs_per_s=out.steps_run * settings.train_batch / max(out.seconds, 1e-9),
+                        last_losses=out.last_losses, generator_file=generator_file, checksum=checksum)
 
 
 def generator_state(model, model_name: str, score_threshold: float) -> dict[str, Any]:
     """What inference needs: the generator weights (CPU), the model config and the keypoint
     threshold training used."""
-    nets = model.nets.state_dict()
-    weights = {k: v.detach().cpu().clone() for k, v in nets.items() if k.startswith("G")}
-    return {"model": model_name, "config": dataclasses.asdict(model.config), "weights": weights,
+    return {"model": model_name, "config": dataclasses.asdict(model.config), "weights": generator_weights(model),
             "step": model_step(model), "score_threshold": float(score_threshold)}
 
 
@@ -436,7 +396,7 @@ class PoseGuidedGenerator:
 
         self.device, self.amp, self.where = device, amp, where
         self.file = Path(model_file)
-        state = load_checkpoint(self.file, where)
+        state = load_torch(self.file, where)
         if state.get("model") not in MODELS or "weights" not in state:
             raise DataError(f"{where}: {self.file} is not a train-posegan generator file (model = "
                             f"{state.get('model')!r}). Fix: bind models to a train-posegan output.")
