@@ -56,10 +56,10 @@ import numpy as np
 import torch
 
 from reidaug.errors import ConfigError, DataError, unknown_name
+from reidaug.eval.distance import check_metric, distance_blocks, query_gallery
 
 LOG = logging.getLogger(__name__)
 
-METRICS = ("euclidean", "cosine")
 PROTOCOLS = ("market", "cuhk03-sgs")
 #: Working-set target of one query block when ``block_size`` is None (auto).
 AUTO_BLOCK_BYTES = 1 << 30
@@ -110,36 +110,6 @@ class Metrics:
 # ----------------------------------------------------------------------------------- inputs
 
 
-def _features(x: Any, name: str, device: torch.device | None) -> torch.Tensor:
-    """(N, D) float tensor on ``device``; float64 stays float64, anything else becomes float32."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        try:
-            t = torch.from_numpy(np.ascontiguousarray(x))
-        except TypeError as err:
-            raise DataError(
-                f"{name}: expected a numpy array or torch tensor of features (N, D); got "
-                f"{type(x).__name__} ({err}). Pass np.asarray(features, dtype=np.float32)."
-            ) from None
-    if t.ndim != 2:
-        raise DataError(
-            f"{name}: expected features of shape (N, D); got shape {tuple(t.shape)}. "
-            f"Flatten each feature to one row."
-        )
-    if not (t.is_floating_point() and t.dtype == torch.float64):
-        t = t.to(torch.float32)
-    if device is not None:
-        t = t.to(device)
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).any(dim=1).sum())
-        raise DataError(
-            f"{name}: {bad} of {t.shape[0]} feature rows contain NaN or inf. Check the model "
-            f"output (a diverged checkpoint or a division by a zero norm) before evaluating."
-        )
-    return t
-
-
 def _labels(x: Any, name: str, n: int, what: str) -> np.ndarray:
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.ndim != 1 or arr.shape[0] != n:
@@ -153,84 +123,6 @@ def _labels(x: Any, name: str, n: int, what: str) -> np.ndarray:
                 f"{name}: expected integer {what}s; got dtype {arr.dtype}. Pass integer labels."
             )
     return arr.astype(np.int64)
-
-
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise unknown_name("distance metric", str(metric), METRICS)
-
-
-def _resolve_device(device: str | torch.device | None, qf: Any) -> torch.device:
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise ConfigError(
-                f"device: {device!r} is not a torch device ({err}). Use 'cpu' or 'cuda:0'."
-            ) from None
-    if isinstance(qf, torch.Tensor):
-        return qf.device
-    return torch.device("cpu")
-
-
-# -------------------------------------------------------------------------------- distances
-
-
-def _distance_blocks(
-    q: torch.Tensor, g: torch.Tensor, metric: str, block_size: int
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield (start, stop, dist) with dist (stop-start, G) for query rows [start, stop)."""
-    if metric == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-        g = torch.nn.functional.normalize(g, dim=1)
-    else:
-        g_sq = (g * g).sum(dim=1)  # (G,)
-    for start in range(0, q.shape[0], block_size):
-        stop = min(start + block_size, q.shape[0])
-        qb = q[start:stop]  # (B, D)
-        dot = qb @ g.T  # (B, G)
-        if metric == "cosine":
-            dist = dot.neg_().add_(1.0)  # 1 - cos
-        else:
-            # |q|^2 + |g|^2 - 2 q.g, clamped (rounding makes it slightly negative for
-            # near-duplicates), then sqrt: the true euclidean distance
-            dist = dot.mul_(-2.0).add_(g_sq[None, :]).add_((qb * qb).sum(dim=1, keepdim=True))
-            dist = dist.clamp_(min=0.0).sqrt_()
-        yield start, stop, dist
-
-
-def pairwise_distances(
-    qf: Any,
-    gf: Any,
-    metric: str = "euclidean",
-    *,
-    block_size: int = 2048,
-    device: str | torch.device | None = None,
-) -> Iterator[tuple[int, int, Any]]:
-    """Distances between query and gallery features, ``block_size`` query rows at a time.
-
-    Yields ``(start, stop, dist_block)`` where ``dist_block[i, j]`` is the distance between
-    query ``start + i`` and gallery ``j``; shape (stop - start, G). ``metric`` is "euclidean"
-    (the true L2 distance; torchreid returns its square, which ranks identically) or "cosine"
-    (1 - cosine similarity). Numpy inputs give numpy blocks, torch inputs give tensors on the
-    compute device. Peak memory: one block, ``block_size * G`` values.
-    """
-    _check_metric(metric)
-    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ConfigError(f"block_size must be a positive integer; got {block_size!r}.")
-    dev = _resolve_device(device, qf)
-    q = _features(qf, "query features", dev)
-    g = _features(gf, "gallery features", dev)
-    if q.dtype != g.dtype:
-        q, g = q.to(torch.float64), g.to(torch.float64)
-    if q.shape[1] != g.shape[1]:
-        raise DataError(
-            f"feature size differs: query features are {q.shape[1]}-d, gallery features "
-            f"{g.shape[1]}-d. Extract both with the same model."
-        )
-    as_numpy = not isinstance(qf, torch.Tensor)
-    for start, stop, dist in _distance_blocks(q, g, metric, int(block_size)):
-        yield start, stop, (dist.cpu().numpy() if as_numpy else dist)
 
 
 # ---------------------------------------------------------------------------------- ranking
@@ -366,7 +258,7 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise unknown_name("evaluation protocol", str(protocol), PROTOCOLS)
-    _check_metric(metric)
+    check_metric(metric)
     for name, value in (("max_rank", max_rank), ("repeats", repeats)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
@@ -374,16 +266,7 @@ def evaluate(
         raise ConfigError(
             f"block_size must be a positive integer or None (auto); got {block_size!r}."
         )
-    dev = _resolve_device(device, qf)
-    q = _features(qf, "query features", dev)
-    g = _features(gf, "gallery features", dev)
-    if q.dtype != g.dtype:
-        q, g = q.to(torch.float64), g.to(torch.float64)
-    if q.shape[1] != g.shape[1]:
-        raise DataError(
-            f"feature size differs: query features are {q.shape[1]}-d, gallery features "
-            f"{g.shape[1]}-d. Extract both with the same model."
-        )
+    q, g = query_gallery(qf, gf, device)
     n_q, n_g_all = q.shape[0], g.shape[0]
     qp = _labels(q_pids, "q_pids", n_q, "person id")
     qc = _labels(q_camids, "q_camids", n_q, "camera id")
@@ -422,7 +305,7 @@ def evaluate(
             (s, min(s + rows, n_q), final_t[s:min(s + rows, n_q)]) for s in range(0, n_q, rows)
         )
     else:
-        blocks = _distance_blocks(q, g, metric, rows)
+        blocks = distance_blocks(q, g, metric, rows)
 
     # int32 labels (when they fit) halve the (B, G) gather in _market_block
     small = all(np.abs(a).max(initial=0) < 2**31 for a in (qp, qc, gp, gc))

@@ -111,7 +111,8 @@ def evaluate_run(
     data file, no query or gallery split, an unknown protocol or metric) is a ``ReidAugError``.
     """
     from reidaug.data.h5format import open_h5
-    from reidaug.eval.metrics import METRICS, evaluate
+    from reidaug.eval.distance import METRICS
+    from reidaug.eval.metrics import evaluate
     from reidaug.io.atomic import write_json
     from reidaug.train.features import extract_features
     from reidaug.train.model import load_model

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from reidaug.errors import ConfigError, DataError
+from reidaug.eval.distance import distance_blocks
 
 LOG = logging.getLogger(__name__)
 
@@ -226,15 +227,13 @@ def rerank_distances(
 
     Builds the (Q+G)^2 distance matrix in row blocks (no second copy), after the size check.
     """
-    from reidaug.eval.metrics import _distance_blocks
-
     _check_params(k1, k2, lambda_value)
     nq, ng = qf.shape[0], gf.shape[0]
     need = check_rerank_size(nq, ng, k1, k2, max_bytes)
     LOG.info("re-ranking %d queries x %d gallery images (about %.2f GiB)", nq, ng, need / 2**30)
     allf = torch.cat([qf, gf], dim=0)
     full = np.empty((nq + ng, nq + ng), dtype=np.float32)
-    for s, e, d in _distance_blocks(allf, allf, metric, 1024):
+    for s, e, d in distance_blocks(allf, allf, metric, 1024):
         full[s:e] = d.cpu().numpy()
     # the blocked matmul leaves ~1e-7 asymmetry; the algorithm assumes a symmetric matrix
     np.fill_diagonal(full, 0.0)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from reidaug.errors import ConfigError, DataError, UnknownNameError
-from reidaug.eval.metrics import Metrics, evaluate, pairwise_distances
+from reidaug.eval.distance import pairwise_distances
+from reidaug.eval.metrics import Metrics, evaluate
 
 
 def one_d(values: list[float]) -> np.ndarray:
