@@ -237,6 +237,20 @@ class GANModel:
                 opt, lr_lambda=linear_decay_lambda(n_epochs, n_epochs_decay))
             for opt in self.optimizers.values()]
 
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """One step of ``optimizer_<name>`` on ``loss``: zero its gradients, backward, step.
+        (Zeroing after the forward pass equals zeroing before it: a forward writes no
+        gradients.)"""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @staticmethod
+    def as_floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """A training step's losses as Python floats (what a loss log records)."""
+        return {k: float(v.detach()) for k, v in losses.items()}
+
     def add_state(self, name: str, obj: Any) -> Any:
         """Save ``obj`` (a ``torch.Generator``, or anything with ``state_dict`` /
         ``load_state_dict``, e.g. an image pool) under ``name``; returns it."""

@@ -270,7 +270,6 @@ class CycleGAN(GANModel):
 
         # Generators, with the discriminators frozen (no wasted weight gradients).
         set_requires_grad([self.D_A, self.D_B], False)
-        self.optimizer_G.zero_grad(set_to_none=True)
         lam_idt = cfg.lambda_identity * cfg.lambda_cycle
         if lam_idt > 0:
             loss_idt_a = l1(self.G_BA(real_a), real_a) * lam_idt
@@ -282,8 +281,7 @@ class CycleGAN(GANModel):
         loss_cycle_a = l1(rec_a, real_a) * cfg.lambda_cycle
         loss_cycle_b = l1(rec_b, real_b) * cfg.lambda_cycle
         loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
-        loss_g.backward()
-        self.optimizer_G.step()
+        self.update("G", loss_g)
 
         # Discriminators, on fakes drawn through the history pools.
         set_requires_grad([self.D_A, self.D_B], True)
@@ -296,7 +294,7 @@ class CycleGAN(GANModel):
         losses = {"G_AB": loss_g_ab, "G_BA": loss_g_ba, "cycle_A": loss_cycle_a,
                   "cycle_B": loss_cycle_b, "idt_A": loss_idt_a, "idt_B": loss_idt_b,
                   "G": loss_g, "D_A": loss_d_a, "D_B": loss_d_b}
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return self.as_floats(losses)
 
     @staticmethod
     def _backward_d(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -77,23 +77,9 @@ from torch.nn import functional as F
 
 from reidaug.errors import ConfigError, DataError, unknown_name
 from reidaug.pose.keypoints import rescale_keypoints
-from reidaug.pose.skeleton import (
-    FACE,
-    L_ANK,
-    L_ELB,
-    L_HIP,
-    L_KNE,
-    L_SHO,
-    L_WRI,
-    NUM_KEYPOINTS,
-    R_ANK,
-    R_ELB,
-    R_HIP,
-    R_KNE,
-    R_SHO,
-    R_WRI,
-    TORSO,
-)
+from reidaug.pose.skeleton import (FACE, L_ANK, L_ELB, L_HIP, L_KNE, L_SHO, L_WRI,
+                                   NUM_KEYPOINTS, R_ANK, R_ELB, R_HIP, R_KNE, R_SHO, R_WRI,
+                                   TORSO)
 
 from .base import GANConfig, GANModel, net
 from .cyclegan import PatchDiscriminator
@@ -789,24 +775,19 @@ class DeformableGAN(GANModel):
                       self.generator)  # (B, 3, H, W)
 
         set_requires_grad([self.D], False)
-        self.optimizer_G.zero_grad(set_to_none=True)
         g_adv = bce_gan_loss(self.D(self._d_input(cond, pose, fake)), True)
         g_nn = nearest_neighbour_loss(fake, target, cfg.nn_window, self.nn_features)
         g_loss = cfg.lambda_gan * g_adv + cfg.lambda_nn * g_nn
-        g_loss.backward()
-        self.optimizer_G.step()
+        self.update("G", g_loss)
 
         set_requires_grad([self.D], True)
-        self.optimizer_D.zero_grad(set_to_none=True)
         d_real = bce_gan_loss(self.D(self._d_input(cond, pose, target)), True)
         d_fake = bce_gan_loss(self.D(self._d_input(cond, pose, fake.detach())), False)
         d_loss = 0.5 * (d_real + d_fake)
-        d_loss.backward()
-        self.optimizer_D.step()
+        self.update("D", d_loss)
         self.step += 1
-        losses = {"G_adv": g_adv, "G_nn": g_nn, "G": g_loss, "D_real": d_real,
-                  "D_fake": d_fake, "D": d_loss}
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return self.as_floats({"G_adv": g_adv, "G_nn": g_nn, "G": g_loss, "D_real": d_real,
+                               "D_fake": d_fake, "D": d_loss})
 
     # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -187,6 +187,19 @@ def tensor_to_images(tensor: torch.Tensor) -> np.ndarray:
     return t.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
+def check_halvings(where: str, size: tuple[int, int], halvings: int, what: str, fix: str,
+                   minimum: int = 1) -> tuple[int, int]:
+    """Raise :class:`ConfigError` unless ``halvings >= minimum`` and H and W are multiples of
+    ``2^halvings`` (the stride-2 layers counted by ``what``); returns ``(H, W) / 2^halvings``,
+    the size of the last feature map."""
+    h, w = size
+    scale = 2 ** max(halvings, 0)
+    if halvings < minimum or h % scale or w % scale:
+        raise ConfigError(f"{where}: image size {h} x {w} must be multiples of 2^{what} = "
+                          f"{scale} ({what} = {halvings}, at least {minimum}). Fix: {fix}")
+    return h // scale, w // scale
+
+
 def describe(x: Any) -> str:
     """What an input is, for an error message: dtype and shape of a tensor, else its type."""
     if isinstance(x, torch.Tensor):

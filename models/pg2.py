@@ -61,13 +61,8 @@ from reidaug.errors import ConfigError, DataError
 from reidaug.pose.skeleton import NUM_KEYPOINTS
 
 from .base import GANConfig, GANModel, net
-from .gan_common import (
-    bce_gan_loss,
-    check_images,
-    describe,
-    init_weights,
-    set_requires_grad,
-)
+from .gan_common import (bce_gan_loss, check_halvings, check_images, describe, init_weights,
+                         set_requires_grad)
 
 logger = logging.getLogger(__name__)
 
@@ -156,15 +151,10 @@ class UNetG1(nn.Module):
                  n_blocks: int = 5, z_dim: int = 64, image_size: tuple[int, int] = (128, 64)
                  ) -> None:
         super().__init__()
-        h, w = image_size
-        scale = 2 ** (n_blocks - 1)
-        if n_blocks < 1 or h % scale or w % scale:
-            raise ConfigError(f"UNetG1: image size {h} x {w} must be multiples of "
-                              f"2^(n_blocks - 1) = {scale} (n_blocks={n_blocks}). Fix: n_blocks "
-                              "= log2(H) - 2 (5 for 128 x 64, 6 for 256 x 128).")
         self.ngf, self.n_blocks = ngf, n_blocks
-        self.bottleneck = (h // scale, w // scale)
-        bh, bw = self.bottleneck
+        self.bottleneck = bh, bw = check_halvings(
+            "UNetG1", image_size, n_blocks - 1, "(n_blocks - 1)",
+            "n_blocks = log2(H) - 2 (5 for 128 x 64, 6 for 256 x 128).", minimum=0)
         self.stem = nn.Sequential(_conv(in_ch, ngf), nn.ReLU(True))
         enc_ch = [ngf * (i + 1) for i in range(n_blocks)]
         self.enc = nn.ModuleList(
@@ -273,12 +263,8 @@ class PairDiscriminator(nn.Module):
     def __init__(self, in_ch: int = 6, ndf: int = 64, n_layers: int = 4,
                  image_size: tuple[int, int] = (128, 64)) -> None:
         super().__init__()
-        h, w = image_size
-        scale = 2 ** n_layers
-        if n_layers < 1 or h % scale or w % scale:
-            raise ConfigError(f"PairDiscriminator: image size {h} x {w} must be multiples of "
-                              f"2^n_layers = {scale} (n_layers={n_layers}). Fix: n_layers = "
-                              "log2(H / 8) (4 for 128 x 64, 5 for 256 x 128).")
+        fh, fw = check_halvings("PairDiscriminator", image_size, n_layers, "n_layers",
+                                "n_layers = log2(H / 8) (4 for 128 x 64, 5 for 256 x 128).")
         self.in_ch = in_ch
         layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 5, stride=2, padding=2),
                                    nn.LeakyReLU(0.2, True)]
@@ -289,7 +275,7 @@ class PairDiscriminator(nn.Module):
                        nn.BatchNorm2d(c_next), nn.LeakyReLU(0.2, True)]
             c = c_next
         self.main = nn.Sequential(*layers)
-        self.fc = nn.Linear(c * (h // scale) * (w // scale), 1)
+        self.fc = nn.Linear(c * fh * fw, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_ch:
@@ -459,11 +445,9 @@ class PG2(GANModel):
         mask = self._check_step("PG2.training_step_g1", cond, target, target_heatmaps,
                                 target_mask)
         self.G1.train()
-        self.optimizer_G1.zero_grad(set_to_none=True)
         g1 = self.G1(torch.cat([cond, target_heatmaps.to(cond.dtype)], 1))  # (B, 3, H, W)
         loss = pose_mask_l1(g1, target, mask)
-        loss.backward()
-        self.optimizer_G1.step()
+        self.update("G1", loss)
         self.step_g1 += 1
         return {"G1": float(loss.detach()),
                 "G1_l1": float(F.l1_loss(g1.detach().float(), target.float()))}
@@ -487,27 +471,21 @@ class PG2(GANModel):
         real_pair = torch.cat([cond, target], 1)  # (B, 6, H, W)
 
         set_requires_grad([self.D], False)
-        self.optimizer_G2.zero_grad(set_to_none=True)
         g2 = g1 + self.G2(torch.cat([cond, g1], 1))  # G1 output + difference map
         logits = self.D(torch.cat([real_pair, torch.cat([cond, g2], 1)], 0))  # (2B,)
         g_adv = bce_gan_loss(logits[b:], True)
         g_l1 = pose_mask_l1(g2, target, mask)
         g_loss = g_adv + cfg.lambda_l1 * g_l1
-        g_loss.backward()
-        self.optimizer_G2.step()
+        self.update("G2", g_loss)
 
         set_requires_grad([self.D], True)
-        self.optimizer_D.zero_grad(set_to_none=True)
         logits = self.D(torch.cat([real_pair, torch.cat([cond, g2.detach()], 1)], 0))
-        d_real = bce_gan_loss(logits[:b], True)
-        d_fake = bce_gan_loss(logits[b:], False)
+        d_real, d_fake = bce_gan_loss(logits[:b], True), bce_gan_loss(logits[b:], False)
         d_loss = 0.5 * (d_real + d_fake)
-        d_loss.backward()
-        self.optimizer_D.step()
+        self.update("D", d_loss)
         self.step_g2 += 1
-        losses = {"G2_adv": g_adv, "G2_l1": g_l1, "G2": g_loss, "D_real": d_real,
-                  "D_fake": d_fake, "D": d_loss}
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return self.as_floats({"G2_adv": g_adv, "G2_l1": g_l1, "G2": g_loss, "D_real": d_real,
+                               "D_fake": d_fake, "D": d_loss})
 
     # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -38,7 +38,8 @@ from torch import nn
 from reidaug.errors import ConfigError, DataError, unknown_name
 
 from .base import GANConfig, GANModel, net
-from .gan_common import check_images, init_weights, lsgan_loss, set_requires_grad
+from .gan_common import (check_halvings, check_images, init_weights, lsgan_loss,
+                         set_requires_grad)
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +109,8 @@ class StarGANDiscriminator(nn.Module):
     def __init__(self, num_domains: int, image_size: tuple[int, int] = (256, 128),
                  conv_dim: int = 64, repeat_num: int = 6) -> None:
         super().__init__()
-        h, w = image_size
-        scale = 2 ** repeat_num
-        if repeat_num < 1 or h % scale or w % scale:
-            raise ConfigError(f"StarGANDiscriminator: image size {h} x {w} must be multiples of "
-                              f"2^repeat_num = {scale} (repeat_num={repeat_num}). Fix: lower "
-                              "d_repeat_num (e.g. 6 for 256 x 128, 4 for 64 x 32).")
+        fh, fw = check_halvings("StarGANDiscriminator", image_size, repeat_num, "repeat_num",
+                                "lower d_repeat_num (e.g. 6 for 256 x 128, 4 for 64 x 32).")
         layers: list[nn.Module] = [nn.Conv2d(3, conv_dim, 4, stride=2, padding=1),
                                    nn.LeakyReLU(0.01)]
         c = conv_dim
@@ -122,7 +119,7 @@ class StarGANDiscriminator(nn.Module):
             c *= 2
         self.main = nn.Sequential(*layers)
         self.conv_src = nn.Conv2d(c, 1, 3, padding=1, bias=False)
-        self.conv_cls = nn.Conv2d(c, num_domains, (h // scale, w // scale), bias=False)
+        self.conv_cls = nn.Conv2d(c, num_domains, (fh, fw), bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.main(x)  # (B, c, H/2^r, W/2^r)
@@ -163,11 +160,8 @@ class StarGANConfig(GANConfig):
         self.check_at_least(1, "g_conv_dim", "d_conv_dim", "d_repeat_num", "n_critic")
         self.check_at_least(0, "g_repeat_num", "lambda_cls", "lambda_rec", "lambda_gp", "lr_g",
                             "lr_d", "n_epochs", "n_epochs_decay")
-        scale = 2 ** self.d_repeat_num
-        if self.image_height % scale or self.image_width % scale:
-            raise ConfigError(f"StarGANConfig image size {self.image_height} x "
-                              f"{self.image_width} must be multiples of 2^d_repeat_num = {scale}."
-                              " Fix: lower d_repeat_num (6 for 256 x 128) or resize the crops.")
+        check_halvings("StarGANConfig", self.size, self.d_repeat_num, "d_repeat_num",
+                       "lower d_repeat_num (6 for 256 x 128) or resize the crops.")
 
 
 class StarGAN(GANModel):
@@ -258,7 +252,6 @@ class StarGAN(GANModel):
 
         # Discriminator.
         set_requires_grad([self.D], True)
-        self.optimizer_D.zero_grad(set_to_none=True)
         out_src, out_cls = self.D(real)
         d_real = self._gan_loss(out_src, True)
         d_cls = ce(out_cls.float(), src)
@@ -269,26 +262,23 @@ class StarGAN(GANModel):
         d_gp = (self._gradient_penalty(real, fake) if cfg.gan_loss == "wgan-gp"
                 else real.new_zeros(()))
         d_loss = d_real + d_fake + cfg.lambda_cls * d_cls + cfg.lambda_gp * d_gp
-        d_loss.backward()
-        self.optimizer_D.step()
+        self.update("D", d_loss)
         losses = {"D_real": d_real, "D_fake": d_fake, "D_cls": d_cls, "D_gp": d_gp, "D": d_loss}
 
         # Generator, with D frozen (gradients flow through it to G only).
         if self.step % cfg.n_critic == 0:
             set_requires_grad([self.D], False)
-            self.optimizer_G.zero_grad(set_to_none=True)
             fake = self.G(real, c_trg)
             out_src, out_cls = self.D(fake)
             g_fake = self._gan_loss(out_src, True)
             g_cls = ce(out_cls.float(), trg)
             g_rec = nn.functional.l1_loss(self.G(fake, c_src), real)
             g_loss = g_fake + cfg.lambda_rec * g_rec + cfg.lambda_cls * g_cls
-            g_loss.backward()
-            self.optimizer_G.step()
+            self.update("G", g_loss)
             set_requires_grad([self.D], True)
             losses.update(G_fake=g_fake, G_cls=g_cls, G_rec=g_rec, G=g_loss)
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return self.as_floats(losses)
 
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
