@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import write_result
 from reidaug.pipeline.cache import Cache
 from reidaug.pipeline.config import load_pipeline
 from reidaug.pipeline.graph import Graph, build_graph
@@ -137,7 +138,8 @@ def markdown(arms: dict[str, dict[str, Any]]) -> str:
     for name, a in arms.items():
         lines.append(f"| {name} | {describe(a)} | {a['n']} | {_pm(a.get('rank1'))} | {_pm(a.get('rank5'))} | "
                      f"{_pm(a.get('mAP'))} | {', '.join(map(str, a['steps'])) or '-'} |")
-    lines += ["", "| run | seed | rank-1 (%) | rank-5 (%) | mAP (%) | final train loss | train acc | train s | eval s |",
+    lines += ["",
+              "| run | seed | rank-1 (%) | rank-5 (%) | mAP (%) | final train loss | train acc | train s | eval s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for a in arms.values():
         for r in a["runs"]:
@@ -183,9 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             "std": "sample standard deviation over seeds (ddof 1)",
             "arms": arms,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-        print(f"\nwrote {args.json}")
+        print()
+        write_result(args.json, record)
     return 0
 
 

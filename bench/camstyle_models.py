@@ -44,11 +44,8 @@ projected training time, without running the pipeline.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -58,8 +55,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_JUDGE = ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.onnx"
+from common import RESULTS, ROOT, SHARED, cpu_model, load_average, machine, now_utc, write_result
+
+DEFAULT_JUDGE = SHARED / "models" / "osnet_x0_25_msmt17.onnx"
 DEFAULT_WORKSPACE = ROOT.parent / "runs" / "camstyle_models"
 FAMILIES = ("cyclegan", "stargan")
 
@@ -151,11 +149,11 @@ def stage_entries(yaml_path: Path, workspace: Path) -> dict[str, Path]:
 def count_params(models_dir: Path, iterations: int) -> dict[str, Any]:
     """Generator parameters of the saved files, and the discriminators their config implies."""
     from reidaug.gen.camstyle import CamStyleTranslator, ModelJob, TrainSettings, build_model
-    from reidaug.gen.common import load_checkpoint
+    from reidaug.io.checkpoint import load_torch
 
     per_model = {}
     for f in sorted(models_dir.glob("*.pt")):
-        state = load_checkpoint(f, "bench")
+        state = load_torch(f, "bench")
         gens = CamStyleTranslator._build(state)
         cfg = state["config"]
         hp = {"image_height": cfg["image_height"], "image_width": cfg["image_width"]}
@@ -301,19 +299,6 @@ def table(fams: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cuda": torch.cuda.is_available(), "niceness": os.nice(0)}
-
-
 # --------------------------------------------------------------------------------------------
 # Probe: how long does a step take here, now?
 # --------------------------------------------------------------------------------------------
@@ -358,23 +343,18 @@ def probe(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help="pipeline workspace (outside the repo)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "camstyle_models.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "camstyle_models.json")
     ap.add_argument("--judge", type=Path, default=DEFAULT_JUDGE)
-    ap.add_argument("--num-ids", type=int, default=24)
-    ap.add_argument("--num-cams", type=int, default=3)
-    ap.add_argument("--per-cam", type=int, default=4, help="images per identity per camera")
-    ap.add_argument("--data-height", type=int, default=128)
-    ap.add_argument("--data-width", type=int, default=64)
-    ap.add_argument("--height", type=int, default=64, help="generator training size")
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--ngf", type=int, default=16)
-    ap.add_argument("--ndf", type=int, default=32)
-    ap.add_argument("--n-blocks", type=int, default=3)
-    ap.add_argument("--iterations", type=int, default=600, help="training steps per model (both families)")
-    ap.add_argument("--checkpoint-every", type=int, default=250)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the pipeline (OMP_NUM_THREADS)")
-    ap.add_argument("--nice", type=int, default=15, help="raise this process's niceness to at least this")
+    # integer options: (flag, default, help)
+    for flag, default, text in (
+            ("--num-ids", 24, None), ("--num-cams", 3, None), ("--per-cam", 4, "images per identity per camera"),
+            ("--data-height", 128, None), ("--data-width", 64, None),
+            ("--height", 64, "generator training size"), ("--width", 32, None),
+            ("--ngf", 16, None), ("--ndf", 32, None), ("--n-blocks", 3, None),
+            ("--iterations", 600, "training steps per model (both families)"), ("--checkpoint-every", 250, None),
+            ("--seed", 0, None), ("--threads", 1, "torch intra-op threads of the pipeline (OMP_NUM_THREADS)"),
+            ("--nice", 15, "raise this process's niceness to at least this")):
+        ap.add_argument(flag, type=int, default=default, help=text)
     ap.add_argument("--no-matched", dest="matched", action="store_false",
                     help="leave out the StarGAN trained for the CycleGANs' total steps")
     ap.add_argument("--probe", type=int, default=0, metavar="STEPS", help="only time STEPS steps per family")
@@ -394,12 +374,12 @@ def main() -> None:
     yaml_path.write_text(pipeline_yaml(args))
     reidaug = str(Path(sys.executable).with_name("reidaug"))
     cmd = [reidaug, "run", str(yaml_path), "-w", str(ws / "workspace")]
-    started = dt.datetime.now(dt.timezone.utc)
-    load_before = os.getloadavg()
+    started = now_utc()
+    load_before = load_average()
     print(f"running: OMP_NUM_THREADS={args.threads} {shlex.join(cmd)}  (niceness {os.nice(0)}; log: {ws / 'run.log'})",
           flush=True)
     rc, wall = run_cli(cmd, args.threads, ws / "run.log")
-    load_after = os.getloadavg()
+    load_after = load_average()
     if rc != 0:
         print((ws / "run.log").read_text()[-4000:], file=sys.stderr)
         raise SystemExit(f"reidaug run failed (exit {rc}); log: {ws / 'run.log'}")
@@ -407,18 +387,20 @@ def main() -> None:
     entries = stage_entries(yaml_path, ws / "workspace")
     fams = {fam: collect_family(fam, entries, args) for fam in arms(args)}
     grids = make_grids(entries, ws / "grids", reidaug, list(fams))
-    result = {
+    import torch
+
+    write_result(args.out, {
         "benchmark": "camstyle_models",
         "issue": "5: one multi-domain StarGAN vs a CycleGAN per camera pair, same data",
-        "date": started.isoformat(timespec="seconds"),
+        "date": started,
         "command": "nice -n 15 python bench/camstyle_models.py " + shlex.join(sys.argv[1:]),
         "pipeline_command": f"OMP_NUM_THREADS={args.threads} MKL_NUM_THREADS={args.threads} {shlex.join(cmd)}",
         "pipeline_yaml": pipeline_yaml(args),
-        "machine": machine() | {
-            "torch_threads_in_pipeline": args.threads,
-            "load_average_before": list(load_before), "load_average_after": list(load_after),
-            "note": "shared 2-core machine: a CycleGAN training and a re-ID ablation ran at the same time "
-                    "(higher priority); this bench ran under nice 15, so its seconds are not a clean-machine speed"},
+        "machine": machine(
+            cpu=cpu_model(), torch=torch.__version__, cuda=torch.cuda.is_available(), niceness=os.nice(0),
+            torch_threads_in_pipeline=args.threads, load_average_before=load_before, load_average_after=load_after,
+            note="shared 2-core machine: a CycleGAN training and a re-ID ablation ran at the same time (higher "
+                 "priority); this bench ran under nice 15, so its seconds are not a clean-machine speed"),
         "settings": {k: getattr(args, k) for k in ("num_ids", "num_cams", "per_cam", "data_height", "data_width",
                                                     "height", "width", "ngf", "ndf", "n_blocks", "iterations", "seed")}
                     | {"arms": {k: {"model": m, "iterations_per_model": it} for k, (m, it) in arms(args).items()}}
@@ -432,11 +414,7 @@ def main() -> None:
         "pipeline_log": [ln for ln in (ws / "run.log").read_text().splitlines() if ln.startswith("Stage '")],
         "families": fams,
         "grids": grids,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    })
     print(table(fams))
     print(f"\npipeline wall {wall:.0f} s; load average {load_before} -> {load_after}; grids: {ws / 'grids'}; "
           f"results: {args.out}")

@@ -26,20 +26,17 @@ allocations alone. Time is wall clock of the call only (data generation excluded
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, ROOT, load_average, machine, now_utc, write_result
+
 #: Noise scale relative to the identity centres (unit normal both): sets the difficulty.
 NOISE = 2.5
 
@@ -165,7 +162,7 @@ def main() -> None:
     ap.add_argument("--big", default="20000x100000", help="QxG run blocked only ('none': skip)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval.json"))
+    ap.add_argument("--out", default=str(RESULTS / "eval.json"))
     ap.add_argument("--rerank", default="none",
                     help="QxG run with k1=20, k2=6 re-ranking (e.g. 3368x15913, Market-sized)")
     ap.add_argument("--worker", choices=("naive", "blocked", "rerank"), help=argparse.SUPPRESS)
@@ -182,11 +179,11 @@ def main() -> None:
         plan.append(("blocked", *parse_size(args.big)))
     if args.rerank.lower() != "none":
         plan.append(("rerank", *parse_size(args.rerank)))
-    load_start = os.getloadavg()
+    load_start = load_average()
     for method, nq, ng in plan:
         print(f"running {method} {nq}x{ng} ...", file=sys.stderr, flush=True)
         runs.append(run_one(method, nq, ng, args.dim, args.seed))
-    load_end = os.getloadavg()
+    load_end = load_average()
 
     gib = 2.0**30
     print(f"\n{'method':<8} {'Q x G':>14} {'time s':>8} {'peak delta GiB':>15} "
@@ -203,32 +200,18 @@ def main() -> None:
 
     import torch
 
-    result = {
+    write_result(args.out, {
         "benchmark": "eval",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": now_utc(),
         "command": "python bench/eval.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "torch": torch.__version__,
-            "load_average_at_start": list(load_start),
-            "load_average_at_end": list(load_end),
-            "note": "shared 2-core VM; other jobs may run at the same time",
-        },
+        "machine": machine(numpy=np.__version__, torch=torch.__version__, load_average_at_start=load_start,
+                           load_average_at_end=load_end, note="shared 2-core VM; other jobs may run at the same time"),
         "data": {"dim": args.dim, "dtype": "float32", "seed": args.seed,
                  "images_per_identity": 20, "cameras": 6, "protocol": "market"},
         "memory_measure": "peak RSS (VmHWM, reset via /proc/self/clear_refs) during the call "
                           "minus RSS just before it, one subprocess per run",
         "runs": runs,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    })
 
 
 if __name__ == "__main__":

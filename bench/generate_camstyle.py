@@ -49,21 +49,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from generate_shared import (
-    Crop,
-    DeviceSection,
-    Family,
-    count_flops,
-    cpu_time,
-    decode_resized,
-    device_timer,
-    model_only,
-    pipeline_yaml,
-    reference_loop,
-    reference_transform,
-    save_generator,
-    sync,
-)
+import generate_shared as shared
 from reidaug.pipeline.context import write_h5_chunk
 
 MODEL_JOB = ("cyclegan", (0, 1))  # one CycleGAN between camera 0 and camera 1
@@ -99,13 +85,13 @@ def prepare(models_dir: Path, cfg: GenConfig, seed: int) -> tuple[Path, str, dic
     model = CycleGAN(CycleGANConfig(ngf=cfg.ngf, n_blocks=cfg.n_blocks, image_height=cfg.height,
                                     image_width=cfg.width, n_layers_d=n_layers_d, seed=seed))
     job = ModelJob(*MODEL_JOB)
-    path, checksum = save_generator(models_dir, job.name, generator_state(model, job))
+    path, checksum = shared.save_generator(models_dir, job.name, generator_state(model, job))
 
     with torch.device("meta"):
         net = ResnetGenerator(3, 3, cfg.ngf, cfg.n_blocks)
         x = torch.zeros(1, 3, cfg.height, cfg.width)
-    fl = count_flops(lambda: net(x), "FlopCounterMode: convolutions and transposed convolutions, 2 FLOPs per "
-                                     "multiply-add; instance norm, ReLU, padding and tanh not counted")
+    fl = shared.count_flops(lambda: net(x), "FlopCounterMode: convolutions and transposed convolutions, 2 FLOPs "
+                                            "per multiply-add; instance norm, ReLU, padding and tanh not counted")
     fl["params"] = sum(p.numel() for p in net.parameters())
     return path, checksum, fl
 
@@ -150,25 +136,25 @@ def load_reference_nets(gen_file: Path, device: torch.device) -> dict[int, torch
     return nets
 
 
-def arm_reference(root: Path, images: list[Crop], gen_file: Path, cfg: GenConfig, device: torch.device,
+def arm_reference(root: Path, images: list[shared.Crop], gen_file: Path, cfg: GenConfig, device: torch.device,
                   out_dir: Path) -> dict[str, Any]:
     """Arm A: CycleGAN's test loop, one image at a time, PIL in and out."""
     from PIL import Image as PILImage
 
     nets = load_reference_nets(gen_file, device)
-    transform = reference_transform(cfg.height, cfg.width)
+    transform = shared.reference_transform(cfg.height, cfg.width)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():  # warm-up, one image per direction
         for net in nets.values():
             net(torch.zeros(1, 3, cfg.height, cfg.width, device=device))
-    sync(device)
+    shared.sync(device)
 
-    def load(im: Crop) -> tuple[torch.nn.Module, torch.Tensor]:
+    def load(im: shared.Crop) -> tuple[torch.nn.Module, torch.Tensor]:
         img = PILImage.open(root / im.rel).convert("RGB")
         return nets[im.cam], transform(img).unsqueeze(0).to(device)  # (1, 3, H, W) in [-1, 1]
 
-    return reference_loop(images, load, lambda net_x: net_x[0](net_x[1]),
-                          lambda im: out_dir / f"{Path(im.rel).stem}_fake_B.png", device, "model")
+    return shared.reference_loop(images, load, lambda net_x: net_x[0](net_x[1]),
+                                 lambda im: out_dir / f"{Path(im.rel).stem}_fake_B.png", device, "model")
 
 
 def arm_model_only(translator, pixels: list[np.ndarray], cams: list[int], batch_size: int,
@@ -178,7 +164,7 @@ def arm_model_only(translator, pixels: list[np.ndarray], cams: list[int], batch_
                for s, t, rows in stage_batches(cams, batch_size)]
     warm = {(s, t): x for x, s, t in batches}  # each direction once; the whole batch on a GPU
     warm_up = [(x if device.type == "cuda" else x[:1], s, t) for (s, t), x in warm.items()]
-    return model_only(translator.translate_tensor, batches, warm_up, len(cams), batch_size, device, keep=False)
+    return shared.model_only(translator.translate_tensor, batches, warm_up, len(cams), batch_size, device, keep=False)
 
 
 @contextlib.contextmanager
@@ -218,12 +204,12 @@ def arm_variants(translator, pixels: list[np.ndarray], cams: list[int], batch_si
         try:
             with torch.inference_mode(), mk, amp:
                 nets[xs[0][:2]](xs[0][2][:1])  # warm-up at batch 1 (format / dtype switch)
-                t0, c0 = time.perf_counter(), cpu_time()
+                t0, c0 = time.perf_counter(), shared.cpu_time()
                 for s, t, x in xs:
                     y = nets[(s, t)](x)
                     outs.append(y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8))
                 seconds = time.perf_counter() - t0
-                cpu_s.append(cpu_time() - c0)
+                cpu_s.append(shared.cpu_time() - c0)
         finally:
             for net in nets.values():
                 net.to(memory_format=torch.contiguous_format)
@@ -250,7 +236,7 @@ def arm_variants(translator, pixels: list[np.ndarray], cams: list[int], batch_si
     return rows
 
 
-def arm_breakdown(translator, root: Path, images: list[Crop], batch_size: int, device: torch.device,
+def arm_breakdown(translator, root: Path, images: list[shared.Crop], batch_size: int, device: torch.device,
                   tmp: Path) -> dict[str, Any]:
     """One serial pass, the stage's steps each timed alone (nothing overlaps)."""
     from reidaug.data.images import encode_png
@@ -261,13 +247,13 @@ def arm_breakdown(translator, root: Path, images: list[Crop], batch_size: int, d
     encoded: list[bytes] = []
     for s, t, rows in stage_batches(cams, batch_size):
         t0 = time.perf_counter()
-        pixels = decode_resized(root, (images[i].rel for i in rows), h, w)
+        pixels = shared.decode_resized(root, (images[i].rel for i in rows), h, w)
         steps["read_decode_resize"] = steps.get("read_decode_resize", 0.0) + time.perf_counter() - t0
-        with device_timer(device, steps, "to_tensor_h2d"):
+        with shared.device_timer(device, steps, "to_tensor_h2d"):
             x = translator.to_tensor(np.stack(pixels))
-        with device_timer(device, steps, "model"):
+        with shared.device_timer(device, steps, "model"):
             y = translator.translate_tensor(x, s, t)
-        with device_timer(device, steps, "d2h"):
+        with shared.device_timer(device, steps, "d2h"):
             y = y.cpu() if y.device.type != "cpu" else y
         t0 = time.perf_counter()
         encoded += [encode_png(img) for img in y.numpy()]
@@ -295,11 +281,11 @@ def arm_breakdown(translator, root: Path, images: list[Crop], batch_size: int, d
 # --------------------------------------------------------------------------------------------
 # One device's section
 # --------------------------------------------------------------------------------------------
-def run_section(device: torch.device, args: argparse.Namespace, cfg: GenConfig, root: Path, images: list[Crop],
+def run_section(device: torch.device, args: argparse.Namespace, cfg: GenConfig, root: Path, images: list[shared.Crop],
                 synthetic: bool, gen_file: Path, flops: int, tmp: Path) -> dict[str, Any]:
     from reidaug.gen.camstyle import CamStyleTranslator
 
-    sec = DeviceSection(device, args, cfg.label, images, tmp / device.type)
+    sec = shared.DeviceSection(device, args, cfg.label, images, tmp / device.type)
     per_pair = max(Counter(im.cam for im in images).values(), default=0)
     if max(sec.batch_sizes) > per_pair:
         print(f"warning: a batch holds one camera pair, at most {per_pair} images here; batch sizes above that "
@@ -307,13 +293,13 @@ def run_section(device: torch.device, args: argparse.Namespace, cfg: GenConfig, 
     tail = ("  generate-camstyle:\n"
             f"    params: {{batch_size: 1, device: {'cuda' if sec.cuda else 'cpu'}, amp: true}}\n"
             "    inputs: {dataset: ingest.dataset, models: bench-generators.models}\n")
-    pipe = pipeline_yaml(sec.work / f"pipeline-{device.type}.yaml", "bench-generate", root, sec.manifest,
-                         len(images), gen_file, tail=tail)
+    pipe = shared.pipeline_yaml(sec.work / f"pipeline-{device.type}.yaml", "bench-generate", root, sec.manifest,
+                                len(images), gen_file, tail=tail)
     sec.run_stages(pipe, ["ingest", "bench-generators"])
 
     translator = CamStyleTranslator(gen_file.parent, device, amp=True)
     cams = [im.cam for im in images]
-    pixels = decode_resized(root, (im.rel for im in images), cfg.height, cfg.width)
+    pixels = shared.decode_resized(root, (im.rel for im in images), cfg.height, cfg.width)
 
     def arm(kind: str, bs: int) -> dict[str, Any]:
         if kind == "A":
@@ -342,5 +328,5 @@ def run_section(device: torch.device, args: argparse.Namespace, cfg: GenConfig, 
     return sec.summary(names, flops, settings, breakdown=breakdown, variants=variants)
 
 
-FAMILY = Family(trainer="train-camstyle", config=lambda a: GenConfig(a.ngf, a.n_blocks, a.height, a.width),
-                prepare=prepare, run_section=run_section, describe=describe)
+FAMILY = shared.Family(trainer="train-camstyle", config=lambda a: GenConfig(a.ngf, a.n_blocks, a.height, a.width),
+                       prepare=prepare, run_section=run_section, describe=describe)

@@ -35,26 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import SHARED
-from generate_shared import (
-    Crop,
-    DeviceSection,
-    Family,
-    compare_fakes,
-    count_flops,
-    decode_resized,
-    model_only,
-    pipeline_yaml,
-    reference_loop,
-    reference_transform,
-    save_generator,
-    sync,
-)
+import common
+import generate_shared as shared
 from reidaug.pipeline.context import read_h5_chunk
 from reidaug.pose.keypoints import confident_mask, rescale_keypoints
 
 POSE_SCORE_THRESHOLD = 0.3  # train-posegan's default score_threshold, written into the file as it does
-MOVENET = SHARED / "models" / "movenet_singlepose_lightning_int8.tflite"
+MOVENET = common.SHARED / "models" / "movenet_singlepose_lightning_int8.tflite"
 
 
 @dataclass(frozen=True)
@@ -102,16 +89,16 @@ def prepare(models_dir: Path, cfg: PoseGenConfig, seed: int) -> tuple[Path, str,
     hp = {"image_height": cfg.height, "image_width": cfg.width, "ngf": cfg.ngf, "d_layers": cfg.d_layers}
     state = generator_state(build_model(cfg.model, hp, seed), cfg.model, POSE_SCORE_THRESHOLD)
     n_params = sum(int(v.numel()) for v in state["weights"].values())
-    path, checksum = save_generator(models_dir, cfg.model, state)
+    path, checksum = shared.save_generator(models_dir, cfg.model, state)
 
     gen = PoseGuidedGenerator(path, torch.device("cpu"), amp=False, where="bench")
     x = torch.zeros(1, 3, cfg.height, cfg.width)
     kp = np.zeros((1, 17, 3), np.float32)  # the convolutions' FLOPs do not depend on the pose
     what = "G1 + G2" if cfg.model == "pg2" else "G (both encoder streams, decoder)"
-    fl = count_flops(lambda: gen.generate_tensor(x, kp, kp),
-                     f"FlopCounterMode over {what}: convolutions, transposed convolutions and matmuls (PG2's FC "
-                     "bottleneck; affine_grid), 2 FLOPs per multiply-add; pose maps, grid_sample (Deformable GAN's "
-                     "warps), norms and activations not counted")
+    fl = shared.count_flops(lambda: gen.generate_tensor(x, kp, kp),
+                            f"FlopCounterMode over {what}: convolutions, transposed convolutions and matmuls (PG2's "
+                            "FC bottleneck; affine_grid), 2 FLOPs per multiply-add; pose maps, grid_sample "
+                            "(Deformable GAN's warps), norms and activations not counted")
     fl["params"] = n_params
     return path, checksum, fl
 
@@ -126,7 +113,7 @@ def describe(cfg: PoseGenConfig, seed: int, checksum: str, fl: dict[str, Any]) -
 # --------------------------------------------------------------------------------------------
 # Poses and pairs
 # --------------------------------------------------------------------------------------------
-def pose_source(choice: str, root: Path, images: list[Crop], synthetic: bool, tmp: Path) -> tuple[str, str]:
+def pose_source(choice: str, root: Path, images: list[shared.Crop], synthetic: bool, tmp: Path) -> tuple[str, str]:
     """extract-pose's params (YAML flow mapping) for ``--poses`` and a sentence saying what they are."""
     q = json.dumps
     if choice == "auto":
@@ -224,7 +211,7 @@ def arm_reference(root: Path, pj: PoseJobs, gen_file: Path, cfg: PoseGenConfig, 
 
     model, name, thr = load_reference_pose_model(gen_file, device)
     h, w = cfg.height, cfg.width
-    transform = reference_transform(h, w)
+    transform = shared.reference_transform(h, w)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def forward(inputs: tuple[torch.Tensor, np.ndarray, np.ndarray]) -> torch.Tensor:
@@ -245,10 +232,10 @@ def arm_reference(root: Path, pj: PoseJobs, gen_file: Path, cfg: PoseGenConfig, 
     with torch.no_grad():  # warm-up
         forward((torch.zeros(1, 3, h, w, device=device), clean_keypoints(pj.frame([r0], (h, w)), thr),
                  clean_keypoints(pj.frame([t0], (h, w)), thr)))
-    sync(device)
-    return reference_loop(pj.jobs, load, forward,
-                          lambda job: out_dir / f"{Path(pj.paths[job[0]]).stem}_to_{job[1]}.png", device,
-                          "pose_maps_model")
+    shared.sync(device)
+    return shared.reference_loop(pj.jobs, load, forward,
+                                 lambda job: out_dir / f"{Path(pj.paths[job[0]]).stem}_to_{job[1]}.png", device,
+                                 "pose_maps_model")
 
 
 def arm_model_only(gen, pj: PoseJobs, pixels: list[np.ndarray], ckp: np.ndarray, tkp: np.ndarray,
@@ -262,22 +249,26 @@ def arm_model_only(gen, pj: PoseJobs, pixels: list[np.ndarray], ckp: np.ndarray,
         batches.append((gen.to_tensor(np.stack([pixels[r] for r, _ in chunk])), ckp[sl], tkp[sl]))
         start += len(chunk)
     warm_up = batches[0] if device.type == "cuda" else tuple(a[:1] for a in batches[0])
-    return model_only(gen.generate_tensor, batches, [warm_up], len(pj.jobs), batch_size, device, keep=True)
+    return shared.model_only(gen.generate_tensor, batches, [warm_up], len(pj.jobs), batch_size, device, keep=True)
 
 
 # --------------------------------------------------------------------------------------------
 # One device's section
 # --------------------------------------------------------------------------------------------
 def run_section(device: torch.device, args: argparse.Namespace, cfg: PoseGenConfig, root: Path,
-                images: list[Crop], synthetic: bool, gen_file: Path, flops: int, tmp: Path) -> dict[str, Any]:
+                images: list[shared.Crop], synthetic: bool, gen_file: Path, flops: int, tmp: Path) -> dict[str, Any]:
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
-    sec = DeviceSection(device, args, cfg.label, images, tmp / f"pose-{device.type}")
+    sec = shared.DeviceSection(device, args, cfg.label, images, tmp / f"pose-{device.type}")
     pose_params, pose_note = pose_source(args.poses, root, images, synthetic, sec.work)
     middle = f"  extract-pose: {{params: {pose_params}, inputs: {{dataset: ingest.dataset}}}}\n"
     dev = "cuda" if sec.cuda else "cpu"
-    setup = pipeline_yaml(sec.work / f"pipeline-pose-{dev}-setup.yaml", "bench-generate-pose", root, sec.manifest,
-                          len(images), gen_file, middle=middle)
+
+    def yaml(suffix: str, tail: str = "") -> Path:
+        return shared.pipeline_yaml(sec.work / f"pipeline-pose-{dev}{suffix}.yaml", "bench-generate-pose", root,
+                                    sec.manifest, len(images), gen_file, middle=middle, tail=tail)
+
+    setup = yaml("-setup")
     t0 = time.perf_counter()
     report = sec.run_stages(setup, ["ingest", "extract-pose", "bench-generators"])
     pose_seconds = time.perf_counter() - t0
@@ -294,13 +285,12 @@ def run_section(device: torch.device, args: argparse.Namespace, cfg: PoseGenConf
             f"batch_size: 1, device: {dev}, amp: true}}\n"
             "    inputs: {dataset: ingest.dataset, keypoints: extract-pose.keypoints,\n"
             "             models: bench-generators.models}\n")
-    pipe = pipeline_yaml(sec.work / f"pipeline-pose-{dev}.yaml", "bench-generate-pose", root, sec.manifest,
-                         len(images), gen_file, middle=middle, tail=tail)
+    pipe = yaml("", tail)
 
     gen = PoseGuidedGenerator(gen_file, device, amp=True, where="bench")  # as the stage loads it
     # what the stage's prepare step makes: each row decoded and resized (cv2 bilinear) to the
     # model's size, and per job the condition and target keypoints in that frame
-    pixels = decode_resized(root, pj.paths, *gen.size)
+    pixels = shared.decode_resized(root, pj.paths, *gen.size)
     ckp = pj.frame([r for r, _ in pj.jobs], gen.size)  # (jobs, 17, 3)
     tkp = pj.frame([t for _, t in pj.jobs], gen.size)
 
@@ -329,10 +319,10 @@ def run_section(device: torch.device, args: argparse.Namespace, cfg: PoseGenConf
                           "keypoints; every image rendered in each of those poses but its own "
                           "(min_target_keypoints 0: nothing dropped)"},
         # the same pairs in the same order: B's PNG fakes against C's model outputs, per batch size
-        stage_fakes_vs_model_only={str(bs): compare_fakes(sec.fakes[("C", bs)], sec.fakes[("B", bs)])
+        stage_fakes_vs_model_only={str(bs): shared.compare_fakes(sec.fakes[("C", bs)], sec.fakes[("B", bs)])
                                    for bs in sec.batch_sizes})
 
 
-FAMILY = Family(trainer="train-posegan", config=config, prepare=prepare, run_section=run_section,
-                describe=describe, entry_extra=lambda sections: {
+FAMILY = shared.Family(trainer="train-posegan", config=config, prepare=prepare, run_section=run_section,
+                       describe=describe, entry_extra=lambda sections: {
                     "poses": next(iter(sections.values()))["poses"]["source"]})

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -45,6 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from common import RESULTS, SHARED, command_line, load_average, machine, now_utc, write_result
 from reidaug.data.h5format import H5Writer
 from reidaug.data.torchdata import (
     IMAGENET_MEAN,
@@ -55,7 +53,6 @@ from reidaug.data.torchdata import (
     reid_collate,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 H, W = 256, 128
 ENCODINGS = {"raw": ("raw", "none"), "raw-lzf": ("raw", "lzf"), "raw-gzip-4": ("raw", "gzip-4"),
              "jpeg": ("jpeg", "none"), "png": ("png", "none")}
@@ -225,7 +222,8 @@ def build_loaders(args: argparse.Namespace, records: list[tuple[str, int, int]],
             ds_u8 = ReidH5Dataset(path, "train", transform=build_transforms(H, W, train=True, pad=0, normalize=False))
             prof = profile_batched(ds_u8, n, bs)
             close_in_parent(ds_u8)
-            out.append(Loader(f"h5-{enc} batched uint8+consumer-norm", ds_u8, reid_collate, True, "batched", size, prof))
+            out.append(Loader(f"h5-{enc} batched uint8+consumer-norm", ds_u8, reid_collate, True, "batched", size,
+                              prof))
             old_u8 = ReidH5Dataset(path, "train", transform=v2_transforms(normalize=False))
             out.append(Loader(f"h5-{enc} per-sample uint8+consumer-norm", PerSample(old_u8), None, True,
                               "per-sample", size))
@@ -254,7 +252,7 @@ def summarise(loaders: list[Loader], warmup: list[float]) -> list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cuhk01"))
+    ap.add_argument("--data", default=str(SHARED / "data" / "cuhk01"))
     ap.add_argument("--rounds", type=int, default=8, help="measured rounds (after one warm-up round)")
     ap.add_argument("--encodings", default="raw,jpeg", help=f"comma list of {', '.join(ENCODINGS)}")
     ap.add_argument("--workers", type=int, default=2)
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile-images", type=int, default=512)
     ap.add_argument("--workdir", default=None, help="where to write the HDF5 files (default: a temp dir, removed)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
+    ap.add_argument("--out", default=str(RESULTS / "loader.json"))
     args = ap.parse_args(argv)
     encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
     unknown = [e for e in encodings if e not in ENCODINGS]
@@ -317,15 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         sp = (f"{r['speedup_vs_loose_median']:.2f}x ({r['speedup_vs_loose_min']:.2f}-"
               f"{r['speedup_vs_loose_max']:.2f})")
         print(f"{r['loader']:40s} {r['bytes'] / 1e6:6.1f} {rate:>24s} {sp:>25s}   {prof_s}")
-    out = {
+    write_result(args.out, {
         "benchmark": "loader",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "load_average_at_end": list(os.getloadavg()),
-                    "note": "shared 2-core VM; other processes (test suites) ran at the same time"},
+        "date": now_utc(),
+        "command": command_line(),
+        "machine": machine(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                           load_average_at_end=load_average(),
+                           note="shared 2-core VM; other processes (test suites) ran at the same time"),
         "data": {"name": "CUHK01", "images": len(records), "native_hw": [160, 60],
                  "loose_bytes": loose_bytes},
         "settings": {"rounds": args.rounds, "workers": args.workers, "batch_size": args.batch_size,
@@ -337,12 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                      "note": "page cache warm (files were just written / read in the warm-up round)"},
         "files": {k: {"bytes": v["bytes"], "write_s": v["write_s"]} for k, v in files.items()},
         "results": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    })
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -25,6 +24,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from common import write_result
 from reidaug.pipeline.config import load_pipeline
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.graph import build_graph
@@ -126,9 +126,7 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     for r in rows:
         print(f"{r[0]:<{width}}  {r[1]:>10}  {r[2]}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -36,12 +36,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import importlib.metadata
-import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
@@ -50,11 +46,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from common import RESULTS, SHARED, command_line, load_average, machine, now_utc, write_result
 from reidaug.data.images import ImageCheckError, decode_image
 from reidaug.models.pose_estimators import build_estimator, mmpose_predict_per_image
 from reidaug.pose.skeleton import COCO17_NAMES, L_HIP, L_SHO, R_HIP, R_SHO
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF = 0.3  # a keypoint "is there" above this score
 MIN_KEYPOINTS = 12  # a "full" skeleton: at least this many of 17 above CONF
 PCK_THR = 0.1  # of the torso size
@@ -167,9 +163,9 @@ def speed_backend(name: str, kw: dict[str, Any], images: list[np.ndarray], repea
     modes: dict[str, tuple[Predict, int]] = {"b1": (est.predict, 1), "b32": (est.predict, 32)}
     if per_image:
         modes["per_image_inference_topdown"] = (lambda ims: mmpose_predict_per_image(est, ims), 1)
-    load_before = list(os.getloadavg())
+    load_before = load_average()
     out: dict[str, Any] = {"build_s": build_s, **time_modes(modes, images, repeat),
-                           "load_average_before": load_before, "load_average_after": list(os.getloadavg())}
+                           "load_average_before": load_before, "load_average_after": load_average()}
     if per_image:
         ref = out["per_image_inference_topdown"]
         for m in ("b1", "b32"):
@@ -190,9 +186,8 @@ def version(pkg: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cuhk01"))
-    ap.add_argument("--movenet", default=str(ROOT.parent / "shared" / "models"
-                                             / "movenet_singlepose_lightning_int8.tflite"))
+    ap.add_argument("--data", default=str(SHARED / "data" / "cuhk01"))
+    ap.add_argument("--movenet", default=str(SHARED / "models" / "movenet_singlepose_lightning_int8.tflite"))
     ap.add_argument("--limit", type=int, default=None, help="only the first N crops of the manifest")
     ap.add_argument("--speed-images", type=int, default=256, help="crops in the speed set (movenet, mediapipe)")
     ap.add_argument("--mmpose-images", type=int, default=128,
@@ -201,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pose.json"))
+    ap.add_argument("--out", default=str(RESULTS / "pose.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    load_start = list(os.getloadavg())
+    load_start = load_average()
     t_start = time.perf_counter()
     data = Path(args.data)
     names, images, bad = load_crops(data, args.limit)
@@ -297,18 +292,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{bm('per_image_inference_topdown'):>22s} {ratio:>14s}")
         print(f"cuda: {cuda_note or 'see JSON speed_cuda'}")
 
-    result = {
+    write_result(args.out, {
         "benchmark": "pose",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                    "packages": {p: version(p) for p in ("ai-edge-litert", "mediapipe", "mmpose",
-                                                         "mmengine", "mmcv-lite", "mmdet",
-                                                         "opencv-python", "numpy")},
-                    "load_average_at_start": load_start, "load_average_at_end": list(os.getloadavg()),
-                    "note": args.note},
+        "date": now_utc(),
+        "command": command_line(),
+        "machine": machine(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                           cuda=torch.cuda.is_available(),
+                           packages={p: version(p) for p in ("ai-edge-litert", "mediapipe", "mmpose", "mmengine",
+                                                             "mmcv-lite", "mmdet", "opencv-python", "numpy")},
+                           load_average_at_start=load_start, load_average_at_end=load_average(), note=args.note),
         "data": {"name": "CUHK01", "path": str(data), "crops": len(images), "unreadable": bad,
                  "shapes_hw": [list(s) for s in shapes]},
         "settings": {
@@ -334,12 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "speed_cpu": speed or "skipped (--skip-speed)",
         "speed_cuda": speed_cuda or cuda_note or "skipped (--skip-speed)",
         "total_s": time.perf_counter() - t_start,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    })
     return 0
 
 
