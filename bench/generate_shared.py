@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from common import SHARED, add_run, command_line, cpu_model, load_average, machi
 from reidaug.io.atomic import atomic_path
 from reidaug.pipeline.context import StageContext, read_h5_chunk
 from reidaug.pipeline.stage import FileParam, Params, StageSpec
+
+if TYPE_CHECKING:
+    from reidaug.pipeline.runner import RunReport
 
 DEFAULT_DATA = SHARED / "data" / "cuhk01"
 Units = list[tuple[str, int]]  # (arm, batch size)
@@ -368,7 +371,7 @@ class DeviceSection:
         self.ceilings.append(c)
         return c
 
-    def run_stages(self, pipe: Path, targets: list[str]):
+    def run_stages(self, pipe: Path, targets: list[str]) -> RunReport:
         """A plain run of ``targets`` of ``pipe`` (the setup: ingest, the generator file, ...)."""
         from reidaug.pipeline.config import load_pipeline
         from reidaug.pipeline.graph import build_graph
