@@ -14,8 +14,10 @@ B's pose, and its output is compared with the real image B:
 
 On the synthetic demo data, bind ``synthetic`` to ``demo-data.dataset``: the fake of (A, B) is
 also scored against the renderer's exact picture of it (A's person in B's pose through A's
-camera, :func:`synthetic_truth_scores`), beside the real B, which differs from that truth by its
-background window, sensor noise and, across cameras, the camera's style. Pairs follow the training rule (:func:`reidaug.gen.poseguided.make_pairs`:
+camera, :func:`reidaug.eval.posegan.synthetic_truth_scores`), beside the real B, which differs
+from that truth by its background window, sensor noise and, across cameras, the camera's style.
+The scores and the table are :mod:`reidaug.eval.posegan`'s; this stage binds the inputs, runs
+the generator and draws the picture. Pairs follow the training rule (:func:`reidaug.gen.poseguided.make_pairs`:
 both poses with at least ``min_keypoints`` confident keypoints, poses that differ). On
 Market-1501 (ingest ``format: market1501``) identity 0, its distractors, is left out and counted
 (``distractors_left_out``); elsewhere (MSMT17, folder datasets numbered from 0) identity 0 is a
@@ -53,17 +55,13 @@ class ScorePoseGANParams(Params):
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
 
 
-def _where(ctx: StageContext) -> str:
-    return f"score-posegan (stage {ctx.stage})"
-
-
 def _model_file(ctx: StageContext):
     from reidaug.errors import DataError
 
     folder = ctx.input("models").path
     files = sorted(folder.glob("*.pt"))
     if len(files) != 1:
-        raise DataError(f"{_where(ctx)}: expected one generator file (*.pt) in {folder}, found "
+        raise DataError(f"expected one generator file (*.pt) in {folder}, found "
                         f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output.")
     return files[0]
 
@@ -71,7 +69,7 @@ def _model_file(ctx: StageContext):
 def plan(ctx: StageContext) -> int:
     from reidaug.gen.common import pick_device
 
-    pick_device(ctx.params.device, _where(ctx))
+    pick_device(ctx.params.device, "params.device")
     _model_file(ctx)
     return 1
 
@@ -87,7 +85,7 @@ def held_out_pairs(ctx: StageContext, size_hw: tuple[int, int], threshold: float
     parts = []
     for split in p.splits:
         parts.append(collect_pose_images(ctx.input("dataset").iter_chunks(), ctx.input("keypoints").iter_chunks(),
-                                         size_hw, threshold, split=split, where=_where(ctx)))
+                                         size_hw, threshold, split=split, where=f"the {split} split"))
     data = PoseImages(
         images=np.concatenate([d.images for d in parts]), keypoints=np.concatenate([d.keypoints for d in parts]),
         confident=np.concatenate([d.confident for d in parts]), paths=[x for d in parts for x in d.paths],
@@ -102,28 +100,29 @@ def held_out_pairs(ctx: StageContext, size_hw: tuple[int, int], threshold: float
                       paths=[data.paths[i] for i in keep], pids=data.pids[keep], camids=data.camids[keep],
                       records=data.records[keep])
     if len(data) == 0:
-        raise DataError(f"{_where(ctx)}: the splits {p.splits} of {ctx.input('dataset').path} hold no image of a "
+        raise DataError(f"the splits {p.splits} of {ctx.input('dataset').path} hold no image of a "
                         "test identity. Fix: params.splits must name held-out splits (query, gallery).")
     plan_ = make_pairs(data, p.min_keypoints, p.min_pose_change, size_hw[0], max_pairs=p.num_pairs, seed=p.seed)
     plan_.counts["distractors_left_out"] = distractors
     if len(plan_.pairs) == 0:
-        raise DataError(f"{_where(ctx)}: no held-out pair found ({plan_.counts}); pairs need two images of one "
+        raise DataError(f"no held-out pair found ({plan_.counts}); pairs need two images of one "
                         f"identity whose poses both have >= {p.min_keypoints} keypoints above {threshold} and differ. "
                         "Fix: lower params.min_keypoints or params.min_pose_change.")
     return data, plan_
 
 
 def score(ctx: StageContext) -> dict[str, Any]:
+    """Generate the fake of every held-out pair, score them (:mod:`reidaug.eval.posegan`), draw pairs.png."""
     import numpy as np
 
-    from reidaug.eval.generation import evaluate_generated, format_report, mask_ssim, ssim
+    from reidaug.eval.posegan import pose_transfer_report, score_pose_transfer
     from reidaug.gen.common import image_grid, pick_device
     from reidaug.gen.poseguided import PoseGuidedGenerator, pairs_document, pose_picture
-    from reidaug.pose.representations import body_mask
+    from reidaug.io.atomic import write_json
 
     p: ScorePoseGANParams = ctx.params
-    device = pick_device(p.device, _where(ctx))
-    gen = PoseGuidedGenerator(_model_file(ctx), device, amp=p.amp, where=_where(ctx))
+    device = pick_device(p.device, "params.device")
+    gen = PoseGuidedGenerator(_model_file(ctx), device, amp=p.amp, where="the models input")
     threshold = gen.score_threshold if p.score_threshold is None else p.score_threshold
     data, plan_ = held_out_pairs(ctx, gen.size, threshold)
     a, b = plan_.pairs[:, 0], plan_.pairs[:, 1]
@@ -139,105 +138,31 @@ def score(ctx: StageContext) -> dict[str, Any]:
         if g1 is not None:
             g1[s:s + bs] = gen.generate_tensor(x, data.keypoints[ia], data.keypoints[ib], stage="g1",
                                                threshold=threshold).cpu().numpy()
-    targets = data.images[b]
-    masks = body_mask(data.keypoints[b], gen.size)
-    if p.judge is not None:
-        result = evaluate_generated(
-            fakes, data.pids[a], a, data.camids[a], data.camids[b], data.images, data.pids, data.camids,
-            judge=p.judge.path, gt_images=list(targets), gt_masks=list(masks), fd_eps=p.fd_eps)
-    else:
-        result = {"identity": None, "freid": None, "ssim": {
-            "fakes": {"mean": float(np.mean(ssim(fakes, targets)))},
-            "baseline": {"mean": float(np.mean(ssim(data.images[a], targets)))},
-            "mask_fakes": {"mean": float(np.mean(mask_ssim(fakes, targets, masks)))},
-            "mask_baseline": {"mean": float(np.mean(mask_ssim(data.images[a], targets, masks)))}}}
-    extra = {}
-    if g1 is not None:
-        extra = {"ssim_g1": float(np.mean(ssim(g1, targets))), "mask_ssim_g1": float(np.mean(mask_ssim(g1, targets, masks)))}
-    result.update(extra)
     synthetic = ctx.inputs.get("synthetic")
-    if synthetic is not None:
-        result["synthetic_truth"] = synthetic_truth_scores(
-            synthetic.path, data, a, b, gen.size, masks, {"fakes": fakes, "g1": g1, "baseline": data.images[a],
-                                                          "real_target": targets})
+    result = score_pose_transfer(
+        data.images, data.pids, data.camids, data.paths, data.keypoints, plan_.pairs, fakes, g1,
+        judge=p.judge.path if p.judge is not None else None, fd_eps=p.fd_eps,
+        synthetic_root=synthetic.path if synthetic is not None else None)
     result["pairs"] = {"counts": plan_.counts, "splits": p.splits, "score_threshold": threshold,
                        "cross_camera": int((data.camids[a] != data.camids[b]).sum())}
     result["generator"] = {"model": gen.model_name, "checksum": gen.checksum, "size": list(gen.size),
                            "file": gen.file.name}
-    report = _report(result, p.judge is not None, format_report)
-    result["report"] = report
+    result["report"] = pose_transfer_report(result, judged=p.judge is not None)
     # the picture: condition / target pose / generated (G1, G2) / real, first grid_pairs of a seeded order
     if p.grid_pairs:
         order = np.random.default_rng([p.seed, 16]).permutation(len(a))[:p.grid_pairs]
         rows, labels = [], []
         for r in order:
             row = [data.images[a[r]], pose_picture(data.keypoints[b[r]], gen.size)]
-            row += ([g1[r]] if g1 is not None else []) + [fakes[r], targets[r]]
+            row += ([g1[r]] if g1 is not None else []) + [fakes[r], data.images[b[r]]]
             rows.append(row)
             labels.append(f"id {int(data.pids[a[r]])} c{int(data.camids[a[r]])}->c{int(data.camids[b[r]])}")
         cols = ["condition", "target pose"] + (["G1", "G2"] if g1 is not None else ["generated"]) + ["real target"]
         image_grid(rows, ctx.work_dir / PICTURE, row_labels=labels, col_labels=cols)
-    from reidaug.io.atomic import write_json
-
     write_json(ctx.work_dir / PAIRS, pairs_document(data, plan_, {
         "splits": p.splits, "min_keypoints": p.min_keypoints, "min_pose_change": p.min_pose_change,
         "score_threshold": threshold, "num_pairs": p.num_pairs, "seed": p.seed}))
     return result
-
-
-def synthetic_truth_scores(root, data, a, b, size_hw, masks, arms: dict[str, Any]) -> dict[str, Any]:
-    """SSIM / mask-SSIM of each arm against the renderer's exact picture of the pair's fake.
-
-    The fake of pair (A, B) is A's person in B's pose, seen by A's camera. The synthetic dataset
-    holds exactly that image: B's person and pose (same identity) drawn through camera A's
-    imaging, i.e. B itself when both share a camera, else ``gt_camstyle/<cam A + 1>/<B's name>``
-    (:func:`reidaug.eval.generation.synthetic_gt_path`). What no generator can know is left: the
-    background window and sensor noise drawn for B. ``real_target`` (B as photographed) against
-    that truth measures that floor plus, across cameras, the style gap.
-    """
-    import cv2
-    import numpy as np
-
-    from reidaug.eval.generation import load_synthetic_gt, mask_ssim, ssim
-
-    h, w = size_hw
-    truth = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in
-                      load_synthetic_gt(root, [data.paths[i] for i in b], data.camids[a])])
-    out: dict[str, Any] = {"pairs": int(len(a)), "truth": "A's person in B's pose through A's camera "
-                           "(renderer ground truth; background window and noise are B's)"}
-    for name, imgs in arms.items():
-        if imgs is None:
-            continue
-        out[name] = {"ssim": float(np.mean(ssim(imgs, truth))), "mask_ssim": float(np.mean(mask_ssim(imgs, truth, masks)))}
-    return out
-
-
-def _report(result: dict[str, Any], judged: bool, format_report) -> str:
-    n = result["pairs"]["counts"]["pairs"]
-    head = (f"Held-out pose transfer: {n} pairs of {result['pairs']['counts']['identities_with_pairs']} test identities "
-            f"({result['pairs']['cross_camera']} across cameras); generator {result['generator']['model']} "
-            f"{result['generator']['size'][0]}x{result['generator']['size'][1]}; baseline = the condition image itself\n\n")
-    if judged:
-        body = format_report(result)
-    else:
-        s = result["ssim"]
-        body = ("| metric | fakes | baseline | notes |\n|---|---|---|---|\n"
-                f"| SSIM vs real target | {s['fakes']['mean']:.3f} | {s['baseline']['mean']:.3f} | |\n"
-                f"| mask-SSIM vs real target | {s['mask_fakes']['mean']:.3f} | {s['mask_baseline']['mean']:.3f} | "
-                "SSIM inside the target's body mask |\n"
-                "identity and FReID skipped: no judge model given (params.judge)\n")
-    if "ssim_g1" in result:
-        body = body.rstrip("\n") + (f"\nPG2 stage I (G1) alone: SSIM {result['ssim_g1']:.3f}, "
-                                    f"mask-SSIM {result['mask_ssim_g1']:.3f}\n")
-    t = result.get("synthetic_truth")
-    if t is not None:
-        names = [("fakes", "generated"), ("g1", "G1 alone"), ("baseline", "copy the condition"),
-                 ("real_target", "real target B")]
-        body = body.rstrip("\n") + (
-            f"\nAgainst the renderer's exact truth ({t['truth']}):\n"
-            "| vs exact truth | SSIM | mask-SSIM |\n|---|---|---|\n"
-            + "".join(f"| {label} | {t[k]['ssim']:.3f} | {t[k]['mask_ssim']:.3f} |\n" for k, label in names if k in t))
-    return head + body
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:

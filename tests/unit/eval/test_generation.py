@@ -18,18 +18,11 @@ import pytest
 from reidaug.data.h5format import H5Writer
 from reidaug.data.synthetic import SyntheticSpec, write_dataset
 from reidaug.errors import ConfigError, DataError, DependencyError
-from reidaug.eval.generation import (
-    OSNetJudge,
-    evaluate_generated,
-    format_report,
-    frechet_distance,
-    freid_per_camera,
-    identity_consistency,
-    mask_ssim,
-    read_generated_h5,
-    ssim,
-    synthetic_gt_path,
-)
+from reidaug.eval.freid import frechet_distance, freid_per_camera
+from reidaug.eval.generation import evaluate_generated, format_report, read_generated_h5
+from reidaug.eval.judge import OSNetJudge, identity_consistency
+from reidaug.eval.ssim import mask_ssim, ssim
+from reidaug.eval.synthetic_truth import synthetic_gt_path
 
 JUDGE = "osnet_x0_25_msmt17.onnx"
 
@@ -83,7 +76,7 @@ def test_frechet_one_dimension_is_mean_and_std_gap() -> None:
 def test_frechet_fewer_samples_than_dims_is_finite_and_warns(caplog) -> None:
     rng = np.random.default_rng(8)
     a, b = rng.standard_normal((20, 64)), rng.standard_normal((20, 64)) + 0.5
-    with caplog.at_level(logging.WARNING, logger="reidaug.eval.generation"):
+    with caplog.at_level(logging.WARNING, logger="reidaug.eval.freid"):
         fd = frechet_distance(a, b)
     assert np.isfinite(fd) and fd > 0 and "rank-deficient" in caplog.text
     assert frechet_distance(a, b, eps=1e-3) == pytest.approx(fd, rel=1e-2)  # a ridge barely moves it
