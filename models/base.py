@@ -284,8 +284,9 @@ class GANModel:
 
     @contextlib.contextmanager
     def eval_mode(self, *nets: nn.Module) -> Iterator[None]:
-        """Run the block with ``nets`` (default: all) in eval mode, then restore their mode."""
-        modules = nets or (self.nets,)
+        """Run the block with ``nets`` (default: all) in eval mode, then restore each one's
+        mode."""
+        modules = nets or tuple(self.nets.values())
         was_training = [m.training for m in modules]
         for m in modules:
             m.eval()

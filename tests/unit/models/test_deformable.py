@@ -3,8 +3,6 @@ generator and the model (training, resume, input checks)."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -16,30 +14,13 @@ from reidaug.models.deformable import (FIT_GLOBAL, FIT_IDENTITY, FIT_MIRROR, FIT
                                        DeformableGenerator, Lite0LowLevel, affines_to_theta,
                                        fit_part_affines, nearest_neighbour_loss, part_masks,
                                        warp_features)
-from reidaug.models.base import clone_state
 from reidaug.pose.skeleton import L_ANK, L_ELB, L_HIP, L_SHO, L_WRI, NOSE, R_ELB, R_HIP, R_WRI
 
 H, W = 64, 32
 IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def standing_pose(h: int = H, w: int = W) -> np.ndarray:
-    """A frontal COCO-17 pose (17, 3) filling an h x w frame, every keypoint present."""
-    xy = {0: (16, 6), 1: (17, 5), 2: (15, 5), 3: (18, 6), 4: (14, 6), 5: (21, 14), 6: (11, 14),
-          7: (23, 24), 8: (9, 24), 9: (24, 32), 10: (8, 32), 11: (19, 34), 12: (13, 34),
-          13: (20, 46), 14: (12, 46), 15: (20, 58), 16: (12, 58)}
-    kp = np.zeros((17, 3), np.float32)
-    for i, (x, y) in xy.items():
-        kp[i] = (x * w / 32, y * h / 64, 1.0)
-    return kp
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def transformed(kp: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -68,7 +49,7 @@ def test_the_papers_ten_parts() -> None:
                                               for limb in ("arm", "leg")}
 
 
-def test_fit_recovers_a_known_affine_exactly() -> None:
+def test_fit_recovers_a_known_affine_exactly(standing_pose) -> None:
     tgt = standing_pose()
     # A general affine (shear, anisotropic scale): torso and head are fitted on points and get
     # it back exactly.
@@ -92,7 +73,7 @@ def test_fit_recovers_a_known_affine_exactly() -> None:
     assert torch.allclose(both.affines[1], IDENTITY.expand(10, 2, 3), atol=1e-5)
 
 
-def test_fit_handles_missing_keypoints() -> None:
+def test_fit_handles_missing_keypoints(standing_pose) -> None:
     tgt = standing_pose()
     s = similarity(0.9, -0.2, 3.0, 1.0)
     src = transformed(tgt, s)
@@ -133,7 +114,7 @@ def test_fit_handles_missing_keypoints() -> None:
     assert torch.equal(fit.affines[0, 0], IDENTITY)
 
 
-def test_part_masks_cover_the_limbs() -> None:
+def test_part_masks_cover_the_limbs(standing_pose) -> None:
     kp = standing_pose()
     masks = part_masks(kp, (H, W))
     assert masks.shape == (1, 10, H, W)
@@ -155,7 +136,7 @@ def test_part_masks_cover_the_limbs() -> None:
 
 
 # -- warping -------------------------------------------------------------------------------------
-def test_identity_affines_warp_to_the_identity() -> None:
+def test_identity_affines_warp_to_the_identity(standing_pose) -> None:
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, H, W, generator=g) * 2 - 1
     kp = np.stack([standing_pose()] * 2)
@@ -223,7 +204,8 @@ def test_nearest_neighbour_loss_on_lite0_features() -> None:
 
 # -- generator and model -------------------------------------------------------------------------
 @pytest.mark.parametrize("h,w", [(64, 32), (128, 64)])
-def test_generator_shapes(h: int, w: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generator_shapes(h: int, w: int, monkeypatch: pytest.MonkeyPatch, standing_pose
+                          ) -> None:
     cfg = tiny_config(image_height=h, image_width=w)
     model = DeformableGAN(cfg)
     assert cfg.down == int(np.log2(h)) - 2
@@ -251,7 +233,7 @@ def test_default_generator_follows_the_reference() -> None:
     assert [u[1].out_channels for u in g.ups] == [512, 512, 512, 256, 128]
 
 
-def test_training_steps_run_and_fit_the_target() -> None:
+def test_training_steps_run_and_fit_the_target(standing_pose) -> None:
     model = DeformableGAN(tiny_config(ngf=8, lambda_gan=0.1))
     tgt_kp = standing_pose()
     src_kp = transformed(tgt_kp, similarity(0.95, 0.05, 1.0, 0.0))
@@ -269,7 +251,7 @@ def test_training_steps_run_and_fit_the_target() -> None:
     assert model.step == 16
 
 
-def test_resume_is_bit_identical_with_dropout() -> None:
+def test_resume_is_bit_identical_with_dropout(standing_pose, resume_matches) -> None:
     cfg = tiny_config()
     tgt_kp = np.stack([standing_pose()] * 2)
     src_kp = np.stack([transformed(standing_pose(), similarity(1.05, 0.1, -1.0, 2.0))] * 2)
@@ -280,16 +262,7 @@ def test_resume_is_bit_identical_with_dropout() -> None:
             cond, target = (torch.rand(2, 3, H, W, generator=g) * 2 - 1 for _ in range(2))
             model.training_step(cond, target, src_kp, tgt_kp)
 
-    straight = DeformableGAN(cfg)
-    run(straight, range(4))
-    first = DeformableGAN(cfg)
-    run(first, range(2))
-    saved = clone_state(first.state_dict())
-    resumed = DeformableGAN.from_state_dict(saved)
-    run(resumed, range(2, 4))
-    for (name, p), q in zip(straight.nets.state_dict().items(),
-                            resumed.nets.state_dict().values()):
-        assert torch.equal(p, q), name
+    straight, _, saved = resume_matches(lambda: DeformableGAN(cfg), run, 4, 2)  # weights equal
     # Without the dropout RNG state, the masks (and so the weights) would differ.
     other = DeformableGAN.from_state_dict(saved)
     other.generator.manual_seed(1234)
@@ -297,7 +270,7 @@ def test_resume_is_bit_identical_with_dropout() -> None:
     assert not torch.equal(other.G.final[1].weight, straight.G.final[1].weight)
 
 
-def test_bad_inputs_say_what_was_expected() -> None:
+def test_bad_inputs_say_what_was_expected(standing_pose) -> None:
     model = DeformableGAN(tiny_config())
     kp = np.stack([standing_pose()] * 2)
     img = torch.zeros(2, 3, H, W)

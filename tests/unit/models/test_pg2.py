@@ -2,7 +2,7 @@
 discriminator, training, resume, input checks."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,13 +17,7 @@ from reidaug.models.pg2 import (PG2, PairDiscriminator, PG2Config, UNetG1, UNetG
 H, W = 64, 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread is as fast, and does not spin against other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides: object) -> PG2Config:
@@ -33,17 +27,6 @@ def tiny_config(**overrides: object) -> PG2Config:
     return PG2Config(**base)
 
 
-def standing_pose(h: int = H, w: int = W) -> np.ndarray:
-    """A frontal COCO-17 pose (17, 3) filling an h x w frame, every keypoint present."""
-    xy = {0: (16, 6), 1: (17, 5), 2: (15, 5), 3: (18, 6), 4: (14, 6), 5: (21, 14), 6: (11, 14),
-          7: (23, 24), 8: (9, 24), 9: (24, 32), 10: (8, 32), 11: (19, 34), 12: (13, 34),
-          13: (20, 46), 14: (12, 46), 15: (20, 58), 16: (12, 58)}
-    kp = np.zeros((17, 3), np.float32)
-    for i, (x, y) in xy.items():
-        kp[i] = (x * w / 32, y * h / 64, 1.0)
-    return kp
-
-
 def smooth_images(n: int, seed: int, h: int = H, w: int = W) -> torch.Tensor:
     """(n, 3, h, w) in [-1, 1]: low-frequency colour blobs, something a tiny U-Net can fit."""
     g = torch.Generator().manual_seed(seed)
@@ -51,15 +34,19 @@ def smooth_images(n: int, seed: int, h: int = H, w: int = W) -> torch.Tensor:
     return nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def batch(model: PG2, n: int = 2, seed: int = 0
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    kp = np.stack([standing_pose()] * n)
-    hm, mask = model.pose_maps(kp)
-    return smooth_images(n, seed), smooth_images(n, seed + 100), hm, mask
+@pytest.fixture
+def batch(standing_pose) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``batch(model, n=2, seed=0)``: condition and target images, target heatmaps and mask."""
+
+    def make(model: PG2, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        hm, mask = model.pose_maps(np.stack([standing_pose()] * n))
+        return smooth_images(n, seed), smooth_images(n, seed + 100), hm, mask
+
+    return make
 
 
 @pytest.mark.parametrize("h,w", [(64, 32), (128, 64)])
-def test_shapes(h: int, w: int) -> None:
+def test_shapes(h: int, w: int, standing_pose) -> None:
     cfg = tiny_config(image_height=h, image_width=w)
     model = PG2(cfg)
     # Default depth keeps an 8 x 4 bottleneck: log2(H) - 2 blocks; G2 has two fewer.
@@ -130,7 +117,7 @@ def test_pose_mask_l1_on_a_hand_case() -> None:
     assert float(pose_mask_l1(out, target, torch.zeros_like(mask))) == pytest.approx(2.5)
 
 
-def test_discriminator_sees_condition_image_pairs() -> None:
+def test_discriminator_sees_condition_image_pairs(batch) -> None:
     model = PG2(tiny_config())
     assert model.D.main[0].in_channels == 6
     with pytest.raises(DataError, match="condition image ⊕ image"):
@@ -149,7 +136,7 @@ def test_discriminator_sees_condition_image_pairs() -> None:
         assert not torch.equal(x[2:, 3:], target)
 
 
-def test_stage1_overfits_a_fixed_pair() -> None:
+def test_stage1_overfits_a_fixed_pair(batch) -> None:
     model = PG2(tiny_config(ngf=8, z_dim=16))
     cond, target, hm, mask = batch(model)
     first = model.training_step_g1(cond, target, hm, mask)
@@ -160,7 +147,7 @@ def test_stage1_overfits_a_fixed_pair() -> None:
     assert model.step_g1 == 81
 
 
-def test_stage2_trains_g2_and_d_with_g1_fixed() -> None:
+def test_stage2_trains_g2_and_d_with_g1_fixed(batch) -> None:
     model = PG2(tiny_config())
     cond, target, hm, mask = batch(model)
     g1_before = clone_state(model.G1.state_dict())
@@ -178,7 +165,7 @@ def test_stage2_trains_g2_and_d_with_g1_fixed() -> None:
     assert torch.allclose(g2, (raw_g1 + diff).clamp(-1, 1))
 
 
-def test_resume_is_bit_identical_across_both_stages() -> None:
+def test_resume_is_bit_identical_across_both_stages(batch, resume_matches) -> None:
     cfg = tiny_config()
 
     def run(model: PG2, steps: range) -> None:
@@ -189,17 +176,9 @@ def test_resume_is_bit_identical_across_both_stages() -> None:
             else:
                 model.training_step_g2(cond, target, hm, mask)
 
-    straight = PG2(cfg)
-    run(straight, range(5))
-    first = PG2(cfg)
-    run(first, range(3))  # two stage-I steps, one stage-II step
-    saved = clone_state(first.state_dict())
-    resumed = PG2.from_state_dict(saved)
-    run(resumed, range(3, 5))
+    # Snapshot after two stage-I steps and one stage-II step; every weight equal (inside).
+    straight, resumed, saved = resume_matches(lambda: PG2(cfg), run, 5, 3)
     assert (resumed.step_g1, resumed.step_g2) == (2, 3)
-    for (name, p), q in zip(straight.nets.state_dict().items(),
-                            resumed.nets.state_dict().values()):
-        assert torch.equal(p, q), name
     # Without the optimiser state, the weights would differ.
     fresh = PG2(cfg)
     fresh.nets.load_state_dict(saved["nets"])
@@ -207,7 +186,7 @@ def test_resume_is_bit_identical_across_both_stages() -> None:
     assert not torch.equal(fresh.G2.out.weight, straight.G2.out.weight)
 
 
-def test_pose_maps_follow_the_keypoints() -> None:
+def test_pose_maps_follow_the_keypoints(standing_pose) -> None:
     model = PG2(tiny_config())
     kp = standing_pose()
     hm, mask = model.pose_maps(kp)  # one pose: a batch of one
@@ -225,7 +204,7 @@ def test_pose_maps_follow_the_keypoints() -> None:
         model.pose_maps(np.zeros((2, 18, 3), np.float32))
 
 
-def test_bad_inputs_say_what_was_expected() -> None:
+def test_bad_inputs_say_what_was_expected(batch) -> None:
     model = PG2(tiny_config())
     cond, target, hm, mask = batch(model)
     with pytest.raises(DataError, match="64 x 32"):

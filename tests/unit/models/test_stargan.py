@@ -1,14 +1,11 @@
 """StarGAN: one model translating between all cameras; shapes, training, resume."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.models.base import clone_state
 from reidaug.models.stargan import (StarGAN, StarGANConfig, StarGANDiscriminator,
                                     StarGANGenerator)
 
@@ -16,13 +13,7 @@ H, W = 32, 16
 L = 3  # three synthetic cameras: red-, green- and blue-tinted noise
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread is as fast, and does not spin against other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides: object) -> StarGANConfig:
@@ -88,7 +79,7 @@ def test_translate_rejects_unknown_camera() -> None:
 
 
 @pytest.mark.parametrize("gan_loss, n_critic", [("lsgan", 1), ("wgan-gp", 2)])
-def test_resume_is_bit_identical(gan_loss: str, n_critic: int) -> None:
+def test_resume_is_bit_identical(gan_loss: str, n_critic: int, resume_matches) -> None:
     cfg = tiny_config(gan_loss=gan_loss, n_critic=n_critic)
     batches = [camera_batch(3, seed=i) for i in range(5)]
 
@@ -98,15 +89,7 @@ def test_resume_is_bit_identical(gan_loss: str, n_critic: int) -> None:
             if i % 2 == 1:
                 model.step_schedulers()
 
-    straight = StarGAN(cfg)
-    run(straight, range(5))
-    first = StarGAN(cfg)
-    run(first, range(3))
-    resumed = StarGAN.from_state_dict(clone_state(first.state_dict()))
-    run(resumed, range(3, 5))
-    for (name, p), q in zip(straight.nets.state_dict().items(),
-                            resumed.nets.state_dict().values()):
-        assert torch.equal(p, q), name
+    straight, resumed, _ = resume_matches(lambda: StarGAN(cfg), run, 5, 3)  # weights equal
     assert torch.equal(straight.generator.get_state(), resumed.generator.get_state())
 
 
