@@ -9,22 +9,17 @@ GAN-augmentation papers show (e.g. CamStyle, Zhong et al., CVPR 2018, Fig. 1).
 from __future__ import annotations
 
 import os
-import secrets
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from reidaug.data.h5format import Problem, open_h5
-from reidaug.data.h5format import verify as _verify
+from reidaug.data.h5format import Problem, open_h5, verify
 from reidaug.errors import DataError
+from reidaug.io.atomic import atomic_path, write_png
+from reidaug.pose.keypoints import rescale_keypoints
 
-__all__ = ["summary", "verify", "grid", "Problem"]
-
-
-def verify(path: str | os.PathLike[str]) -> list[Problem]:
-    """All problems found in the file (checksums, lengths, invariants); empty when sound."""
-    return _verify(path)
+__all__ = ["summary", "verify", "grid", "pose_grid", "fakes_grid", "Problem"]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -140,16 +135,9 @@ def grid(
                         draw.text((x, y0 + ch + 2), f"id {m.pid[i]}", fill=(60, 60, 60))
                     else:
                         draw.rectangle([x, y0, x + cw - 1, y0 + ch - 1], fill=(200, 200, 200))
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
+    with atomic_path(out_png) as tmp:
         canvas.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return Path(out_png)
 
 
 def pose_grid(
@@ -187,8 +175,7 @@ def pose_grid(
             img = f.read_image(split, int(i))
             h, w = img.shape[:2]
             big = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
-            kp = np.nan_to_num(m.keypoints[i]).copy()
-            kp[:, :2] = (kp[:, :2] + 0.5) * scale - 0.5
+            kp = rescale_keypoints(np.nan_to_num(m.keypoints[i]), (h, w), (h * scale, w * scale))
             tiles.append(draw_skeleton(big, kp, threshold=0.0))
     th = max(t.shape[0] for t in tiles)
     tw = max(t.shape[1] for t in tiles)
@@ -198,17 +185,7 @@ def pose_grid(
     for n, t in enumerate(tiles):
         r, c = divmod(n, cols)
         sheet[4 + r * (th + 4):4 + r * (th + 4) + t.shape[0], 4 + c * (tw + 4):4 + c * (tw + 4) + t.shape[1]] = t
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return write_png(out_png, sheet)  # a failed encode raises DataError, never an empty file
 
 
 def fakes_grid(

@@ -31,8 +31,6 @@ import json
 import logging
 import math
 import os
-import secrets
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ import cv2
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError
+from reidaug.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -795,8 +794,8 @@ def _encode_jpeg(rgb: np.ndarray, where: str) -> bytes:
 def write_dataset(out_dir: str | os.PathLike[str], spec: SyntheticSpec) -> SyntheticSummary:
     """Write the dataset of ``spec`` to ``out_dir``, atomically.
 
-    The whole folder is built under ``.<name>.tmp-<pid>-<rand>`` beside ``out_dir`` and moved
-    into place with ``os.replace``, so a folder under the final name is always complete.
+    The whole folder is built under a temp name beside ``out_dir`` and moved into place
+    (:func:`reidaug.io.atomic.atomic_path`), so a folder under the final name is always complete.
     If ``out_dir`` already holds the dataset of the same spec and generator version, nothing is
     written. If it holds another synthetic dataset, the new one replaces it only once complete.
     Anything else there is never touched: that is a ``ConfigError``.
@@ -821,19 +820,11 @@ def write_dataset(out_dir: str | os.PathLike[str], spec: SyntheticSpec) -> Synth
             log.info("synthetic dataset at %s didn't change, skipping", out_dir)
             return SyntheticSummary(out_dir=out_dir, skipped=True, **counts)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        counts = _write_tree(tmp, spec)
-        if old_meta is not None:  # swap: the old dataset stays whole until the new one is
-            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-            os.replace(out_dir, trash)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)  # an empty folder is replaced; none is created
+        # an old dataset is swapped out only once the new one is whole; an empty folder is replaced
+        with atomic_path(out_dir, replace_dir=old_meta is not None) as tmp:
+            counts = _write_tree(tmp, spec)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         racer = _existing_meta(out_dir)  # another process may have finished the same spec first
         if racer is not None and racer.get("spec") == spec.to_dict():
             log.info("synthetic dataset at %s was written by another process, skipping", out_dir)
@@ -842,9 +833,6 @@ def write_dataset(out_dir: str | os.PathLike[str], spec: SyntheticSpec) -> Synth
             f"write_dataset: could not move the finished dataset into {out_dir}: {exc}. "
             f"Fix: check the folder's permissions and free space, then run again."
         ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary = SyntheticSummary(out_dir=out_dir, skipped=False, **counts)
     rows = [("train", counts["num_train_ids"], counts["num_train"]),
             ("query", counts["num_test_ids"], counts["num_query"]),

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-from pathlib import Path
 
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError
+from reidaug.io.atomic import write_png
 from reidaug.pose.skeleton import L_HIP, L_SHO, NUM_KEYPOINTS, R_HIP, R_SHO, check_keypoints, \
     draw_skeleton
 
@@ -248,16 +247,9 @@ def skeleton_sheet(poses: np.ndarray, out_png: str | os.PathLike[str],
                     cv2.LINE_AA)
         x0 = gap + i * (w + gap)
         sheet[gap:gap + h, x0:x0 + w] = panel
-    out_png = Path(out_png)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise DataError(f"skeleton_sheet: OpenCV could not encode a PNG of shape {sheet.shape}.")
-    tmp = out_png.parent / f".{out_png.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, out_png)
+        write_png(out_png, sheet)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot write the skeleton sheet {out_png}: {exc.strerror or exc}. "
                         f"Fix: check the folder exists and is writable.") from None
     return sheet

@@ -24,13 +24,13 @@ import json
 import logging
 import math
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from reidaug.errors import DataError
+from reidaug.io.atomic import write_text
 from reidaug.pose.skeleton import L_SHO, R_SHO, check_keypoints
 
 log = logging.getLogger(__name__)
@@ -201,13 +201,9 @@ def write_openpose_csv(path: str | os.PathLike[str], mapping: Mapping[str, np.nd
     if clipped:
         log.warning("%s: %d keypoint(s) lay left of / above the image and were clipped to 0",
                     path, clipped)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        write_text(path, "\n".join(lines) + "\n")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot write the OpenPose annotation CSV {path}: "
                         f"{exc.strerror or exc}. Fix: check the folder exists and is "
                         f"writable.") from None

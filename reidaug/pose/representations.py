@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError
+from reidaug.pose.keypoints import rescale_coords
 from reidaug.pose.skeleton import COCO17_LIMBS, FACE, NUM_KEYPOINTS, TORSO
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ def _prepare(kp: Any, out_hw: Any, src_hw: Any, threshold: float
         )
     h, w = _check_hw("out_hw", out_hw)
     sh, sw = (h, w) if src_hw is None else _check_hw("src_hw", src_hw)
-    x = (arr[..., 0] + 0.5) * (w / sw) - 0.5  # (B, 17)
-    y = (arr[..., 1] + 0.5) * (h / sh) - 0.5
+    x = rescale_coords(arr[..., 0], sw, w)  # (B, 17), the pixel-centre rule
+    y = rescale_coords(arr[..., 1], sh, h)
     xp = ops.xp
     ok = (arr[..., 2] > threshold) & xp.isfinite(x) & xp.isfinite(y)  # (B, 17)
     x = ops.where(ok, x, 0.0)  # keeps NaN / inf of missing points out of the arithmetic
