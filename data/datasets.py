@@ -397,33 +397,28 @@ def _parse_split_folders(
 
 def parse_market1501(root: Path, options: MarketOptions | None = None) -> ParseResult:
     """Market-1501 (Zheng et al., ICCV 2015): ``PPPP_cCsS_FFFFFF_BB.jpg``, 6 cameras."""
-    options = options or MarketOptions()
-    root = _require_root(root, "market1501")
-    root = _enter(root, "bounding_box_train", ["Market-1501-v15.09.15"])
-    return _parse_split_folders(
-        root,
-        "market1501",
-        _check_splits("market1501", options.splits),
-        _market_name,
-        "PPPP_cCsS_FFFFFF_BB (e.g. 0002_c1s1_000451_03.jpg)",
-        num_cameras=6,
-        count_distractors=True,
+    return _parse_bounding_box_folders(
+        root, "market1501", (options or MarketOptions()).splits, "Market-1501-v15.09.15", _market_name,
+        "PPPP_cCsS_FFFFFF_BB (e.g. 0002_c1s1_000451_03.jpg)", num_cameras=6, count_distractors=True,
     )
 
 
 def parse_dukemtmc_reid(root: Path, options: DukeOptions | None = None) -> ParseResult:
     """DukeMTMC-reID (Zheng et al., ICCV 2017): ``PPPP_cC_fFFFFFFF.jpg``, 8 cameras."""
-    options = options or DukeOptions()
-    root = _enter(_require_root(root, "dukemtmc-reid"), "bounding_box_train", ["DukeMTMC-reID"])
-    return _parse_split_folders(
-        root,
-        "dukemtmc-reid",
-        _check_splits("dukemtmc-reid", options.splits),
-        _duke_name,
-        "PPPP_cC_fFFFFFFF (e.g. 0005_c2_f0046985.jpg)",
-        num_cameras=8,
-        count_distractors=False,
+    return _parse_bounding_box_folders(
+        root, "dukemtmc-reid", (options or DukeOptions()).splits, "DukeMTMC-reID", _duke_name,
+        "PPPP_cC_fFFFFFFF (e.g. 0005_c2_f0046985.jpg)", num_cameras=8, count_distractors=False,
     )
+
+
+def _parse_bounding_box_folders(root: Path, name: str, splits: Iterable[str], wrapper: str,
+                                parse_name: _NameParse, pattern: str, *, num_cameras: int,
+                                count_distractors: bool) -> ParseResult:
+    """The Market-1501 layout (``bounding_box_train/``, ``query/``, ``bounding_box_test/``),
+    found in ``root`` or in its ``wrapper`` folder (as the archive unpacks)."""
+    root = _enter(_require_root(root, name), "bounding_box_train", [wrapper])
+    return _parse_split_folders(root, name, _check_splits(name, splits), parse_name, pattern,
+                                num_cameras=num_cameras, count_distractors=count_distractors)
 
 
 def parse_cuhk03_np(root: Path, options: CUHK03NPOptions | None = None) -> ParseResult:

@@ -81,7 +81,7 @@ def _sets(ctx: StageContext) -> list[str]:
         return bound
     missing = [s for s in p.sets if ctx.inputs.get(SET_SOURCES[s]) is None]
     if missing:
-        raise ConfigError(f"export-hdf5 (stage {ctx.stage}): sets lists {missing}, but no stage provides them. Fix: bind "
+        raise ConfigError(f"sets lists {missing}, but no stage provides them. Fix: bind "
                           + ", ".join(f"inputs.{SET_SOURCES[s]} (e.g. generate-{s}.fakes)" for s in missing)
                           + " or leave them out of sets.")
     return list(p.sets)
@@ -92,7 +92,7 @@ def plan(ctx: StageContext) -> int:
     generated = [s for s in sets if s != "real"]
     if generated and ctx.inputs.get("labels") is None:
         raise ConfigError(
-            f"export-hdf5 (stage {ctx.stage}): generated sets {generated} need training targets, and no assign-labels "
+            f"generated sets {generated} need training targets, and no assign-labels "
             f"output is bound. Fix: add an assign-labels stage (e.g. `assign-labels: {{params: {{schemes: {{{generated[0]}: "
             f"lsr}}}}, inputs: {{{generated[0]}: generate-{generated[0]}.fakes}}}}`) and bind `labels: assign-labels.labels` "
             "here."
@@ -125,7 +125,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     p: ExportParams = ctx.params
     if p.keep_native_size and p.encoding == "raw":
-        raise ConfigError("export-hdf5: keep_native_size needs encoding jpeg or png (raw stores one fixed size)")
+        raise ConfigError("keep_native_size needs encoding jpeg or png (raw stores one fixed size)")
     sets = _sets(ctx)
     dataset = ctx.input("dataset")
     poses = ctx.inputs.get("keypoints")  # optional: extract-pose output, one chunk per ingest chunk
@@ -139,7 +139,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
             return {"label_scheme": "onehot"}
         missing = [q for q in paths if (set_name, q) not in labels]
         if missing:
-            raise DataError(f"export-hdf5: the bound assign-labels output has no target for {len(missing)} {set_name} "
+            raise DataError(f"the bound assign-labels output has no target for {len(missing)} {set_name} "
                             f"samples (e.g. {missing[0]}); it was computed from other inputs. Fix: bind assign-labels "
                             f"to the same ingest / generator stages as this export.")
         rows = [labels[(set_name, q)] for q in paths]
@@ -166,7 +166,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
             if pose_chunks is not None:
                 pa, _ = read_h5_chunk(pose_chunks[c])
                 if list(pa["path"]) != list(arrays["path"]):
-                    raise DataError(f"export-hdf5: keypoints chunk {c} does not list the images of dataset chunk {c}; "
+                    raise DataError(f"keypoints chunk {c} does not list the images of dataset chunk {c}; "
                                     "extract-pose must read the same ingest output (check its inputs)")
                 kp = pa["keypoints"]
             for split in p.splits:
@@ -193,7 +193,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         # Generated sets go into train after every real image, so each origin is a real row.
         for set_name in (s for s in sets if s != "real"):
             if "train" not in p.splits:
-                raise ConfigError(f"export-hdf5: set {set_name!r} holds train samples, but splits leaves out train.")
+                raise ConfigError(f"set {set_name!r} holds train samples, but splits leaves out train.")
             for arrays, _ in ctx.input(SET_SOURCES[set_name]).iter_chunks():
                 n = len(arrays.get("path", []))
                 for start in range(0, n, p.batch_size):
@@ -202,7 +202,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                     origin_paths = [str(arrays["origin_path"][i]) for i in batch]
                     lost = [q for q in origin_paths if q not in train_row]
                     if lost:
-                        raise DataError(f"export-hdf5: {set_name} fakes come from images that are not real train images "
+                        raise DataError(f"{set_name} fakes come from images that are not real train images "
                                         f"of this export (e.g. {lost[0]}); the generator read another ingest output. "
                                         "Fix: bind both to the same ingest stage.")
                     pids = arrays["pid"][batch]
