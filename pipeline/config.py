@@ -251,6 +251,15 @@ def _fields_of(model: type[BaseModel], sub: Loc) -> list[str]:
 
 
 # -- --set overrides -------------------------------------------------------------------------
+def parse_set_value(item: str, value_text: str) -> Any:
+    """The VALUE of ``--set KEY=VALUE`` (the whole ``item``, for the error) read as YAML:
+    ``64`` an int, ``[20, 30]`` a list, ``null`` None; an empty VALUE is the empty string."""
+    try:
+        return yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item}: the value is not valid YAML ({e})") from None
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str]:
     """Apply ``stages.NAME.params.KEY=VALUE`` (VALUE parsed as YAML) in place."""
     where: dict[Loc, str] = {}
@@ -261,10 +270,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
         parts = tuple(p for p in path_text.strip().split("."))
         if not all(parts):
             raise ConfigError(f"--set {item}: empty key in path {path_text!r}")
-        try:
-            value = yaml.safe_load(value_text) if value_text.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item}: the value is not valid YAML ({e})") from None
+        value = parse_set_value(item, value_text)
         cur: Any = data
         for i, part in enumerate(parts[:-1]):
             if not isinstance(cur, dict):

@@ -6,6 +6,7 @@ line with a non-zero exit code. Heavy imports (torch) happen inside the commands
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,35 @@ from typing import Any
 import click
 
 from reidaug.errors import ConfigError, did_you_mean
+from reidaug.pipeline.config import parse_set_value
+from reidaug.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-#: CLI option (click parameter name) -> TrainConfig field, for the options given explicitly.
-_TRAIN_OPTIONS = {
-    "backbone": "backbone", "pretrained": "pretrained", "head": "head", "loss": "loss",
-    "height": "height", "width": "width", "sampler": "sampler", "p": "p", "k": "k",
-    "batch_size": "batch_size", "real_per_batch": "real_per_batch", "fake_per_batch": "fake_per_batch",
-    "epochs": "epochs", "lr": "lr", "optimizer": "optimizer", "schedule": "schedule",
-    "random_erasing": "random_erasing", "seed": "seed", "device": "device", "amp": "amp",
-    "workers": "num_workers",
-}
+#: The common training options as flags (``--workers 0`` is ``--set num_workers=0``); every
+#: other option of :class:`~reidaug.train.config.TrainConfig` is set with ``--set`` or ``--config``.
+FLAGS = {"backbone": "backbone", "pretrained": "pretrained", "epochs": "epochs", "seed": "seed",
+         "device": "device", "workers": "num_workers"}
+
+
+def _option_help(name: str) -> str:
+    info = TrainConfig.model_fields[name]
+    default = info.default
+    if default is None or isinstance(default, (bool, tuple)):
+        default = json.dumps(default)  # as YAML writes it: null, true, [40, 70]
+    return f"{info.description}; default {default}" if info.description else f"default {default}"
+
+
+def _with_flags(command: Any) -> Any:
+    for flag, name in reversed(FLAGS.items()):
+        command = click.option(f"--{flag}", name, metavar="VALUE",
+                               help=f"{_option_help(name)}. Same as --set {name}=VALUE.")(command)
+    return command
+
+
+def _options_epilog() -> str:
+    lines = [f"  {name:<17} {_option_help(name)}" for name in TrainConfig.model_fields]
+    return "\b\nTraining options (--set NAME=VALUE, or NAME: VALUE in --config):\n" + "\n".join(lines)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -51,20 +69,20 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
+def train_config(config_file: str | None, flags: dict[str, str | None], sets: tuple[str, ...]) -> TrainConfig:
+    """The options of ``--config``, then the flags, then ``--set`` (later wins), validated once.
 
-    out: dict[str, Any] = {}
+    Flag and ``--set`` values are read as YAML, exactly as ``reidaug run --set`` reads them."""
+    merged = _read_config_file(Path(config_file)) if config_file else {}
+    for name, raw in flags.items():
+        if raw is not None:
+            merged[name] = parse_set_value(f"{name}={raw}", raw)
     for item in sets:
         key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set warmup_epochs=2 or --set milestones=[20,30].")
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            out[key] = raw  # a plain string; the option's type check says what it should be
-    return out
+        merged[key.strip()] = parse_set_value(item, raw)
+    return TrainConfig.from_user(merged)
 
 
 def _check_out_dir(out: Path) -> None:
@@ -85,41 +103,18 @@ def _check_pretrained_file(path: Path) -> None:
     load_state_file(path)  # ConfigError (missing) / DataError (not a state_dict, unreadable)
 
 
-@click.command("train")
+@click.command("train", epilog=_options_epilog())
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", "out", required=True, type=click.Path(), metavar="RUN_DIR",
               help="Run folder: model.pt, config.json, train_log.jsonl, curves.png. The same command "
                    "again resumes an interrupted run (or skips a finished one).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="YAML mapping of training options (TrainConfig fields); a run's config.json works too.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Any training option, e.g. --set warmup_epochs=2 --set milestones=[20,30] (repeatable; "
-                   "wins over --config and the options below).")
-@click.option("--backbone", help="efficientnet_lite0 (default: ImageNet weights ship with its pip package), "
-                                 "resnet18, resnet50, tiny (tests).")
-@click.option("--pretrained", metavar="imagenet|none|PATH",
-              help="imagenet (default; efficientnet_lite0 only), none (random init), or a state_dict file "
-                   "(e.g. torchvision's resnet50-11ad3fa6.pth).")
-@click.option("--head", help="bnneck (default, Luo et al. 2019), ide, triplet.")
-@click.option("--loss", help="both (default: ID + triplet), ide, triplet.")
-@click.option("--height", type=int, help="Input height (default 256).")
-@click.option("--width", type=int, help="Input width (default 128).")
-@click.option("--sampler", help="pk (default: P ids x K images), realfake (M real : N fake), random.")
-@click.option("--p", "p", type=int, help="Identities per batch, pk sampler (default 16).")
-@click.option("--k", "k", type=int, help="Images per identity, pk sampler (default 4).")
-@click.option("--batch-size", type=int, help="Batch size of the realfake and random samplers (default 64).")
-@click.option("--real-per-batch", type=int, help="Real images per batch, realfake sampler (default 48).")
-@click.option("--fake-per-batch", type=int, help="Generated images per batch, realfake sampler (default 16).")
-@click.option("--epochs", type=int, help="Epochs (default 120).")
-@click.option("--lr", type=float, help="Base learning rate (default 3.5e-4).")
-@click.option("--optimizer", help="adam (default), sgd.")
-@click.option("--schedule", help="step (default: x0.1 at the milestones), cosine.")
-@click.option("--random-erasing/--no-random-erasing", default=None, help="Random erasing (default off).")
-@click.option("--seed", type=int, help="Seed of batches, augmentation and init (default 0).")
-@click.option("--device", help="auto (default), cpu, cuda.")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA (default off).")
-@click.option("--workers", type=int, help="DataLoader worker processes (default 2).")
-def train_command(data: str, out: str, config_file: str | None, sets: tuple[str, ...], **options: Any) -> None:
+              help="YAML mapping of training options (below); a run's config.json works too.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Any training option (below), e.g. --set warmup_epochs=2 --set milestones=[20,30] "
+                   "(repeatable; wins over --config and the flags).")
+@_with_flags
+def train_command(data: str, out: str, config_file: str | None, sets: tuple[str, ...], **flags: str | None) -> None:
     """Train a re-ID model on the train split of DATA (a reidaug HDF5 file).
 
     Default: EfficientNet-Lite0 with its bundled ImageNet weights, BNNeck, ID + triplet loss,
@@ -128,16 +123,9 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
     """
     from reidaug.data.h5format import open_h5
     from reidaug.train.backbones import IMAGENET, is_random_init, pretrained_weights_path
-    from reidaug.train.trainer import TrainConfig, train
+    from reidaug.train.trainer import train
 
-    merged: dict[str, Any] = {}
-    if config_file:
-        merged.update(_read_config_file(Path(config_file)))
-    for name, field in _TRAIN_OPTIONS.items():
-        if options.get(name) is not None:
-            merged[field] = options[name]
-    merged.update(_parse_sets(sets))
-    config = TrainConfig.from_user(merged)
+    config = train_config(config_file, flags, sets)
 
     data_path = Path(data)
     with open_h5(data_path) as f:  # missing / not HDF5 / not reidaug / damaged: one DataError line

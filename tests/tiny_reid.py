@@ -4,20 +4,54 @@ Train holds every image of ``num_ids`` identities over ``num_cams`` cameras; que
 hold images of the *same* identities (evaluation on the trained identities, so a model that
 fitted them ranks them at rank 1). ``layout="pair"``: every query from camera 0, every gallery
 image from camera 1 (CUHK01 style); ``"mixed"``: query and gallery each take images from every
-camera (Market style).
+camera (Market style); ``"strided"``: query = every 4th train image, no gallery. ``fakes``
+appends that many LSRO images (no identity, source ``dcgan``) to train.
+
+Also the tiny model that fits such a file in seconds on one CPU thread (:func:`tiny_config`, the
+same options as ``reidaug train`` flags: :func:`tiny_cli_args`), and :func:`one_torch_thread`.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from reidaug.data import synthetic as S
 from reidaug.data.h5format import H5Writer
+from reidaug.train.config import TrainConfig
+
+H, W = 64, 32
+#: The tiny model's options (the epochs and LR steps come from :func:`tiny_config` or the test).
+TINY_MODEL: dict[str, Any] = dict(backbone="tiny", pretrained="none", height=H, width=W, p=5, k=4, lr=1e-3,
+                                  warmup_epochs=2, num_workers=0)
 
 
-def write_reid_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int = 4, height: int = 64,
-                  width: int = 32, layout: str = "pair", seed: int = 0) -> Path:
+def tiny_config(**options: Any) -> TrainConfig:
+    """The tiny model for 25 epochs (x0.1 at 20): it fits a 5-identity file."""
+    return TrainConfig(**(TINY_MODEL | dict(epochs=25, milestones=(20,), log_every=2, seed=0) | options))
+
+
+def tiny_cli_args() -> list[str]:
+    """:data:`TINY_MODEL` as ``reidaug train`` arguments (``--set NAME=VALUE``)."""
+    return [arg for name, value in TINY_MODEL.items() for arg in ("--set", f"{name}={value}")]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """2 cores shared with other jobs: one intra-op thread is both faster and reproducible."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def write_reid_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int = 4, height: int = H,
+                  width: int = W, layout: str = "pair", seed: int = 0, fakes: int = 0) -> Path:
     imgs, pids, cams, index = [], [], [], []
     for pid in range(1, num_ids + 1):
         app = S.identity_appearance(pid, seed)
@@ -37,10 +71,18 @@ def write_reid_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int 
     elif layout == "mixed":
         q = index_a == 0
         g = index_a >= 1
+    elif layout == "strided":
+        q = np.arange(len(imgs_a)) % 4 == 0
+        g = np.zeros(len(imgs_a), bool)
     else:
-        raise ValueError(f"layout {layout!r}: pair or mixed")
+        raise ValueError(f"layout {layout!r}: pair, mixed or strided")
     with H5Writer(path, image_size=(height, width), attrs={"pipeline_key": "tiny-" + layout}) as w:
         w.append("train", images=imgs_a, pid=pids_a, camid=cams_a, label=pids_a - 1)
+        if fakes:
+            w.append("train", images=imgs_a[:fakes], pid=-1, camid=cams_a[:fakes], label=-1, source="dcgan",
+                     label_scheme="lsro", target_index=np.full((fakes, 1), -1, np.int32),
+                     target_value=np.zeros((fakes, 1), np.float32))
         w.append("query", images=imgs_a[q], pid=pids_a[q], camid=cams_a[q])
-        w.append("gallery", images=imgs_a[g], pid=pids_a[g], camid=cams_a[g])
+        if g.any():
+            w.append("gallery", images=imgs_a[g], pid=pids_a[g], camid=cams_a[g])
     return path

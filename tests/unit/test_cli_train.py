@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -12,19 +13,15 @@ import torch
 from click.testing import CliRunner
 
 from reidaug.cli import main
-from tiny_reid import write_reid_h5
+from tiny_reid import one_torch_thread, tiny_cli_args, write_reid_h5
 
-TINY = ["--backbone", "tiny", "--pretrained", "none", "--height", "64", "--width", "32", "--p", "5", "--k", "4",
-        "--lr", "1e-3", "--workers", "0", "--set", "warmup_epochs=2"]
+TINY = tiny_cli_args()
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared with other jobs: one intra-op thread is both faster and reproducible here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +104,7 @@ def test_config_file_then_options_then_set(data, tmp_path: Path) -> None:
 
 def test_default_backbone_works_out_of_the_box() -> None:
     from reidaug.train.backbones import pretrained_weights_path
-    from reidaug.train.trainer import TrainConfig
+    from reidaug.train.config import TrainConfig
 
     c = TrainConfig()
     assert (c.backbone, c.pretrained, c.worker_start) == ("efficientnet_lite0", "imagenet", "auto")
@@ -133,7 +130,7 @@ def _bad_files(tmp: Path, good: Path) -> dict[str, Path]:
     ("not hdf5", ["train", "{text}"], "is not an HDF5 file", 1),
     ("damaged hdf5", ["train", "{cut}"], "cannot open", 1),
     ("unknown backbone", ["train", "{pair}", "--backbone", "resnet5"], 'Did you mean "resnet50"', 2),
-    ("unknown loss", ["train", "{pair}", "--loss", "tripplet"], 'Did you mean "triplet"', 2),
+    ("unknown loss", ["train", "{pair}", "--set", "loss=tripplet"], 'Did you mean "triplet"', 2),
     ("resnet50 without weights", ["train", "{pair}", "--backbone", "resnet50"],
      "download.pytorch.org/models/resnet50", 1),
     ("pretrained path missing", ["train", "{pair}", "--pretrained", "{tmp}/w.pth"], "does not exist", 2),

@@ -3,20 +3,17 @@ cached (a second run and a nonsemantic change skip it), resumes a killed trainin
 trainer's checkpoint in the partial cache folder, and trains the same weights as `train()`."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import typing
 from pathlib import Path
 
-import pytest
 import torch
 
-from reidaug.stages.train_reid import NONSEMANTIC, TrainReidParams
+from reidaug.stages.train_reid import TrainReidParams
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -55,24 +52,6 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 def _entry(ws: Path, stage: str) -> Path:
     (entry,) = [p for p in (ws / "cache" / stage).glob("*/*") if p.is_dir() and "." not in p.name]
     return entry
-
-
-def test_params_mirror_train_config() -> None:
-    from reidaug.train.backbones import BACKBONES
-    from reidaug.train.model import HEADS
-    from reidaug.train.trainer import LOSSES, NON_RESULT_FIELDS, OPTIMIZERS, SAMPLERS, SCHEDULES, TrainConfig
-
-    eval_only = {"evaluate", "eval_protocol", "eval_flip", "eval_rerank", "eval_metric", "eval_batch_size"}
-    fields = set(TrainReidParams.model_fields) - eval_only - {"train_batch_size"} | {"batch_size"}
-    assert fields == {f.name for f in dataclasses.fields(TrainConfig)}
-    p = TrainReidParams()
-    defaults = p.train_config().to_dict()
-    assert defaults == TrainConfig().to_dict()  # same defaults, field by field
-    choices = {name: set(typing.get_args(TrainReidParams.model_fields[name].annotation))
-               for name in ("backbone", "head", "loss", "sampler", "optimizer", "schedule")}
-    assert choices == {"backbone": set(BACKBONES), "head": set(HEADS), "loss": set(LOSSES),
-                       "sampler": set(SAMPLERS), "optimizer": set(OPTIMIZERS), "schedule": set(SCHEDULES)}
-    assert NONSEMANTIC == (NON_RESULT_FIELDS | {"eval_batch_size"})
 
 
 def test_runs_evaluates_and_is_cached(tmp_path: Path) -> None:
@@ -157,5 +136,5 @@ def test_a_bad_parameter_is_a_config_error_at_load(tmp_path: Path) -> None:
     # a combination the trainer refuses fails at load too, before any upstream stage runs
     yaml.write_text(_write(tmp_path, epochs=3).read_text().replace("epochs: 3,", "epochs: 3, head: triplet,"))
     out = subprocess.run(_cmd(yaml, tmp_path / "ws", "--dry-run"), capture_output=True, text=True, env=ENV, timeout=120)
-    assert out.returncode == 2 and "head 'triplet' has none" in out.stderr and "pipeline.yaml:" in out.stderr
+    assert out.returncode == 2 and "head='triplet' has none" in out.stderr and "pipeline.yaml:" in out.stderr
     assert not (tmp_path / "ws" / "cache").exists()

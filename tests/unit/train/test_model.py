@@ -20,14 +20,6 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _grace_hopper() -> torch.Tensor:
     """matplotlib's sample photo (Grace Hopper in uniform), centre crop 224, ImageNet-normalised."""
     import cv2

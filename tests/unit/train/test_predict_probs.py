@@ -11,26 +11,16 @@ from reidaug.data.h5format import open_h5
 from reidaug.errors import ConfigError
 from reidaug.train.features import predict_probs
 from reidaug.train.model import ModelConfig, build_model, load_model
-from reidaug.train.trainer import TrainConfig, train
-from tiny_reid import write_reid_h5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from reidaug.train.trainer import train
+from tiny_reid import one_torch_thread, tiny_config, write_reid_h5
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("teacher")
     data = write_reid_h5(d / "data.h5")
-    torch.set_num_threads(1)
-    cfg = TrainConfig(backbone="tiny", pretrained="none", height=64, width=32, p=5, k=4, epochs=25, lr=1e-3,
-                      warmup_epochs=2, milestones=(20,), num_workers=0, seed=0)
-    train(cfg, data, d / "run")
+    with one_torch_thread():
+        train(tiny_config(), data, d / "run")
     return d / "run", data
 
 

@@ -14,62 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-from reidaug.data import synthetic as S
-from reidaug.data.h5format import H5Writer
 from reidaug.errors import ConfigError, UnknownNameError
+from reidaug.train.config import TrainConfig
 from reidaug.train.features import extract_features
 from reidaug.train.model import load_model
-from reidaug.train.trainer import TrainConfig, train
+from reidaug.train.trainer import train
+from tiny_reid import H, W, tiny_config, write_reid_h5
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-H, W = 64, 32
-
-
-def write_tiny_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int = 4, fakes: int = 0,
-                  seed: int = 0) -> Path:
-    """Rendered synthetic people: train = all images (+ ``fakes`` LSRO images with no identity),
-    query = every 4th train image."""
-    imgs, pids, cams = [], [], []
-    for pid in range(1, num_ids + 1):
-        app = S.identity_appearance(pid, seed)
-        for cam in range(num_cams):
-            style = S.camera_style(cam, seed)
-            for i in range(per_cam):
-                pose = S.sample_pose(S.pose_rng(seed, pid, cam, i), H, W)
-                img, _ = S.render(app, pose, style, H, W, S.image_rng(seed, pid, cam, i, cam))
-                imgs.append(img)
-                pids.append(pid)
-                cams.append(cam)
-    pids_a = np.array(pids)
-    with H5Writer(path, image_size=(H, W)) as w:
-        w.append("train", images=imgs, pid=pids_a, camid=cams, label=pids_a - 1)
-        if fakes:
-            w.append("train", images=imgs[:fakes], pid=-1, camid=cams[:fakes], label=-1, source="dcgan",
-                     label_scheme="lsro", target_index=np.full((fakes, 1), -1, np.int32),
-                     target_value=np.zeros((fakes, 1), np.float32))
-        w.append("query", images=imgs[::4], pid=pids_a[::4], camid=cams[::4])
-    return path
 
 
 @pytest.fixture(scope="module")
 def tiny_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_h5(tmp_path_factory.mktemp("data") / "tiny.h5")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 cores shared with other jobs: one intra-op thread is both faster and reproducible here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _tiny_config(**kw) -> TrainConfig:
-    base = dict(backbone="tiny", pretrained="none", height=H, width=W, p=5, k=4, epochs=25,
-                lr=1e-3, warmup_epochs=2, milestones=(20,), num_workers=0, log_every=2, seed=0)
-    base.update(kw)
-    return TrainConfig(**base)
+    return write_reid_h5(tmp_path_factory.mktemp("data") / "tiny.h5", layout="strided")
 
 
 def _rank1_self(feats: np.ndarray, pids: np.ndarray) -> float:
@@ -82,7 +39,7 @@ def _rank1_self(feats: np.ndarray, pids: np.ndarray) -> float:
 
 def test_fits_a_tiny_set_and_writes_its_run_folder(tiny_h5: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = _tiny_config()
+    cfg = tiny_config()
     res = train(cfg, tiny_h5, run)
     rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
@@ -104,14 +61,15 @@ def test_fits_a_tiny_set_and_writes_its_run_folder(tiny_h5: Path, tmp_path: Path
     again = train(cfg, tiny_h5, run)
     assert again.skipped and again.steps == res.steps
     with pytest.raises(ConfigError, match=r"lr: 0\.001 -> 0\.01.*--out"):
-        train(_tiny_config(lr=1e-2), tiny_h5, run)
+        train(tiny_config(lr=1e-2), tiny_h5, run)
 
 
 _KILLED_RUN = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
-    from reidaug.train.trainer import TrainConfig, train
-    cfg = TrainConfig.from_dict(__import__("json").loads(sys.argv[1]))
+    from reidaug.train.config import TrainConfig
+    from reidaug.train.trainer import train
+    cfg = TrainConfig.from_user(__import__("json").loads(sys.argv[1]))
     def on_step(step, total):
         if step == int(sys.argv[4]):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -121,7 +79,7 @@ _KILLED_RUN = textwrap.dedent("""
 
 def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(tiny_h5: Path, tmp_path: Path) -> None:
     # Dropout (IDE's fc1024), random erasing and the P x K sampler all draw random numbers.
-    cfg = _tiny_config(head="ide", loss="both", random_erasing=True, p=3, k=4, epochs=4,
+    cfg = tiny_config(head="ide", loss="both", random_erasing=True, p=3, k=4, epochs=4,
                        checkpoint_unit="step", checkpoint_every=3, deterministic=True)
     killed = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
@@ -133,7 +91,7 @@ def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(ti
 
     # Resume (with a DataLoader worker this time: worker count must not change the result).
     seen: list[int] = []
-    resumed = train(TrainConfig.from_dict({**cfg.to_dict(), "num_workers": 1}), tiny_h5, killed,
+    resumed = train(TrainConfig.from_user({**cfg.to_dict(), "num_workers": 1}), tiny_h5, killed,
                     on_step=lambda s, t: seen.append(s))
     assert resumed.resumed_from_step == 6  # the last checkpoint before the kill at step 7
     assert seen[0] == 7 and seen[-1] == resumed.steps  # steps 1-6 were not run again
@@ -149,21 +107,21 @@ def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(ti
 
 
 def test_resume_refuses_a_changed_config(tiny_h5: Path, tmp_path: Path) -> None:
-    cfg = _tiny_config(epochs=2, checkpoint_unit="step", checkpoint_every=1, keep_checkpoint=True)
+    cfg = tiny_config(epochs=2, checkpoint_unit="step", checkpoint_every=1, keep_checkpoint=True)
     train(cfg, tiny_h5, tmp_path / "r")
     (tmp_path / "r" / "model.pt").unlink()  # as if killed after its last checkpoint
     with pytest.raises(ConfigError, match=r"seed: 0 -> 1.*original options"):
-        train(_tiny_config(epochs=2, seed=1, checkpoint_unit="step", checkpoint_every=1), tiny_h5, tmp_path / "r")
+        train(tiny_config(epochs=2, seed=1, checkpoint_unit="step", checkpoint_every=1), tiny_h5, tmp_path / "r")
 
 
 def test_realfake_batches_with_lsro_fakes_train(tmp_path: Path) -> None:
-    data = write_tiny_h5(tmp_path / "fakes.h5", num_ids=3, per_cam=2, fakes=4)
-    cfg = _tiny_config(sampler="realfake", batch_size=6, real_per_batch=4, fake_per_batch=2, epochs=2,
+    data = write_reid_h5(tmp_path / "fakes.h5", num_ids=3, per_cam=2, fakes=4, layout="strided")
+    cfg = tiny_config(sampler="realfake", train_batch_size=6, real_per_batch=4, fake_per_batch=2, epochs=2,
                        loss="ide", head="ide", warmup_epochs=0, milestones=())
     res = train(cfg, data, tmp_path / "rf")
     assert res.steps == 2 * (12 // 4)  # RealFakeSampler: one pass over the 12 real images per epoch
     assert np.isfinite(res.final_loss) and 0.0 <= res.final_accuracy <= 1.0
-    real_only = train(_tiny_config(sources=("real",), p=3, k=2, epochs=1), data, tmp_path / "real")
+    real_only = train(tiny_config(sources=("real",), p=3, k=2, epochs=1), data, tmp_path / "real")
     assert json.loads((tmp_path / "real" / "config.json").read_text())["resolved"]["num_train_images"] == 12
     assert real_only.steps >= 1
 
@@ -184,10 +142,10 @@ def test_extract_features_order_and_flip(tiny_h5: Path) -> None:
 
 def test_config_errors_name_the_option() -> None:
     with pytest.raises(ConfigError, match=r"unknown training option 'learning_rate'"):
-        TrainConfig.from_dict({"learning_rate": 0.1})
+        TrainConfig.from_user({"learning_rate": 0.1})
     with pytest.raises(ConfigError, match="head='triplet' has none"):
-        TrainConfig(head="triplet", loss="both")
+        TrainConfig.from_user({"head": "triplet", "loss": "both"})
     with pytest.raises(UnknownNameError, match='Did you mean "cosine"'):
-        TrainConfig(schedule="cosin")
+        TrainConfig.from_user({"schedule": "cosin"})
     with pytest.raises(ConfigError, match="real_per_batch"):
-        TrainConfig(sampler="realfake", batch_size=64, real_per_batch=40, fake_per_batch=16)
+        TrainConfig.from_user({"sampler": "realfake", "batch_size": 64, "real_per_batch": 40, "fake_per_batch": 16})
