@@ -80,15 +80,8 @@ def summary(path: str | os.PathLike[str]) -> str:
     return "\n".join(out)
 
 
-def grid(
-    path: str | os.PathLike[str],
-    out_png: str | os.PathLike[str],
-    *,
-    split: str = "train",
-    per_cell: int = 3,
-    cell_height: int = 128,
-    seed: int = 0,
-) -> Path:
+def grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
+         split: str = "train", per_cell: int = 3, cell_height: int = 128, seed: int = 0) -> Path:
     """Write a PNG of samples: rows = sources, columns = cameras, ``per_cell`` images each.
 
     A camera-style fake sits in the column of its target camera (the style it was given).
@@ -140,15 +133,8 @@ def grid(
     return Path(out_png)
 
 
-def pose_grid(
-    path: str | os.PathLike[str],
-    out_png: str | os.PathLike[str],
-    *,
-    split: str = "train",
-    count: int = 16,
-    scale: int = 2,
-    seed: int = 0,
-) -> Path:
+def pose_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
+              split: str = "train", count: int = 16, scale: int = 2, seed: int = 0) -> Path:
     """Write a PNG of ``count`` crops with their stored keypoints drawn on (4 per row).
 
     Scores are not thresholded: a keypoint with score 0 (not found) is not drawn, every other
@@ -188,14 +174,8 @@ def pose_grid(
     return write_png(out_png, sheet)  # a failed encode raises DataError, never an empty file
 
 
-def fakes_grid(
-    path: str | os.PathLike[str],
-    out_png: str | os.PathLike[str],
-    *,
-    split: str = "train",
-    count: int = 8,
-    seed: int = 0,
-) -> Path | None:
+def fakes_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
+               split: str = "train", count: int = 8, seed: int = 0) -> Path | None:
     """Write a PNG of ``count`` real images (first column) each followed by its fakes.
 
     The fakes of an origin are sorted by source, then target camera / pose, and labelled

@@ -20,30 +20,10 @@ import numpy as np
 
 from reidaug import __version__
 from reidaug.data.h5format.schema import (
-    CHECKSUM_ALGORITHM,
-    COMMON_FIELDS,
-    DEFAULT_COMPRESSION,
-    DEFAULT_ENCODING,
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_JPEG_QUALITY,
-    DEFAULT_PNG_LEVEL,
-    DEFAULT_TARGET_TOPK,
-    ENCODINGS,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    LABEL_SCHEMES,
-    MASS_TOL,
-    META_CHUNK,
-    NUM_KEYPOINTS,
-    RESERVED_ATTRS,
-    SOURCES,
-    SPLITS,
-    TARGET_STORAGES,
-    TRAIN_SPLIT,
-    dataset_sha256,
-    element_bytes,
-    require_cv2,
-    require_h5py,
+    CHECKSUM_ALGORITHM, COMMON_FIELDS, DEFAULT_COMPRESSION, DEFAULT_ENCODING, DEFAULT_IMAGE_SIZE,
+    DEFAULT_JPEG_QUALITY, DEFAULT_PNG_LEVEL, DEFAULT_TARGET_TOPK, ENCODINGS, FORMAT_NAME,
+    FORMAT_VERSION, LABEL_SCHEMES, MASS_TOL, META_CHUNK, NUM_KEYPOINTS, RESERVED_ATTRS, SOURCES,
+    SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes, require_cv2, require_h5py,
 )
 from reidaug.data.h5format.targets import densify_targets, make_targets
 from reidaug.errors import ConfigError, DataError, unknown_name
@@ -297,7 +277,8 @@ class H5Writer:
             kp = None
 
         if is_train:
-            schemes = _enum_codes("label_scheme", label_scheme if label_scheme is not None else "onehot", n, LABEL_SCHEMES)
+            schemes = _enum_codes("label_scheme", "onehot" if label_scheme is None else label_scheme, n,
+                                  LABEL_SCHEMES)
             if label_scheme is None and (target_index is not None or target_probs is not None):
                 raise DataError(f"append ({where}): targets given without label_scheme.")
             tcols = self._targets(cols["label"], schemes, target_index, target_value, target_probs, n, where)
