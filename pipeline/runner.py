@@ -20,7 +20,7 @@ import time
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 

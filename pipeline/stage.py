@@ -19,9 +19,10 @@ JSON-able description of its input files (relative path, size, mtime), which is 
 
 Parameters that many stages share are declared once here, as bases a stage's parameter class
 inherits: :class:`GPUExecParams` (device, amp), :class:`BatchedGPUParams` (plus batch_size and
-its CPU / CUDA default), :class:`TrainCadenceParams` (checkpoint / sample / log cadence) and
-:class:`GPUTrainParams` (both, for a GAN training stage). A
-base lists the fields that never change a result in ``NONSEMANTIC``; they stay out of the key.
+its CPU / CUDA default), :class:`GenerateParams` (plus the fakes' size),
+:class:`TrainCadenceParams` (checkpoint / sample / log cadence) and :class:`GPUTrainParams`
+(device, amp and cadence, for a GAN training stage). A base lists the fields that never change
+a result in ``NONSEMANTIC``; they stay out of the key.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
+                      model_validator)
 from typing_extensions import Annotated
 
 from reidaug.pipeline.hashing import FileRef
@@ -75,6 +77,23 @@ class BatchedGPUParams(GPUExecParams):
     def batch_size_on(self, device: Any) -> int:
         """``batch_size``, or the default for ``device`` (a ``torch.device``)."""
         return self.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
+
+
+class GenerateParams(BatchedGPUParams):
+    """A generation stage: device, amp, batch size, and the size of its fakes (default: the generator's)."""
+
+    height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
+    width: int | None = Field(None, ge=8, le=2048)
+
+    @model_validator(mode="after")
+    def _size_pair(self) -> "GenerateParams":
+        if (self.height is None) != (self.width is None):
+            raise ValueError("height and width go together: set both, or neither (the generator's size)")
+        return self
+
+    def out_hw(self, model_hw: tuple[int, int]) -> tuple[int, int]:
+        """The fakes' ``(height, width)``: the one set here, else ``model_hw``."""
+        return (self.height, self.width) if self.height is not None else model_hw
 
 
 class TrainCadenceParams(Params):

@@ -10,7 +10,6 @@ pose was not confident enough) and a picture of the k canonical skeletons.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import Field

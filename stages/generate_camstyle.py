@@ -16,26 +16,19 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import BatchedGPUParams, StageSpec
+from reidaug.pipeline.stage import GenerateParams, StageSpec
 
 
-class GenerateCamStyleParams(BatchedGPUParams):
-    """Which fakes to make; device, amp and batch_size come from :class:`BatchedGPUParams`."""
+class GenerateCamStyleParams(GenerateParams):
+    """Which fakes to make; device, amp, batch_size and the output size come
+    from :class:`GenerateParams`."""
 
     target_cams: list[int] | None = Field(None, description="cameras to render into (default: every camera with a generator)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
-    height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
-    width: int | None = Field(None, ge=8, le=2048)
     seed: int = Field(0, ge=0, description="for drawing targets when fakes_per_image is set")
-
-    @model_validator(mode="after")
-    def _size_pair(self) -> "GenerateCamStyleParams":
-        if (self.height is None) != (self.width is None):
-            raise ValueError("height and width go together: set both, or neither (the generator's size)")
-        return self
 
 
 def plan(ctx: StageContext) -> int:
@@ -101,7 +94,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     jobs = _targets(ctx, translator, index, cams, arrays["split"] if n else [])
     jobs.sort(key=lambda j: (cams[j.row], j.target, j.row))  # batches of one (source, target) pair
     h, w = translator.size
-    out_hw = (p.height, p.width) if p.height is not None else (h, w)
+    out_hw = p.out_hw((h, w))
     batch_size = p.batch_size_on(device)
     batches = []
     for start in range(0, len(jobs), batch_size):

@@ -35,13 +35,14 @@ from typing import Any, Literal, NamedTuple
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import BatchedGPUParams, StageSpec
+from reidaug.pipeline.stage import GenerateParams, StageSpec
 
 DEFAULT_NUM_POSES = 4
 
 
-class GeneratePoseGuidedParams(BatchedGPUParams):
-    """Which fakes to make; device, amp and batch_size come from :class:`BatchedGPUParams`."""
+class GeneratePoseGuidedParams(GenerateParams):
+    """Which fakes to make; device, amp, batch_size and the output size come
+    from :class:`GenerateParams`."""
 
     targets: Literal["canonical", "sampled", "list"] = Field(
         "canonical", description="canonical (cluster-poses, PN-GAN) | sampled (other train images) | list")
@@ -54,14 +55,10 @@ class GeneratePoseGuidedParams(BatchedGPUParams):
     score_threshold: float | None = Field(None, ge=0, le=1,
         description="a keypoint above it counts: for dropping, generating and the recorded target pose "
                     "(default: the generator's training value)")
-    height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
-    width: int | None = Field(None, ge=8, le=2048)
     seed: int = Field(0, ge=0, description="for drawing sampled targets")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeneratePoseGuidedParams":
-        if (self.height is None) != (self.width is None):
-            raise ValueError("height and width go together: set both, or neither (the generator's size)")
         if self.targets == "list":
             if not self.pose_list:
                 raise ValueError("targets: list needs pose_list, the train image paths (as ingest lists them, e.g. "
@@ -267,7 +264,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         "extract-pose must read the same ingest output. Fix: bind both to one ingest stage.")
     jobs, dropped = _jobs(ctx, index, arrays, threshold)
     h, w = gen.size
-    out_hw = (p.height, p.width) if p.height is not None else (h, w)
+    out_hw = p.out_hw((h, w))
     batch_size = p.batch_size_on(device)
     batches = [jobs[s:s + batch_size] for s in range(0, len(jobs), batch_size)]
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> (image at model size, keypoints there)

@@ -18,7 +18,6 @@ translates batches of one (source camera, target camera) pair.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -28,8 +27,6 @@ from reidaug.errors import DataError
 from reidaug.gen.common import autocast, image_grid, images_to_device, to_device
 from reidaug.gen.loop import generator_weights, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
-
-log = logging.getLogger(__name__)
 
 MODELS = ("cyclegan", "stargan")
 SCHEDULE_UNITS = 100  # the LR schedule runs over this many "epochs" of iterations / 100 steps
@@ -280,8 +277,6 @@ class CamStyleTranslator:
     """
 
     def __init__(self, models_dir: Path, device: "torch.device", amp: bool = True) -> None:  # noqa: F821
-        import torch
-
         self.device, self.amp = device, amp
         files = sorted(Path(models_dir).glob("*.pt"))
         if not files:

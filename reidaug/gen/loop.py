@@ -5,7 +5,9 @@ the rest, the same way for every model:
 
 - **resume** — if ``run_dir/checkpoint.pt`` exists, ``model.load_state_dict(state["model"])``
   and the loss log is truncated to the checkpoint's step, so a killed-and-resumed run writes the
-  same log (and, on the CPU, the same weights) as an uninterrupted one;
+  same log (and, on the CPU, the same weights) as an uninterrupted one (the log: when
+  ``checkpoint_every`` is a multiple of ``log_every``, since a line averages the steps since the
+  last line and a resume starts a new average);
 - **step-seeded batches** — ``batch_for(t)`` returns the batch of step ``t`` as a pure function
   of ``(seed, t)`` (e.g. ``np.random.default_rng([seed, t])``), so resume needs no RNG state;
 - **one step** — ``train_step(batch)`` runs one optimisation step (device transfer and autocast

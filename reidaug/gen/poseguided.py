@@ -36,7 +36,6 @@ the images are resized with.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -47,8 +46,6 @@ from reidaug.gen.common import autocast, image_grid, images_to_device, to_device
 from reidaug.gen.loop import Phase, generator_weights, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 from reidaug.pose.keypoints import confident_mask, rescale_keypoints
-
-log = logging.getLogger(__name__)
 
 MODELS = ("pg2", "deformable")
 NUM_KEYPOINTS = 17
@@ -392,8 +389,6 @@ class PoseGuidedGenerator:
 
     def __init__(self, model_file: Path, device: "torch.device", amp: bool = True,  # noqa: F821
                  where: str = "generate-poseguided") -> None:
-        import torch
-
         self.device, self.amp, self.where = device, amp, where
         self.file = Path(model_file)
         state = load_torch(self.file, where)

@@ -1,13 +1,12 @@
-"""reidaug.gen.common: the overlapped batch loop, checksums, the loss log."""
+"""reidaug.gen.common: the overlapped batch loop, checksums."""
 from __future__ import annotations
 
 import threading
 import time
 
-import numpy as np
 import pytest
 
-from reidaug.gen.common import LossLog, overlapped, state_checksum
+from reidaug.gen.common import overlapped, state_checksum
 
 
 def test_overlapped_keeps_order_and_overlaps_the_three_steps():
@@ -59,18 +58,6 @@ def test_state_checksum_depends_on_values_names_and_dtypes():
     assert state_checksum(a) != state_checksum({"w": torch.ones(3) * 2, "b": torch.zeros(2)})
     assert state_checksum(a) != state_checksum({"w2": torch.ones(3), "b": torch.zeros(2)})
     assert state_checksum(a) != state_checksum({"w": torch.ones(3, dtype=torch.float64), "b": torch.zeros(2)})
-
-
-def test_loss_log_truncates_to_the_checkpoint_and_drops_a_cut_line(tmp_path):
-    log = LossLog(tmp_path / "l.jsonl")
-    for s in (5, 10, 15):
-        log.append({"step": s, "G": float(s)})
-    with open(log.path, "a") as f:
-        f.write('{"step": 20, "G"')  # a kill mid-write
-    assert [r["step"] for r in log.records()] == [5, 10, 15]
-    log.truncate(10)
-    assert [r["step"] for r in log.records()] == [5, 10]
-    assert np.isclose(log.records()[-1]["G"], 10.0)
 
 
 def test_state_checksum_of_a_channels_last_model_equals_the_contiguous_one():

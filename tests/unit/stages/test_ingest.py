@@ -105,7 +105,7 @@ def test_strict_fails_naming_the_first_bad_file(tmp_path):
     bad_corpus(root)
     graph = pipeline(tmp_path, root, "folder", options="{camera_regex: '_c(?P<cam>\\d)s', folder_ids: sorted}")
     graph.nodes["ingest"].params = graph.nodes["ingest"].params.model_copy(update={"strict": True})
-    with pytest.raises(DataError, match=r"ingest \(strict\).*unparseable-name"):
+    with pytest.raises(DataError, match=r"params.strict is on.*unparseable-name"):
         run_pipeline(graph, tmp_path / "ws", options=RunOptions(workers=1))
 
 

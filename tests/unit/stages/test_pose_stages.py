@@ -26,22 +26,23 @@ def run_yaml(tmp_path: Path, text: str):
     return {r.name: r.entry for r in report.results}
 
 
+def on_demo(num_ids: int, per_cam: int, rest: str, ingest: str = "{format: market1501}") -> str:
+    """A pipeline on demo-data's synthetic people, ingested; ``rest`` lists the stages after ingest."""
+    return (f"name: t\nstages:\n  demo-data: {{params: {{num_ids: {num_ids}, images_per_id_per_cam: {per_cam}}}}}\n"
+            f"  ingest: {{params: {ingest}, inputs: {{source: demo-data.dataset}}}}\n"
+            + textwrap.indent(textwrap.dedent(rest), "  "))
+
+
 def keypoints_of(entry: Path):
     chunks = [read_h5_chunk(p)[0] for p in sorted((entry / "chunks").glob("*.h5"))]
     return {k: np.concatenate([c[k] for c in chunks]) for k in ("keypoints", "height", "width", "split")}
 
 
 def test_mediapipe_on_synthetic_people_then_canonical_poses(tmp_path):
-    entries = run_yaml(tmp_path, """\
-        name: t
-        stages:
-          demo-data: {params: {num_ids: 8, images_per_id_per_cam: 3}}
-          ingest:
-            params: {format: market1501, chunk_size: 16}
-            inputs: {source: demo-data.dataset}
-          extract-pose: {params: {backend: mediapipe, upscale_height: 256, batch_size: 8}}
-          cluster-poses: {params: {k: 3, min_confident: 8}}
-        """)
+    entries = run_yaml(tmp_path, on_demo(8, 3, """\
+        extract-pose: {params: {backend: mediapipe, upscale_height: 256, batch_size: 8}}
+        cluster-poses: {params: {k: 3, min_confident: 8}}
+        """, ingest="{format: market1501, chunk_size: 16}"))
     kp = keypoints_of(entries["extract-pose"])
     n = len(kp["keypoints"])
     assert n == 48 and kp["keypoints"].shape == (48, 17, 3)
@@ -91,18 +92,12 @@ def test_backend_options_are_checked_at_load_time(tmp_path):
 
 
 def test_openpose_csv_round_trip_through_the_pipeline(tmp_path):
-    base = """\
-        name: t
-        stages:
-          demo-data: {params: {num_ids: 6, images_per_id_per_cam: 2}}
-          ingest:
-            params: {format: market1501}
-            inputs: {source: demo-data.dataset}
-          extract-pose: {params: %s}
-          export-hdf5:
-            params: {image_height: 128, image_width: 64}
-            inputs: {keypoints: extract-pose.keypoints}
-        """
+    base = on_demo(6, 2, """\
+        extract-pose: {params: %s}
+        export-hdf5:
+          params: {image_height: 128, image_width: 64}
+          inputs: {keypoints: extract-pose.keypoints}
+        """)
     (tmp_path / "a").mkdir()
     first = run_yaml(tmp_path / "a", base % "{backend: mediapipe, upscale_height: 256}")
     csv = tmp_path / "ann.csv"
@@ -127,15 +122,9 @@ def test_openpose_csv_round_trip_through_the_pipeline(tmp_path):
 @pytest.mark.mmpose
 def test_mmpose_random_init_runs_the_real_code_path_batched(tmp_path):
     pytest.importorskip("mmpose")
-    entries = run_yaml(tmp_path, """\
-        name: t
-        stages:
-          demo-data: {params: {num_ids: 2, images_per_id_per_cam: 2}}
-          ingest:
-            params: {format: market1501}
-            inputs: {source: demo-data.dataset}
-          extract-pose: {params: {backend: mmpose, config: rtmpose-t, random_init: true, device: cpu, batch_size: 4}}
-        """)
+    entries = run_yaml(tmp_path, on_demo(2, 2, """\
+        extract-pose: {params: {backend: mmpose, config: rtmpose-t, random_init: true, device: cpu, batch_size: 4}}
+        """))
     kp = keypoints_of(entries["extract-pose"])
     assert kp["keypoints"].shape == (8, 17, 3)
     xy = kp["keypoints"][..., :2]
