@@ -25,18 +25,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from common import SHARED, add_run, command_line, cpu_model, load_average, machine, now_utc
 from reidaug.io.atomic import atomic_path
+from reidaug.pipeline.config import load_pipeline
 from reidaug.pipeline.context import StageContext, read_h5_chunk
+from reidaug.pipeline.graph import build_graph
+from reidaug.pipeline.runner import RunOptions, RunReport, run_pipeline
 from reidaug.pipeline.stage import FileParam, Params, StageSpec
-
-if TYPE_CHECKING:
-    from reidaug.pipeline.runner import RunReport
 
 DEFAULT_DATA = SHARED / "data" / "cuhk01"
 Units = list[tuple[str, int]]  # (arm, batch size)
@@ -373,10 +373,6 @@ class DeviceSection:
 
     def run_stages(self, pipe: Path, targets: list[str]) -> RunReport:
         """A plain run of ``targets`` of ``pipe`` (the setup: ingest, the generator file, ...)."""
-        from reidaug.pipeline.config import load_pipeline
-        from reidaug.pipeline.graph import build_graph
-        from reidaug.pipeline.runner import RunOptions, run_pipeline
-
         return run_pipeline(build_graph(load_pipeline(pipe), self.registry), self.ws, targets,
                             RunOptions(scheduler="threads", workers=1, progress=False), registry=self.registry)
 
@@ -384,9 +380,6 @@ class DeviceSection:
         """Arm B: generation stage ``stage`` through the pipeline runner at ``batch_size``;
         ``batch_size`` is not in the stage's key, so every run after the first is forced."""
         from reidaug.data.images import decode_stored
-        from reidaug.pipeline.config import load_pipeline
-        from reidaug.pipeline.graph import build_graph
-        from reidaug.pipeline.runner import RunOptions, run_pipeline
 
         graph = build_graph(load_pipeline(pipe, overrides=[f"stages.{stage}.params.batch_size={batch_size}"]),
                             self.registry)
