@@ -80,7 +80,8 @@ def train_config(config_file: str | None, flags: dict[str, str | None], sets: tu
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set warmup_epochs=2 or --set milestones=[20,30].")
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE, e.g. --set warmup_epochs=2 or "
+                              "--set milestones=[20,30].")
         merged[key.strip()] = parse_set_value(item, raw)
     return TrainConfig.from_user(merged)
 

@@ -20,7 +20,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Optional, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reidaug.errors import ConfigError, ReidAugError, UnknownNameError, did_you_mean
 
@@ -98,7 +107,8 @@ class TrainConfig(BaseModel):
                             "or an ImageNet state_dict file (e.g. torchvision's resnet50-11ad3fa6.pth)")
     last_stride: int = Field(1, ge=1, le=2)
     head: Head = Field("bnneck", description="bnneck (Luo et al. 2019), ide, triplet")
-    bottleneck: Optional[Bottleneck] = Field(None, description="null: the head's default (ide: fc1024, bnneck: bn, triplet: none)")
+    bottleneck: Optional[Bottleneck] = Field(
+        None, description="null: the head's default (ide: fc1024, bnneck: bn, triplet: none)")
     dropout: float = Field(0.5, ge=0, lt=1, description="fc1024 bottleneck only")
     # loss
     loss: Loss = Field("both", description="both (ID + triplet), ide, triplet")
@@ -146,7 +156,7 @@ class TrainConfig(BaseModel):
     @field_validator("backbone", "head", "bottleneck", "loss", "sampler", "optimizer", "schedule", "device",
                      "checkpoint_unit", "worker_start", mode="before")
     @classmethod
-    def _known_choice(cls, value: Any, info: Any) -> Any:
+    def _known_choice(cls, value: Any, info: ValidationInfo) -> Any:
         """An unknown name fails with the nearest choice and the list (the Literal check would not)."""
         choices = [c for c in get_args(cls.model_fields[info.field_name].annotation) if c is not type(None)]
         choices = [c for arg in choices for c in (get_args(arg) or (arg,))]  # Optional[Literal[...]]
@@ -193,10 +203,10 @@ class TrainConfig(BaseModel):
         try:
             return cls.model_validate(dict(options))
         except ValidationError as exc:
-            raise user_error(exc, list(cls.model_fields)) from None
+            raise _user_error(exc, list(cls.model_fields)) from None
 
 
-def user_error(exc: ValidationError, names: list[str]) -> ReidAugError:
+def _user_error(exc: ValidationError, names: list[str]) -> ReidAugError:
     """The first error of ``exc`` as one line naming the option, with "did you mean"."""
     e = exc.errors()[0]
     where = ".".join(str(x) for x in e["loc"])

@@ -145,5 +145,5 @@ def test_set_values_are_read_as_the_pipeline_reads_them() -> None:
     assert train_config(None, {}, ("bottleneck=null",)).bottleneck is None
     with pytest.raises(ConfigError, match="not valid YAML"):
         train_config(None, {}, ("milestones=[1,",))
-    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+    with pytest.raises(ConfigError, match="expected NAME=VALUE"):
         train_config(None, {}, ("epochs",))
