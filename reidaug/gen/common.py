@@ -31,9 +31,6 @@ import numpy as np
 
 from reidaug.errors import ConfigError
 from reidaug.io.atomic import write_bytes
-# bench/generate.py and bench/camstyle_models.py still import these two names from here
-from reidaug.io.checkpoint import load_torch as load_checkpoint  # noqa: F401
-from reidaug.io.checkpoint import save_torch as save_checkpoint  # noqa: F401
 
 T = TypeVar("T")
 U = TypeVar("U")
