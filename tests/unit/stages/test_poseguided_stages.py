@@ -137,9 +137,10 @@ def test_pg2_canonical_end_to_end_with_pairs_provenance_labels_and_export(pg2_ru
         assert {m.label_scheme_names[int(c)] for c in m.label_scheme[fake]} == {"lsro"}
         dense = f.targets("train", np.flatnonzero(fake)[:4])
         assert np.allclose(dense, 1.0 / f.info.num_classes, atol=1e-3)
-        # the fake's keypoints are its target pose, scaled with the image (32 x 16 -> 64 x 32)
+        # the fake's keypoints are its target pose, resized with the image (32 x 16 -> 64 x 32) by the
+        # pixel-centre rule
         stored = m.keypoints[fake][np.asarray(m.path)[fake].tolist().index(fakes["path"][row])]
-        assert np.allclose(stored[:, :2], fakes["target_keypoints"][row][:, :2] * 2, atol=1e-3)
+        assert np.allclose(stored[:, :2], (fakes["target_keypoints"][row][:, :2] + 0.5) * 2 - 0.5, atol=1e-3)
 
 
 def test_a_pipeline_without_poseguided_keeps_its_keys(pg2_run):
