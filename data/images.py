@@ -44,12 +44,14 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reidaug.errors import DataError
+from reidaug.io.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -271,3 +273,38 @@ def decode_stored(data: bytes | np.ndarray) -> np.ndarray:
             "re-run with --force ingest"
         )
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+# --------------------------------------------------------------------------------------------
+# Picture sheets (inspect, score-posegan, the generators' sample grids)
+# --------------------------------------------------------------------------------------------
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], out_png: Path, *, row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None, cell_hw: tuple[int, int] = (128, 64)) -> Path:
+    """Write rows of RGB uint8 images (any sizes; resized to ``cell_hw``) as one labelled PNG."""
+    from PIL import ImageDraw
+
+    ch, cw = cell_hw
+    pad, label_w, label_h = 4, (110 if row_labels else 0), (16 if col_labels else 0)
+    ncols = max((len(r) for r in rows), default=0)
+    width = label_w + ncols * (cw + pad) + pad
+    height = label_h + len(rows) * (ch + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j, text in enumerate(col_labels or []):
+        draw.text((label_w + pad + j * (cw + pad), 2), str(text)[:14], fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        y = label_h + pad + i * (ch + pad)
+        if row_labels:
+            draw.text((2, y + ch // 2 - 6), str(row_labels[i])[:18], fill=(0, 0, 0))
+        for j, img in enumerate(row):
+            if img is None:
+                continue
+            cell = cv2.resize(np.ascontiguousarray(img), (cw, ch), interpolation=cv2.INTER_AREA)
+            canvas.paste(Image.fromarray(cell), (label_w + pad + j * (cw + pad), y))
+    out_png = Path(out_png)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    write_bytes(out_png, buf.getvalue())
+    return out_png

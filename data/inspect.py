@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reidaug.data.h5format import Problem, open_h5, verify
+from reidaug.data.images import image_grid
 from reidaug.errors import DataError
 from reidaug.io.atomic import atomic_path, write_png
 from reidaug.pose.keypoints import rescale_keypoints
@@ -182,8 +183,6 @@ def fakes_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
     (e.g. ``camstyle c0->c1``), so a fake that lost its person or its colours shows beside
     the image it came from. Returns None (and writes nothing) when the split has no fakes.
     """
-    from reidaug.gen.common import image_grid
-
     rng = np.random.default_rng(seed)
     with open_h5(path) as f:
         m = f.meta(split)

@@ -116,7 +116,8 @@ def score(ctx: StageContext) -> dict[str, Any]:
     import numpy as np
 
     from reidaug.eval.posegan import pose_transfer_report, score_pose_transfer
-    from reidaug.gen.common import image_grid, pick_device
+    from reidaug.data.images import image_grid
+    from reidaug.gen.common import pick_device
     from reidaug.gen.poseguided import PoseGuidedGenerator, pairs_document, pose_picture
     from reidaug.io.atomic import write_json
 
