@@ -6,10 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from reidaug.data.datasets import (
     PARSERS,
