@@ -91,7 +91,7 @@ def write_manifest(path: Path, images: list[Crop]) -> Path:
 def save_generator(models_dir: Path, name: str, state: dict[str, Any]) -> tuple[Path, str]:
     """``state`` with its ``checksum`` (as the training stages add it) saved as ``NAME.pt``;
     returns (path, checksum)."""
-    from reidaug.gen.common import state_checksum
+    from reidaug.io.checkpoint import state_checksum
     from reidaug.io.checkpoint import save_torch
 
     state["checksum"] = state_checksum(state["weights"])
@@ -374,7 +374,7 @@ class DeviceSection:
     def run_stages(self, pipe: Path, targets: list[str]) -> RunReport:
         """A plain run of ``targets`` of ``pipe`` (the setup: ingest, the generator file, ...)."""
         return run_pipeline(build_graph(load_pipeline(pipe), self.registry), self.ws, targets,
-                            RunOptions(scheduler="threads", workers=1, progress=False), registry=self.registry)
+                            RunOptions(scheduler="threads", workers=1, progress=False))
 
     def stage_arm(self, pipe: Path, stage: str, batch_size: int) -> Row:
         """Arm B: generation stage ``stage`` through the pipeline runner at ``batch_size``;
@@ -387,7 +387,7 @@ class DeviceSection:
         self.stage_ran = True
         opts = RunOptions(scheduler="threads", workers=1, progress=False, force=force)
         t0, c0 = time.perf_counter(), cpu_time()
-        report = run_pipeline(graph, self.ws, [stage], opts, registry=self.registry)
+        report = run_pipeline(graph, self.ws, [stage], opts)
         total, cpu_s = time.perf_counter() - t0, cpu_time() - c0
         res = next(r for r in report.results if r.name == stage)
         meta = json.loads((res.entry / "meta.json").read_text())

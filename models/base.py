@@ -25,52 +25,10 @@ In the spirit of CycleGAN's ``BaseModel`` (junyanz/pytorch-CycleGAN-and-pix2pix,
 Constructors place nothing on a device (call ``.to``) and touch no global RNG: weights come from
 a ``torch.Generator`` seeded with ``config.seed``.
 
-Template: a new model (e.g. an unconditional DCGAN for LSRO) is written like this::
-
-    @dataclass(frozen=True)
-    class DCGANConfig(GANConfig):
-        image_height: int = 128
-        image_width: int = 64
-        nz: int = 100
-        lr: float = 2e-4
-        beta1: float = 0.5
-        beta2: float = 0.999
-        init_gain: float = 0.02
-        seed: int = 0
-
-        def __post_init__(self) -> None:  # validate once, here; the model trusts its config
-            self.check_at_least(1, "image_height", "image_width", "nz")
-            self.check_at_least(0, "lr", "init_gain")
-
-    class DCGAN(GANModel):
-        name = "dcgan"  # the checkpoint's "model" key: never change it once checkpoints exist
-        title = "DCGAN"  # how error messages name the model
-        config_class = DCGANConfig
-        G = net()  # self.G is self.nets["G"]
-        D = net()
-
-        def __init__(self, config: DCGANConfig | None = None) -> None:
-            super().__init__(config)  # self.config (checked), empty self.nets, self.step = 0
-            cfg = self.config
-            gen = torch.Generator().manual_seed(cfg.seed)  # weights: no global RNG
-            self.nets.update({"G": init_weights(Generator(cfg.nz), cfg.init_gain, gen),
-                              "D": init_weights(Discriminator(), cfg.init_gain, gen)})
-            # Saved in the checkpoint, so a resumed run draws the same noise.
-            self.noise = self.add_state("noise", torch.Generator().manual_seed(cfg.seed + 1))
-            self.configure_optimizers()
-
-        def configure_optimizers(self) -> None:
-            self.add_optimizer("G", self.G.parameters(), self.config.lr)  # self.optimizer_G
-            self.add_optimizer("D", self.D.parameters(), self.config.lr)
-
-        def training_step(self, real: torch.Tensor) -> dict[str, float]:
-            ...  # the paper's losses and updates, then self.step += 1; return float losses
-
-        @torch.no_grad()
-        def generate(self, n: int) -> torch.Tensor:
-            z = torch.randn(n, self.config.nz, 1, 1, generator=self.noise).to(self.device)
-            with self.eval_mode(self.G):
-                return self.G(z)  # (n, 3, H, W) in [-1, 1]
+A new model (e.g. LSRO's unconditional DCGAN) is a config dataclass on :class:`GANConfig` and a
+:class:`GANModel` subclass with its nets, ``configure_optimizers``, ``training_step`` and inference:
+docs/adding-a-generator.md walks through one, and ``ToyGAN`` in tests/unit/models/test_base.py is
+the smallest runnable example.
 """
 from __future__ import annotations
 
@@ -86,7 +44,7 @@ from torch import nn
 
 from reidaug.errors import ConfigError
 
-from .gan_common import linear_decay_lambda
+from .gan_common import bce_gan_loss, linear_decay_lambda
 
 M = TypeVar("M", bound="GANModel")
 
@@ -94,12 +52,27 @@ M = TypeVar("M", bound="GANModel")
 # --------------------------------------------------------------------------------------------
 # Configs
 # --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
 class GANConfig:
-    """Mixin of the models' frozen config dataclasses (it adds no fields, so each config keeps
-    its own field order, and with it the order of its checkpoint's ``config`` dict)."""
+    """Base of the models' frozen config dataclasses: the fields every GAN here shares (Adam's
+    betas, the N(0, gain) init, the seed of every generator), validated once.
 
-    image_height: int
-    image_width: int
+    Subclasses add their own fields after these (so a checkpoint's ``config`` dict lists these
+    four first) and call ``super().__post_init__()`` from their own ``__post_init__``. They
+    must define ``image_height`` and ``image_width``.
+    """
+
+    beta1: float = 0.5  # Adam (every paper here: DCGAN's 0.5, 0.999)
+    beta2: float = 0.999
+    init_gain: float = 0.02  # N(0, gain) conv / linear weights (DCGAN, CycleGAN, tflib)
+    seed: int = 0  # weights, pools, dropout: no global RNG is touched
+
+    def __post_init__(self) -> None:
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{type(self).__name__}.{name} must be in [0, 1), found "
+                                  f"{getattr(self, name)}. Fix: Adam's betas, e.g. 0.5 and 0.999.")
+        self.check_at_least(0, "init_gain", "seed")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -116,6 +89,26 @@ class GANConfig:
             if not value >= minimum:
                 raise ConfigError(f"{type(self).__name__}.{name} must be >= {minimum}, found "
                                   f"{value}.")
+
+
+class PoseMapsConfig:
+    """Mixin (no fields) of the pose-guided configs (PG2, Deformable GAN): the heatmap width rule.
+
+    The config declares ``heatmap_sigma: float | None`` (output pixels; ``None``: 6 * H / 128,
+    pose-gan's 6 at 128 rows) and calls :meth:`check_heatmap_sigma` in ``__post_init__``.
+    """
+
+    @property
+    def sigma(self) -> float:
+        """The Gaussian heatmaps' standard deviation in output pixels."""
+        sigma = self.heatmap_sigma  # type: ignore[attr-defined]
+        return sigma if sigma is not None else 6.0 * self.image_height / 128  # type: ignore[attr-defined]
+
+    def check_heatmap_sigma(self) -> None:
+        sigma = self.heatmap_sigma  # type: ignore[attr-defined]
+        if sigma is not None and not sigma > 0:
+            raise ConfigError(f"{type(self).__name__}.heatmap_sigma must be > 0 (output pixels) or None, "
+                              f"found {sigma}. Fix: e.g. 6 at 128 x 64, or None for 6 * H / 128.")
 
 
 def check_config_dict(saved: dict[str, Any], current: dict[str, Any], model: str) -> None:
@@ -245,6 +238,17 @@ class GANModel:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    def update_bce_discriminator(self, real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                                 name: str = "D") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """DCGAN's discriminator step: BCE on real (target 1) and fake (target 0) logits, halved,
+        then :meth:`update` of optimiser ``name``. Returns ``(real, fake, total)`` losses. The
+        caller computes the logits after ``set_requires_grad([D], True)`` and with the fakes
+        detached."""
+        d_real, d_fake = bce_gan_loss(real_logits, True), bce_gan_loss(fake_logits, False)
+        d_loss = 0.5 * (d_real + d_fake)
+        self.update(name, d_loss)
+        return d_real, d_fake, d_loss
 
     @staticmethod
     def as_floats(losses: dict[str, torch.Tensor]) -> dict[str, float]:

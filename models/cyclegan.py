@@ -176,15 +176,12 @@ class CycleGANConfig(GANConfig):
     lambda_cycle: float = 10.0  # lambda_A = lambda_B
     lambda_identity: float = 0.5  # times lambda_cycle; CamStyle keeps it on (colour fidelity)
     lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
     pool_size: int = 50
     n_epochs: int = 100  # epochs at the initial lr
     n_epochs_decay: int = 100  # epochs of linear decay to ~0
-    init_gain: float = 0.02
-    seed: int = 0  # weights, pools: no global RNG is touched
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.norm not in NORMS:
             raise unknown_name("norm", self.norm, NORMS)
         if self.padding not in PADDINGS:

@@ -81,7 +81,7 @@ from reidaug.pose.skeleton import (FACE, L_ANK, L_ELB, L_HIP, L_KNE, L_SHO, L_WR
                                    NUM_KEYPOINTS, R_ANK, R_ELB, R_HIP, R_KNE, R_SHO, R_WRI,
                                    TORSO)
 
-from .base import GANConfig, GANModel, net
+from .base import GANConfig, GANModel, PoseMapsConfig, net
 from .cyclegan import PatchDiscriminator
 from .gan_common import bce_gan_loss, check_images, init_weights, set_requires_grad
 
@@ -598,7 +598,7 @@ class PoseInputs(NamedTuple):
 
 
 @dataclass(frozen=True)
-class DeformableGANConfig(GANConfig):
+class DeformableGANConfig(GANConfig, PoseMapsConfig):
     """Hyper-parameters; defaults are the paper's / reference code's for Market (128 x 64).
 
     256 x 128: set the image size; ``n_down`` then defaults to 6 (7 levels, as the reference's
@@ -621,34 +621,24 @@ class DeformableGANConfig(GANConfig):
     lambda_gan: float = 1.0
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    init_gain: float = 0.02
-    seed: int = 0
 
     @property
     def down(self) -> int:
         return self.n_down if self.n_down is not None else int(math.log2(self.image_height)) - 2
 
-    @property
-    def sigma(self) -> float:
-        return (self.heatmap_sigma if self.heatmap_sigma is not None
-                else 6.0 * self.image_height / 128)
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.nn_features not in NN_FEATURES:
             raise unknown_name("nearest-neighbour feature", self.nn_features, NN_FEATURES)
         self.check_at_least(1, "ngf", "ndf", "n_layers_d", "nn_window")
         if self.nn_window % 2 == 0:
             raise ConfigError(f"DeformableGANConfig.nn_window must be odd, found "
                               f"{self.nn_window}. Fix: 3 or 5.")
-        self.check_at_least(0, "lambda_nn", "lambda_gan", "lr_g", "lr_d", "init_gain")
+        self.check_at_least(0, "lambda_nn", "lambda_gan", "lr_g", "lr_d")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"DeformableGANConfig.dropout must be in [0, 1), found "
                               f"{self.dropout}. Fix: 0.5 (the paper) or 0.")
-        if self.heatmap_sigma is not None and not self.heatmap_sigma > 0:
-            raise ConfigError(f"DeformableGANConfig.heatmap_sigma must be > 0 or None, found "
-                              f"{self.heatmap_sigma}.")
+        self.check_heatmap_sigma()
         h, w = self.size
         n = self.down
         if n < 1 or not 0 <= self.n_warped <= n + 1:
@@ -781,10 +771,8 @@ class DeformableGAN(GANModel):
         self.update("G", g_loss)
 
         set_requires_grad([self.D], True)
-        d_real = bce_gan_loss(self.D(self._d_input(cond, pose, target)), True)
-        d_fake = bce_gan_loss(self.D(self._d_input(cond, pose, fake.detach())), False)
-        d_loss = 0.5 * (d_real + d_fake)
-        self.update("D", d_loss)
+        d_real, d_fake, d_loss = self.update_bce_discriminator(
+            self.D(self._d_input(cond, pose, target)), self.D(self._d_input(cond, pose, fake.detach())))
         self.step += 1
         return self.as_floats({"G_adv": g_adv, "G_nn": g_nn, "G": g_loss, "D_real": d_real,
                                "D_fake": d_fake, "D": d_loss})

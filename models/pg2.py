@@ -60,7 +60,7 @@ from torch.nn import functional as F
 from reidaug.errors import ConfigError, DataError
 from reidaug.pose.skeleton import NUM_KEYPOINTS
 
-from .base import GANConfig, GANModel, net
+from .base import GANConfig, GANModel, PoseMapsConfig, net
 from .gan_common import (bce_gan_loss, check_halvings, check_images, describe, init_weights,
                          set_requires_grad)
 
@@ -289,7 +289,7 @@ class PairDiscriminator(nn.Module):
 # Config and model
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PG2Config(GANConfig):
+class PG2Config(GANConfig, PoseMapsConfig):
     """Hyper-parameters; defaults are the paper's / released code's for Market-1501 (128 x 64).
 
     For 256 x 128 crops set ``image_height=256, image_width=128`` (``n_blocks`` then defaults
@@ -309,10 +309,6 @@ class PG2Config(GANConfig):
     lr_g1: float = 2e-5
     lr_g2: float = 2e-5
     lr_d: float = 2e-5
-    beta1: float = 0.5
-    beta2: float = 0.999
-    init_gain: float = 0.02  # N(0, gain) for D (tflib's set_weights_stdev(0.02))
-    seed: int = 0
 
     @property
     def blocks_g1(self) -> int:
@@ -327,25 +323,15 @@ class PG2Config(GANConfig):
         return (self.n_layers_d if self.n_layers_d is not None
                 else max(1, int(math.log2(self.image_height / 8))))
 
-    @property
-    def sigma(self) -> float:
-        return (self.heatmap_sigma if self.heatmap_sigma is not None
-                else 6.0 * self.image_height / 128)
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.check_at_least(1, "ngf", "ndf", "z_dim")
         if self.image_height < 8 or self.image_width < 4:
             raise ConfigError(f"PG2Config image size must be at least 8 x 4, found "
                               f"{self.image_height} x {self.image_width}. Fix: 128 x 64 (CPU) "
                               "or 256 x 128.")
-        self.check_at_least(0, "lambda_l1", "lr_g1", "lr_g2", "lr_d", "init_gain")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"PG2Config.{name} must be in [0, 1), found "
-                                  f"{getattr(self, name)}.")
-        if self.heatmap_sigma is not None and not self.heatmap_sigma > 0:
-            raise ConfigError(f"PG2Config.heatmap_sigma must be > 0 (output pixels) or None, "
-                              f"found {self.heatmap_sigma}. Fix: e.g. 6 at 128 x 64.")
+        self.check_at_least(0, "lambda_l1", "lr_g1", "lr_g2", "lr_d")
+        self.check_heatmap_sigma()
         h, w = self.size
         for name, levels, halvings in (("n_blocks", self.blocks_g1, self.blocks_g1 - 1),
                                        ("n_blocks_g2", self.blocks_g2, self.blocks_g2 - 1),
@@ -479,10 +465,8 @@ class PG2(GANModel):
         self.update("G2", g_loss)
 
         set_requires_grad([self.D], True)
-        logits = self.D(torch.cat([real_pair, torch.cat([cond, g2.detach()], 1)], 0))
-        d_real, d_fake = bce_gan_loss(logits[:b], True), bce_gan_loss(logits[b:], False)
-        d_loss = 0.5 * (d_real + d_fake)
-        self.update("D", d_loss)
+        logits = self.D(torch.cat([real_pair, torch.cat([cond, g2.detach()], 1)], 0))  # (2B, 1)
+        d_real, d_fake, d_loss = self.update_bce_discriminator(logits[:b], logits[b:])
         self.step_g2 += 1
         return self.as_floats({"G2_adv": g_adv, "G2_l1": g_l1, "G2": g_loss, "D_real": d_real,
                                "D_fake": d_fake, "D": d_loss})

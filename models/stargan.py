@@ -144,14 +144,11 @@ class StarGANConfig(GANConfig):
     n_critic: int = 1  # D steps per G step; the paper uses 5 with wgan-gp
     lr_g: float = 1e-4
     lr_d: float = 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
     n_epochs: int = 100
     n_epochs_decay: int = 100
-    init_gain: float = 0.02
-    seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.gan_loss not in GAN_LOSSES:
             raise unknown_name("gan loss", self.gan_loss, GAN_LOSSES)
         if self.num_domains < 2:

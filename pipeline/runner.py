@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import importlib
 import logging
 import os
 import platform
@@ -20,7 +21,7 @@ import time
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import yaml
 
@@ -125,12 +126,22 @@ def library_versions() -> dict[str, str]:
 
 
 # -- executing chunks --------------------------------------------------------------------------
+def spec_reference(spec: StageSpec) -> StageSpec | str:
+    """What a worker needs to find ``spec``: ``"module:NAME"`` when the spec is a module-level
+    object of its stage module (nothing to pickle but a string), else the spec itself (a stage
+    defined in a test or a notebook travels as the object)."""
+    module = sys.modules.get(getattr(spec.run_chunk, "__module__", ""))
+    for attr, value in vars(module).items() if module is not None else ():
+        if value is spec:
+            return f"{module.__name__}:{attr}"
+    return spec
+
+
 def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple[int, float]:
     """Run one chunk (on any dask worker). Idempotent: an existing chunk file is not redone."""
     if isinstance(spec, str):
-        from reidaug.stages import get_stage
-
-        spec = get_stage(spec)
+        module, attr = spec.split(":")
+        spec = getattr(importlib.import_module(module), attr)
     if ctx.chunk_path(index).exists():
         return index, 0.0
     t0 = time.perf_counter()
@@ -198,11 +209,7 @@ class Executor:
     def run(self, spec: StageSpec, ctx: StageContext, todo: list[int], on_done: Callable[[int, float], None]) -> None:
         import dask
 
-        from reidaug.stages import STAGES
-
-        # Workers look a registered stage up by name (nothing to pickle but a string); a stage
-        # that is not in the registry (tests, notebooks) travels as the object itself.
-        target: StageSpec | str = spec.name if STAGES.get(spec.name) is spec else spec
+        target = spec_reference(spec)
         prefix = f"{ctx.stage}-{ctx.key[:12]}"
         if self.kind in ("distributed", "address"):
             client = self._get_client()
@@ -310,14 +317,11 @@ def run_pipeline(
     workspace: Path,
     targets: list[str] | None = None,
     options: RunOptions | None = None,
-    registry: Mapping[str, StageSpec] | None = None,
     run_dir: Path | None = None,
 ) -> RunReport:
     options = options or RunOptions()
     workspace = Path(workspace).resolve()  # workers on other machines/folders need absolute paths
     cache = Cache(workspace)
-    if registry is None:
-        from reidaug.stages import STAGES as registry  # noqa: N811
     names = graph.closure(targets or list(graph.nodes))
     executor = Executor(options.scheduler, options.workers)
     # one bar per running stage, drawn on stderr, only for an interactive terminal
@@ -326,7 +330,7 @@ def run_pipeline(
     try:
         for n_done, name in enumerate(names, start=1):
             try:
-                results.append(_run_stage(graph, cache, name, options, executor, progress, registry))
+                results.append(_run_stage(graph, cache, name, options, executor, progress))
             finally:
                 release_memo(graph.keys[name])  # the models and tables its chunks loaded (ctx.memo)
             log.info("Completed %d out of %d stages", n_done, len(names))
@@ -336,7 +340,7 @@ def run_pipeline(
 
 
 def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, executor: Executor,
-               progress: bool, registry: Mapping[str, StageSpec]) -> StageResult:
+               progress: bool) -> StageResult:
     node = graph.nodes[name]
     spec = node.spec
     key = graph.keys[name]

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from reidaug.errors import DataError
-from reidaug.gen.common import autocast, image_grid, images_to_device, to_device
+from reidaug.data.images import image_grid
+from reidaug.gen.common import autocast, images_to_device, to_device
 from reidaug.gen.loop import generator_weights, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 

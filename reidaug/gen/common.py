@@ -1,4 +1,4 @@
-"""Shared machinery of the generator stages: devices, checksums, grids, overlap.
+"""Shared machinery of the generator stages: devices, overlap.
 
 Everything here is model-agnostic, so CamStyle and the pose-guided generators train and
 generate the same way:
@@ -7,30 +7,22 @@ generate the same way:
   clear error.
 - :func:`to_device` / :func:`images_to_device` / :func:`autocast` — networks and image batches
   on the device (channels_last, pinned memory and bf16 on CUDA).
-- :func:`state_checksum` — a digest of a state_dict's tensors (names, dtypes, shapes, bytes):
-  the "generator checksum" recorded with every fake. Unlike hashing a ``torch.save`` file, it
-  does not depend on the pickle or zip layout.
-- :func:`image_grid` — rows of equally sized RGB images, with labels, as one PNG.
 - :func:`overlapped` — run ``prepare`` (decode, resize), ``compute`` (the model) and ``finish``
   (encode, write) over batches on three threads with bounded queues, so the model never waits
   for I/O. Torch, OpenCV and h5py release the GIL in their heavy parts.
 
-Checkpoints and loss logs are the ground floor's (:mod:`reidaug.io.checkpoint`,
+Checkpoints, the generator checksum and loss logs are the ground floor's (:mod:`reidaug.io.checkpoint`,
 :mod:`reidaug.io.jsonl`); the training loop is :mod:`reidaug.gen.loop`.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import queue
 import threading
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from reidaug.errors import ConfigError
-from reidaug.io.atomic import write_bytes
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -91,64 +83,6 @@ def images_to_device(images: np.ndarray, device: "torch.device") -> "torch.Tenso
 # --------------------------------------------------------------------------------------------
 # Checksums
 # --------------------------------------------------------------------------------------------
-def state_checksum(state_dict: dict[str, Any]) -> str:
-    """sha256 over the sorted tensor names, dtypes, shapes and bytes of a (nested) state_dict."""
-    import torch
-
-    h = hashlib.sha256()
-
-    def visit(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k in sorted(value):
-                visit(f"{prefix}.{k}" if prefix else str(k), value[k])
-        elif isinstance(value, torch.Tensor):
-            # reshape(-1), not contiguous(): a channels_last (C, K, 1, 1) weight counts as contiguous
-            # with a last stride of K, and a byte view needs stride 1 (it failed on CUDA, where
-            # channels_last is on); reshape copies any other layout into logical order
-            t = value.detach().cpu().reshape(-1)
-            h.update(f"{prefix}|{value.dtype}|{tuple(value.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        else:
-            h.update(f"{prefix}|{value!r}|".encode())
-
-    visit("", state_dict)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Pictures
-# --------------------------------------------------------------------------------------------
-def image_grid(rows: Sequence[Sequence[np.ndarray]], out_png: Path, *, row_labels: Sequence[str] | None = None,
-               col_labels: Sequence[str] | None = None, cell_hw: tuple[int, int] = (128, 64)) -> Path:
-    """Write rows of RGB uint8 images (any sizes; resized to ``cell_hw``) as one labelled PNG."""
-    import cv2
-    from PIL import Image, ImageDraw
-
-    ch, cw = cell_hw
-    pad, label_w, label_h = 4, (110 if row_labels else 0), (16 if col_labels else 0)
-    ncols = max((len(r) for r in rows), default=0)
-    width = label_w + ncols * (cw + pad) + pad
-    height = label_h + len(rows) * (ch + pad) + pad
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for j, text in enumerate(col_labels or []):
-        draw.text((label_w + pad + j * (cw + pad), 2), str(text)[:14], fill=(0, 0, 0))
-    for i, row in enumerate(rows):
-        y = label_h + pad + i * (ch + pad)
-        if row_labels:
-            draw.text((2, y + ch // 2 - 6), str(row_labels[i])[:18], fill=(0, 0, 0))
-        for j, img in enumerate(row):
-            if img is None:
-                continue
-            cell = cv2.resize(np.ascontiguousarray(img), (cw, ch), interpolation=cv2.INTER_AREA)
-            canvas.paste(Image.fromarray(cell), (label_w + pad + j * (cw + pad), y))
-    out_png = Path(out_png)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    write_bytes(out_png, buf.getvalue())
-    return out_png
-
-
 # --------------------------------------------------------------------------------------------
 # Overlapped batch processing
 # --------------------------------------------------------------------------------------------

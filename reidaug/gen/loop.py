@@ -39,7 +39,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from reidaug.gen.common import state_checksum, to_device
+from reidaug.gen.common import to_device
+from reidaug.io.checkpoint import state_checksum
 from reidaug.io.checkpoint import load_torch, save_torch
 from reidaug.io.jsonl import JsonlLog
 

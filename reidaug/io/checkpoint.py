@@ -1,10 +1,13 @@
-"""Checkpoints: atomic ``torch.save`` and a ``torch.load`` that fails with a clear error.
+"""Checkpoints: atomic ``torch.save``, a ``torch.load`` that fails with a clear error, and
+:func:`state_checksum`, the digest of a state_dict's tensors (the "generator checksum" every fake
+carries; unlike hashing a ``torch.save`` file, it does not depend on the pickle or zip layout).
 
 torch is imported inside the functions, so importing this module stays cheap (planning a cached
 pipeline imports every stage module, and they import this).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -39,3 +42,27 @@ def load_torch(path: str | os.PathLike[str], where: str, *, weights_only: bool =
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing here
         raise DataError(f"{where}: checkpoint {path} cannot be read ({type(e).__name__}: {e}). It was not "
                         "written by this version or is damaged; delete it to start that model afresh.") from e
+
+
+def state_checksum(state_dict: dict[str, Any]) -> str:
+    """sha256 over the sorted tensor names, dtypes, shapes and bytes of a (nested) state_dict."""
+    import torch
+
+    h = hashlib.sha256()
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k in sorted(value):
+                visit(f"{prefix}.{k}" if prefix else str(k), value[k])
+        elif isinstance(value, torch.Tensor):
+            # reshape(-1), not contiguous(): a channels_last (C, K, 1, 1) weight counts as contiguous
+            # with a last stride of K, and a byte view needs stride 1 (it failed on CUDA, where
+            # channels_last is on); reshape copies any other layout into logical order
+            t = value.detach().cpu().reshape(-1)
+            h.update(f"{prefix}|{value.dtype}|{tuple(value.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(f"{prefix}|{value!r}|".encode())
+
+    visit("", state_dict)
+    return h.hexdigest()

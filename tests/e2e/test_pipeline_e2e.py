@@ -70,10 +70,10 @@ def test_cache_hit_runs_no_stage_function(tmp_path):
     loaded = load_pipeline(write_pipeline(tmp_path))
     graph = build_graph(loaded, registry)
     ws = tmp_path / "ws"
-    first = run_pipeline(graph, ws, options=RunOptions(workers=2), registry=registry)
+    first = run_pipeline(graph, ws, options=RunOptions(workers=2))
     assert calls["chunk"] == 20 and first.ran("selftest-source") == list(range(20))
     calls.update(plan=0, chunk=0)
-    second = run_pipeline(graph, ws, options=RunOptions(workers=2), registry=registry)
+    second = run_pipeline(graph, ws, options=RunOptions(workers=2))
     assert calls == {"plan": 0, "chunk": 0, "finalize": 0}
     assert [r.action for r in second.results] == ["skip", "skip", "skip"]
 

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from reidaug.gen.common import overlapped, state_checksum
+from reidaug.gen.common import overlapped
+from reidaug.io.checkpoint import state_checksum
 
 
 def test_overlapped_keeps_order_and_overlaps_the_three_steps():
@@ -66,7 +67,7 @@ def test_state_checksum_of_a_channels_last_model_equals_the_contiguous_one():
     is a function of the values, not of the memory layout."""
     import torch
 
-    from reidaug.gen.common import state_checksum
+    from reidaug.io.checkpoint import state_checksum
 
     net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.Conv2d(16, 4, 3))
     before = state_checksum(net.state_dict())
