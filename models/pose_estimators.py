@@ -375,21 +375,14 @@ class MMPoseEstimator:
             raise _missing_package("mmpose", "mmpose==1.3.2 (with mmcv-lite, mmdet, mmengine)",
                                    err) from err
         config_path = resolve_mmpose_config(config)
-        if checkpoint is None and not random_init:
-            url = mmpose_checkpoint_url(config_path)
-            raise DependencyError(
-                f'pose backend "mmpose": no checkpoint given for config {config_path.name}. '
-                f"Fix: download its weights ({url or 'see ' + MMPOSE_ZOO_PAGE}) on a machine "
-                "with internet access and pass the local path as checkpoint; random_init=True "
-                "(random weights) is for plumbing tests only."
-            )
-        if checkpoint is not None and not Path(checkpoint).is_file():
-            url = mmpose_checkpoint_url(config_path)
-            raise DependencyError(
-                f'pose backend "mmpose": checkpoint {checkpoint} does not exist. Fix: download '
-                f"the weights for {config_path.name} ({url or 'see ' + MMPOSE_ZOO_PAGE}) and "
-                "pass that local path."
-            )
+        if (checkpoint is None and not random_init) or (checkpoint is not None and not Path(checkpoint).is_file()):
+            url = mmpose_checkpoint_url(config_path) or "see " + MMPOSE_ZOO_PAGE
+            missing = (f"no checkpoint given for config {config_path.name}. Fix: download its weights ({url}) on a "
+                       "machine with internet access and pass the local path as checkpoint; random_init=True "
+                       "(random weights) is for plumbing tests only." if checkpoint is None else
+                       f"checkpoint {checkpoint} does not exist. Fix: download the weights for "
+                       f"{config_path.name} ({url}) and pass that local path.")
+            raise DependencyError(f'pose backend "mmpose": {missing}')
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f'pose backend "mmpose": device={device!r} but CUDA is not '
                               "available here. Fix: device=cpu.")

@@ -106,21 +106,11 @@ class Fake(NamedTuple):
 
 def _generator(ctx: StageContext, device):
     """The generator of the models input, loaded once per thread (ctx.memo): chunks reuse it."""
-    from reidaug.errors import DataError
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
     p: GeneratePoseGuidedParams = ctx.params
-    folder = ctx.input("models").path
-
-    def load():
-        files = sorted(folder.glob("*.pt"))
-        if len(files) != 1:
-            raise DataError(f"expected one generator file (*.pt) in {folder}, found "
-                            f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output "
-                            "(models: train-posegan.models).")
-        return PoseGuidedGenerator(files[0], device, amp=p.amp, where="input models")
-
-    return ctx.memo(f"generator|{device}|{p.amp}", load)
+    return ctx.memo(f"generator|{device}|{p.amp}",
+                    lambda: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=p.amp))
 
 
 def _pose_table(ctx: StageContext) -> PoseTable:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import FileParam, Params, StageSpec
+from reidaug.pipeline.stage import BatchedGPUParams, FileParam, StageSpec
 
 METRICS = "metrics.json"
 TABLE = "metrics.md"
@@ -39,7 +39,9 @@ PAIRS = "pairs.json"
 PICTURE = "pairs.png"
 
 
-class ScorePoseGANParams(Params):
+class ScorePoseGANParams(BatchedGPUParams):
+    """What to score; device, amp and batch_size come from :class:`BatchedGPUParams`."""
+
     judge: FileParam | None = Field(None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx); none: SSIM only")
     splits: list[Literal["query", "gallery"]] = Field(["query", "gallery"], min_length=1,
         description="held-out splits whose identities give the pairs (never train: the generator's own identities)")
@@ -50,27 +52,19 @@ class ScorePoseGANParams(Params):
     grid_pairs: int = Field(16, ge=0, le=256, description="pairs drawn in pairs.png")
     seed: int = Field(0, ge=0)
     fd_eps: float = Field(0.0, ge=0.0, description="ridge added to covariances in FReID (N < D needs it)")
-    batch_size: int | None = Field(None, ge=1, le=4096, description="default: 8 on the CPU, 64 on CUDA")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on the CPU)")
 
 
-def _model_file(ctx: StageContext):
-    from reidaug.errors import DataError
+def _generator(ctx: StageContext):
+    from reidaug.gen.common import pick_device
+    from reidaug.gen.poseguided import PoseGuidedGenerator
 
-    folder = ctx.input("models").path
-    files = sorted(folder.glob("*.pt"))
-    if len(files) != 1:
-        raise DataError(f"expected one generator file (*.pt) in {folder}, found "
-                        f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output.")
-    return files[0]
+    device = pick_device(ctx.params.device, "params.device")
+    return PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=ctx.params.amp,
+                                           where="the models input")
 
 
 def plan(ctx: StageContext) -> int:
-    from reidaug.gen.common import pick_device
-
-    pick_device(ctx.params.device, "params.device")
-    _model_file(ctx)
+    _generator(ctx)  # no CUDA, or a missing or foreign generator file: say so before any work
     return 1
 
 
@@ -82,23 +76,15 @@ def held_out_pairs(ctx: StageContext, size_hw: tuple[int, int], threshold: float
     from reidaug.gen.poseguided import PoseImages, collect_pose_images, make_pairs
 
     p: ScorePoseGANParams = ctx.params
-    parts = []
-    for split in p.splits:
-        parts.append(collect_pose_images(ctx.input("dataset").iter_chunks(), ctx.input("keypoints").iter_chunks(),
-                                         size_hw, threshold, split=split, where=f"the {split} split"))
-    data = PoseImages(
-        images=np.concatenate([d.images for d in parts]), keypoints=np.concatenate([d.keypoints for d in parts]),
-        confident=np.concatenate([d.confident for d in parts]), paths=[x for d in parts for x in d.paths],
-        pids=np.concatenate([d.pids for d in parts]), camids=np.concatenate([d.camids for d in parts]),
-        records=np.concatenate([d.records for d in parts]))
+    data = PoseImages.concat([
+        collect_pose_images(ctx.input("dataset").iter_chunks(), ctx.input("keypoints").iter_chunks(),
+                            size_hw, threshold, split=split, where=f"the {split} split") for split in p.splits])
     # Market-1501's identity 0 is its distractors, not one person; MSMT17 and folder datasets
     # number real identities from 0
     fmt = (ctx.input("dataset").meta.get("params") or {}).get("format")
     keep = np.flatnonzero(data.pids != 0) if fmt == "market1501" else np.arange(len(data))
     distractors = len(data) - len(keep)
-    data = PoseImages(images=data.images[keep], keypoints=data.keypoints[keep], confident=data.confident[keep],
-                      paths=[data.paths[i] for i in keep], pids=data.pids[keep], camids=data.camids[keep],
-                      records=data.records[keep])
+    data = data.take(keep)
     if len(data) == 0:
         raise DataError(f"the splits {p.splits} of {ctx.input('dataset').path} hold no image of a "
                         "test identity. Fix: params.splits must name held-out splits (query, gallery).")
@@ -117,17 +103,15 @@ def score(ctx: StageContext) -> dict[str, Any]:
 
     from reidaug.eval.posegan import pose_transfer_report, score_pose_transfer
     from reidaug.data.images import image_grid
-    from reidaug.gen.common import pick_device
-    from reidaug.gen.poseguided import PoseGuidedGenerator, pairs_document, pose_picture
+    from reidaug.gen.poseguided import pairs_document, pose_picture
     from reidaug.io.atomic import write_json
 
     p: ScorePoseGANParams = ctx.params
-    device = pick_device(p.device, "params.device")
-    gen = PoseGuidedGenerator(_model_file(ctx), device, amp=p.amp, where="the models input")
+    gen = _generator(ctx)
     threshold = gen.score_threshold if p.score_threshold is None else p.score_threshold
     data, plan_ = held_out_pairs(ctx, gen.size, threshold)
     a, b = plan_.pairs[:, 0], plan_.pairs[:, 1]
-    bs = p.batch_size or (64 if device.type == "cuda" else 8)
+    bs = p.batch_size_on(gen.device)
     fakes = np.zeros((len(a),) + data.images.shape[1:], np.uint8)
     g1 = np.zeros_like(fakes) if gen.model_name == "pg2" else None
     for s in range(0, len(a), bs):

@@ -63,19 +63,15 @@ class TrainCamStyleParams(GPUTrainParams):
                     f"each side must be at least 3 * 2^{layers} = {need}. Fix: a larger image, or fewer d_layers "
                     f"(d_layers: {max(1, (min(self.image_height, self.image_width) // 3).bit_length() - 1)} fits)")
         elif self.d_layers is not None and (self.image_height % 2 ** self.d_layers or self.image_width % 2 ** self.d_layers):
+            from reidaug.gen.camstyle import stargan_d_layers
+
             raise ValueError(f"StarGAN's discriminator halves the image d_layers={self.d_layers} times, so "
                              f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. Fix: leave "
                              f"d_layers unset (the deepest that fits: "
-                             f"{_stargan_fit(self.image_height, self.image_width)})")
+                             f"{stargan_d_layers(self.image_height, self.image_width)})")
         if self.cameras is not None and len(set(self.cameras)) < 2:
             raise ValueError(f"cameras must list at least two cameras to translate between; found {self.cameras}")
         return self
-
-
-def _stargan_fit(height: int, width: int) -> int:
-    from reidaug.gen.camstyle import stargan_d_layers
-
-    return stargan_d_layers(height, width)
 
 
 def _jobs(ctx: StageContext):

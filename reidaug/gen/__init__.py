@@ -3,8 +3,8 @@
 - :mod:`reidaug.gen.loop` — the one resumable training loop (checkpoint/resume, step-seeded
   batches, averaged loss log, sample grids, phases) every generator trains with; start here to
   add a generator.
-- :mod:`reidaug.gen.common` — device choice, a deterministic weight checksum, sample-grid
-  drawing, and the overlapped decode → model → encode pipeline that batched generation runs on.
+- :mod:`reidaug.gen.common` — device choice, autocast, tensors on the device, and the overlapped
+  decode → model → encode pipeline that batched generation runs on.
 - :mod:`reidaug.gen.camstyle` — CamStyle: the train images per camera, one CycleGAN (per camera
   pair) or one StarGAN (all cameras) on the loop, and batched translation.
 - :mod:`reidaug.gen.poseguided` — PG2 / Deformable GAN: same-identity training pairs, training on

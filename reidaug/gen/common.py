@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 
@@ -80,9 +80,6 @@ def images_to_device(images: np.ndarray, device: "torch.device") -> "torch.Tenso
     return t
 
 
-# --------------------------------------------------------------------------------------------
-# Checksums
-# --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
 # Overlapped batch processing
 # --------------------------------------------------------------------------------------------
@@ -184,8 +181,3 @@ def overlapped(items: Iterable[T], prepare: Callable[[T], U], compute: Callable[
     if errors:
         raise errors[0]
     return timings
-
-
-def batched(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(seq), size):
-        yield seq[start:start + size]

@@ -87,6 +87,18 @@ class PoseImages:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def take(self, index: np.ndarray) -> "PoseImages":
+        """The rows ``index`` (int array), in that order."""
+        return PoseImages(**{f.name: [getattr(self, f.name)[i] for i in index] if f.name == "paths"
+                             else getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+    @staticmethod
+    def concat(parts: Sequence["PoseImages"]) -> "PoseImages":
+        """The rows of ``parts``, one after the other."""
+        return PoseImages(**{f.name: [x for d in parts for x in d.paths] if f.name == "paths"
+                             else np.concatenate([getattr(d, f.name) for d in parts])
+                             for f in dataclasses.fields(PoseImages)})
+
 
 def collect_pose_images(dataset_chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]],
                         keypoint_chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]],
@@ -387,6 +399,17 @@ class PoseGuidedGenerator:
     (``amp``) and channels_last. Keypoints at or below the training score threshold count as
     missing, as they did in training.
     """
+
+    @classmethod
+    def from_folder(cls, folder: Path, device: "torch.device", amp: bool = True,  # noqa: F821
+                    where: str = "input models") -> "PoseGuidedGenerator":
+        """The generator of a ``train-posegan`` models folder, which holds exactly one ``*.pt``."""
+        files = sorted(Path(folder).glob("*.pt"))
+        if len(files) != 1:
+            raise DataError(f"expected one generator file (*.pt) in {folder}, found "
+                            f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output "
+                            "(models: train-posegan.models).")
+        return cls(files[0], device, amp=amp, where=where)
 
     def __init__(self, model_file: Path, device: "torch.device", amp: bool = True,  # noqa: F821
                  where: str = "generate-poseguided") -> None:
