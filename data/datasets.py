@@ -81,7 +81,7 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
@@ -204,9 +204,6 @@ class _Collector:
         self.skipped: list[Quarantined] = []
         self.counts: Counter[str] = Counter()
 
-    def add(self, record: Record) -> None:
-        self.records.append(record)
-
     def quarantine(self, path: str, reason: str, detail: str) -> None:
         self.quarantined.append(Quarantined(path, reason, detail))
 
@@ -236,17 +233,10 @@ class _Collector:
 def _base_counts(
     records: list[Record], quarantined: list[Quarantined], skipped: list[Quarantined]
 ) -> dict[str, int]:
-    counts: dict[str, int] = {
-        "records": len(records),
-        "quarantined": len(quarantined),
-        "skipped": len(skipped),
-    }
-    for split in SPLITS:
-        counts[split] = sum(1 for r in records if r.split == split)
-    for q in quarantined:
-        counts[f"quarantined.{q.reason}"] = counts.get(f"quarantined.{q.reason}", 0) + 1
-    for s in skipped:
-        counts[f"skipped.{s.reason}"] = counts.get(f"skipped.{s.reason}", 0) + 1
+    counts = {"records": len(records), "quarantined": len(quarantined), "skipped": len(skipped)}
+    counts.update({split: sum(r.split == split for r in records) for split in SPLITS})
+    counts.update(Counter(f"quarantined.{q.reason}" for q in quarantined))
+    counts.update(Counter(f"skipped.{s.reason}" for s in skipped))
     return counts
 
 
@@ -322,44 +312,18 @@ def _check_splits(fmt: str, splits: Iterable[str]) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- Market-style
 
 
-_NameParse = Callable[[str], "tuple[int, int, int | None, tuple[tuple[str, str], ...]] | None"]
-
-_MARKET_RE = re.compile(
-    r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d+)_(?P<box>\d+)$"
-)
+# Each name regex has groups pid, cam and frame; any other group goes to Record.extra, in order.
+_MARKET_RE = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)s(?P<sequence>\d+)_(?P<frame>\d+)_(?P<box>\d+)$")
 _DUKE_RE = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)_f(?P<frame>\d+)$")
-_CUHK03_RE = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)_(?P<index>\d+)$")
+_CUHK03_RE = re.compile(r"^(?P<pid>-1|\d+)_c(?P<cam>\d+)_(?P<frame>\d+)$")
 
 _MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
-def _market_name(stem: str) -> tuple[int, int, int | None, tuple[tuple[str, str], ...]] | None:
-    m = _MARKET_RE.match(stem)
-    if m is None:
-        return None
-    extra = (("sequence", m["seq"]), ("box", m["box"]))
-    return int(m["pid"]), int(m["cam"]), int(m["frame"]), extra
-
-
-def _duke_name(stem: str) -> tuple[int, int, int | None, tuple[tuple[str, str], ...]] | None:
-    m = _DUKE_RE.match(stem)
-    return None if m is None else (int(m["pid"]), int(m["cam"]), int(m["frame"]), ())
-
-
-def _cuhk03_name(stem: str) -> tuple[int, int, int | None, tuple[tuple[str, str], ...]] | None:
-    m = _CUHK03_RE.match(stem)
-    return None if m is None else (int(m["pid"]), int(m["cam"]), int(m["index"]), ())
-
-
-def _parse_split_folders(
-    root: Path,
-    fmt: str,
-    splits: tuple[str, ...],
-    parse_name: _NameParse,
-    pattern: str,
-    num_cameras: int,
-    count_distractors: bool,
-) -> ParseResult:
+def _parse_split_folders(root: Path, fmt: str, splits: Iterable[str], name_re: re.Pattern[str], pattern: str,
+                         num_cameras: int, count_distractors: bool = False) -> ParseResult:
+    """The Market-1501 layout: ``bounding_box_train/``, ``query/``, ``bounding_box_test/`` in ``root``."""
+    splits = _check_splits(fmt, splits)
     out = _Collector(fmt)
     for split in splits:
         folder = root / _MARKET_FOLDERS[split]
@@ -374,13 +338,14 @@ def _parse_split_folders(
             if not _triage(path, root, out):
                 continue
             rel = _rel(path, root)
-            parsed = parse_name(path.stem)
-            if parsed is None:
+            m = name_re.match(path.stem)
+            if m is None:
                 out.quarantine(
                     rel, "unparseable-name", f"name {path.name!r} does not match {pattern}"
                 )
                 continue
-            pid, cam, frame, extra = parsed
+            pid, cam, frame = int(m["pid"]), int(m["cam"]), int(m["frame"])
+            extra = tuple((k, v) for k, v in m.groupdict().items() if k not in ("pid", "cam", "frame"))
             if pid == -1:
                 out.quarantine(rel, "junk-id", "identity -1 is a junk box; dropped")
                 continue
@@ -391,34 +356,26 @@ def _parse_split_folders(
                 continue
             if pid == 0 and count_distractors:
                 out.counts["distractors_kept"] += 1
-            out.add(Record(rel, pid, cam - 1, split, cam, frame, extra))
+            out.records.append(Record(rel, pid, cam - 1, split, cam, frame, extra))
     return out.result()
 
 
 def parse_market1501(root: Path, options: MarketOptions | None = None) -> ParseResult:
     """Market-1501 (Zheng et al., ICCV 2015): ``PPPP_cCsS_FFFFFF_BB.jpg``, 6 cameras."""
-    return _parse_bounding_box_folders(
-        root, "market1501", (options or MarketOptions()).splits, "Market-1501-v15.09.15", _market_name,
+    root = _enter(_require_root(root, "market1501"), "bounding_box_train", ["Market-1501-v15.09.15"])
+    return _parse_split_folders(
+        root, "market1501", (options or MarketOptions()).splits, _MARKET_RE,
         "PPPP_cCsS_FFFFFF_BB (e.g. 0002_c1s1_000451_03.jpg)", num_cameras=6, count_distractors=True,
     )
 
 
 def parse_dukemtmc_reid(root: Path, options: DukeOptions | None = None) -> ParseResult:
     """DukeMTMC-reID (Zheng et al., ICCV 2017): ``PPPP_cC_fFFFFFFF.jpg``, 8 cameras."""
-    return _parse_bounding_box_folders(
-        root, "dukemtmc-reid", (options or DukeOptions()).splits, "DukeMTMC-reID", _duke_name,
-        "PPPP_cC_fFFFFFFF (e.g. 0005_c2_f0046985.jpg)", num_cameras=8, count_distractors=False,
+    root = _enter(_require_root(root, "dukemtmc-reid"), "bounding_box_train", ["DukeMTMC-reID"])
+    return _parse_split_folders(
+        root, "dukemtmc-reid", (options or DukeOptions()).splits, _DUKE_RE,
+        "PPPP_cC_fFFFFFFF (e.g. 0005_c2_f0046985.jpg)", num_cameras=8,
     )
-
-
-def _parse_bounding_box_folders(root: Path, name: str, splits: Iterable[str], wrapper: str,
-                                parse_name: _NameParse, pattern: str, *, num_cameras: int,
-                                count_distractors: bool) -> ParseResult:
-    """The Market-1501 layout (``bounding_box_train/``, ``query/``, ``bounding_box_test/``),
-    found in ``root`` or in its ``wrapper`` folder (as the archive unpacks)."""
-    root = _enter(_require_root(root, name), "bounding_box_train", [wrapper])
-    return _parse_split_folders(root, name, _check_splits(name, splits), parse_name, pattern,
-                                num_cameras=num_cameras, count_distractors=count_distractors)
 
 
 def parse_cuhk03_np(root: Path, options: CUHK03NPOptions | None = None) -> ParseResult:
@@ -436,33 +393,13 @@ def parse_cuhk03_np(root: Path, options: CUHK03NPOptions | None = None) -> Parse
             "detected/ (the CUHK03-NP release). Point root at that folder"
         )
     result = _parse_split_folders(
-        variant_root,
-        "cuhk03-np",
-        _check_splits("cuhk03-np", options.splits),
-        _cuhk03_name,
-        "PPPP_cC_N (e.g. 0001_c1_1.png)",
-        num_cameras=2,
-        count_distractors=False,
-    )
-    prefix = f"{options.variant}/"  # paths relative to the dataset root, not the variant
-    return ParseResult(
-        [_reroot(r, prefix) for r in result.records],
-        [Quarantined(prefix + q.path, q.reason, q.detail) for q in result.quarantined],
-        result.counts,
-        [Quarantined(prefix + s.path, s.reason, s.detail) for s in result.skipped],
+        variant_root, "cuhk03-np", options.splits, _CUHK03_RE, "PPPP_cC_N (e.g. 0001_c1_1.png)", num_cameras=2
     )
 
+    def reroot(items: list[Any]) -> list[Any]:  # paths relative to the dataset root, not the variant
+        return [replace(item, path=f"{options.variant}/{item.path}") for item in items]
 
-def _reroot(record: Record, prefix: str) -> Record:
-    return Record(
-        prefix + record.path,
-        record.pid,
-        record.camid,
-        record.split,
-        record.orig_camid,
-        record.frame,
-        record.extra,
-    )
+    return ParseResult(reroot(result.records), reroot(result.quarantined), result.counts, reroot(result.skipped))
 
 
 # ----------------------------------------------------------------------------- MSMT17
@@ -535,7 +472,7 @@ def parse_msmt17(root: Path, options: MSMT17Options | None = None) -> ParseResul
             rest = _MSMT_REST_RE.match(m["rest"])
             frame = int(rest["frame"]) if rest else None
             extra = (("daytime", rest["daytime"]),) if rest else ()
-            out.add(Record(path, pid, cam - 1, split, cam, frame, extra))
+            out.records.append(Record(path, pid, cam - 1, split, cam, frame, extra))
     for folder in (train_dir, test_dir):
         for path in _walk(root / folder):
             rel = _rel(path, root)
@@ -615,7 +552,7 @@ def parse_cuhk01(root: Path, options: CUHK01Options | None = None) -> ParseResul
         else:
             split = "query" if camid == options.query_camera else "gallery"
         extra = (("split_seed", str(options.split_seed)),)
-        out.add(Record(rel, pid, camid, split, cam, index, extra))
+        out.records.append(Record(rel, pid, camid, split, cam, index, extra))
     out.counts.update(
         split_seed=options.split_seed,
         train_ids=len(train_ids),
@@ -699,7 +636,7 @@ def parse_folder(root: Path, options: FolderOptions | None = None) -> ParseResul
                     f"camera {cam} is below camera_base={options.camera_base}",
                 )
                 continue
-            out.add(Record(rel, pid, cam - options.camera_base, "train", cam, None, extra))
+            out.records.append(Record(rel, pid, cam - options.camera_base, "train", cam, None, extra))
     if camera_re is None and out.records:
         logger.warning(
             "folder: no camera_regex or manifest given, so all %d images are camera 0; "
@@ -780,7 +717,7 @@ def _parse_manifest(root: Path, options: FolderOptions) -> ParseResult:
                     f"camera_base={options.camera_base}",
                 )
                 continue
-            out.add(Record(rel, pid, cam - options.camera_base, split, cam))
+            out.records.append(Record(rel, pid, cam - options.camera_base, split, cam))
     for path in _walk(root):
         rel = _rel(path, root)
         if path == manifest or rel in listed:

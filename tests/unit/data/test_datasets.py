@@ -139,7 +139,7 @@ def test_cuhk01_split_is_deterministic_and_seeded(cuhk01_dir):
 def test_cuhk01_every_real_image_decodes(cuhk01_dir):
     # All 3,884 crops decode in about 2 s on 2 cores, so the full set runs by default.
     shapes, modes = set(), set()
-    for record, outcome in decode_records(cuhk01_dir, parse_cuhk01(cuhk01_dir).records):
+    for _record, outcome in decode_records(cuhk01_dir, parse_cuhk01(cuhk01_dir).records):
         assert isinstance(outcome, DecodedImage), outcome
         shapes.add(outcome.rgb.shape)
         modes.add(outcome.original_mode)
