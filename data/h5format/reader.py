@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import h5py
 import numpy as np
 
 from reidaug import __version__
 from reidaug.data.h5format.schema import (
+    COMMON_FIELDS,
     FORMAT_NAME,
     FORMAT_VERSION,
     REQUIRED_DATASETS,
@@ -19,8 +21,6 @@ from reidaug.data.h5format.schema import (
     TRAIN_SPLIT,
     attr_str,
     enum_names,
-    require_cv2,
-    require_h5py,
 )
 from reidaug.data.h5format.targets import densify_targets, normalize_dense
 from reidaug.errors import DataError, unknown_name
@@ -129,16 +129,8 @@ class H5File:
             scheme = g["label_scheme"] if "label_scheme" in g else None
             self._meta[split] = SplitMeta(
                 split=split,
-                pid=g["pid"][:],
-                label=g["label"][:],
-                camid=g["camid"][:],
-                source=g["source"][:],
+                **{name: g[name][:] for name in (*COMMON_FIELDS, "source")},
                 source_names=enum_names(g["source"]),
-                origin=g["origin"][:],
-                gen_target_camid=g["gen_target_camid"][:],
-                gen_pose_id=g["gen_pose_id"][:],
-                gen_checksum=g["gen_checksum"][:],
-                native_hw=g["native_hw"][:],
                 path=list(g["path"].asstr()[:]),
                 label_scheme=scheme[:] if scheme is not None else None,
                 label_scheme_names=enum_names(scheme) if scheme is not None else {},
@@ -161,7 +153,8 @@ class H5File:
             ) from exc
         if not self._encoded:
             return data
-        cv2 = require_cv2()
+        import cv2
+
         bgr = cv2.imdecode(np.asarray(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DataError(
@@ -226,7 +219,6 @@ def _read_info(path: Path, h5: Any) -> FileInfo:
         if missing:
             raise DataError(f"{path}: split {s!r} lacks datasets {missing}; the file is incomplete.")
     size = tuple(int(x) for x in a.get("image_size", (0, 0)))
-    known = RESERVED_ATTRS
     return FileInfo(
         format_version=int(ver),
         created_by=attr_str(a.get("created_by", "")),
@@ -240,7 +232,7 @@ def _read_info(path: Path, h5: Any) -> FileInfo:
         target_storage=attr_str(a.get("target_storage", "sparse")),
         target_topk=int(a.get("target_topk", 0)),
         splits=splits,
-        extra={k: (attr_str(v) if isinstance(v, bytes) else v) for k, v in a.items() if k not in known},
+        extra={k: (attr_str(v) if isinstance(v, bytes) else v) for k, v in a.items() if k not in RESERVED_ATTRS},
     )
 
 
@@ -249,7 +241,6 @@ def open_h5(path: str | os.PathLike[str]) -> H5File:
 
     Raises :class:`DataError` naming the file and the expected vs found format/version.
     """
-    h5py = require_h5py()
     p = Path(path)
     if not p.is_file():
         raise DataError(f"dataset file not found: {p}. Fix: check the path or run the pipeline to create it.")

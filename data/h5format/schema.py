@@ -8,9 +8,8 @@ import hashlib
 import struct
 from typing import Any, Iterator
 
+import h5py
 import numpy as np
-
-from reidaug.errors import DependencyError
 
 FORMAT_NAME = "reidaug-hdf5"
 FORMAT_VERSION = 1
@@ -77,26 +76,6 @@ REQUIRED_DATASETS = ("images", "pid", "label", "camid", "source", "origin", "gen
                      "gen_pose_id", "gen_checksum", "native_hw", "path")
 
 
-def require_h5py():
-    try:
-        import h5py
-    except ImportError as exc:  # pragma: no cover - h5py is a hard dependency
-        raise DependencyError(
-            "h5py is not installed; the reidaug HDF5 format needs it. Fix: pip install h5py"
-        ) from exc
-    return h5py
-
-
-def require_cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv is a hard dependency
-        raise DependencyError(
-            "opencv-python is not installed; encoding/decoding images needs it. "
-            "Fix: pip install opencv-python"
-        ) from exc
-    return cv2
-
 def element_bytes(arr: Any, vlen: bool) -> Iterator[bytes]:
     """Canonical bytes of a block of rows: little-endian C-order, or len+bytes per vlen row."""
     if vlen:
@@ -114,11 +93,6 @@ def element_bytes(arr: Any, vlen: bool) -> Iterator[bytes]:
         yield np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
 
 
-def is_vlen(ds: Any) -> bool:
-    h5py = require_h5py()
-    return h5py.check_vlen_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
-
-
 def dataset_sha256(ds: Any) -> str:
     """sha256 (hex) of an h5py dataset's contents, read in blocks of rows.
 
@@ -127,7 +101,7 @@ def dataset_sha256(ds: Any) -> str:
     little-endian then its bytes (strings as UTF-8). Enum data hashes as its integer codes.
     """
     h = hashlib.sha256()
-    vlen = is_vlen(ds)
+    vlen = h5py.check_vlen_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
     n = ds.shape[0] if ds.shape else 0
     rows = _HASH_ROWS_IMAGES if ds.ndim > 2 or vlen else _HASH_ROWS_META
     for start in range(0, n, rows):
@@ -139,7 +113,7 @@ def dataset_sha256(ds: Any) -> str:
 
 def enum_names(ds: Any) -> dict[int, str]:
     """Code -> name of an HDF5 enum dataset, read from the file's own dtype."""
-    mapping = require_h5py().check_enum_dtype(ds.dtype) or {}
+    mapping = h5py.check_enum_dtype(ds.dtype) or {}
     return {int(v): k for k, v in mapping.items()}
 
 

@@ -5,10 +5,11 @@ import dataclasses
 import os
 from typing import Any, Iterable
 
+import h5py
 import numpy as np
 
 from reidaug.data.h5format.reader import H5File, open_h5
-from reidaug.data.h5format.schema import TRAIN_SPLIT, attr_str, dataset_sha256, require_h5py
+from reidaug.data.h5format.schema import TRAIN_SPLIT, attr_str, dataset_sha256
 from reidaug.errors import DataError
 
 
@@ -24,7 +25,6 @@ class Problem:
 
 
 def _iter_datasets(h5: Any) -> Iterable[tuple[str, Any]]:
-    h5py = require_h5py()
     out: list[tuple[str, Any]] = []
     h5.visititems(lambda name, obj: out.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
     return out

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import h5py
 import numpy as np
 
 from reidaug import __version__
@@ -23,7 +24,7 @@ from reidaug.data.h5format.schema import (
     CHECKSUM_ALGORITHM, COMMON_FIELDS, DEFAULT_COMPRESSION, DEFAULT_ENCODING, DEFAULT_IMAGE_SIZE,
     DEFAULT_JPEG_QUALITY, DEFAULT_PNG_LEVEL, DEFAULT_TARGET_TOPK, ENCODINGS, FORMAT_NAME,
     FORMAT_VERSION, LABEL_SCHEMES, MASS_TOL, META_CHUNK, NUM_KEYPOINTS, RESERVED_ATTRS, SOURCES,
-    SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes, require_cv2, require_h5py,
+    SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes,
 )
 from reidaug.data.h5format.targets import densify_targets, make_targets
 from reidaug.errors import ConfigError, DataError, unknown_name
@@ -126,7 +127,6 @@ class H5Writer:
         target_storage: str = "sparse",
         target_topk: int = DEFAULT_TARGET_TOPK,
     ) -> None:
-        h5py = require_h5py()
         if encoding not in ENCODINGS:
             raise unknown_name("image encoding", encoding, ENCODINGS)
         if target_storage not in TARGET_STORAGES:
@@ -216,7 +216,7 @@ class H5Writer:
             raise DataError(f"append after close on {self.path}.")
         if split not in SPLITS:
             raise unknown_name("split", split, SPLITS)
-        imgs = list(images) if not isinstance(images, np.ndarray) else list(images)
+        imgs = list(images)
         n = len(imgs)
         if n == 0:
             return
@@ -353,7 +353,8 @@ class H5Writer:
         self, imgs: list[np.ndarray], paths: list[str], where: str
     ) -> tuple[Any, np.ndarray]:
         """Check, resize and encode a batch: (stored images, native (B, 2) int32 as (h, w))."""
-        cv2 = require_cv2()
+        import cv2
+
         n = len(imgs)
         native = np.zeros((n, 2), dtype=np.int32)
         out: list[Any] = []
@@ -425,7 +426,10 @@ class H5Writer:
                 raise DataError(f"append ({where}): target_probs must be (B={n}, C); found {probs.shape}.")
             self._check_mass(probs, probs.sum(axis=1), where)
             if self.target_storage == "dense":
-                return {"target_dense": self._dense_width(probs, where).astype(np.float16)}
+                if probs.shape[1] != self.num_classes:
+                    raise DataError(f"append ({where}): target_probs has {probs.shape[1]} classes; "
+                                    f"num_classes is {self.num_classes}.")
+                return {"target_dense": probs.astype(np.float16)}
             k = min(k_max, probs.shape[1])
             index = np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int32)
             value = np.take_along_axis(probs, index, axis=1)
@@ -467,13 +471,6 @@ class H5Writer:
         rest = np.clip(1.0 - v16.astype(np.float32).sum(axis=1), 0.0, None).astype(np.float32)
         return {"target_index": index, "target_value": v16, "target_rest": rest}
 
-    def _dense_width(self, probs: np.ndarray, where: str) -> np.ndarray:
-        if probs.shape[1] != self.num_classes:
-            raise DataError(
-                f"append ({where}): target_probs has {probs.shape[1]} classes; num_classes is {self.num_classes}."
-            )
-        return probs
-
     @staticmethod
     def _check_mass(value: np.ndarray, total: np.ndarray, where: str, upper_only: bool = False) -> None:
         if np.any(value < 0) or not np.all(np.isfinite(value)):
@@ -492,7 +489,6 @@ class H5Writer:
             if self.encoding == "raw" and first_image.shape != state.group["images"].shape[1:]:
                 raise DataError(f"append: {split} image shape {first_image.shape} differs from the file's.")
             return state
-        h5py = require_h5py()
         g = self._f.create_group(split, track_order=True)
         state = _SplitState(group=g)
         if self.encoding == "raw":
@@ -507,36 +503,25 @@ class H5Writer:
                 "images", shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
                 chunks=(1024,),
             )
-        meta = dict(compression="gzip", compression_opts=4, shuffle=True)
+
+        def column(name: str, dtype: Any, width: tuple[int, ...] = (), rows: int = META_CHUNK) -> None:
+            """An empty, growable per-sample dataset (N, *width), gzip-4 with byte shuffle."""
+            g.create_dataset(name, shape=(0, *width), maxshape=(None, *width), dtype=dtype, chunks=(rows, *width),
+                             compression="gzip", compression_opts=4, shuffle=True)
+
         for name, dt in COMMON_FIELDS.items():
-            shape = (0, 2) if name == "native_hw" else (0,)
-            chunks = (META_CHUNK, 2) if name == "native_hw" else (META_CHUNK,)
-            g.create_dataset(name, shape=shape, maxshape=(None,) + shape[1:], dtype=dt, chunks=chunks, **meta)
-        g.create_dataset(
-            "source", shape=(0,), maxshape=(None,), chunks=(META_CHUNK,),
-            dtype=h5py.enum_dtype(SOURCES, basetype=np.uint8), **meta,
-        )
-        g.create_dataset(
-            "path", shape=(0,), maxshape=(None,), chunks=(META_CHUNK,),
-            dtype=h5py.string_dtype("utf-8"), **meta,
-        )
+            column(name, dt, (2,) if name == "native_hw" else ())
+        column("source", h5py.enum_dtype(SOURCES, basetype=np.uint8))
+        column("path", h5py.string_dtype("utf-8"))
         if split == TRAIN_SPLIT:
-            g.create_dataset(
-                "label_scheme", shape=(0,), maxshape=(None,), chunks=(META_CHUNK,),
-                dtype=h5py.enum_dtype(LABEL_SCHEMES, basetype=np.uint8), **meta,
-            )
+            column("label_scheme", h5py.enum_dtype(LABEL_SCHEMES, basetype=np.uint8))
             if self.target_storage == "sparse":
-                k = self.target_topk
-                g.create_dataset("target_index", shape=(0, k), maxshape=(None, k), dtype=np.int32,
-                                 chunks=(META_CHUNK, k), **meta)
-                g.create_dataset("target_value", shape=(0, k), maxshape=(None, k), dtype=np.float16,
-                                 chunks=(META_CHUNK, k), **meta)
-                g.create_dataset("target_rest", shape=(0,), maxshape=(None,), dtype=np.float32,
-                                 chunks=(META_CHUNK,), **meta)
+                column("target_index", np.int32, (self.target_topk,))
+                column("target_value", np.float16, (self.target_topk,))
+                column("target_rest", np.float32)
             else:
                 c = int(self.num_classes)  # type: ignore[arg-type]
-                g.create_dataset("target_dense", shape=(0, c), maxshape=(None, c), dtype=np.float16,
-                                 chunks=(max(1, min(META_CHUNK, (1 << 20) // (2 * c))), c), **meta)
+                column("target_dense", np.float16, (c,), rows=max(1, min(META_CHUNK, (1 << 20) // (2 * c))))
         for name in g:
             state.hashers[name] = hashlib.sha256()
         self._splits[split] = state
@@ -577,7 +562,6 @@ class H5Writer:
         state.n = n0 + b
 
     def _finalize(self) -> None:
-        h5py = require_h5py()
         if not self._splits:
             raise DataError(
                 f"nothing was appended to {self.path}; refusing to write an empty dataset file."
