@@ -83,13 +83,16 @@ def _state_path(workspace: Path, name: str) -> Path:
     return workspace / "state" / f"{name}.json"
 
 
-def _last_material(workspace: Path, name: str) -> dict[str, Any] | None:
+def _why(graph: Graph, cache: Cache, name: str) -> str:
+    """What changed since the last run of ``name`` (its state record), in words."""
     import json
 
     try:
-        return json.loads(_state_path(workspace, name).read_text()).get("material")
+        last = json.loads(_state_path(cache.workspace, name).read_text()).get("material")
     except (OSError, ValueError):
-        return None
+        last = None
+    upstream_names = {slot: ref[0] for slot, ref in graph.nodes[name].inputs.items() if ref}
+    return explain_change(last, graph.material[name], upstream_names)
 
 
 def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
@@ -97,19 +100,17 @@ def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
     """What a run would do, and why, without running anything."""
     items = []
     for name in graph.closure(targets or list(graph.nodes)):
-        key = graph.keys[name]
-        st = cache.state(graph.nodes[name].spec.name, key)
-        upstream_names = {slot: ref[0] for slot, ref in graph.nodes[name].inputs.items() if ref}
-        why = explain_change(_last_material(cache.workspace, name), graph.material[name], upstream_names)
+        key, spec = graph.keys[name], graph.nodes[name].spec.name
+        st = cache.state(spec, key)
+        why = _why(graph, cache, name)
         if name in force:
-            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "run", 0, st.total, "forced (--force)"))
+            items.append(PlanItem(name, spec, key, "run", 0, st.total, "forced (--force)"))
         elif st.status == "cached":
-            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "skip", st.done, st.total, "didn't change"))
+            items.append(PlanItem(name, spec, key, "skip", st.done, st.total, "didn't change"))
         elif st.status == "partial":
-            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "resume", st.done, st.total,
-                                  f"interrupted run; {why}"))
+            items.append(PlanItem(name, spec, key, "resume", st.done, st.total, f"interrupted run; {why}"))
         else:
-            items.append(PlanItem(name, graph.nodes[name].spec.name, key, "run", 0, None, why))
+            items.append(PlanItem(name, spec, key, "run", 0, None, why))
     return items
 
 
@@ -352,8 +353,7 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
         write_json(_state_path(cache.workspace, name), {"key": key, "material": graph.material[name]})
         return StageResult(name, key, "skip", [], 0.0, cache.entry_dir(spec.name, key))
 
-    upstream_names = {slot: ref[0] for slot, ref in node.inputs.items() if ref}
-    why = "forced" if forced else explain_change(_last_material(cache.workspace, name), graph.material[name], upstream_names)
+    why = "forced" if forced else _why(graph, cache, name)
     inputs = _handles(graph, cache, name)
     partial = cache.prepare(spec.name, key, forced=forced)  # before plan(): plan may write into it
     ctx = StageContext(stage=name, spec_name=spec.name, key=key, params=node.params, inputs=inputs,
