@@ -68,8 +68,6 @@ IMAGE_REASONS: dict[str, str] = {
     "unreadable": "the file exists but cannot be read (permission, I/O error, a folder)",
 }
 
-CONVERSIONS = ("16bit->8bit", "palette->rgb", "cmyk->rgb", "grayscale->rgb", "rgba->rgb")
-
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_EOI = b"\xff\xd9"

@@ -58,6 +58,8 @@ NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 1, 2, 3, 4
 L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI = 5, 6, 7, 8, 9, 10
 L_HIP, R_HIP, L_KNE, R_KNE, L_ANK, R_ANK = 11, 12, 13, 14, 15, 16
 
+#: How keypoints.json and meta.json describe the keypoint arrays.
+_KEYPOINT_FORMAT = {"format": "coco17", "names": list(KEYPOINT_NAMES), "columns": ["x", "y", "visible"]}
 SPLIT_DIRS = ("bounding_box_train", "bounding_box_test", "query")
 _COUNT_KEY = {"bounding_box_train": "num_train", "query": "num_query",
               "bounding_box_test": "num_gallery"}
@@ -191,12 +193,8 @@ class CameraStyle:
     scene_seed: int  # seeds the fixed scene texture (the background plate)
 
 
-def _seed_seq(*keys: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(k) for k in keys])
-
-
 def _rng(*keys: int) -> np.random.Generator:
-    return np.random.default_rng(_seed_seq(*keys))
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
 
 
 def pose_rng(seed: int, pid: int, cam: int, index: int) -> np.random.Generator:
@@ -769,8 +767,7 @@ def _meta(spec: SyntheticSpec, summary: dict[str, int]) -> dict[str, Any]:
         "counts": summary,
         "layout": "market1501",
         "jpeg_quality": JPEG_QUALITY,
-        "keypoints": {"format": "coco17", "names": list(KEYPOINT_NAMES),
-                      "columns": ["x", "y", "visible"]},
+        "keypoints": _KEYPOINT_FORMAT,
         "cameras": [asdict(camera_style(c, spec.seed)) for c in range(spec.num_cams)],
     }
 
@@ -878,9 +875,8 @@ def _write_tree(root: Path, spec: SyntheticSpec) -> dict[str, int]:
                     counts[_COUNT_KEY[split] if t == cam else "num_gt_camstyle"] += 1
     counts["num_train_ids"] = spec.num_train_ids
     counts["num_test_ids"] = spec.num_ids - spec.num_train_ids
-    kp_doc = {"format": "coco17", "names": list(KEYPOINT_NAMES), "columns": ["x", "y", "visible"],
-              "note": "pixels of each image; gt_camstyle/<cam>/<name> shares the pose of <name>",
-              "images": keypoints}
+    kp_doc = {**_KEYPOINT_FORMAT, "images": keypoints,
+              "note": "pixels of each image; gt_camstyle/<cam>/<name> shares the pose of <name>"}
     kp_text = json.dumps(kp_doc, sort_keys=True, separators=(",", ":"))
     (root / "keypoints.json").write_text(kp_text + "\n", encoding="utf-8")
     meta_text = json.dumps(_meta(spec, counts), indent=2, sort_keys=True)

@@ -26,23 +26,18 @@ import os
 from collections.abc import Sequence as SequenceABC
 from typing import Any, Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
-from reidaug.data.h5format import SOURCES, TRAIN_SPLIT, H5File, densify_target, densify_targets, open_h5
+from reidaug.data.h5format import SOURCES, TRAIN_SPLIT, H5File, densify_targets, open_h5
 from reidaug.errors import ConfigError, DataError, unknown_name
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _cv2() -> Any:
-    import cv2
-
-    return cv2
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool = True) -> torch.Tensor:
@@ -139,7 +134,6 @@ class ReidTransforms:
         ``shared``: inside a DataLoader worker, build the result in shared memory (it is a
         whole batch about to be sent to the main process).
         """
-        cv2 = _cv2()
         b = len(images)
         th, tw = self.size
         # Per-sample random draws, in a fixed order: flips, shifts, then erasing.
@@ -252,7 +246,6 @@ class ResizeIfNeeded(torch.nn.Module):
             return img
         if img.dtype != torch.uint8 or img.ndim != 3:
             return self.resize(img)
-        cv2 = _cv2()
         th, tw = self.size
         interp = cv2.INTER_AREA if th * tw < h * w else cv2.INTER_LINEAR
         hwc = np.ascontiguousarray(img.permute(1, 2, 0).numpy())  # (H, W, 3)
@@ -296,7 +289,6 @@ def normalize_batch(batch: torch.Tensor) -> torch.Tensor:
         src = batch.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) view
         out = torch.empty(src.shape, dtype=torch.float32)
         out_np = out.numpy()
-        cv2 = _cv2()
         for j in range(src.shape[0]):
             cv2.LUT(src[j], lut, dst=out_np[j])
         return out.permute(0, 3, 1, 2)
@@ -326,7 +318,7 @@ def _serial_cv2_in_worker() -> None:
     and never looks at the pool, so the inherited one is left alone, and a fresh one (spawn,
     forkserver) never starts a thread.
     """
-    _cv2().setNumThreads(0)
+    cv2.setNumThreads(0)
 
 
 class ReidBatch(SequenceABC):
@@ -475,12 +467,7 @@ class ReidH5Dataset(Dataset):
         return ds
 
     def __getstate__(self) -> dict[str, Any]:  # spawn/forkserver workers pickle the dataset
-        state = self.__dict__.copy()
-        state["_file"] = None
-        state["_pid"] = None
-        state["_chunked"] = None
-        state["_scratch"] = None
-        return state
+        return {**self.__dict__, "_file": None, "_pid": None, "_chunked": None, "_scratch": None}
 
     def __getitem__(self, pos: int) -> dict[str, Any]:
         if not 0 <= pos < len(self):
@@ -490,16 +477,9 @@ class ReidH5Dataset(Dataset):
         img = torch.from_numpy(f.read_image(self.split, row)).permute(2, 0, 1)  # (3, H, W) uint8
         if self.transform is not None:
             img = self.transform(img)
-        if self.split != TRAIN_SPLIT:
-            target: torch.Tensor = torch.tensor(int(self.labels[pos]), dtype=torch.int64)
-        elif self._sparse is not None:
-            ti, tv, tr = self._sparse
-            target = torch.from_numpy(densify_target(ti[pos], tv[pos], float(tr[pos]), self.num_classes))
-        else:
-            target = torch.from_numpy(f.target(self.split, row))
         return {
             "img": img,
-            "target": target,
+            "target": self._targets(f, np.array([pos]), np.array([row]))[0],
             "pid": int(self.pids[pos]),
             "camid": int(self.camids[pos]),
             "index": row,
@@ -542,22 +522,24 @@ class ReidH5Dataset(Dataset):
         f = self._h5()
         rows = self.indices[pos]  # (B,) rows of the split
         images = self._read_images(f, rows)
-        img = self._transform_batch(images)
-        if self.split != TRAIN_SPLIT:
-            target = torch.from_numpy(self.labels[pos].astype(np.int64))
-        elif self._sparse is not None:
-            ti, tv, tr = self._sparse
-            target = torch.from_numpy(densify_targets(ti[pos], tv[pos], tr[pos], self.num_classes))
-        else:
-            target = torch.from_numpy(f.targets(self.split, rows))
         return ReidBatch({
-            "img": img,
-            "target": target,
+            "img": self._transform_batch(images),
+            "target": self._targets(f, pos, rows),
             "pid": torch.from_numpy(self.pids[pos].astype(np.int64)),
             "camid": torch.from_numpy(self.camids[pos].astype(np.int64)),
             "index": torch.from_numpy(rows.astype(np.int64)),
             "is_fake": torch.from_numpy(self.is_fake[pos].copy()),
         })
+
+    def _targets(self, f: H5File, pos: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """Targets of positions ``pos`` (split rows ``rows``): train the dense soft targets float32 (B, C),
+        else the labels int64 (B,)."""
+        if self.split != TRAIN_SPLIT:
+            return torch.from_numpy(self.labels[pos].astype(np.int64))
+        if self._sparse is not None:
+            ti, tv, tr = self._sparse
+            return torch.from_numpy(densify_targets(ti[pos], tv[pos], tr[pos], self.num_classes))
+        return torch.from_numpy(f.targets(self.split, rows))
 
     def _transform_batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         t = self.transform

@@ -90,7 +90,6 @@ class H5File:
         self._meta: dict[str, SplitMeta] = {}
         self._sparse: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._images = {s: h5[s]["images"] for s in self.info.splits}
-        self._encoded = self.info.image_encoding != "raw"
         gc = h5["gen_checksums"][:] if "gen_checksums" in h5 else []
         self.gen_checksums: list[str] = [attr_str(x) for x in gc]
 
@@ -151,7 +150,7 @@ class H5File:
                 f"cannot read {split} image {i} from {self.path}: {exc}. "
                 "Fix: run `reidaug inspect --verify` on the file and re-export it."
             ) from exc
-        if not self._encoded:
+        if self.info.image_encoding == "raw":
             return data
         import cv2
 
@@ -186,10 +185,6 @@ class H5File:
             return normalize_dense(rows)
         ti, tv, tr = self.sparse_targets(split)
         return densify_targets(ti[idx], tv[idx], tr[idx], c)
-
-    def target(self, split: str, i: int) -> np.ndarray:
-        """Dense soft target float32 (C,) of one sample."""
-        return self.targets(split, [i])[0]
 
 
 def _read_info(path: Path, h5: Any) -> FileInfo:

@@ -74,12 +74,11 @@ def _enum_codes(name: str, value: Any, n: int, mapping: Mapping[str, int]) -> np
         value = [value] * n
     codes = []
     for v in value:
-        if isinstance(v, str):
-            if v not in mapping:
-                raise unknown_name(name, v, mapping)
-            codes.append(mapping[v])
-        else:
+        if not isinstance(v, str):
             raise DataError(f"append: {name} must be given by name (one of {sorted(mapping)}); found {v!r}.")
+        if v not in mapping:
+            raise unknown_name(name, v, mapping)
+        codes.append(mapping[v])
     if len(codes) != n:
         raise DataError(f"append: {name} has {len(codes)} entries but the batch has {n} images.")
     return np.asarray(codes, dtype=np.uint8)
@@ -392,13 +391,10 @@ class H5Writer:
         vals = [value] * n if isinstance(value, str) else list(value)
         if len(vals) != n:
             raise DataError(f"append ({where}): gen_checksum has {len(vals)} entries for {n} images.")
-        out = np.empty(n, dtype=np.int32)
-        for i, v in enumerate(vals):
-            if v is None or v == "":
-                out[i] = -1
-            else:
-                out[i] = self._gen_table.setdefault(str(v), len(self._gen_table))
-        return out
+        # no digest (None or "") -> -1, else its row in the table (a new digest is appended to it)
+        table = self._gen_table
+        return np.asarray([-1 if v is None or v == "" else table.setdefault(str(v), len(table)) for v in vals],
+                          dtype=np.int32)
 
     def _targets(
         self,
@@ -430,9 +426,7 @@ class H5Writer:
                     raise DataError(f"append ({where}): target_probs has {probs.shape[1]} classes; "
                                     f"num_classes is {self.num_classes}.")
                 return {"target_dense": probs.astype(np.float16)}
-            k = min(k_max, probs.shape[1])
-            index = np.argsort(-probs, axis=1, kind="stable")[:, :k].astype(np.int32)
-            value = np.take_along_axis(probs, index, axis=1)
+            index, value = make_targets("teacher", labels, probs.shape[1], probs=probs, topk=k_max)
         if index is None or value is None:
             raise DataError(f"append ({where}): target_index and target_value go together.")
         index = np.asarray(index, dtype=np.int64)
