@@ -69,7 +69,7 @@ stages:
   generate-deformable:
     uses: generate-poseguided
     params: {{targets: canonical, device: {device}}}
-    inputs: {{model: train-deformable.model}}
+    inputs: {{models: train-deformable.models}}
   assign-labels:
     params: {{schemes: {{real: onehot, camstyle: lsr, poseguided: lsr}}}}
     inputs: {{camstyle: generate-camstyle.fakes, poseguided: generate-poseguided.fakes}}
@@ -132,7 +132,9 @@ def main() -> None:
             killed_at = [str(c.relative_to(ws)) for c in ckpts]
             break
         time.sleep(0.2)
-    proc.wait()
+    output = proc.communicate()[0]
+    if killed_at is None:
+        sys.exit(f"the pipeline ended (rc {proc.returncode}) before any training checkpoint:\n{output[-4000:]}")
     result["killed"] = {"after_s": round(time.time() - t0, 1), "checkpoints": killed_at,
                         "rc": proc.returncode}
     t1 = time.time()

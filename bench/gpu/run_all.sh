@@ -19,7 +19,7 @@ T0=$(date +%s)
 say() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 
 if [[ -n "${REIDAUG_GPU_DRYRUN:-}" ]]; then
-  PY=.venv/bin/python; REIDAUG=.venv/bin/reidaug; DEVICE=cpu; STEPS=${STEPS:-16}; MARK="gpu or not gpu"
+  PY=$PWD/.venv/bin/python; REIDAUG=$PWD/.venv/bin/reidaug; DEVICE=cpu; STEPS=${STEPS:-16}; MARK="gpu or not gpu"
   TESTS=tests/unit/models/test_base.py
 else
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
