@@ -21,13 +21,11 @@ def check_rgb(img: Any, where: str) -> np.ndarray:
 
 def image_list(images: Any, name: str) -> list[np.ndarray]:
     """A list of images from a list or an (N, H, W, 3) array."""
-    if isinstance(images, np.ndarray):
-        if images.ndim != 4:
-            raise DataError(
-                f"{name}: expected a list of (H, W, 3) images or an (N, H, W, 3) array; found an "
-                f"array of shape {images.shape}."
-            )
-        return list(images)
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise DataError(
+            f"{name}: expected a list of (H, W, 3) images or an (N, H, W, 3) array; found an "
+            f"array of shape {images.shape}."
+        )
     return list(images)
 
 

@@ -86,7 +86,7 @@ class OSNetJudge:
             options.intra_op_num_threads = int(num_threads)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-        except Exception as err:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail)
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own pybind classes (InvalidProtobuf, Fail)
             raise DependencyError(
                 f"re-ID judge model {path} is not a loadable ONNX model "
                 f"({type(err).__name__}: {str(err).strip()[:300]}). Fix: pass an ONNX re-ID "
@@ -164,14 +164,10 @@ class IdentityConsistency:
     baseline: dict[str, Any] | None  # origin images as queries; None when no fake has an origin
     num_fakes_with_origin: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def _metrics_dict(m: Any) -> dict[str, Any]:
-    d = m.as_dict()
-    return {"rank1": d["rank1"], "rank5": d.get("rank5"), "mAP": d["mAP"], "mINP": d["mINP"],
-            "num_queries": d["num_queries"], "num_skipped": d["num_skipped"]}
+    d = m.as_dict()  # rank5 is absent (None here) when the gallery has fewer than 5 images
+    return {k: d.get(k) for k in ("rank1", "rank5", "mAP", "mINP", "num_queries", "num_skipped")}
 
 
 def identity_consistency(

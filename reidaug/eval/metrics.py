@@ -92,18 +92,9 @@ class Metrics:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary: rank1/5/10 (those within the CMC), mAP, mINP and the counts."""
-        out: dict[str, Any] = {}
-        for k in (1, 5, 10):
-            if k <= len(self.cmc):
-                out[f"rank{k}"] = float(self.cmc[k - 1])
-        out.update(
-            mAP=float(self.mAP),
-            mINP=float(self.mINP),
-            num_queries=int(self.num_queries),
-            num_skipped=int(self.num_skipped),
-            max_rank=int(len(self.cmc)),
-            protocol=self.protocol,
-        )
+        out: dict[str, Any] = {f"rank{k}": float(self.cmc[k - 1]) for k in (1, 5, 10) if k <= len(self.cmc)}
+        out.update(mAP=float(self.mAP), mINP=float(self.mINP), num_queries=int(self.num_queries),
+                   num_skipped=int(self.num_skipped), max_rank=int(len(self.cmc)), protocol=self.protocol)
         return out
 
 

@@ -95,16 +95,17 @@ def synthetic_truth_scores(root: str | os.PathLike[str], target_paths: Sequence[
     for name, imgs in arms.items():
         if imgs is None:
             continue
-        out[name] = {"ssim": float(np.mean(ssim(imgs, truth))), "mask_ssim": float(np.mean(mask_ssim(imgs, truth, masks)))}
+        out[name] = {"ssim": float(np.mean(ssim(imgs, truth))),
+                     "mask_ssim": float(np.mean(mask_ssim(imgs, truth, masks)))}
     return out
 
 
 def pose_transfer_report(result: dict[str, Any], judged: bool) -> str:
     """The markdown table of a score-posegan result (``pairs`` and ``generator`` filled in)."""
-    n = result["pairs"]["counts"]["pairs"]
-    head = (f"Held-out pose transfer: {n} pairs of {result['pairs']['counts']['identities_with_pairs']} test identities "
-            f"({result['pairs']['cross_camera']} across cameras); generator {result['generator']['model']} "
-            f"{result['generator']['size'][0]}x{result['generator']['size'][1]}; baseline = the condition image itself\n\n")
+    pairs, gen = result["pairs"], result["generator"]
+    head = (f"Held-out pose transfer: {pairs['counts']['pairs']} pairs of {pairs['counts']['identities_with_pairs']} "
+            f"test identities ({pairs['cross_camera']} across cameras); generator {gen['model']} "
+            f"{gen['size'][0]}x{gen['size'][1]}; baseline = the condition image itself\n\n")
     if judged:
         body = format_report(result)
     else:

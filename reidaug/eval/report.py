@@ -190,8 +190,8 @@ def evaluate_run(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     metrics_path, plot_path = out / METRICS_FILE, out / CMC_PLOT
-    plot_cmc(m.cmc, plot_path, title=f"{model.config.backbone} on {data.name} ({chosen}{', re-ranked' if rerank else ''})",
-             mAP=m.mAP)
+    title = f"{model.config.backbone} on {data.name} ({chosen}{', re-ranked' if rerank else ''})"
+    plot_cmc(m.cmc, plot_path, title=title, mAP=m.mAP)
     write_json(metrics_path, record)
     log.info("evaluated %s on %s: rank-1 %.4f, mAP %.4f (%s, %d queries) in %.1f s", run, data.name,
              m.rank(1), m.mAP, chosen, m.num_queries, time.perf_counter() - t0)

@@ -133,15 +133,8 @@ def paired_ssim(
         if masks is not None:
             has = [k for k, i in enumerate(idx) if masks[i] is not None]
             if has:
-                m = np.stack([_mask_to(masks[idx[k]], h, w) for k in has])
+                ms = [np.asarray(masks[idx[k]], dtype=np.float32) for k in has]
+                m = np.stack([x if x.shape == (h, w) else cv2.resize(x, (w, h), interpolation=cv2.INTER_NEAREST)
+                              for x in ms])
                 masked[[idx[k] for k in has]] = mask_ssim(a[has], b[has], m)
     return plain, masked
-
-
-def _mask_to(mask: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
-
-    m = np.asarray(mask, dtype=np.float32)
-    if m.shape != (h, w):
-        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
-    return m

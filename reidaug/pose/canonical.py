@@ -134,12 +134,10 @@ def _kmeans_once(x: np.ndarray, present: np.ndarray, fill: np.ndarray, k: int,
                 centers[c] = full[far]
                 d[far] = _distances(x[[far]], present[[far]], centers)[0]
         updated = _update(x, present, new, centers)
-        moved = np.abs(updated - centers).max()
-        centers = updated
-        if (new == labels).all() or moved <= tol:
-            labels = new
+        converged = (new == labels).all() or np.abs(updated - centers).max() <= tol
+        centers, labels = updated, new
+        if converged:
             break
-        labels = new
     d = _distances(x, present, centers)
     labels = d.argmin(1)
     return centers, labels, float(d[np.arange(m), labels].sum())

@@ -77,8 +77,8 @@ def coco17_to_openpose18(kp: np.ndarray, threshold: float = 0.0) -> np.ndarray:
 def openpose18_to_coco17(kp18: np.ndarray) -> np.ndarray:
     """OpenPose-18 ``(..., 18, 3)`` (x, y, score) or ``(..., 18, 2)`` (x, y) to COCO-17.
 
-    The result is float32 ``(..., 17, 3)``; the neck is dropped. A point with a -1 coordinate (or score 0) is missing: ``(0, 0, 0)``;
-    ``(x, y)`` input gets score 1.0 for present points.
+    The result is float32 ``(..., 17, 3)``; the neck is dropped. A point with a -1 coordinate (or
+    score 0) is missing: ``(0, 0, 0)``; ``(x, y)`` input gets score 1.0 for present points.
     """
     arr = np.asarray(kp18, dtype=np.float32)
     if arr.ndim not in (2, 3) or arr.shape[-2] != 18 or arr.shape[-1] not in (2, 3):

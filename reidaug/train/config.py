@@ -51,10 +51,6 @@ WorkerStart = Literal["auto", "fork", "forkserver", "spawn"]
 
 HEADS: tuple[str, ...] = get_args(Head)
 BOTTLENECKS: tuple[str, ...] = get_args(Bottleneck)
-LOSSES: tuple[str, ...] = get_args(Loss)
-SAMPLERS: tuple[str, ...] = get_args(SamplerName)
-OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
-SCHEDULES: tuple[str, ...] = get_args(Schedule)
 #: The bottleneck each head uses when none is given.
 DEFAULT_BOTTLENECK = {"ide": "fc1024", "triplet": "none", "bnneck": "bn"}
 #: Options that do not change the trained weights: out of cache keys; a resume may change them.
@@ -62,7 +58,7 @@ NONSEMANTIC = frozenset({"device", "deterministic", "num_workers", "worker_start
                          "checkpoint_unit", "log_every", "keep_checkpoint"})
 
 
-class UnknownChoice(ValueError):
+class UnknownChoiceError(ValueError):
     """A name that is none of an option's choices (:meth:`TrainConfig.from_user` raises it as
     :class:`~reidaug.errors.UnknownNameError`)."""
 
@@ -161,7 +157,7 @@ class TrainConfig(BaseModel):
         choices = [c for c in get_args(cls.model_fields[info.field_name].annotation) if c is not type(None)]
         choices = [c for arg in choices for c in (get_args(arg) or (arg,))]  # Optional[Literal[...]]
         if isinstance(value, str) and value not in choices:
-            raise UnknownChoice(f'unknown {info.field_name} "{value}".{did_you_mean(value, choices)} '
+            raise UnknownChoiceError(f'unknown {info.field_name} "{value}".{did_you_mean(value, choices)} '
                                 f"Known values of {info.field_name}: {', '.join(sorted(choices))}.")
         return value
 
@@ -214,7 +210,7 @@ def _user_error(exc: ValidationError, names: list[str]) -> ReidAugError:
         return ConfigError(f"unknown training option {where!r}.{did_you_mean(where, names + ['batch_size'])} "
                            f"Known options: {', '.join(names)}.")
     cause = (e.get("ctx") or {}).get("error")
-    if isinstance(cause, UnknownChoice):
+    if isinstance(cause, UnknownChoiceError):
         return UnknownNameError(str(cause))
     if isinstance(cause, ValueError):
         return ConfigError(f"training option{' ' + where if where else 's'}: {cause}")

@@ -12,11 +12,12 @@ distillation (Hinton et al., "Distilling the Knowledge in a Neural Network", 201
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import math
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,13 +29,29 @@ from reidaug.train.model import ReIDModel, load_model
 log = logging.getLogger(__name__)
 
 
-def _device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto``: CUDA when torch sees it, else the CPU; a CUDA device that is not there fails."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but torch sees no CUDA device. Fix: use device='auto' or 'cpu'.")
+        raise ConfigError(f"device={str(device)!r} but torch sees no CUDA device here. "
+                          "Fix: use device='auto' or 'cpu', or install a CUDA build of torch.")
     return dev
+
+
+@contextlib.contextmanager
+def _evaluating(model_or_run_dir: ReIDModel | str | os.PathLike[str], device: str | torch.device
+                ) -> Iterator[tuple[ReIDModel, torch.device]]:
+    """The model (loaded if a path) in eval mode on ``device``; a model passed in gets its mode back."""
+    model = model_or_run_dir if isinstance(model_or_run_dir, ReIDModel) else load_model(Path(model_or_run_dir))
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval().to(dev)
+    try:
+        yield model, dev
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -60,17 +77,13 @@ def extract_features(
 
     if batch_size < 1:
         raise ConfigError(f"extract_features: batch_size must be >= 1; found {batch_size}.")
-    model = model_or_run_dir if isinstance(model_or_run_dir, ReIDModel) else load_model(Path(model_or_run_dir))
-    h, w = input_size or model.config.input_size
-    dev = _device(device)
-    was_training = model.training
-    model.eval().to(dev)
-    ds = ReidH5Dataset(data_path, split, transform=build_transforms(h, w, train=False, normalize=False))
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=reid_collate, pin_memory=dev.type == "cuda")
-    feats = np.empty((len(ds), model.feature_dim), np.float32)
-    done = 0
-    try:
+    with _evaluating(model_or_run_dir, device) as (model, dev):
+        h, w = input_size or model.config.input_size
+        ds = ReidH5Dataset(data_path, split, transform=build_transforms(h, w, train=False, normalize=False))
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=reid_collate, pin_memory=dev.type == "cuda")
+        feats = np.empty((len(ds), model.feature_dim), np.float32)
+        done = 0
         for batch in loader:
             img = normalize_batch(batch["img"].to(dev, non_blocking=True))  # (B, 3, H, W)
             f = model(img)  # (B, D)
@@ -79,8 +92,6 @@ def extract_features(
             n = f.shape[0]
             feats[done : done + n] = f.float().cpu().numpy()
             done += n
-    finally:
-        model.train(was_training)
     log.info("extracted %d %s features of dim %d from %s (flip=%s)", done, split, feats.shape[1], data_path, flip)
     return feats, ds.pids.astype(np.int64), ds.camids.astype(np.int64)
 
@@ -113,27 +124,19 @@ def predict_probs(
         raise ConfigError(f"predict_probs: temperature must be a finite number > 0; found {temperature!r}.")
     if batch_size < 1:
         raise ConfigError(f"predict_probs: batch_size must be >= 1; found {batch_size}.")
-    model = model_or_run_dir if isinstance(model_or_run_dir, ReIDModel) else load_model(Path(model_or_run_dir))
-    if model.classifier is None:
-        raise ConfigError(
-            "predict_probs needs a model with a classifier; this one has head=triplet (features "
-            "only). Fix: train the teacher with head bnneck or ide."
-        )
-    n = len(images)
-    out = np.empty((n, model.config.num_classes), np.float32)
-    if n == 0:
-        return out
-    h, w = model.config.input_size
-    transform = build_transforms(h, w, train=False, normalize=False)
-    dev = _device(device)
-    was_training = model.training
-    model.eval().to(dev)
-    try:
+    with _evaluating(model_or_run_dir, device) as (model, dev):
+        if model.classifier is None:
+            raise ConfigError(
+                "predict_probs needs a model with a classifier; this one has head=triplet (features "
+                "only). Fix: train the teacher with head bnneck or ide."
+            )
+        n = len(images)
+        out = np.empty((n, model.config.num_classes), np.float32)
+        h, w = model.config.input_size
+        transform = build_transforms(h, w, train=False, normalize=False)
         for start in range(0, n, batch_size):
             chunk = [np.asarray(im) for im in images[start : start + batch_size]]
             x = normalize_batch(transform.batch(chunk, shared=False).to(dev))  # (B, 3, h, w) float32
             logits = model.logits(x).float()  # (B, C)
             out[start : start + len(chunk)] = torch.softmax(logits / float(temperature), dim=1).cpu().numpy()
-    finally:
-        model.train(was_training)
     return out

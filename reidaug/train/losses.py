@@ -63,18 +63,9 @@ def batch_hard_triplet(
             f"{tuple(features.shape)} and {tuple(pids.shape)}."
         )
     feats = features.float()
-    dist = pairwise_distances(feats)  # (B, B)
-    valid = pids >= 0  # (B,)
-    same = (pids[:, None] == pids[None, :]) & valid[:, None] & valid[None, :]  # (B, B)
-    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
-    pos = same & ~eye
-    neg = ~same & valid[:, None] & valid[None, :]
-    anchors = pos.any(dim=1) & neg.any(dim=1)  # (B,)
+    d_ap, d_an, anchors = _hardest_pairs(feats, pids)
     if not bool(anchors.any()):
         return feats.sum() * 0.0
-    # Hardest positive: the largest distance among positives; hardest negative: the smallest.
-    d_ap = torch.where(pos, dist, torch.zeros_like(dist)).amax(dim=1)  # (B,)
-    d_an = torch.where(neg, dist, torch.full_like(dist, float("inf"))).amin(dim=1)  # (B,)
     diff = (d_ap - d_an)[anchors]
     if soft_margin:
         return F.softplus(diff).mean()
@@ -84,14 +75,22 @@ def batch_hard_triplet(
 def triplet_accuracy(features: torch.Tensor, pids: torch.Tensor) -> float:
     """Fraction of valid anchors whose hardest positive is nearer than their hardest negative."""
     with torch.no_grad():
-        dist = pairwise_distances(features.float())
-        valid = pids >= 0
-        same = (pids[:, None] == pids[None, :]) & valid[:, None] & valid[None, :]
-        eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
-        pos, neg = same & ~eye, ~same & valid[:, None] & valid[None, :]
-        anchors = pos.any(dim=1) & neg.any(dim=1)
+        d_ap, d_an, anchors = _hardest_pairs(features.float(), pids)
         if not bool(anchors.any()):
             return float("nan")
-        d_ap = torch.where(pos, dist, torch.zeros_like(dist)).amax(dim=1)
-        d_an = torch.where(neg, dist, torch.full_like(dist, float("inf"))).amin(dim=1)
         return float((d_ap < d_an)[anchors].float().mean())
+
+
+def _hardest_pairs(feats: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per anchor: the distance to its farthest positive and to its nearest negative (B,) each,
+    and which anchors have both (B,) bool; rows with ``pid < 0`` are neither."""
+    dist = pairwise_distances(feats)  # (B, B)
+    valid = pids >= 0  # (B,)
+    same = (pids[:, None] == pids[None, :]) & valid[:, None] & valid[None, :]  # (B, B)
+    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+    pos = same & ~eye
+    neg = ~same & valid[:, None] & valid[None, :]
+    anchors = pos.any(dim=1) & neg.any(dim=1)  # (B,)
+    d_ap = torch.where(pos, dist, torch.zeros_like(dist)).amax(dim=1)  # (B,)
+    d_an = torch.where(neg, dist, torch.full_like(dist, float("inf"))).amin(dim=1)  # (B,)
+    return d_ap, d_an, anchors

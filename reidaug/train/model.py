@@ -21,7 +21,6 @@ uses) and the test feature tensor ``(B, D)`` in eval mode. :func:`save_model` /
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,9 @@ import torch
 from torch import nn
 
 from reidaug.errors import ConfigError, DataError, unknown_name
-from reidaug.io.checkpoint import save_torch
-from reidaug.train.backbones import BACKBONES, Backbone, build_backbone, first_line
+from reidaug.io.checkpoint import load_torch, save_torch
+from reidaug.train.backbones import BACKBONES, Backbone, build_backbone
 from reidaug.train.config import BOTTLENECKS, DEFAULT_BOTTLENECK, HEADS, bottleneck_error
-
-log = logging.getLogger(__name__)
 
 MODEL_FILE_FORMAT = "reidaug-reid-model"
 MODEL_FILE_VERSION = 1
@@ -92,12 +89,6 @@ class ReIDOutput(NamedTuple):
     features: torch.Tensor
 
 
-def _init_classifier(layer: nn.Linear) -> None:
-    nn.init.normal_(layer.weight, std=0.001)  # as torchreid / the strong baseline
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-
-
 class ReIDModel(nn.Module):
     """Backbone + GAP + bottleneck + classifier; see the module docstring for the heads.
 
@@ -152,7 +143,9 @@ class ReIDModel(nn.Module):
         self.classifier: nn.Linear | None = None
         if cfg.head != "triplet":
             self.classifier = nn.Linear(emb, cfg.num_classes, bias=cfg.head != "bnneck")
-            _init_classifier(self.classifier)
+            nn.init.normal_(self.classifier.weight, std=0.001)  # as torchreid / the strong baseline
+            if self.classifier.bias is not None:
+                nn.init.zeros_(self.classifier.bias)
         self.feature_dim = d  # dimension of the eval-mode feature (pool5 or BNNeck's f_i)
 
     def forward(self, x: torch.Tensor) -> ReIDOutput | torch.Tensor:
@@ -164,8 +157,12 @@ class ReIDModel(nn.Module):
             return f_t
         if self.classifier is None:
             return ReIDOutput(None, f_t)
+        return ReIDOutput(self._classify(f_t), f_t)  # logits (B, C)
+
+    def _classify(self, f_t: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of pooled features (B, D): bottleneck (if any), then the classifier."""
         f_i = f_t if self.bottleneck is None else self.bottleneck(f_t)  # (B, D) or (B, 1024)
-        return ReIDOutput(self.classifier(f_i), f_t)  # logits (B, C)
+        return self.classifier(f_i)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Identity logits ``(B, C)`` in the module's current mode.
@@ -178,9 +175,7 @@ class ReIDModel(nn.Module):
                 "this model has head=triplet: no classifier, so no identity logits. "
                 "Fix: train the teacher with head bnneck or ide."
             )
-        f_t = self.pool(self.backbone(x)).flatten(1)  # (B, D)
-        f_i = f_t if self.bottleneck is None else self.bottleneck(f_t)  # (B, D) or (B, 1024)
-        return self.classifier(f_i)  # (B, C)
+        return self._classify(self.pool(self.backbone(x)).flatten(1))  # (B, C)
 
 
 def build_model(config: ModelConfig, pretrained: str | os.PathLike[str] | None) -> ReIDModel:
@@ -214,10 +209,7 @@ def load_model(path: str | os.PathLike[str]) -> ReIDModel:
             f"no trained model at {p}. Fix: pass a run folder of a finished `reidaug train` "
             "(it holds model.pt) or the path of a model.pt."
         )
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for bad files
-        raise DataError(f"cannot read model file {p}: {type(exc).__name__}: {first_line(exc)}. Fix: retrain.") from exc
+    obj = load_torch(p, "reidaug model file", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FILE_FORMAT:
         raise DataError(
             f"{p} is not a reidaug model file (format {obj.get('format') if isinstance(obj, dict) else None!r}, "

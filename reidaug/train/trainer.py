@@ -57,6 +57,7 @@ from reidaug.io.checkpoint import load_torch, save_torch
 from reidaug.io.jsonl import JsonlLog
 from reidaug.train.backbones import pretrained_weights_path
 from reidaug.train.config import NONSEMANTIC, TrainConfig
+from reidaug.train.features import resolve_device
 from reidaug.train.losses import batch_hard_triplet, soft_cross_entropy, triplet_accuracy
 from reidaug.train.model import ModelConfig, ReIDModel, build_model, save_model
 
@@ -94,11 +95,7 @@ class TrainResult:
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, Path):
-                d[k] = str(v)
-        return d
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
 
 # --------------------------------------------------------------------------- LR schedule
@@ -175,7 +172,8 @@ class SeededBatch(list):
 def batch_seed(seed: int, epoch: int, index: int) -> int:
     """63-bit seed of batch ``index`` of ``epoch`` (independent of processes and resumes)."""
     ss = np.random.SeedSequence([int(seed), 0x7E1D, int(epoch), int(index)])
-    return int(ss.generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1 << 31, 1], np.uint64)) & (2**63 - 1)
+    words = ss.generate_state(2, dtype=np.uint32).astype(np.uint64)
+    return int(words @ np.array([1 << 31, 1], np.uint64)) & (2**63 - 1)
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -188,9 +186,6 @@ class EpochBatches(Sampler[list[int]]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.inner.set_epoch(epoch)
         self.epoch, self.start = int(epoch), int(start)
-
-    def full_len(self) -> int:
-        return len(self.inner)
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.start, 0)
@@ -227,17 +222,6 @@ class SeededDataset(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _resolve_device(config: TrainConfig) -> torch.device:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "TrainConfig.device='cuda' but torch sees no CUDA device here. "
-            "Fix: use device='auto' or 'cpu', or install a CUDA build of torch."
-        )
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
 
 
 def data_fingerprint(data_path: str | os.PathLike[str]) -> str:
@@ -305,23 +289,18 @@ def plot_curves(log_path: Path, out_path: Path) -> None:
     FigureCanvasAgg(fig)
     ax_l, ax_a = fig.subplots(1, 2)
     steps = [r["step"] for r in rows]
-    for key, label in (("loss", "total"), ("loss_id", "ID (soft CE)"), ("loss_triplet", "triplet")):
-        ys = [r.get(key) for r in rows]
-        if any(y is not None for y in ys):
-            ax_l.plot(steps, [np.nan if y is None else y for y in ys], label=label)
-    ax_l.set_xlabel("step")
-    ax_l.set_ylabel("loss")
-    ax_l.legend()
-    ax_l.grid(alpha=0.3)
-    for key, label in (("acc", "ID accuracy"), ("triplet_acc", "triplet accuracy")):
-        ys = [r.get(key) for r in rows]
-        if any(y is not None for y in ys):
-            ax_a.plot(steps, [np.nan if y is None else y for y in ys], label=label)
-    ax_a.set_xlabel("step")
-    ax_a.set_ylabel("accuracy (train batches)")
+    panels = ((ax_l, "loss", (("loss", "total"), ("loss_id", "ID (soft CE)"), ("loss_triplet", "triplet"))),
+              (ax_a, "accuracy (train batches)", (("acc", "ID accuracy"), ("triplet_acc", "triplet accuracy"))))
+    for ax, ylabel, series in panels:
+        for key, label in series:
+            ys = [r.get(key) for r in rows]
+            if any(y is not None for y in ys):
+                ax.plot(steps, [np.nan if y is None else y for y in ys], label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        ax.grid(alpha=0.3)
     ax_a.set_ylim(0, 1.02)
-    ax_a.legend()
-    ax_a.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png")
@@ -415,7 +394,7 @@ def train(
         return done
     _remove_stale_temps(run)
 
-    device = _resolve_device(config)
+    device = resolve_device(config.device)
     amp = bool(config.amp and device.type == "cuda")
     if config.amp and not amp:
         log.warning("amp=True needs CUDA; training on %s in float32", device)
@@ -559,7 +538,7 @@ def _train(
     model.train()
     for epoch in range(start_epoch, config.epochs):
         batches.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
-        n_batches = batches.full_len()
+        n_batches = len(batches.inner)
         b_idx = batches.start - 1
         for b_idx, batch in enumerate(loader, start=batches.start):
             schedule.set_progress(epoch + b_idx / n_batches)
