@@ -683,38 +683,33 @@ def _parse_manifest(root: Path, options: FolderOptions) -> ParseResult:
                 f"{columns}, expected path,pid,camid[,split]"
             )
         for row in reader:
-            line = reader.line_num
+            where = f"{manifest.name}:{reader.line_num}"
             rel = (row.get("path") or "").strip().replace("\\", "/")
             pid_text, cam_text = (row.get("pid") or "").strip(), (row.get("camid") or "").strip()
             split = (row.get("split") or "train").strip() or "train"
             ok = rel and re.fullmatch(r"-?\d+", pid_text) and re.fullmatch(r"-?\d+", cam_text)
             if not ok or split not in SPLITS:
                 out.quarantine(
-                    f"{manifest.name}:{line}",
+                    where,
                     "bad-manifest-row",
-                    f"{manifest.name}:{line}: path={rel!r} pid={pid_text!r} camid={cam_text!r} "
+                    f"{where}: path={rel!r} pid={pid_text!r} camid={cam_text!r} "
                     f"split={split!r}; expected a path, integer pid and camid, split in {SPLITS}",
                 )
                 continue
             if rel in listed:
-                out.quarantine(
-                    f"{manifest.name}:{line}", "duplicate-entry", f"lists {rel} again; first kept"
-                )
+                out.quarantine(where, "duplicate-entry", f"lists {rel} again; first kept")
                 continue
             listed.add(rel)
             if not os.path.lexists(root / rel):
-                out.quarantine(rel, "missing-from-list", f"{manifest.name}:{line}: no such file")
+                out.quarantine(rel, "missing-from-list", f"{where}: no such file")
                 continue
             pid, cam = int(pid_text), int(cam_text)
             if pid == -1:
-                out.quarantine(rel, "junk-id", f"{manifest.name}:{line}: identity -1; dropped")
+                out.quarantine(rel, "junk-id", f"{where}: identity -1; dropped")
                 continue
             if cam - options.camera_base < 0:
                 out.quarantine(
-                    rel,
-                    "unknown-camera",
-                    f"{manifest.name}:{line}: camid {cam} is below "
-                    f"camera_base={options.camera_base}",
+                    rel, "unknown-camera", f"{where}: camid {cam} is below camera_base={options.camera_base}"
                 )
                 continue
             out.records.append(Record(rel, pid, cam - options.camera_base, split, cam))
