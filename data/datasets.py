@@ -203,6 +203,19 @@ class _Collector:
         self.quarantined: list[Quarantined] = []
         self.skipped: list[Quarantined] = []
         self.counts: Counter[str] = Counter()
+        self.listed: set[str] = set()  # paths a list file or manifest has named
+
+    def first_listing(self, root: Path, path: str, where: str, missing: str) -> bool:
+        """True when a list names ``path`` for the first time and the file exists; else quarantine
+        it as ``duplicate-entry`` (at ``where``) or ``missing-from-list`` (detail ``missing``)."""
+        if path in self.listed:
+            self.quarantine(where, "duplicate-entry", f"lists {path} again; first kept")
+            return False
+        self.listed.add(path)
+        if not os.path.lexists(root / path):
+            self.quarantine(path, "missing-from-list", missing)
+            return False
+        return True
 
     def quarantine(self, path: str, reason: str, detail: str) -> None:
         self.quarantined.append(Quarantined(path, reason, detail))
@@ -288,6 +301,22 @@ def _require_root(root: Path, fmt: str) -> Path:
     return root
 
 
+def _matching_images(folder: Path, root: Path, out: _Collector, name_re: re.Pattern[str],
+                     pattern: str) -> Iterator[tuple[str, re.Match[str]]]:
+    """``(path relative to root, name match)`` of each image under ``folder``, in walk order.
+
+    Skipped files go to ``out.skipped`` (:func:`_triage`), names off ``pattern`` to the quarantine.
+    """
+    for path in _walk(folder):
+        if not _triage(path, root, out):
+            continue
+        m = name_re.match(path.stem)
+        if m is None:
+            out.quarantine(_rel(path, root), "unparseable-name", f"name {path.name!r} does not match {pattern}")
+            continue
+        yield _rel(path, root), m
+
+
 def _enter(root: Path, marker: str, nested: Iterable[str]) -> Path:
     """Descend into a known release folder (``Market-1501-v15.09.15``) when ``marker`` is there."""
     if (root / marker).exists():
@@ -334,16 +363,7 @@ def _parse_split_folders(root: Path, fmt: str, splits: Iterable[str], name_re: r
                 f"{present}. Point root at the folder that holds "
                 f"{', '.join(_MARKET_FOLDERS[s] for s in splits)}, or set option splits"
             )
-        for path in _walk(folder):
-            if not _triage(path, root, out):
-                continue
-            rel = _rel(path, root)
-            m = name_re.match(path.stem)
-            if m is None:
-                out.quarantine(
-                    rel, "unparseable-name", f"name {path.name!r} does not match {pattern}"
-                )
-                continue
+        for rel, m in _matching_images(folder, root, out, name_re, pattern):
             pid, cam, frame = int(m["pid"]), int(m["cam"]), int(m["frame"])
             extra = tuple((k, v) for k, v in m.groupdict().items() if k not in ("pid", "cam", "frame"))
             if pid == -1:
@@ -435,23 +455,17 @@ def parse_msmt17(root: Path, options: MSMT17Options | None = None) -> ParseResul
             "Point root at the MSMT17_V1 or MSMT17_V2 folder, or set option version"
         )
     out = _Collector("msmt17")
-    listed: set[str] = set()
     for list_name, (image_dir, split) in lists.items():
         if list_name == "list_val.txt" and not options.merge_val:
             for rel, _pid, _line in _read_list(root / list_name, out):
-                if f"{image_dir}/{rel}" not in listed:
-                    listed.add(f"{image_dir}/{rel}")
+                if f"{image_dir}/{rel}" not in out.listed:
+                    out.listed.add(f"{image_dir}/{rel}")
                     out.skip(f"{image_dir}/{rel}", "val-not-merged", "merge_val is off")
             continue
         for rel, pid, line in _read_list(root / list_name, out):
             path = f"{image_dir}/{rel}"
             where = f"{list_name}:{line}"
-            if path in listed:
-                out.quarantine(where, "duplicate-entry", f"lists {path} again; first kept")
-                continue
-            listed.add(path)
-            if not os.path.lexists(root / path):
-                out.quarantine(path, "missing-from-list", f"{where} lists it; no such file")
+            if not out.first_listing(root, path, where, f"{where} lists it; no such file"):
                 continue
             if pid == -1:
                 out.quarantine(path, "junk-id", f"{where}: identity -1 is junk; dropped")
@@ -476,7 +490,7 @@ def parse_msmt17(root: Path, options: MSMT17Options | None = None) -> ParseResul
     for folder in (train_dir, test_dir):
         for path in _walk(root / folder):
             rel = _rel(path, root)
-            if rel not in listed and _triage(path, root, out):
+            if rel not in out.listed and _triage(path, root, out):
                 out.skip(rel, "not-in-list", "no list_*.txt file names this image")
     return out.result()
 
@@ -520,16 +534,7 @@ def parse_cuhk01(root: Path, options: CUHK01Options | None = None) -> ParseResul
         )
     out = _Collector("cuhk01")
     parsed: list[tuple[str, int, int, int]] = []  # (rel, pid, orig cam 1|2, image index)
-    for path in _walk(folder):
-        if not _triage(path, root, out):
-            continue
-        rel = _rel(path, root)
-        m = _CUHK01_RE.match(path.stem)
-        if m is None:
-            out.quarantine(
-                rel, "unparseable-name", f"name {path.name!r} does not match PPPPIII.png"
-            )
-            continue
+    for rel, m in _matching_images(folder, root, out, _CUHK01_RE, "PPPPIII.png"):
         index = int(m["index"])
         if index not in (1, 2, 3, 4):
             out.quarantine(
@@ -672,7 +677,6 @@ def _parse_manifest(root: Path, options: FolderOptions) -> ParseResult:
             f"folder: manifest {manifest} does not exist; set option manifest to the CSV"
         )
     out = _Collector("folder")
-    listed: set[str] = set()
     with open(manifest, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
@@ -696,12 +700,7 @@ def _parse_manifest(root: Path, options: FolderOptions) -> ParseResult:
                     f"split={split!r}; expected a path, integer pid and camid, split in {SPLITS}",
                 )
                 continue
-            if rel in listed:
-                out.quarantine(where, "duplicate-entry", f"lists {rel} again; first kept")
-                continue
-            listed.add(rel)
-            if not os.path.lexists(root / rel):
-                out.quarantine(rel, "missing-from-list", f"{where}: no such file")
+            if not out.first_listing(root, rel, where, f"{where}: no such file"):
                 continue
             pid, cam = int(pid_text), int(cam_text)
             if pid == -1:
@@ -715,7 +714,7 @@ def _parse_manifest(root: Path, options: FolderOptions) -> ParseResult:
             out.records.append(Record(rel, pid, cam - options.camera_base, split, cam))
     for path in _walk(root):
         rel = _rel(path, root)
-        if path == manifest or rel in listed:
+        if path == manifest or rel in out.listed:
             continue
         if _triage(path, root, out):
             out.skip(rel, "not-in-manifest", f"{manifest.name} does not name this image")

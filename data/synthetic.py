@@ -89,15 +89,11 @@ _SEED_POSE, _SEED_IMAGE, _SEED_ID, _SEED_CAM = 101, 202, 303, 404
 class SyntheticSpec:
     """What to generate. Every field changes the pixels, so all of it goes into ``meta.json``."""
 
-    num_ids: int = 24
-    """identities; the first half trains, the second half is the test set"""
-    num_cams: int = 2
-    """cameras, each with its own style (background, colour, light); at most 6"""
-    images_per_id_per_cam: int = 4
-    """shots of each identity in each camera"""
-    height: int = 128
+    num_ids: int = 24  # identities; the first half trains, the second half is the test set
+    num_cams: int = 2  # cameras, each with its own style (background, colour, light); at most 6
+    images_per_id_per_cam: int = 4  # shots of each identity in each camera
+    height: int = 128  # image size in pixels
     width: int = 64
-    """image size in pixels"""
     seed: int = 0
 
     def __post_init__(self) -> None:
