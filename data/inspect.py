@@ -25,9 +25,11 @@ __all__ = ["summary", "verify", "grid", "pose_grid", "fakes_grid", "Problem"]
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return [fmt(header), line, *(fmt(r) for r in rows)]
+
+    def fmt(r: list[str]) -> str:  # the first column left-aligned, the others right-aligned
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return [fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
 
 
 def _mb(n: int) -> str:
