@@ -14,22 +14,12 @@ import enum
 import hashlib
 import json
 import math
-import os
 from pathlib import Path, PurePath
 from typing import Any
 
 from reidaug.errors import HashError
+from reidaug.io.checkpoint import file_sha256
 
-_BUF = 1 << 20
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BUF):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

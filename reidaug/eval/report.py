@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ import numpy as np
 
 from reidaug import __version__
 from reidaug.errors import ConfigError, DataError, unknown_name
+from reidaug.io.checkpoint import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ def choose_protocol(q_camids: np.ndarray, g_camids: np.ndarray) -> tuple[str, st
             f"camera {gc[0]}, as CUHK01): single-shot CMC, as papers on such sets report"
         )
     return "market", f"auto: query cameras {qc} and gallery cameras {gc} overlap (Market-1501 style): multi-shot"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def training_data_of(run_dir: Path) -> Path | None:

@@ -1,6 +1,7 @@
 """Checkpoints: atomic ``torch.save``, a ``torch.load`` that fails with a clear error, and
 :func:`state_checksum`, the digest of a state_dict's tensors (the "generator checksum" every fake
-carries; unlike hashing a ``torch.save`` file, it does not depend on the pickle or zip layout).
+carries; unlike hashing a ``torch.save`` file, it does not depend on the pickle or zip layout), and
+:func:`file_sha256` (content digests: file params in cache keys, model files in run reports).
 
 torch is imported inside the functions, so importing this module stays cheap (planning a cached
 pipeline imports every stage module, and they import this).
@@ -65,4 +66,13 @@ def state_checksum(state_dict: dict[str, Any]) -> str:
             h.update(f"{prefix}|{value!r}|".encode())
 
     visit("", state_dict)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
     return h.hexdigest()
