@@ -283,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nspeed, images/s (best / median of {args.repeat}), torch threads {torch.get_num_threads()}")
         print(hdr)
         print("-" * len(hdr))
+
+        def bm(s: dict, m: str) -> str:
+            return f"{s[m]['img_per_s_best']:.1f} / {s[m]['img_per_s_median']:.1f}" if m in s else "-"
+
         for label, s in speed.items():
-            def bm(m: str) -> str:
-                return f"{s[m]['img_per_s_best']:.1f} / {s[m]['img_per_s_median']:.1f}" if m in s else "-"
             ratio = (f"{s['speedup_b32_vs_per_image_median']:.2f}x" if "speedup_b32_vs_per_image_median" in s
                      else "-")
-            print(f"{label:18s} {s['b1']['images']:5d} {bm('b1'):>16s} {bm('b32'):>16s} "
-                  f"{bm('per_image_inference_topdown'):>22s} {ratio:>14s}")
+            print(f"{label:18s} {s['b1']['images']:5d} {bm(s, 'b1'):>16s} {bm(s, 'b32'):>16s} "
+                  f"{bm(s, 'per_image_inference_topdown'):>22s} {ratio:>14s}")
         print(f"cuda: {cuda_note or 'see JSON speed_cuda'}")
 
     write_result(args.out, {

@@ -229,7 +229,8 @@ def format_validation_error(
             msg = f"{e['msg'].removeprefix('Value error, ')} Found {found!r}"
         else:
             shown = repr(found) if not isinstance(found, (dict, list)) else _type_name(found)
-            msg = f"expected {e['msg'].lower().removeprefix('input should be ').removeprefix('value error, ')}; found {shown}"
+            expected = e["msg"].lower().removeprefix("input should be ").removeprefix("value error, ")
+            msg = f"expected {expected}; found {shown}"
         msgs.append(f"{where(loc)}: {dotted(loc)}: {msg}{snippet(loc)}")
     return "\n".join(msgs)
 
@@ -308,7 +309,9 @@ def load_pipeline(
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the pipeline as UTF-8") from None
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the pipeline as UTF-8"
+            ) from None
         except OSError as e:
             raise ConfigError(f"cannot read pipeline file {path}: {e.strerror}") from None
     path = Path(path) if path is not None else Path("<string>")

@@ -118,7 +118,8 @@ def build_graph(loaded: LoadedConfig, registry: Mapping[str, StageSpec]) -> Grap
                     continue
                 raise GraphError(
                     f"{loaded.where(loc)}: stage {name!r} input {slot!r} needs {ref!r}, but the pipeline "
-                    f"has no stage {up!r}.{did_you_mean(up, [s for s in stages if s != name])} Stages: {', '.join(stages)}. "
+                    f"has no stage {up!r}.{did_you_mean(up, [s for s in stages if s != name])} "
+                    f"Stages: {', '.join(stages)}. "
                     f"Add stage {up!r} or bind stages.{name}.inputs.{slot} to another output."
                     f"{loaded.snippet(loc)}"
                 )
@@ -209,7 +210,8 @@ def key_material(node: Node, upstream_keys: Mapping[str, str], base_dir: Path) -
     }
     if spec.fingerprint is not None:
         try:
-            material["fingerprint"] = stable_hash(spec.fingerprint(node.params, base_dir), f"stage {node.name!r} input files")
+            material["fingerprint"] = stable_hash(spec.fingerprint(node.params, base_dir),
+                                                  f"stage {node.name!r} input files")
         except HashError:
             raise
     return material

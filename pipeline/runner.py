@@ -115,7 +115,8 @@ def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
 
 
 # -- versions recorded in meta.json ----------------------------------------------------------
-_LIBS = ("reidaug", "numpy", "h5py", "dask", "distributed", "torch", "torchvision", "opencv-python", "mmpose", "mmcv-lite")
+_LIBS = ("reidaug", "numpy", "h5py", "dask", "distributed", "torch", "torchvision", "opencv-python", "mmpose",
+         "mmcv-lite")
 
 
 def library_versions() -> dict[str, str]:
@@ -148,7 +149,7 @@ def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple
     t0 = time.perf_counter()
     try:
         spec.run_chunk(ctx, index)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any chunk failure becomes a StageError with the traceback saved
         tb = traceback.format_exc()
         err_file = ctx.work_dir / "errors" / f"chunk-{index:05d}.txt"
         with contextlib.suppress(OSError):
@@ -235,7 +236,8 @@ class Executor:
 
         from dask.callbacks import Callback
 
-        tasks = [dask.delayed(execute_chunk, pure=False)(target, ctx, i, dask_key_name=f"{prefix}-{i:05d}") for i in todo]
+        tasks = [dask.delayed(execute_chunk, pure=False)(target, ctx, i, dask_key_name=f"{prefix}-{i:05d}")
+                 for i in todo]
 
         class _Progress(Callback):
             def _posttask(self, key, result, dsk, state, worker_id):
@@ -392,10 +394,10 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
             executor.run(spec, ctx, todo, on_done)
     except ReidAugError as e:
         bar.close()
-        raise StageFailed(name, str(e), partial, options.resume_command) from None
+        raise StageFailedError(name, str(e), partial, options.resume_command) from None
     except Exception as e:  # a dask/distributed failure outside the chunk function
         bar.close()
-        raise StageFailed(name, f"{type(e).__name__}: {e}", partial, options.resume_command) from e
+        raise StageFailedError(name, f"{type(e).__name__}: {e}", partial, options.resume_command) from e
     bar.close()
     t_chunks = time.perf_counter() - t0
 
@@ -403,12 +405,13 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     try:
         summary = dict(spec.finalize(ctx) or {}) if spec.finalize else {}
     except ReidAugError as e:
-        raise StageFailed(name, f"finalize: {e}", partial, options.resume_command) from None
-    except Exception as e:
+        raise StageFailedError(name, f"finalize: {e}", partial, options.resume_command) from None
+    except Exception as e:  # noqa: BLE001 - any finalize failure becomes a StageError with the traceback saved
         tb = traceback.format_exc()
         write_text(partial / "errors" / "finalize.txt", tb)
-        raise StageFailed(name, f"finalize failed: {type(e).__name__}: {e} (traceback in {partial / 'errors' / 'finalize.txt'})",
-                          partial, options.resume_command) from None
+        raise StageFailedError(name, f"finalize failed: {type(e).__name__}: {e} "
+                                     f"(traceback in {partial / 'errors' / 'finalize.txt'})",
+                               partial, options.resume_command) from None
     t_finalize = time.perf_counter() - t0
 
     meta = {
@@ -436,14 +439,14 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     try:
         entry = cache.commit(spec.name, key, meta)
     except ReidAugError as e:
-        raise StageFailed(name, str(e), partial, options.resume_command) from None
+        raise StageFailedError(name, str(e), partial, options.resume_command) from None
     write_json(_state_path(cache.workspace, name), {"key": key, "material": graph.material[name]})
     seconds = time.perf_counter() - t_start
     log.info("Stage '%s' done in %.1f s (%d chunks run)", name, seconds, len(ran))
     return StageResult(name, key, "resume" if done else "run", sorted(ran), seconds, entry)
 
 
-class StageFailed(StageError):
+class StageFailedError(StageError):
     """A stage failed; the message says which chunk, where the details are, and how to resume."""
 
     def __init__(self, stage: str, reason: str, partial: Path, resume: str) -> None:

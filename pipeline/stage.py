@@ -130,7 +130,9 @@ def _to_file_ref(value: Any, info: ValidationInfo) -> FileRef:
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
     if not path.is_file():
-        raise ValueError(f"expected an existing file; {path} does not exist (relative paths start at the YAML's folder)")
+        raise ValueError(
+            f"expected an existing file; {path} does not exist (relative paths start at the YAML's folder)"
+        )
     return FileRef(path)
 
 
@@ -183,7 +185,7 @@ class StageSpec:
             raise ValueError(f"stage name {self.name!r} must be kebab-case (e.g. 'extract-pose')")
         if self.version < 1:
             raise ValueError(f"stage {self.name}: version must be >= 1")
-        for slot, ref in self.inputs.items():
+        for ref in self.inputs.values():
             if ref:
                 parse_ref(ref)
         if not self.unkeyed_if_unbound <= self.optional_inputs:

@@ -346,10 +346,13 @@ def demo_data(out_dir, num_ids, num_cams, images_per_id_per_cam, height, width, 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--verify", "do_verify", is_flag=True, help="Check every dataset's checksum and the format's invariants.")
-@click.option("--grid", "grid_png", type=click.Path(dir_okay=False), help="Write a picture of samples by source and camera (and, with fakes, NAME_fakes.png: origins and their fakes).")
+@click.option("--grid", "grid_png", type=click.Path(dir_okay=False),
+              help="Write a picture of samples by source and camera "
+                   "(and, with fakes, NAME_fakes.png: origins and their fakes).")
 @click.option("--poses", "poses_png", type=click.Path(dir_okay=False), help="Write skeleton overlays on 16 crops.")
 @click.option("--split", default="train", show_default=True, help="Split for --grid and --poses.")
-@click.option("--per-cell", default=3, show_default=True, type=click.IntRange(1, 20), help="Images per source x camera cell.")
+@click.option("--per-cell", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Images per source x camera cell.")
 def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
     """Summary of a reidaug HDF5 file (splits, ids, images, cameras, sources, label schemes, sizes)."""
     from reidaug.data.inspect import fakes_grid, grid, pose_grid, summary, verify
@@ -379,7 +382,8 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
 @main.command("score-fakes")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--judge", "judge", type=click.Path(dir_okay=False),
-              help="ONNX re-ID model judging identity (e.g. ../shared/models/osnet_x0_25_msmt17.onnx); without it, SSIM only.")
+              help="ONNX re-ID model judging identity (e.g. ../shared/models/osnet_x0_25_msmt17.onnx); "
+                   "without it, SSIM only.")
 @click.option("--synthetic-root", type=click.Path(file_okay=False),
               help="The demo-data folder the file was made from: SSIM against the true image of each fake.")
 @click.option("--source", "sources", multiple=True, help="Score only fakes of this source (repeatable).")

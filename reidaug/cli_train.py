@@ -52,7 +52,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read training config {path}: {exc.strerror or exc}. Fix: check the --config path.") from None
+        raise ConfigError(
+            f"cannot read training config {path}: {exc.strerror or exc}. Fix: check the --config path."
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -139,7 +141,8 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
     run_dir = Path(out)
     _check_out_dir(run_dir)
 
-    click.echo(f"training {config.backbone} ({'random init' if is_random_init(config.pretrained) else config.pretrained}"
+    weights = "random init" if is_random_init(config.pretrained) else config.pretrained
+    click.echo(f"training {config.backbone} ({weights}"
                f", head {config.head}, loss {config.loss}) on {data_path} for {config.epochs} epochs at "
                f"{config.height}x{config.width}; run folder {run_dir}")
     result = train(config, data_path, run_dir)
@@ -200,7 +203,8 @@ def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: 
     r = report.record
     click.echo(f"{r['model']['backbone']} model of {run_dir} on {r['data']['path']}")
     click.echo(f"protocol {r['protocol']} ({r['protocol_reason']}); metric {r['metric']}, flip "
-               f"{'on' if r['flip'] else 'off'}, re-ranking {'k1=%d k2=%d lambda=%g' % (k1, k2, lambda_value) if rerank else 'off'}")
+               f"{'on' if r['flip'] else 'off'}, re-ranking "
+               f"{'k1=%d k2=%d lambda=%g' % (k1, k2, lambda_value) if rerank else 'off'}")
     header = ("queries", "gallery", "rank-1", "rank-5", "rank-10", "mAP", "mINP")
     values = (str(r["num_queries"]), str(r["num_gallery_images"]),
               *(f"{100 * r[k]:.1f}" if k in r else "-" for k in ("rank1", "rank5", "rank10", "mAP", "mINP")))

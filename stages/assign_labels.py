@@ -157,7 +157,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
             a[1] += len(arrays["path"])
     report = []
     for name, e in counts.items():
-        extra = {"lsr": f" (epsilon {p.epsilon})", "teacher": f" (T {p.temperature}, top-{p.topk})"}.get(e["scheme"], "")
+        extra = {"lsr": f" (epsilon {p.epsilon})",
+                 "teacher": f" (T {p.temperature}, top-{p.topk})"}.get(e["scheme"], "")
         line = f"{name}: {e['samples']} train samples labelled {e['scheme']}{extra}"
         if name in agree and agree[name][1]:
             rate = agree[name][0] / agree[name][1]

@@ -34,7 +34,8 @@ SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose"}
 
 
 class ExportParams(Params):
-    sets: list[str] | None = Field(None, description="image sets that go in: real, camstyle, poseguided (default: real + every bound set)")
+    sets: list[str] | None = Field(
+        None, description="image sets that go in: real, camstyle, poseguided (default: real + every bound set)")
     splits: list[Literal["train", "query", "gallery"]] = Field(default_factory=lambda: list(SPLITS))
     encoding: Literal["raw", "jpeg", "png"] = Field("raw", description="raw = fixed HxWx3 uint8 (fastest to read)")
     image_height: int = Field(256, ge=8, le=2048)
@@ -54,7 +55,9 @@ class ExportParams(Params):
             return None
         for s in value:
             if s not in SET_SOURCES:
-                raise ValueError(f"a set this pipeline can export: {', '.join(SET_SOURCES)}.{did_you_mean(s, SET_SOURCES)}")
+                raise ValueError(
+                    f"a set this pipeline can export: {', '.join(SET_SOURCES)}.{did_you_mean(s, SET_SOURCES)}"
+                )
         if "real" not in value:
             raise ValueError("a list that includes 'real' (fakes refer to the real images they came from)")
         return value
@@ -62,7 +65,8 @@ class ExportParams(Params):
     @field_validator("compression")
     @classmethod
     def _known_compression(cls, value: str) -> str:
-        if value not in ("none", "lzf") and not (value.startswith("gzip-") and value[5:].isdigit() and 0 <= int(value[5:]) <= 9):
+        gzip_level_ok = value.startswith("gzip-") and value[5:].isdigit() and 0 <= int(value[5:]) <= 9
+        if value not in ("none", "lzf") and not gzip_level_ok:
             raise ValueError("none, lzf or gzip-0 .. gzip-9")
         return value
 
@@ -93,9 +97,9 @@ def plan(ctx: StageContext) -> int:
     if generated and ctx.inputs.get("labels") is None:
         raise ConfigError(
             f"generated sets {generated} need training targets, and no assign-labels "
-            f"output is bound. Fix: add an assign-labels stage (e.g. `assign-labels: {{params: {{schemes: {{{generated[0]}: "
-            f"lsr}}}}, inputs: {{{generated[0]}: generate-{generated[0]}.fakes}}}}`) and bind `labels: assign-labels.labels` "
-            "here."
+            f"output is bound. Fix: add an assign-labels stage (e.g. `assign-labels: {{params: {{schemes: "
+            f"{{{generated[0]}: lsr}}}}, inputs: {{{generated[0]}: generate-{generated[0]}.fakes}}}}`) and bind "
+            "`labels: assign-labels.labels` here."
         )
     return 1
 

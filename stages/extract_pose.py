@@ -46,10 +46,12 @@ class ExtractPoseParams(Params):
         if self.backend == "movenet" and self.model_path is None:
             raise ValueError("backend movenet needs model_path: a MoveNet SinglePose .tflite file")
         if self.backend == "openpose-csv" and self.annotations is None:
-            raise ValueError("backend openpose-csv needs annotations: the annotation CSV (name:keypoints_y:keypoints_x)")
+            raise ValueError("backend openpose-csv needs annotations: "
+                             "the annotation CSV (name:keypoints_y:keypoints_x)")
         if self.backend == "mmpose":
             if self.config is None:
-                raise ValueError("backend mmpose needs config: a config file or rtmpose-t, rtmpose-s, rtmpose-m, hrnet-w32")
+                raise ValueError("backend mmpose needs config: "
+                                 "a config file or rtmpose-t, rtmpose-s, rtmpose-m, hrnet-w32")
             if self.checkpoint is None and not self.random_init:
                 raise ValueError("backend mmpose needs checkpoint (a local .pth from the OpenMMLab model zoo), "
                                  "or random_init: true for plumbing tests")

@@ -26,7 +26,8 @@ class GenerateCamStyleParams(GenerateParams):
     """Which fakes to make; device, amp, batch_size and the output size come
     from :class:`GenerateParams`."""
 
-    target_cams: list[int] | None = Field(None, description="cameras to render into (default: every camera with a generator)")
+    target_cams: list[int] | None = Field(
+        None, description="cameras to render into (default: every camera with a generator)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
     seed: int = Field(0, ge=0, description="for drawing targets when fakes_per_image is set")
 

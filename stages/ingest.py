@@ -124,8 +124,9 @@ def fingerprint(params: IngestParams, base_dir: Path) -> Any:
 def _strict_fail(items: list[dict[str, str]], where: str) -> DataError:
     first = items[0]
     counts = Counter(q["reason"] for q in items)
+    by_reason = ", ".join(f"{r}: {n}" for r, n in sorted(counts.items()))
     return DataError(
-        f"params.strict is on and {len(items)} file(s) {where} are bad ({', '.join(f'{r}: {n}' for r, n in sorted(counts.items()))}); "
+        f"params.strict is on and {len(items)} file(s) {where} are bad ({by_reason}); "
         f"first: {first['path']}: {first['reason']}: {first['detail']}. Fix or remove them, or set strict: false "
         "to quarantine them and go on"
     )

@@ -29,7 +29,8 @@ TABLE = "metrics.md"
 
 
 class ScoreFakesParams(Params):
-    judge: FileParam | None = Field(None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx); none: SSIM only")
+    judge: FileParam | None = Field(
+        None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx); none: SSIM only")
     sources: list[str] | None = Field(None, description="generated sources to score (default: all fakes in the file)")
     fd_eps: float = Field(0.0, ge=0.0, description="ridge added to covariances in FReID (N < D needs it)")
 

@@ -42,13 +42,16 @@ PICTURE = "pairs.png"
 class ScorePoseGANParams(BatchedGPUParams):
     """What to score; device, amp and batch_size come from :class:`BatchedGPUParams`."""
 
-    judge: FileParam | None = Field(None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx); none: SSIM only")
+    judge: FileParam | None = Field(
+        None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx); none: SSIM only")
     splits: list[Literal["query", "gallery"]] = Field(["query", "gallery"], min_length=1,
         description="held-out splits whose identities give the pairs (never train: the generator's own identities)")
     num_pairs: int | None = Field(1000, ge=1, description="seeded draw of this many pairs (none: all)")
     min_keypoints: int = Field(8, ge=0, le=17, description="confident keypoints both poses need")
-    min_pose_change: float = Field(0.02, ge=0, description="mean keypoint displacement / image height below which two poses are the same")
-    score_threshold: float | None = Field(None, ge=0, le=1, description="keypoint confidence (default: the generator's training threshold)")
+    min_pose_change: float = Field(
+        0.02, ge=0, description="mean keypoint displacement / image height below which two poses are the same")
+    score_threshold: float | None = Field(
+        None, ge=0, le=1, description="keypoint confidence (default: the generator's training threshold)")
     grid_pairs: int = Field(16, ge=0, le=256, description="pairs drawn in pairs.png")
     seed: int = Field(0, ge=0)
     fd_eps: float = Field(0.0, ge=0.0, description="ridge added to covariances in FReID (N < D needs it)")
@@ -169,7 +172,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 SPEC = StageSpec(
     name="score-posegan", version=2,  # 2: identity 0 kept outside Market-1501; poses at the stage's threshold
-    description="SSIM / mask-SSIM / identity (external judge) / FReID of a pose-guided generator on held-out test pairs",
+    description="SSIM / mask-SSIM / identity (external judge) / FReID of a pose-guided generator "
+                "on held-out test pairs",
     params=ScorePoseGANParams, plan=plan, run_chunk=run_chunk, finalize=finalize,
     inputs={"models": "train-posegan.models", "dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints",
             "synthetic": ""},

@@ -30,14 +30,16 @@ class TrainCamStyleParams(GPUTrainParams):
     """What to train and how; device, amp and the checkpoint / sample / log cadence come from
     :class:`GPUTrainParams`."""
 
-    model: Literal["cyclegan", "stargan"] = Field("cyclegan", description="cyclegan: one per camera pair; stargan: one for all")
+    model: Literal["cyclegan", "stargan"] = Field(
+        "cyclegan", description="cyclegan: one per camera pair; stargan: one for all")
     cameras: list[int] | None = Field(None, description="0-based train cameras to use (default: all)")
     image_height: int = Field(256, ge=16, le=1024, description="training size (CamStyle: 256 x 128)")
     image_width: int = Field(128, ge=16, le=1024)
     ngf: int = Field(64, ge=4, le=256, description="generator width")
     ndf: int = Field(64, ge=4, le=256, description="discriminator width")
     n_blocks: int = Field(9, ge=0, le=16, description="residual blocks (9 for 256 px, 6 for 128)")
-    d_layers: int | None = Field(None, ge=1, le=7, description="discriminator depth (default: 3 PatchGAN / StarGAN: 6 or what fits)")
+    d_layers: int | None = Field(
+        None, ge=1, le=7, description="discriminator depth (default: 3 PatchGAN / StarGAN: 6 or what fits)")
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(0.5, ge=0, description="times lambda_cycle (CamStyle keeps it on)")
     lr: float = Field(2e-4, gt=0)
@@ -57,17 +59,19 @@ class TrainCamStyleParams(GPUTrainParams):
         if self.model == "cyclegan":
             layers = self.d_layers or 3
             need = 3 * 2 ** layers  # n stride-2 convs, then two 4x4 stride-1 convs: every side must stay >= 3
-            if min(self.image_height, self.image_width) < need:
+            shortest = min(self.image_height, self.image_width)
+            if shortest < need:
                 raise ValueError(
-                    f"image {self.image_height} x {self.image_width} is too small for a PatchGAN with d_layers={layers}: "
-                    f"each side must be at least 3 * 2^{layers} = {need}. Fix: a larger image, or fewer d_layers "
-                    f"(d_layers: {max(1, (min(self.image_height, self.image_width) // 3).bit_length() - 1)} fits)")
-        elif self.d_layers is not None and (self.image_height % 2 ** self.d_layers or self.image_width % 2 ** self.d_layers):
+                    f"image {self.image_height} x {self.image_width} is too small for a PatchGAN with "
+                    f"d_layers={layers}: each side must be at least 3 * 2^{layers} = {need}. Fix: a larger image, "
+                    f"or fewer d_layers (d_layers: {max(1, (shortest // 3).bit_length() - 1)} fits)")
+        elif self.d_layers is not None and (self.image_height % 2 ** self.d_layers
+                                            or self.image_width % 2 ** self.d_layers):
             from reidaug.gen.camstyle import stargan_d_layers
 
             raise ValueError(f"StarGAN's discriminator halves the image d_layers={self.d_layers} times, so "
-                             f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. Fix: leave "
-                             f"d_layers unset (the deepest that fits: "
+                             f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. "
+                             f"Fix: leave d_layers unset (the deepest that fits: "
                              f"{stargan_d_layers(self.image_height, self.image_width)})")
         if self.cameras is not None and len(set(self.cameras)) < 2:
             raise ValueError(f"cameras must list at least two cameras to translate between; found {self.cameras}")
@@ -152,7 +156,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
                        "images_per_s": round(float(arrays["images_per_s"]), 2),
                        "num_images": [int(n) for n in arrays["num_images"]], "last_losses": attrs["last_losses"]})
         losses = attrs["last_losses"]
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items()) if k in ("G", "D_A", "D_B", "D", "cycle_A", "G_rec"))
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items())
+                          if k in ("G", "D_A", "D_B", "D", "cycle_A", "G_rec"))
         report.append(f"{attrs['model']}: {int(arrays['steps'])} steps in {float(arrays['seconds']):.0f} s on "
                       f"{attrs['device']} ({float(arrays['images_per_s']):.1f} img/s); last losses: {shown}")
     report.append(f"generators: {MODELS_DIR}/ in this entry; sample grids and loss logs: {TRAIN_DIR}/<model>/")

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
         import torch
 
         has_cuda = torch.cuda.is_available()
-    except Exception:  # torch missing or broken: treat as no GPU
+    except Exception:  # noqa: BLE001 - torch missing or broken: treat as no GPU
         has_cuda = False
     skip_gpu = pytest.mark.skip(reason="needs CUDA; none on this machine")
     for item in items:

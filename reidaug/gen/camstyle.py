@@ -201,7 +201,8 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
     model = build_model(job, hp, settings)
     sampler = _Sampler(images, size, settings)
     # spread over each camera's images (ordered by identity): one person per row, not one person's shots
-    fixed = {c: _center(images[c][np.unique(np.linspace(0, len(images[c]) - 1, settings.num_samples).astype(int))], size)
+    fixed = {c: _center(images[c][np.unique(np.linspace(0, len(images[c]) - 1, settings.num_samples).astype(int))],
+                        size)
              for c in job.cameras}
     per_unit = settings.iterations / SCHEDULE_UNITS
 
@@ -283,7 +284,8 @@ class CamStyleTranslator:
         if not files:
             raise DataError(f"generate-camstyle: no generator files (*.pt) in {models_dir}; bind models to a "
                             "train-camstyle output (models: train-camstyle.models).")
-        self.routes: dict[tuple[int, int], tuple[Any, Any, str, str]] = {}  # (src, tgt) -> (net, domain, checksum, name)
+        # (src, tgt) -> (net, domain, checksum, name)
+        self.routes: dict[tuple[int, int], tuple[Any, Any, str, str]] = {}
         self.size: tuple[int, int] | None = None
         for f in files:
             state = load_torch(f, "generate-camstyle")
@@ -293,7 +295,7 @@ class CamStyleTranslator:
                 raise DataError(f"generate-camstyle: generators in {models_dir} were trained at different sizes "
                                 f"({self.size} and {size}); train them in one train-camstyle stage.")
             self.size = size
-            for name, net in net_by_name.items():
+            for net in net_by_name.values():
                 to_device(net, device)
                 net.eval()
             if state["model"] == "cyclegan":

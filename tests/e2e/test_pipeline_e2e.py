@@ -208,7 +208,8 @@ def test_cache_gc_removes_unreferenced_entries(tmp_path):
     pipe = write_pipeline(tmp_path, num_items=50)
     ws = tmp_path / "ws"
     assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
-    assert cli("run", str(pipe), "-w", str(ws), "--set", "stages.selftest-map.params.scale=3", cwd=tmp_path).returncode == 0
+    rerun = cli("run", str(pipe), "-w", str(ws), "--set", "stages.selftest-map.params.scale=3", cwd=tmp_path)
+    assert rerun.returncode == 0
     assert len(list((ws / "cache" / "selftest-map").glob("*/*"))) == 2
     dry = cli("cache", "gc", "-w", str(ws), "--dry-run", cwd=tmp_path)
     assert dry.stdout.count("would remove") == 2  # the old map and reduce entries

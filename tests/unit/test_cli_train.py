@@ -52,8 +52,10 @@ def test_train_prints_where_everything_is_and_a_second_run_skips(trained, data) 
         assert (run / file).exists()
     assert "images/s on cpu" in out and "reidaug evaluate" in out
     cfg = json.loads((run / "config.json").read_text())["train"]
-    assert (cfg["backbone"], cfg["epochs"], cfg["lr"], cfg["milestones"], cfg["num_workers"]) == ("tiny", 25, 0.001, [20], 0)
-    code, again = _run("train", str(data["pair"]), "--out", str(run), *TINY, "--epochs", "25", "--set", "milestones=[20]")
+    assert ((cfg["backbone"], cfg["epochs"], cfg["lr"], cfg["milestones"], cfg["num_workers"])
+            == ("tiny", 25, 0.001, [20], 0))
+    code, again = _run("train", str(data["pair"]), "--out", str(run), *TINY, "--epochs", "25",
+                       "--set", "milestones=[20]")
     assert code == 0 and "didn't change, skipping" in again
 
 
@@ -71,7 +73,8 @@ def test_evaluate_writes_metrics_and_cmc_with_high_rank1_on_the_trained_identiti
     assert m["model"]["path"] == "model.pt" and m["flip"] is True and m["rerank"] is None
     assert (run / "cmc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header, values = [x.split() for x in out.splitlines() if x.strip().startswith(("queries", "10 "))][:2]
-    assert header[:3] == ["queries", "gallery", "rank-1"] and float(values[2]) == pytest.approx(100 * m["rank1"], abs=0.1)
+    assert header[:3] == ["queries", "gallery", "rank-1"]
+    assert float(values[2]) == pytest.approx(100 * m["rank1"], abs=0.1)
 
 
 def test_evaluate_on_another_file_with_options(trained, data, tmp_path: Path) -> None:
@@ -85,7 +88,8 @@ def test_evaluate_on_another_file_with_options(trained, data, tmp_path: Path) ->
     assert m["rerank"] == {"k1": 20, "k2": 6, "lambda": 0.3} and m["data"]["same_as_training"] is False
     assert m["model"]["path"] == str((run / "model.pt").resolve()) and (out_dir / "cmc.png").is_file()
     assert m["num_gallery_images"] == 30 and m["rank1"] >= 0.9
-    code, _ = _run("evaluate", str(run), "--data", str(data["mixed"]), "--out", str(out_dir), "--protocol", "cuhk03-sgs")
+    code, _ = _run("evaluate", str(run), "--data", str(data["mixed"]), "--out", str(out_dir),
+                   "--protocol", "cuhk03-sgs")
     assert code == 0 and json.loads((out_dir / "metrics.json").read_text())["protocol_reason"] == "given"
 
 

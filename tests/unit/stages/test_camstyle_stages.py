@@ -181,7 +181,8 @@ def test_killed_train_camstyle_run_resumes_from_its_checkpoint(tmp_path):
     ("cameras: [1]", ConfigError, "at least two cameras"),
     ("cameras: [0, 7]", DataError, "cameras [7]"),
     ("image_height: 50", ConfigError, "multiples of 4"),
-    ("image_height: 32", ConfigError, "too small for a PatchGAN with d_layers=3: each side must be at least 3 * 2^3 = 24"),
+    ("image_height: 32", ConfigError,
+     "too small for a PatchGAN with d_layers=3: each side must be at least 3 * 2^3 = 24"),
     ("device: cuda", ConfigError, "no CUDA"),
 ])
 def test_train_camstyle_bad_params_name_the_fix(tmp_path, params, exc, words):
@@ -251,7 +252,8 @@ def test_score_fakes_with_the_real_judge_and_synthetic_ground_truth(tmp_path, sh
     entries = run(write(tmp_path, text), tmp_path / "ws")
     full = json.loads((entries["score-fakes"] / "metrics.json").read_text())
     n_fakes = full["counts"]["num_fakes"]
-    assert n_fakes == 36 and full["counts"]["camera_pairs"] == {f"{s}->{t}": 6 for s in range(3) for t in range(3) if s != t}
+    assert n_fakes == 36
+    assert full["counts"]["camera_pairs"] == {f"{s}->{t}": 6 for s in range(3) for t in range(3) if s != t}
     for key in ("fakes", "baseline"):
         assert 0.0 <= full["identity"][key]["rank1"] <= 1.0 and 0.0 < full["identity"][key]["mAP"] <= 1.0
     assert set(full["freid"]) == {"0", "1", "2"} and all(v["fd"] >= 0 for v in full["freid"].values())
@@ -282,7 +284,8 @@ def test_fakes_of_folder_datasets_that_repeat_file_names_keep_their_own_labels(t
         rows.append(f"{pid:04d}/{k}.jpg,{pid},{cam},train")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     text = HEAD.replace("ITER", "2").replace(
-        "      demo-data: {params: {num_ids: 6, num_cams: 3, images_per_id_per_cam: 2, height: 64, width: 32}}\n", "").replace(
+        "      demo-data: {params: {num_ids: 6, num_cams: 3, images_per_id_per_cam: 2, height: 64, width: 32}}\n",
+        "").replace(
         "params: {format: market1501, chunk_size: 16}\n        inputs: {source: demo-data.dataset}",
         f"params: {{format: folder, root: {root}, options: {{manifest: manifest.csv}}, chunk_size: 16}}") + TAIL
     entries = run(write(tmp_path, text), tmp_path / "ws")

@@ -53,7 +53,8 @@ def pipeline(synthetic, train: str = TRAIN, generate: str = "{batch_size: 5}", *
     if generate:
         stages.append(f"generate-poseguided: {{params: {generate}}}")
     if tail:
-        stages += ["assign-labels: {params: {schemes: {poseguided: lsro}}, inputs: {poseguided: generate-poseguided.fakes}}",
+        stages += ["assign-labels: {params: {schemes: {poseguided: lsro}}, "
+                   "inputs: {poseguided: generate-poseguided.fakes}}",
                    "export-hdf5: {params: {image_height: 64, image_width: 32}, inputs: {poseguided: "
                    "generate-poseguided.fakes, labels: assign-labels.labels, keypoints: extract-pose.keypoints}}"]
     return "name: t\nstages:\n" + "".join(f"  {line}\n" for line in stages) + textwrap.indent(extra, "  ")
@@ -265,8 +266,10 @@ def pipeline_text(pg2_run) -> str:
 
 @pytest.mark.parametrize("old, new, words", [
     ("model: pg2,", "model: pg3,", r"\.model: expected 'pg2' or 'deformable'; found 'pg3'"),
-    ("image_height: 32,", "image_height: 50,", r"image_height x image_width = 50 x 16 does not fit model pg2.*multiples of 4"),
-    ("model: pg2,", "model: deformable,", r"32 x 16 does not fit model deformable.*d_layers=3 needs both sides >= 3 \* 2\^3 = 24 \(d_layers: 2 fits"),
+    ("image_height: 32,", "image_height: 50,",
+     r"image_height x image_width = 50 x 16 does not fit model pg2.*multiples of 4"),
+    ("model: pg2,", "model: deformable,",
+     r"32 x 16 does not fit model deformable.*d_layers=3 needs both sides >= 3 \* 2\^3 = 24 \(d_layers: 2 fits"),
     ("ngf: 4,", "ngf: 4, lambda_nn: 3,", r"lambda_nn is a deformable option, but model is pg2"),
     ("iterations: 6,", "iterations: 6, iterations_g1: 6,", r"iterations_g1 \(6\) must be below iterations \(6\)"),
 ])
@@ -296,7 +299,8 @@ def test_canonical_targets_without_cluster_poses_say_how_to_add_it(synthetic, pg
 def test_an_unknown_pose_list_path_names_the_train_paths(synthetic, pg2_run, tmp_path):
     wrong = synthetic["train"][3].replace("bounding_box_train/", "bounding_box_tran/")
     text = pipeline(synthetic, generate=f"{{targets: list, pose_list: [{wrong}]}}", tail=False)
-    with pytest.raises(ConfigError, match=r"params.pose_list names 1 path\(s\) that are not train images.*Did you mean"):
+    with pytest.raises(ConfigError,
+                       match=r"params.pose_list names 1 path\(s\) that are not train images.*Did you mean"):
         run(tmp_path, text, pg2_run["ws"])
 
 
@@ -338,7 +342,8 @@ def test_score_posegan_scores_held_out_test_pairs_against_the_real_target(synthe
     if not judge.exists():
         pytest.skip(f"no judge model at {judge}")
     text = pipeline(synthetic, generate="", tail=False, cluster=False,
-                    extra=f"score-posegan: {{params: {{judge: {judge}, num_pairs: 40, grid_pairs: 5, min_keypoints: 8}}}}\n")
+                    extra=f"score-posegan: {{params: {{judge: {judge}, num_pairs: 40, grid_pairs: 5, "
+                          f"min_keypoints: 8}}}}\n")
     entries, _ = run(tmp_path, text)
     out = entries["score-posegan"]
     m = json.loads((out / "metrics.json").read_text())
@@ -356,7 +361,10 @@ def test_score_posegan_scores_held_out_test_pairs_against_the_real_target(synthe
 
     real = chunks(entries["ingest"])
     by_path = {p: i for i, p in enumerate(real["path"])}
-    img = lambda rel: cv2.resize(decode_stored(real["image"][by_path[rel]]), (16, 32), interpolation=cv2.INTER_LINEAR)
+
+    def img(rel):
+        return cv2.resize(decode_stored(real["image"][by_path[rel]]), (16, 32), interpolation=cv2.INTER_LINEAR)
+
     cond = np.stack([img(doc["images"][a]["path"]) for a, _ in doc["pairs"]])
     tgt = np.stack([img(doc["images"][b]["path"]) for _, b in doc["pairs"]])
     assert m["ssim"]["baseline"]["mean"] == pytest.approx(float(np.mean(ssim(cond, tgt))), abs=1e-6)
@@ -392,7 +400,10 @@ def test_score_posegan_scores_against_the_renderers_exact_truth(synthetic, tmp_p
     t = m["synthetic_truth"]
     assert t["pairs"] == len(doc["pairs"]) > 0 and {"fakes", "g1", "baseline", "real_target"} <= set(t)
     root = entries["demo-data"] / "dataset"
-    rsz = lambda im: cv2.resize(im, (16, 32), interpolation=cv2.INTER_LINEAR)
+
+    def rsz(im):
+        return cv2.resize(im, (16, 32), interpolation=cv2.INTER_LINEAR)
+
     truth, cond, real, same = [], [], [], 0
     for a, b in doc["pairs"]:
         ia, ib = doc["images"][a], doc["images"][b]
@@ -406,7 +417,8 @@ def test_score_posegan_scores_against_the_renderers_exact_truth(synthetic, tmp_p
     assert 0 < same < len(doc["pairs"])  # both kinds of pair are exercised
     per_pair = ssim(real, truth)
     assert np.allclose(per_pair[[doc["images"][a]["camid"] == doc["images"][b]["camid"] for a, b in doc["pairs"]]], 1.0)
-    assert t["real_target"]["ssim"] == pytest.approx(float(np.mean(per_pair)), abs=1e-6) and t["real_target"]["ssim"] < 1
+    assert t["real_target"]["ssim"] == pytest.approx(float(np.mean(per_pair)), abs=1e-6)
+    assert t["real_target"]["ssim"] < 1
     assert t["baseline"]["ssim"] == pytest.approx(float(np.mean(ssim(cond, truth))), abs=1e-6)
     assert -1 <= t["fakes"]["ssim"] <= 1 and -1 <= t["g1"]["mask_ssim"] <= 1
     assert "exact truth" in (entries["score-posegan"] / "metrics.md").read_text()
@@ -465,7 +477,10 @@ def test_a_threshold_set_on_the_stage_is_the_one_the_generator_draws_poses_with(
     kp = np.asarray(synthetic["keypoints"][synthetic["train"][0]], np.float32)[None] / 2  # 64 x 32 -> ~32 x 16
     kp[..., 2] = np.where(kp[..., 2] > 0, rng.choice([0.4, 0.9], 17), 0)  # some keypoints between 0.3 and 0.5
     img = rng.integers(0, 255, (1, 32, 16, 3), dtype=np.uint8)
-    at = lambda t: gen.generate(img, clean_keypoints(kp, t), clean_keypoints(kp, t))
+
+    def at(t):
+        return gen.generate(img, clean_keypoints(kp, t), clean_keypoints(kp, t))
+
     assert np.array_equal(gen.generate(img, kp, kp, threshold=0.5), at(0.5))
     assert not np.array_equal(at(0.5), at(0.3))
 
@@ -478,7 +493,8 @@ def test_a_threshold_set_on_the_stage_is_the_one_the_generator_draws_poses_with(
 
     monkeypatch.setattr(PoseGuidedGenerator, "generate_tensor", spy)
     text = pipeline(synthetic, generate="{batch_size: 5, score_threshold: 0.7}", tail=False,
-                    extra="score-posegan: {params: {num_pairs: 4, grid_pairs: 0, score_threshold: 0.7, min_keypoints: 0}}\n")
+                    extra="score-posegan: {params: {num_pairs: 4, grid_pairs: 0, score_threshold: 0.7, "
+                          "min_keypoints: 0}}\n")
     run(tmp_path, text, pg2_run["ws"])
     assert seen and set(seen) == {0.7}
 
