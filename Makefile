@@ -1,15 +1,17 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   - set up .venv and run the demo pipeline (synthetic data, local dask, CPU)
-#   make test   - set up .venv and run the test suite
-.PHONY: setup demo test test-all clean-demo
+#   make test   - set up .venv, lint (ruff) and run the test suite
+.PHONY: setup lint demo test test-all clean-demo
 VENV := .venv
 setup:
 	@scripts/setup.sh
 demo: setup
 	$(VENV)/bin/reidaug run configs/demo.yaml
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+test: lint
 	$(VENV)/bin/python -m pytest -q tests
-test-all: setup
+test-all: lint
 	$(VENV)/bin/python -m pytest -q -m "" tests
 clean-demo:
 	rm -rf workspace/demo
