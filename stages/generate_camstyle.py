@@ -33,10 +33,7 @@ class GenerateCamStyleParams(GenerateParams):
 
 
 def plan(ctx: StageContext) -> int:
-    from reidaug.gen.common import pick_device
-
-    device = pick_device(ctx.params.device, "params.device")
-    _wanted(ctx, _translator(ctx, device).cameras)  # unknown target cameras: say so before any work
+    _wanted(ctx, _translator(ctx).cameras)  # unknown target cameras: say so before any work
     return len(ctx.input("dataset").chunk_paths())
 
 
@@ -77,26 +74,22 @@ def _targets(ctx: StageContext, translator, index: int, cams, splits) -> list[Fa
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
-    import time
-
     import cv2
     import numpy as np
 
-    from reidaug.data.images import decode_stored, encode_png
-    from reidaug.gen.common import overlapped, pick_device
+    from reidaug.data.images import decode_stored
+    from reidaug.gen.common import generate_pngs
     from reidaug.pipeline.context import read_h5_chunk
 
     p: GenerateCamStyleParams = ctx.params
-    device = pick_device(p.device, "params.device")
-    translator = _translator(ctx, device)
+    translator = _translator(ctx)
     arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
     n = len(arrays["path"])
     cams = [int(c) for c in arrays["camid"]] if n else []
     jobs = _targets(ctx, translator, index, cams, arrays["split"] if n else [])
     jobs.sort(key=lambda j: (cams[j.row], j.target, j.row))  # batches of one (source, target) pair
     h, w = translator.size
-    out_hw = p.out_hw((h, w))
-    batch_size = p.batch_size_on(device)
+    batch_size = p.batch_size_on(translator.device)
     batches = []
     for start in range(0, len(jobs), batch_size):
         group = jobs[start:start + batch_size]
@@ -120,21 +113,10 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     def compute(item):
         batch, x = item
-        y = translator.translate_tensor(x, cams[batch[0].row], batch[0].target)
-        return batch, y.cpu() if y.device.type != "cpu" else y
+        return translator.translate_tensor(x, cams[batch[0].row], batch[0].target)
 
-    results: dict[Fake, bytes] = {}
-
-    def finish(item):
-        batch, y = item
-        for job, img in zip(batch, y.numpy()):
-            if out_hw != (h, w):
-                img = cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-            results[job] = encode_png(img)
-
-    t0 = time.perf_counter()
-    timings = overlapped(batches, prepare, compute, finish)
-    wall = time.perf_counter() - t0
+    pngs, seconds = generate_pngs(batches, prepare, compute, (h, w), p.out_hw((h, w)))
+    results = dict(zip((job for batch in batches for job in batch), pngs))
     order = sorted(jobs)  # stored in ingest order, then target camera
     paths = [str(p_) for p_ in arrays["path"]] if n else []
     ctx.write_chunk(index, {
@@ -146,7 +128,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "camid": np.asarray([cams[j.row] for j in order], np.int16),
         "target_camid": np.asarray([j.target for j in order], np.int16),
         "gen_checksum": [translator.checksum(cams[j.row], j.target) for j in order],
-    }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device)})
+    }, attrs={"seconds": seconds, "device": str(translator.device)})
 
 
 def fake_name(origin: str, source_cam: int, target_cam: int) -> str:
@@ -158,11 +140,14 @@ def fake_name(origin: str, source_cam: int, target_cam: int) -> str:
     return f"camstyle/{stem}_fake_c{source_cam}to{target_cam}.png"
 
 
-def _translator(ctx: StageContext, device):
-    """The generators of the models input, loaded once per thread (ctx.memo): chunks reuse them."""
+def _translator(ctx: StageContext):
+    """The generators of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks
+    reuse them."""
     from reidaug.gen.camstyle import CamStyleTranslator
+    from reidaug.gen.common import pick_device
 
     p: GenerateCamStyleParams = ctx.params
+    device = pick_device(p.device, "params.device")
     return ctx.memo(f"translator|{device}|{p.amp}",
                     lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp))
 
@@ -170,17 +155,18 @@ def _translator(ctx: StageContext, device):
 def finalize(ctx: StageContext) -> dict[str, Any]:
     from collections import Counter
 
-    total, per_target, wall, model_s = 0, Counter(), 0.0, 0.0
+    from reidaug.gen.common import speed_report
+
+    total, per_target, seconds = 0, Counter(), []
     for arrays, attrs in ctx.iter_own_chunks():
         total += len(arrays.get("path", []))
         per_target.update(int(t) for t in arrays.get("target_camid", []))
-        wall += float(attrs["seconds"]["wall"])
-        model_s += float(attrs["seconds"]["compute"])
-    rate = total / wall if wall else 0.0
+        seconds.append(attrs["seconds"])
+    speed, summary = speed_report(total, seconds)
     report = [f"{total} CamStyle fakes ({', '.join(f'to camera {c}: {n}' for c, n in sorted(per_target.items()))}); "
-              f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"]
+              f"{speed}"]
     return {"num_fakes": total, "per_target_camera": {str(k): v for k, v in sorted(per_target.items())},
-            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+            **summary, "report": report}
 
 
 SPEC = StageSpec(

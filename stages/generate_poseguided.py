@@ -104,11 +104,13 @@ class Fake(NamedTuple):
     target: Target
 
 
-def _generator(ctx: StageContext, device):
-    """The generator of the models input, loaded once per thread (ctx.memo): chunks reuse it."""
+def _generator(ctx: StageContext):
+    """The generator of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks reuse it."""
+    from reidaug.gen.common import pick_device
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
     p: GeneratePoseGuidedParams = ctx.params
+    device = pick_device(p.device, "params.device")
     return ctx.memo(f"generator|{device}|{p.amp}",
                     lambda: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=p.amp))
 
@@ -164,15 +166,12 @@ def _check_list(ctx: StageContext) -> None:
 
 
 def plan(ctx: StageContext) -> int:
-    from reidaug.gen.common import pick_device
-
     p: GeneratePoseGuidedParams = ctx.params
-    device = pick_device(p.device, "params.device")
     if p.targets == "canonical":
         _canonical(ctx)  # not bound: say so before any work
     elif p.targets == "list":
         _check_list(ctx)
-    _generator(ctx, device)  # a missing or foreign generator file: say so before any work
+    _generator(ctx)  # no CUDA, or a missing or foreign generator file: say so before any work
     return len(ctx.input("dataset").chunk_paths())
 
 
@@ -230,21 +229,18 @@ def fake_name(origin: str, kind: str, pose_id: int, record: int) -> str:
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
-    import time
-
     import cv2
     import numpy as np
 
-    from reidaug.data.images import decode_stored, encode_png
+    from reidaug.data.images import decode_stored
     from reidaug.errors import DataError
-    from reidaug.gen.common import overlapped, pick_device
+    from reidaug.gen.common import generate_pngs
     from reidaug.gen.poseguided import clean_keypoints
     from reidaug.pipeline.context import read_h5_chunk
     from reidaug.pose.keypoints import rescale_keypoints
 
     p: GeneratePoseGuidedParams = ctx.params
-    device = pick_device(p.device, "params.device")
-    gen = _generator(ctx, device)
+    gen = _generator(ctx)
     threshold = gen.score_threshold if p.score_threshold is None else p.score_threshold
     arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
     pose_arrays, _ = read_h5_chunk(ctx.input("keypoints").chunk_paths()[index])
@@ -255,7 +251,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     jobs, dropped = _jobs(ctx, index, arrays, threshold)
     h, w = gen.size
     out_hw = p.out_hw((h, w))
-    batch_size = p.batch_size_on(device)
+    batch_size = p.batch_size_on(gen.device)
     batches = [jobs[s:s + batch_size] for s in range(0, len(jobs), batch_size)]
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> (image at model size, keypoints there)
 
@@ -269,25 +265,13 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     def prepare(batch: list[Fake]):
         conds = [condition(job.row) for job in batch]
         tkp = np.stack([rescale_keypoints(job.target.keypoints, job.target.frame, (h, w)) for job in batch])
-        return batch, gen.to_tensor(np.stack([c[0] for c in conds])), np.stack([c[1] for c in conds]), tkp
+        return gen.to_tensor(np.stack([c[0] for c in conds])), np.stack([c[1] for c in conds]), tkp
 
     def compute(item):
-        batch, x, ckp, tkp = item
-        y = gen.generate_tensor(x, ckp, tkp, threshold=threshold)  # the poses counted and recorded
-        return batch, y.cpu() if y.device.type != "cpu" else y
+        x, ckp, tkp = item
+        return gen.generate_tensor(x, ckp, tkp, threshold=threshold)  # the poses counted and recorded
 
-    results: list[bytes] = []
-
-    def finish(item):
-        batch, y = item
-        for img in y.numpy():
-            if out_hw != (h, w):
-                img = cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-            results.append(encode_png(img))
-
-    t0 = time.perf_counter()
-    timings = overlapped(batches, prepare, compute, finish)
-    wall = time.perf_counter() - t0
+    results, seconds = generate_pngs(batches, prepare, compute, (h, w), out_hw)
     paths = [str(q) for q in arrays["path"]] if n else []
     targets = [job.target for job in jobs]
     target_kp = (clean_keypoints(np.stack([rescale_keypoints(t.keypoints, t.frame, out_hw) for t in targets]),
@@ -305,32 +289,31 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "target_record": np.asarray([t.record for t in targets], np.int64),
         "target_keypoints": target_kp.astype(np.float32),
         "gen_checksum": [gen.checksum] * len(jobs),
-    }, attrs={"seconds": {"wall": wall, **timings}, "device": str(device), "dropped": dropped,
+    }, attrs={"seconds": seconds, "device": str(gen.device), "dropped": dropped,
               "model": gen.model_name, "score_threshold": threshold})
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
     from collections import Counter
 
+    from reidaug.gen.common import speed_report
+
     p: GeneratePoseGuidedParams = ctx.params
-    total, kinds, dropped, wall, model_s = 0, Counter(), Counter(), 0.0, 0.0
+    total, kinds, dropped, seconds = 0, Counter(), Counter(), []
     model, threshold = None, None
     for arrays, attrs in ctx.iter_own_chunks():
         total += len(arrays.get("path", []))
         kinds.update(str(k) for k in arrays.get("target_kind", []))
         dropped.update(attrs["dropped"])
-        wall += float(attrs["seconds"]["wall"])
-        model_s += float(attrs["seconds"]["compute"])
+        seconds.append(attrs["seconds"])
         model, threshold = attrs["model"], attrs["score_threshold"]
-    rate = total / wall if wall else 0.0
+    speed, summary = speed_report(total, seconds)
     n_dropped = sum(dropped.values())
-    report = [f"{total} pose-guided fakes ({model}, targets {p.targets}); {rate:.1f} img/s, model busy "
-              f"{100 * model_s / wall if wall else 0:.0f}% of the time",
+    report = [f"{total} pose-guided fakes ({model}, targets {p.targets}); {speed}",
               f"dropped {n_dropped} whose target pose has < {p.min_target_keypoints} keypoints above {threshold}"
               + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))})" if n_dropped else "")]
     return {"num_fakes": total, "per_target_kind": dict(sorted(kinds.items())), "dropped": n_dropped,
-            "dropped_per_kind": dict(sorted(dropped.items())), "model": model,
-            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+            "dropped_per_kind": dict(sorted(dropped.items())), "model": model, **summary, "report": report}
 
 
 SPEC = StageSpec(

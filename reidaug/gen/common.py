@@ -10,6 +10,8 @@ generate the same way:
 - :func:`overlapped` — run ``prepare`` (decode, resize), ``compute`` (the model) and ``finish``
   (encode, write) over batches on three threads with bounded queues, so the model never waits
   for I/O. Torch, OpenCV and h5py release the GIL in their heavy parts.
+- :func:`generate_pngs` / :func:`speed_report` — the generate stages' shared tail: fakes through
+  :func:`overlapped` to PNG bytes, and the throughput line of their summaries.
 
 Checkpoints, the generator checksum and loss logs are the ground floor's (:mod:`reidaug.io.checkpoint`,
 :mod:`reidaug.io.jsonl`); the training loop is :mod:`reidaug.gen.loop`.
@@ -181,3 +183,36 @@ def overlapped(items: Iterable[T], prepare: Callable[[T], U], compute: Callable[
     if errors:
         raise errors[0]
     return timings
+
+
+def generate_pngs(batches: Iterable[T], prepare: Callable[[T], U], compute: Callable[[U], Any],
+                  model_hw: tuple[int, int], out_hw: tuple[int, int]) -> tuple[list[bytes], dict[str, float]]:
+    """The generate stages' loop: ``compute`` makes uint8 ``(B, H, W, 3)`` fakes at ``model_hw``
+    (a tensor on any device), :func:`overlapped` with resizing to ``out_hw`` (INTER_AREA) and PNG
+    encoding behind it. Returns the PNGs in batch order and the seconds of each step and ``wall``."""
+    import time
+
+    import cv2
+
+    from reidaug.data.images import encode_png
+
+    pngs: list[bytes] = []
+
+    def finish(y: Any) -> None:
+        for img in y.numpy():
+            if out_hw != model_hw:
+                img = cv2.resize(img, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
+            pngs.append(encode_png(img))
+
+    t0 = time.perf_counter()
+    timings = overlapped(batches, prepare, lambda item: compute(item).cpu(), finish)  # .cpu(): no copy on the CPU
+    return pngs, {"wall": time.perf_counter() - t0, **timings}
+
+
+def speed_report(total: int, seconds: list[dict[str, float]]) -> tuple[str, dict[str, Any]]:
+    """Throughput of ``total`` fakes over the chunks' ``seconds`` (:func:`generate_pngs`): the
+    report's words and the summary's ``images_per_s`` and ``model_busy`` (the model's share of the time)."""
+    wall, model_s = sum(float(s["wall"]) for s in seconds), sum(float(s["compute"]) for s in seconds)
+    rate = total / wall if wall else 0.0
+    text = f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"
+    return text, {"images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None}

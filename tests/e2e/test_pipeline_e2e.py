@@ -35,6 +35,13 @@ def write_pipeline(tmp_path: Path, num_items=200, chunk_size=10, sleep_ms=0.0, e
     return p
 
 
+def ran(tmp_path: Path, num_items: int) -> tuple[Path, Path]:
+    """The selftest pipeline of ``num_items``, run once into ``tmp_path/ws``: ``(pipeline file, workspace)``."""
+    pipe, ws = write_pipeline(tmp_path, num_items=num_items), tmp_path / "ws"
+    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    return pipe, ws
+
+
 def cli(*args: str, cwd: Path, check: bool = False, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "reidaug.cli", *args], cwd=cwd, capture_output=True,
                           text=True, check=check, **kw)
@@ -166,9 +173,7 @@ def test_second_run_on_a_workspace_fails_fast_naming_the_pid_and_stale_lock_is_t
 
 
 def test_dry_run_and_status_explain_the_plan(tmp_path):
-    pipe = write_pipeline(tmp_path, num_items=50)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = ran(tmp_path, 50)
     dry = cli("run", str(pipe), "-w", str(ws), "--dry-run", "--set", "stages.selftest-map.params.scale=5", cwd=tmp_path)
     assert dry.returncode == 0
     lines = {line.split()[0]: line for line in dry.stdout.splitlines() if line.startswith("  ")}
@@ -193,9 +198,7 @@ def test_stage_command_runs_only_what_the_stage_needs(tmp_path):
 
 
 def test_corrupted_entry_is_a_warning_and_a_recompute(tmp_path):
-    pipe = write_pipeline(tmp_path, num_items=50)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = ran(tmp_path, 50)
     meta_file = next((ws / "cache" / "selftest-map").glob("*/*/meta.json"))
     meta_file.write_text("{not json")
     r = cli("run", str(pipe), "-w", str(ws), cwd=tmp_path)
@@ -205,9 +208,7 @@ def test_corrupted_entry_is_a_warning_and_a_recompute(tmp_path):
 
 
 def test_cache_gc_removes_unreferenced_entries(tmp_path):
-    pipe = write_pipeline(tmp_path, num_items=50)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = ran(tmp_path, 50)
     rerun = cli("run", str(pipe), "-w", str(ws), "--set", "stages.selftest-map.params.scale=3", cwd=tmp_path)
     assert rerun.returncode == 0
     assert len(list((ws / "cache" / "selftest-map").glob("*/*"))) == 2
@@ -234,9 +235,7 @@ def test_force_reruns_a_stage_whose_plan_writes_files(tmp_path):
 
 
 def test_failed_forced_run_resumes_with_its_finished_chunks(tmp_path):
-    pipe = write_pipeline(tmp_path, num_items=100)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = ran(tmp_path, 100)
     bad = cli("run", str(pipe), "-w", str(ws), "--force", "selftest-map", "--workers", "1",
               "--set", "stages.selftest-map.params.fail_on_chunk=7", cwd=tmp_path)
     assert bad.returncode != 0 and "--force selftest-map" in bad.stderr  # the printed resume command
@@ -249,9 +248,7 @@ def test_failed_forced_run_resumes_with_its_finished_chunks(tmp_path):
 
 
 def test_status_is_read_only_on_a_corrupted_entry(tmp_path):
-    pipe = write_pipeline(tmp_path, num_items=50)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = ran(tmp_path, 50)
     meta_file = next((ws / "cache" / "selftest-map").glob("*/*/meta.json"))
     meta_file.write_text("{not json")
     st = cli("status", str(pipe), "-w", str(ws), cwd=tmp_path)

@@ -77,70 +77,36 @@ def test_nonsemantic_param_keeps_key_and_semantic_param_changes_downstream():
     assert mapped["selftest-map"] != base["selftest-map"]
 
 
-def test_unknown_param_key_names_file_line_column_and_suggests():
-    msg = error_of("""\
-    name: t
-    stages:
-      selftest-source:
-        params: {num_itmes: 100}
-    """)
-    assert "p.yaml:4:" in msg
-    assert "stages.selftest-source.params.num_itmes" in msg
-    assert 'Did you mean "num_items"' in msg
-    assert "params: {num_itmes: 100}" in msg  # the offending line is shown
+# what each mistake's message must hold: (pipeline YAML, error class, substrings)
+MISTAKES = {
+    "unknown_param_key_names_file_line_column_suggests_and_shows_the_line": (
+        "name: t\nstages:\n  selftest-source:\n    params: {num_itmes: 100}\n", ConfigError,
+        ["p.yaml:4:", "stages.selftest-source.params.num_itmes", 'Did you mean "num_items"',
+         "params: {num_itmes: 100}"]),
+    "wrong_type_says_expected_and_found": (
+        "name: t\nstages:\n  selftest-source:\n    params:\n      num_items: lots\n", ConfigError,
+        ["p.yaml:5:", "num_items", "integer", "'lots'"]),
+    "unknown_top_level_key_suggests": ("name: t\nstagse: {}\n", ConfigError, ["p.yaml:2:1", 'Did you mean "stages"']),
+    "duplicate_key_is_an_error_not_silently_overwritten": (
+        "name: t\nstages:\n  selftest-source: {}\n  selftest-source: {}\n", ConfigError,
+        ["duplicate key", "p.yaml:4:", "line 3"]),
+    "invalid_yaml_points_at_the_line": ("name: t\nstages:\n  a: [1, 2\n", ConfigError, ["invalid YAML", "p.yaml:"]),
+    "unknown_stage_kind_suggests_and_lists": (
+        "name: t\nstages:\n  selftest-sourse: {}\n", ConfigError,
+        ['Did you mean "selftest-source"', "Known stages:", "p.yaml:3:"]),
+    "missing_upstream_stage_is_a_graph_error": (
+        "name: t\nstages:\n  selftest-map: {}\n", GraphError,
+        ["selftest-source.chunks", "no stage 'selftest-source'"]),
+    "input_to_unknown_output_is_a_graph_error": (
+        "name: t\nstages:\n  selftest-source: {}\n  selftest-map:\n    inputs: {source: selftest-source.chunkz}\n",
+        GraphError, ["no output 'chunkz'", 'Did you mean "chunks"', "p.yaml:5:"]),
+}
 
 
-def test_wrong_type_says_expected_and_found():
-    msg = error_of("""\
-    name: t
-    stages:
-      selftest-source:
-        params:
-          num_items: lots
-    """)
-    assert "p.yaml:5:" in msg and "num_items" in msg
-    assert "integer" in msg and "'lots'" in msg
-
-
-def test_unknown_top_level_key_suggests():
-    msg = error_of("name: t\nstagse: {}\n")
-    assert "p.yaml:2:1" in msg and 'Did you mean "stages"' in msg
-
-
-def test_duplicate_key_is_an_error_not_silently_overwritten():
-    msg = error_of("""\
-    name: t
-    stages:
-      selftest-source: {}
-      selftest-source: {}
-    """)
-    assert "duplicate key" in msg and "p.yaml:4:" in msg and "line 3" in msg
-
-
-def test_invalid_yaml_points_at_the_line():
-    msg = error_of("name: t\nstages:\n  a: [1, 2\n")
-    assert "invalid YAML" in msg and "p.yaml:" in msg
-
-
-def test_unknown_stage_kind_suggests_and_lists():
-    msg = error_of("name: t\nstages:\n  selftest-sourse: {}\n")
-    assert 'Did you mean "selftest-source"' in msg and "Known stages:" in msg and "p.yaml:3:" in msg
-
-
-def test_missing_upstream_stage_is_a_graph_error():
-    msg = error_of("name: t\nstages:\n  selftest-map: {}\n", exc=GraphError)
-    assert "selftest-source.chunks" in msg and "no stage 'selftest-source'" in msg
-
-
-def test_input_to_unknown_output_is_a_graph_error():
-    msg = error_of("""\
-    name: t
-    stages:
-      selftest-source: {}
-      selftest-map:
-        inputs: {source: selftest-source.chunkz}
-    """, exc=GraphError)
-    assert "no output 'chunkz'" in msg and 'Did you mean "chunks"' in msg and "p.yaml:5:" in msg
+@pytest.mark.parametrize("text, exc, expected", MISTAKES.values(), ids=MISTAKES.keys())
+def test_mistakes_are_located_and_explained(text, exc, expected):
+    msg = error_of(text, exc=exc)
+    assert [e for e in expected if e not in msg] == [], msg
 
 
 def test_cycle_is_reported_with_its_path():
