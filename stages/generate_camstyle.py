@@ -155,18 +155,17 @@ def _translator(ctx: StageContext):
 def finalize(ctx: StageContext) -> dict[str, Any]:
     from collections import Counter
 
-    from reidaug.gen.common import speed_report
-
-    total, per_target, seconds = 0, Counter(), []
+    total, per_target, wall, model_s = 0, Counter(), 0.0, 0.0
     for arrays, attrs in ctx.iter_own_chunks():
         total += len(arrays.get("path", []))
         per_target.update(int(t) for t in arrays.get("target_camid", []))
-        seconds.append(attrs["seconds"])
-    speed, summary = speed_report(total, seconds)
+        wall += float(attrs["seconds"]["wall"])
+        model_s += float(attrs["seconds"]["compute"])
+    rate = total / wall if wall else 0.0
     report = [f"{total} CamStyle fakes ({', '.join(f'to camera {c}: {n}' for c, n in sorted(per_target.items()))}); "
-              f"{speed}"]
+              f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"]
     return {"num_fakes": total, "per_target_camera": {str(k): v for k, v in sorted(per_target.items())},
-            **summary, "report": report}
+            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
 
 
 SPEC = StageSpec(

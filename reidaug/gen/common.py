@@ -10,8 +10,7 @@ generate the same way:
 - :func:`overlapped` — run ``prepare`` (decode, resize), ``compute`` (the model) and ``finish``
   (encode, write) over batches on three threads with bounded queues, so the model never waits
   for I/O. Torch, OpenCV and h5py release the GIL in their heavy parts.
-- :func:`generate_pngs` / :func:`speed_report` — the generate stages' shared tail: fakes through
-  :func:`overlapped` to PNG bytes, and the throughput line of their summaries.
+- :func:`generate_pngs` — the generate stages' loop: fakes through :func:`overlapped` to PNG bytes.
 
 Checkpoints, the generator checksum and loss logs are the ground floor's (:mod:`reidaug.io.checkpoint`,
 :mod:`reidaug.io.jsonl`); the training loop is :mod:`reidaug.gen.loop`.
@@ -208,11 +207,3 @@ def generate_pngs(batches: Iterable[T], prepare: Callable[[T], U], compute: Call
     timings = overlapped(batches, prepare, lambda item: compute(item).cpu(), finish)  # .cpu(): no copy on the CPU
     return pngs, {"wall": time.perf_counter() - t0, **timings}
 
-
-def speed_report(total: int, seconds: list[dict[str, float]]) -> tuple[str, dict[str, Any]]:
-    """Throughput of ``total`` fakes over the chunks' ``seconds`` (:func:`generate_pngs`): the
-    report's words and the summary's ``images_per_s`` and ``model_busy`` (the model's share of the time)."""
-    wall, model_s = sum(float(s["wall"]) for s in seconds), sum(float(s["compute"]) for s in seconds)
-    rate = total / wall if wall else 0.0
-    text = f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"
-    return text, {"images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None}
