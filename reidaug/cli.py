@@ -6,6 +6,7 @@ shown only with ``--debug``. Only this module configures logging handlers.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import shlex
@@ -137,10 +138,6 @@ def _print_plan(items, graph) -> None:
         click.echo(f"  {it.name:<{width}}  {it.key[:12]}  {state:<28} {it.reason if it.action != 'skip' else ''}")
 
 
-def _resume_command(argv: list[str]) -> str:
-    return "reidaug " + " ".join(shlex.quote(a) for a in argv)
-
-
 def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, workers, wait, argv, progress=None):
     from reidaug.pipeline.cache import Cache
     from reidaug.pipeline.config import scheduler_kind
@@ -168,7 +165,7 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
             log.info("Pipeline %s: %d stages, workspace %s, scheduler %s (log: %s)",
                      loaded.config.name, len(items), workspace, scheduler, run_dir / "run.log")
             options = RunOptions(scheduler=scheduler, workers=workers, force=frozenset(force),
-                                 progress=progress, resume_command=_resume_command(argv))
+                                 progress=progress, resume_command="reidaug " + shlex.join(argv))
             report = run_pipeline(graph, workspace, targets, options, run_dir=run_dir)
         except ReidAugError as e:
             logging.getLogger("reidaug.run").debug("run failed", exc_info=True)  # goes to run.log only
@@ -199,8 +196,6 @@ def _print_outputs(report, graph) -> None:
     width = max(len(r.name) for r in report.results)
     for r in report.results:
         click.echo(f"  {r.name:<{width}}  {r.action:<6} {r.entry}")
-    import json
-
     for r in report.results:
         try:
             summary = json.loads((r.entry / "meta.json").read_text()).get("summary", {})
@@ -463,8 +458,6 @@ def cache_ls(workspace):
         for stage_name, key, path, kind in Cache(ws).iter_entries():
             created = ""
             if kind == "cached":
-                import json
-
                 try:
                     created = json.loads((path / "meta.json").read_text()).get("created", "")
                 except (OSError, ValueError):
@@ -483,10 +476,7 @@ def cache_ls(workspace):
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 def cache_gc(workspace, pipelines, dry_run):
     """Remove cache entries that no pipeline refers to."""
-    import json
-
     from reidaug.pipeline.cache import Cache, dir_size
-
     from reidaug.pipeline.lock import WorkspaceLock
 
     ws = Path(workspace)

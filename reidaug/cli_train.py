@@ -153,11 +153,9 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
         click.echo(f"trained {result.steps} steps in {result.wall_s:.1f} s ({result.images_per_s:.1f} images/s on "
                    f"{result.device}{resumed}); final loss {result.final_loss:.4f}, train accuracy "
                    f"{result.final_accuracy:.3f}")
-    click.echo(f"  run folder  {result.run_dir}")
-    click.echo(f"  model       {result.model_path}")
-    click.echo(f"  config      {result.config_path}")
-    click.echo(f"  log         {result.log_path}")
-    click.echo(f"  plot        {result.plot_path}")
+    for label, path in (("run folder", result.run_dir), ("model", result.model_path), ("config", result.config_path),
+                        ("log", result.log_path), ("plot", result.plot_path)):
+        click.echo(f"  {label:<11} {path}")
     click.echo(f"evaluate it:  reidaug evaluate {result.run_dir}")
 
 

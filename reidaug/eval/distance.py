@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from reidaug.errors import ConfigError, DataError, unknown_name
+from reidaug.eval.inputs import check_positive_int
 
 METRICS = ("euclidean", "cosine")
 
@@ -123,8 +124,7 @@ def pairwise_distances(
     compute device. Peak memory: one block, ``block_size * G`` values.
     """
     check_metric(metric)
-    if not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ConfigError(f"block_size must be a positive integer; got {block_size!r}.")
+    check_positive_int(block_size, "block_size")
     q, g = query_gallery(qf, gf, device)
     as_numpy = not isinstance(qf, torch.Tensor)
     for start, stop, dist in distance_blocks(q, g, metric, int(block_size)):

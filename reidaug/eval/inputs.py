@@ -1,11 +1,17 @@
-"""Input checks shared by the generation metrics: images, per-image integer labels, origins."""
+"""Input checks shared by the eval modules: positive sizes, images, per-image integer labels, origins."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import numpy as np
 
-from reidaug.errors import DataError
+from reidaug.errors import ConfigError, DataError
+
+
+def check_positive_int(value: Any, name: str, note: str = "") -> None:
+    """Raise ConfigError ``<name> must be a positive integer<note>; got <value>.`` unless it is one."""
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer{note}; got {value!r}.")
 
 
 def check_rgb(img: Any, where: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError, DependencyError
-from reidaug.eval.inputs import check_origins, check_rgb, image_list, int_array
+from reidaug.eval.inputs import check_origins, check_positive_int, check_rgb, image_list, int_array
 
 LOG = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ class OSNetJudge:
         input_size: tuple[int, int] | None = None,
         num_threads: int | None = None,
     ) -> None:
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ConfigError(f"OSNetJudge: batch_size must be a positive integer; got {batch_size!r}.")
+        check_positive_int(batch_size, "OSNetJudge: batch_size")
         path = Path(model_path)
         if not path.is_file():
             raise DependencyError(

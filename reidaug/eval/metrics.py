@@ -57,6 +57,7 @@ import torch
 
 from reidaug.errors import ConfigError, DataError, unknown_name
 from reidaug.eval.distance import check_metric, distance_blocks, query_gallery
+from reidaug.eval.inputs import check_positive_int
 
 LOG = logging.getLogger(__name__)
 
@@ -250,13 +251,10 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise unknown_name("evaluation protocol", str(protocol), PROTOCOLS)
     check_metric(metric)
-    for name, value in (("max_rank", max_rank), ("repeats", repeats)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer; got {value!r}.")
-    if block_size is not None and (not isinstance(block_size, (int, np.integer)) or block_size < 1):
-        raise ConfigError(
-            f"block_size must be a positive integer or None (auto); got {block_size!r}."
-        )
+    check_positive_int(max_rank, "max_rank")
+    check_positive_int(repeats, "repeats")
+    if block_size is not None:
+        check_positive_int(block_size, "block_size", " or None (auto)")
     q, g = query_gallery(qf, gf, device)
     n_q, n_g_all = q.shape[0], g.shape[0]
     qp = _labels(q_pids, "q_pids", n_q, "person id")

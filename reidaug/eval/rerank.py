@@ -37,6 +37,7 @@ import torch
 
 from reidaug.errors import ConfigError, DataError
 from reidaug.eval.distance import distance_blocks
+from reidaug.eval.inputs import check_positive_int
 
 LOG = logging.getLogger(__name__)
 
@@ -83,11 +84,7 @@ def check_rerank_size(
 
 def _check_params(k1: int, k2: int, lambda_value: float) -> None:
     for name, value in (("k1", k1), ("k2", k2)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(
-                f"re-ranking {name} must be a positive integer (paper: k1=20, k2=6); "
-                f"got {value!r}."
-            )
+        check_positive_int(value, f"re-ranking {name}", " (paper: k1=20, k2=6)")
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise ConfigError(
             f"re-ranking lambda_value must be in [0, 1] (weight of the original distance; "
