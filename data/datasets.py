@@ -60,11 +60,14 @@ Per-format rules (``PARSERS``):
   ``variant`` ``detected`` (default, as torchreid) or ``labeled``; names ``PPPP_cC_N.png``;
   cameras 1..2.
 - ``cuhk01``: ``images/PPPPIII.png`` (or torchreid's ``campus/``); image index 001/002 ->
-  camera 1 (camid 0), 003/004 -> camera 2 (camid 1). No official split: identities are
-  ranked by sha256 of ``"<split_seed>:<pid>"`` (the same on every Python/NumPy version), the
-  first ``num_train_ids`` (default 485, torchreid's 971 // 2) go to train, the other 486 are
-  test ids whose ``query_camera`` images (default camid 0, torchreid's split 0) are the
-  query and whose other-camera images are the gallery.
+  camera 1 (camid 0), 003/004 -> camera 2 (camid 1). No official split: with
+  ``split_method: sha256`` (default) identities are ranked by sha256 of ``"<split_seed>:<pid>"``
+  (the same on every Python/NumPy version); with ``split_method: numpy`` the sorted ids are
+  permuted by ``numpy.random.default_rng(split_seed).permutation``, which reproduces
+  ``shared/data/cuhk01/splits/rng0.csv`` (the yardstick split) at seed 0. The first
+  ``num_train_ids`` (default 485, torchreid's 971 // 2) go to train, the other 486 are test
+  ids whose ``query_camera`` images (default camid 0, torchreid's split 0) are the query and
+  whose other-camera images are the gallery.
 - ``folder``: ``<root>/<identity>/**/<image>``; the folder name is the pid and must be an
   integer (``folder_ids="int"``, kept as is) unless ``folder_ids="sorted"`` numbers the
   folders 0..N-1 in sorted order (the name is kept in ``extra``). Camera from
@@ -83,7 +86,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, get_args, get_origin, get_type_hints
 
 from reidaug.data.images import (
     DEFAULT_MAX_PIXELS,
@@ -181,6 +184,7 @@ class CUHK01Options:
     num_train_ids: int = 485
     split_seed: int = 0
     query_camera: int = 0  # 0-based camera of the test ids' query images; the other is gallery
+    split_method: Literal["sha256", "numpy"] = "sha256"  # numpy: default_rng(seed).permutation (rng0.csv)
 
 
 @dataclass(frozen=True)
@@ -532,6 +536,11 @@ def parse_cuhk01(root: Path, options: CUHK01Options | None = None) -> ParseResul
         raise ConfigError(
             f"cuhk01: option query_camera is {options.query_camera}; expected 0 or 1"
         )
+    if options.split_method not in CUHK01_SPLIT_METHODS:
+        raise ConfigError(
+            f"cuhk01: option split_method is {options.split_method!r}; expected one of "
+            f"{', '.join(CUHK01_SPLIT_METHODS)} (numpy reproduces splits/rng0.csv at split_seed 0)"
+        )
     out = _Collector("cuhk01")
     parsed: list[tuple[str, int, int, int]] = []  # (rel, pid, orig cam 1|2, image index)
     for rel, m in _matching_images(folder, root, out, _CUHK01_RE, "PPPPIII.png"):
@@ -549,7 +558,8 @@ def parse_cuhk01(root: Path, options: CUHK01Options | None = None) -> ParseResul
             f"expected 1..{len(pids) - 1} "
             f"({len(pids)} identities found, at least one must be left for testing)"
         )
-    train_ids = set(seeded_identity_split(pids, options.num_train_ids, options.split_seed))
+    choose = seeded_identity_split if options.split_method == "sha256" else numpy_identity_split
+    train_ids = set(choose(pids, options.num_train_ids, options.split_seed))
     for rel, pid, cam, index in parsed:
         camid = cam - 1
         if pid in train_ids:
@@ -557,6 +567,8 @@ def parse_cuhk01(root: Path, options: CUHK01Options | None = None) -> ParseResul
         else:
             split = "query" if camid == options.query_camera else "gallery"
         extra = (("split_seed", str(options.split_seed)),)
+        if options.split_method != "sha256":  # the default's records stay as they were
+            extra += (("split_method", options.split_method),)
         out.records.append(Record(rel, pid, camid, split, cam, index, extra))
     out.counts.update(
         split_seed=options.split_seed,
@@ -564,6 +576,20 @@ def parse_cuhk01(root: Path, options: CUHK01Options | None = None) -> ParseResul
         test_ids=len(pids) - len(train_ids),
     )
     return out.result()
+
+
+CUHK01_SPLIT_METHODS = ("sha256", "numpy")
+
+
+def numpy_identity_split(pids: Iterable[int], num_train: int, seed: int) -> list[int]:
+    """The ``num_train`` train ids: the sorted ids permuted by
+    ``numpy.random.default_rng(seed).permutation``, first ``num_train``, sorted result. The
+    rule of ``shared/data/cuhk01/splits/rng0.csv`` (a test checks it against the file); it
+    relies on NumPy keeping ``Generator.permutation``'s stream, which it has since 1.17."""
+    import numpy as np
+
+    ids = np.array(sorted(set(pids)))
+    return sorted(np.random.default_rng(seed).permutation(ids)[:num_train].tolist())
 
 
 def seeded_identity_split(pids: Iterable[int], num_train: int, seed: int) -> list[int]:
@@ -743,6 +769,14 @@ class DatasetFormat:
                     f"dataset format {self.name}: unknown option {key!r}."
                     f"{did_you_mean(key, known)}"
                     f" Known options: {', '.join(known)}."
+                )
+        hints = get_type_hints(self.options)
+        for key, value in values.items():  # choices are checked when the YAML loads, not at parse time
+            choices = get_args(hints[key]) if get_origin(hints[key]) is Literal else ()
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"dataset format {self.name}: option {key} is {value!r}; expected one of "
+                    f"{', '.join(map(str, choices))}."
                 )
         if "splits" in values:
             values["splits"] = tuple(values["splits"])

@@ -1,6 +1,8 @@
 """Dataset parsers: real names parse, bad files are quarantined with a reason, nothing is lost."""
 from __future__ import annotations
 
+import csv
+
 import hashlib
 import os
 import shutil
@@ -134,6 +136,25 @@ def test_cuhk01_split_is_deterministic_and_seeded(cuhk01_dir):
     swapped = parse_cuhk01(cuhk01_dir, CUHK01Options(query_camera=1))
     assert {r.camid for r in swapped.records if r.split == "query"} == {1}
 
+
+
+def test_cuhk01_numpy_split_reproduces_the_yardstick_csv(cuhk01_dir):
+    # shared/data/cuhk01/splits/rng0.csv: every number that is compared uses this split
+    with open(cuhk01_dir / "splits" / "rng0.csv", newline="") as f:
+        expected = {(r["path"], r["split"]) for r in csv.DictReader(f)}
+    result = parse_cuhk01(cuhk01_dir, CUHK01Options(split_method="numpy"))
+    assert {(r.path, r.split) for r in result.records} == expected
+    assert dict(result.records[0].extra)["split_method"] == "numpy"
+    with pytest.raises(ConfigError, match="split_method is 'rng'.*numpy reproduces"):
+        parse_cuhk01(cuhk01_dir, CUHK01Options(split_method="rng"))
+
+
+def test_a_format_option_outside_its_choices_fails_when_the_options_are_made():
+    # before any file is read, so `reidaug run --dry-run` catches it
+    with pytest.raises(ConfigError, match="option split_method is 'rng'; expected one of sha256, numpy"):
+        PARSERS["cuhk01"].make_options({"split_method": "rng"})
+    with pytest.raises(ConfigError, match="option variant is 'detcted'; expected one of detected, labeled"):
+        PARSERS["cuhk03-np"].make_options({"variant": "detcted"})
 
 
 def test_cuhk01_every_real_image_decodes(cuhk01_dir):
