@@ -147,10 +147,44 @@ class _Builder:
         return self._scalar(node, loc)
 
 
+#: a pipeline file is a few KB; anything this large is a mistake (or an attack on the loader)
+MAX_PIPELINE_BYTES = 1 << 20
+#: nesting deeper than this is refused before PyYAML's recursive composer sees it
+MAX_DEPTH = 64
+#: validation errors printed at most, then "and N more"
+MAX_ERRORS = 20
+
+
+def _scan(text: str, path: Path, lines: list[str]) -> None:
+    """One linear pass over the YAML events before anything is built: refuses aliases (an alias
+    bomb expands exponentially when built; pipelines need none) and nesting deeper than
+    :data:`MAX_DEPTH` (PyYAML composes recursively), each at its line and column."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line, col = event.start_mark.line + 1, event.start_mark.column + 1
+                raise ConfigError(f"{path}:{line}:{col}: the YAML is nested deeper than {MAX_DEPTH} levels; a "
+                                  f"pipeline needs a handful{_show(lines, line, col)}")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            line, col = event.start_mark.line + 1, event.start_mark.column + 1
+            raise ConfigError(f"{path}:{line}:{col}: YAML aliases (*{event.anchor}) and merge keys (<<) are not "
+                              f"supported; write the values out{_show(lines, line, col)}")
+
+
 def load_yaml_with_marks(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[int, int]], list[str]]:
     lines = text.splitlines()
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_PIPELINE_BYTES:
+        raise ConfigError(f"{path}: the pipeline file is larger than {MAX_PIPELINE_BYTES >> 20} MiB "
+                          f"({len(text):,} characters); a pipeline is a few KB. Fix: check that this is the "
+                          "pipeline YAML you meant")
+    loader = None
     try:
+        _scan(text, path, lines)
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise ConfigError(f"{path}: the file is empty; expected a mapping with 'name' and 'stages'")
@@ -164,8 +198,20 @@ def load_yaml_with_marks(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[in
             f"{path}:{line}:{col}: invalid YAML: {e.problem}"
             f"{' (' + e.context + ')' if e.context else ''}{_show(lines, line, col)}"
         ) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
+        line, col = _line_col(text, e.position)
+        raise ConfigError(f"{path}:{line}:{col}: invalid YAML: character #x{e.character:04x} is not allowed "
+                          f"in YAML; remove it{_show(lines, line, col)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def _line_col(text: str | bytes, index: int) -> tuple[int, int]:
+    """1-based line and column of position ``index`` of ``text``."""
+    newline = "\n" if isinstance(text, str) else b"\n"
+    before = text[:index]
+    return before.count(newline) + 1, index - (before.rfind(newline) + 1) + 1
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -186,7 +232,8 @@ def _nearest_mark(marks: Mapping[Loc, tuple[int, int]], loc: Loc) -> tuple[int, 
 def _show(lines: list[str], line: int, col: int) -> str:
     if not (1 <= line <= len(lines)):
         return ""
-    text = lines[line - 1]
+    # control characters shown as U+FFFD (one column each), so the caret still points at them
+    text = "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in lines[line - 1][:200])
     return f"\n  {line:>4} | {text}\n       | {' ' * max(col - 1, 0)}^"
 
 
@@ -232,7 +279,10 @@ def format_validation_error(
             expected = e["msg"].lower().removeprefix("input should be ").removeprefix("value error, ")
             msg = f"expected {expected}; found {shown}"
         msgs.append(f"{where(loc)}: {dotted(loc)}: {msg}{snippet(loc)}")
-    return "\n".join(msgs)
+        if len(msgs) == MAX_ERRORS:
+            break
+    more = len(err.errors()) - len(msgs)
+    return "\n".join(msgs) + (f"\n... and {more} more errors" if more > 0 else "")
 
 
 def _fields_of(model: type[BaseModel], sub: Loc) -> list[str]:
@@ -307,13 +357,17 @@ def load_pipeline(
                 "Give the path of a pipeline YAML, e.g. configs/demo.yaml"
             )
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError(
-                f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the pipeline as UTF-8"
-            ) from None
+            raw = path.read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read pipeline file {path}: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line, col = _line_col(raw, e.start)
+            raise ConfigError(
+                f"{path}:{line}:{col}: not UTF-8 text (byte {raw[e.start]:#04x}: {e.reason}); save the "
+                "pipeline as UTF-8"
+            ) from None
     path = Path(path) if path is not None else Path("<string>")
     data, marks, lines = load_yaml_with_marks(text, path)
     if not isinstance(data, dict):
