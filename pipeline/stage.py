@@ -31,11 +31,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
+from pydantic import (BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo,
                       model_validator)
 from typing_extensions import Annotated
 
 from reidaug.pipeline.hashing import FileRef
+from reidaug.validation import StrictNumbers
 
 if TYPE_CHECKING:
     from reidaug.pipeline.context import StageContext
@@ -47,8 +48,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _REF = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z_][a-z0-9_]*)$")
 
 
-class Params(BaseModel):
-    """Base class of every stage's parameter model: typed, immutable, unknown keys rejected."""
+class Params(StrictNumbers):
+    """Base class of every stage's parameter model: typed, immutable, unknown keys rejected, no
+    boolean where a number is expected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
     #: fields of this class that never change a result (left out of the key with the spec's own)

@@ -22,7 +22,6 @@ from typing import Any, Literal, Mapping, Optional, get_args
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -32,6 +31,7 @@ from pydantic import (
 )
 
 from reidaug.errors import ConfigError, ReidAugError, UnknownNameError, did_you_mean
+from reidaug.validation import StrictNumbers
 
 Backbone = Literal["efficientnet_lite0", "resnet18", "resnet50", "tiny"]
 Head = Literal["ide", "triplet", "bnneck"]
@@ -74,7 +74,7 @@ def bottleneck_error(head: str, bottleneck: str) -> str | None:
     return None
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictNumbers):
     """Training options; defaults are the strong baseline's recipe (Luo et al., "Bag of Tricks and
     a Strong Baseline for Deep Person Re-identification", CVPRW 2019) at 256x128, on an
     EfficientNet-Lite0 backbone.

@@ -14,10 +14,11 @@ import pytest
 import reidaug
 
 # layer -> the reidaug subpackages it may import (besides its own)
-GROUND = {"reidaug.errors", "reidaug.io"}
+GROUND = {"reidaug.errors", "reidaug.io", "reidaug.validation"}
 ALLOWED: dict[str, set[str]] = {
     "reidaug.errors": set(),
     "reidaug.io": {"reidaug.errors"},
+    "reidaug.validation": {"reidaug.errors"},
     "reidaug.pipeline": GROUND,
     "reidaug.pose": GROUND,
     "reidaug.data": GROUND | {"reidaug.pose"},

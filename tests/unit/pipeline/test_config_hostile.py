@@ -62,3 +62,27 @@ def test_many_errors_are_capped_with_a_count(tmp_path):
 def test_non_utf8_names_the_line(tmp_path):
     msg = error_of(tmp_path, GOOD_HEAD.encode() + b"description: caf\xe9\n")
     assert "p.yaml:4:" in msg and "not UTF-8" in msg
+
+
+@pytest.mark.parametrize("stage,key", [("selftest-source", "num_items"), ("train-camstyle", "iterations"),
+                                       ("train-reid", "lr"), ("train-reid", "p"), ("ingest", "chunk_size"),
+                                       ("generate-camstyle", "batch_size")])
+def test_a_boolean_is_not_a_number(stage, key):
+    # YAML's true is a Python bool, and bool is an int: pydantic alone took `iterations: true` as 1
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.stages import STAGES
+
+    loaded = load_pipeline(Path(__file__).parents[3] / "configs" / "demo.yaml",
+                           overrides=[] if stage == "selftest-source" else [f"stages.{stage}.params.{key}=true"])
+    if stage == "selftest-source":
+        loaded = load_pipeline(text=f"name: t\nstages:\n  selftest-source:\n    params: {{{key}: true}}\n")
+    with pytest.raises(ConfigError, match=f"{key}: expected .*, not a boolean"):
+        build_graph(loaded, STAGES)
+
+
+def test_booleans_stay_booleans_where_they_belong():
+    from reidaug.train.config import TrainConfig
+
+    assert TrainConfig.from_user({"amp": True, "soft_margin": True}).amp is True
+    with pytest.raises(ConfigError, match="not a boolean"):
+        TrainConfig.from_user({"epochs": True})
