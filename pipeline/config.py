@@ -33,14 +33,16 @@ Loc = tuple[Any, ...]
 class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scheduler: str = Field("threads", description="threads | processes | distributed | tcp://HOST:PORT")
-    workers: int | None = Field(None, ge=1, description="parallel chunks (default: CPU count)")
+    workers: int | None = Field(None, ge=1, le=4096, description="parallel chunks (default: CPU count)")
 
     @field_validator("scheduler")
     @classmethod
     def _known_scheduler(cls, value: str) -> str:
         try:
             scheduler_kind(value)
-        except ConfigError:
+        except ConfigError as e:
+            if "names no host" in str(e):
+                raise ValueError(str(e)) from None
             raise ValueError(
                 "expected threads, processes, distributed, or a scheduler address such as tcp://10.0.0.5:8786."
                 + did_you_mean(value, ["threads", "processes", "distributed"])
@@ -410,6 +412,9 @@ def scheduler_kind(value: str) -> SchedulerKind:
     if value in ("threads", "processes", "distributed", "sync"):
         return "threads" if value == "sync" else value  # type: ignore[return-value]
     if value.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        if not value.split("://", 1)[1].strip("/"):
+            raise ConfigError(f"scheduler address {value!r} names no host. Expected e.g. tcp://10.0.0.5:8786 "
+                              "(the address `dask scheduler` prints)")
         return "address"
     raise ConfigError(
         f"unknown scheduler {value!r}.{did_you_mean(value, ['threads', 'processes', 'distributed'])} "

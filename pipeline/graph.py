@@ -126,6 +126,10 @@ def build_graph(loaded: LoadedConfig, registry: Mapping[str, StageSpec]) -> Grap
             if up == name:
                 raise GraphError(f"{loaded.where(loc)}: stage {name!r} reads its own output {ref!r}")
             inputs[slot] = (up, out)
+        if spec.check_bindings is not None:
+            problem = spec.check_bindings(params, frozenset(s for s, ref in inputs.items() if ref))
+            if problem:
+                raise loaded.error(("stages", name), problem)
         nodes[name] = Node(name, spec, params, inputs)
 
     # outputs exist upstream

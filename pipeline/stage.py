@@ -180,6 +180,9 @@ class StageSpec:
     # source stages: a description of the input files, part of the key
     fingerprint: Callable[[Params, Path], Any] | None = None
     resources: Mapping[str, float] = dataclasses.field(default_factory=dict)  # e.g. {"GPU": 1}
+    # cross-checks of params and which slots are bound, run when the YAML loads (before anything
+    # runs): ``check_bindings(params, bound_slots)`` returns a problem and its fix, or None
+    check_bindings: Callable[[Params, frozenset[str]], str | None] | None = None
 
     def __post_init__(self) -> None:
         # Declarations are code, not user input: a wrong one is a programming error.

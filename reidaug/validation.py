@@ -13,6 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 
+#: the largest seed any field takes: numpy's legacy seeding and most tools take 32 bits
+MAX_SEED = 2**32 - 1
+
 
 def admits_bool(annotation: Any) -> bool:
     """True when ``annotation`` accepts a bool as itself (``bool``, ``Any``, a union or

@@ -17,6 +17,7 @@ from pydantic import Field
 from reidaug.io.atomic import write_json
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.validation import MAX_SEED
 
 CANONICAL = "canonical_poses.json"
 PICTURE = "canonical_poses.png"
@@ -28,7 +29,7 @@ class ClusterPosesParams(Params):
     min_confident: int = Field(12, ge=4, le=17, description="keypoints above score_threshold a pose needs")
     score_threshold: float = Field(0.3, ge=0, le=1)
     n_init: int = Field(10, ge=1, le=100)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     out_height: int = Field(256, ge=16, le=2048)
     out_width: int = Field(128, ge=8, le=2048)
 

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.validation import MAX_SEED
 
 OUTPUT_DIR = "dataset"
 
@@ -21,7 +22,7 @@ class DemoDataParams(Params):
     images_per_id_per_cam: int = Field(4, ge=2, le=1000)
     height: int = Field(128, ge=32, le=1024)
     width: int = Field(64, ge=16, le=1024)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:

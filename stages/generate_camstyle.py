@@ -20,6 +20,7 @@ from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import GenerateParams, StageSpec
+from reidaug.validation import MAX_SEED
 
 
 class GenerateCamStyleParams(GenerateParams):
@@ -29,7 +30,7 @@ class GenerateCamStyleParams(GenerateParams):
     target_cams: list[int] | None = Field(
         None, description="cameras to render into (default: every camera with a generator)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
-    seed: int = Field(0, ge=0, description="for drawing targets when fakes_per_image is set")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="for drawing targets when fakes_per_image is set")
 
 
 def plan(ctx: StageContext) -> int:

@@ -36,6 +36,7 @@ from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import GenerateParams, StageSpec
+from reidaug.validation import MAX_SEED
 
 DEFAULT_NUM_POSES = 4
 
@@ -55,7 +56,7 @@ class GeneratePoseGuidedParams(GenerateParams):
     score_threshold: float | None = Field(None, ge=0, le=1,
         description="a keypoint above it counts: for dropping, generating and the recorded target pose "
                     "(default: the generator's training value)")
-    seed: int = Field(0, ge=0, description="for drawing sampled targets")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="for drawing sampled targets")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeneratePoseGuidedParams":
@@ -136,6 +137,17 @@ def _pose_table(ctx: StageContext) -> PoseTable:
     return ctx.memo("pose_table", read)
 
 
+_NO_CANONICAL = ("params.targets is 'canonical', which needs the canonical poses of a cluster-poses stage, but "
+                 "input `canonical` is not bound (found no cluster-poses stage). Fix: add `cluster-poses: {params: "
+                 "{k: 8}}` to the pipeline (it binds itself) or bind `inputs: {canonical: <a cluster-poses "
+                 "stage>.canonical}`; or set targets: sampled.")
+
+
+def _check_bindings(params: GeneratePoseGuidedParams, bound: frozenset[str]) -> str | None:
+    """Refused when the YAML loads, not when this stage plans after the training upstream has run."""
+    return _NO_CANONICAL if params.targets == "canonical" and "canonical" not in bound else None
+
+
 def _canonical(ctx: StageContext) -> tuple[Any, tuple[int, int]]:
     import json
 
@@ -144,11 +156,8 @@ def _canonical(ctx: StageContext) -> tuple[Any, tuple[int, int]]:
     from reidaug.errors import ConfigError
 
     handle = ctx.inputs.get("canonical")
-    if handle is None:
-        raise ConfigError("params.targets is 'canonical', which needs the canonical poses of a "
-                          "cluster-poses stage, but input `canonical` is not bound (found no cluster-poses stage). "
-                          "Fix: add `cluster-poses: {params: {k: 8}}` to the pipeline (it binds itself) or bind "
-                          "`inputs: {canonical: <a cluster-poses stage>.canonical}`; or set targets: sampled.")
+    if handle is None:  # _check_bindings refuses this when the YAML loads; kept for direct callers
+        raise ConfigError(_NO_CANONICAL)
     doc = json.loads(handle.path.read_text())
     return np.asarray(doc["keypoints"], np.float32), (int(doc["frame_hw"][0]), int(doc["frame_hw"][1]))
 
@@ -325,4 +334,5 @@ SPEC = StageSpec(
             "canonical": "cluster-poses.canonical"},
     optional_inputs=frozenset({"canonical"}),
     outputs={"fakes": "chunks"},
+    check_bindings=_check_bindings,
 )

@@ -68,6 +68,15 @@ class IngestParams(Params):
         return self
 
 
+def _check_bindings(params: IngestParams, bound: frozenset[str]) -> str | None:
+    if params.root is None and "source" not in bound:
+        return ("ingest needs a dataset: set params.root to the dataset folder, or bind inputs.source "
+                "to an upstream dataset (e.g. `inputs: {source: demo-data.dataset}`)")
+    if params.root is not None and "source" in bound:
+        return "ingest has both params.root and inputs.source; keep one of them"
+    return None
+
+
 def _root(params: IngestParams, base_dir: Path, source=None) -> Path:
     if source is not None:
         if params.root is not None:
@@ -251,5 +260,5 @@ SPEC = StageSpec(
     params=IngestParams, plan=plan, run_chunk=run_chunk, finalize=finalize,
     inputs={"source": ""}, optional_inputs=frozenset({"source"}),
     outputs={"dataset": "chunks", "quarantine": QUARANTINE},
-    nonsemantic=frozenset({"root", "content_hash"}), fingerprint=fingerprint,
+    nonsemantic=frozenset({"root", "content_hash"}), fingerprint=fingerprint, check_bindings=_check_bindings,
 )

@@ -32,6 +32,7 @@ from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import BatchedGPUParams, FileParam, StageSpec
+from reidaug.validation import MAX_SEED
 
 METRICS = "metrics.json"
 TABLE = "metrics.md"
@@ -53,7 +54,7 @@ class ScorePoseGANParams(BatchedGPUParams):
     score_threshold: float | None = Field(
         None, ge=0, le=1, description="keypoint confidence (default: the generator's training threshold)")
     grid_pairs: int = Field(16, ge=0, le=256, description="pairs drawn in pairs.png")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     fd_eps: float = Field(0.0, ge=0.0, description="ridge added to covariances in FReID (N < D needs it)")
 
 

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import GPUTrainParams, StageSpec
+from reidaug.validation import MAX_SEED
 
 MODELS_DIR = "models"
 TRAIN_DIR = "train"
@@ -42,14 +43,14 @@ class TrainCamStyleParams(GPUTrainParams):
         None, ge=1, le=7, description="discriminator depth (default: 3 PatchGAN / StarGAN: 6 or what fits)")
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(0.5, ge=0, description="times lambda_cycle (CamStyle keeps it on)")
-    lr: float = Field(2e-4, gt=0)
+    lr: float = Field(2e-4, gt=0, le=10)
     pool_size: int = Field(50, ge=0)
-    iterations: int = Field(20000, ge=1, description="training steps per model")
+    iterations: int = Field(20000, ge=1, le=100_000_000, description="training steps per model")
     train_batch: int = Field(1, ge=1, le=256, description="images per domain per step (CycleGAN: 1)")
     decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant lr before linear decay")
     flip: bool = True
     jitter: float = Field(1.12, ge=1.0, le=2.0, description="load at jitter x size, random-crop (CycleGAN: 286->256)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _sizes(self) -> "TrainCamStyleParams":

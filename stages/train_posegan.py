@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import GPUTrainParams, StageSpec
+from reidaug.validation import MAX_SEED
 
 MODELS_DIR = "models"
 TRAIN_DIR = "train"
@@ -60,9 +61,9 @@ class TrainPoseGANParams(GPUTrainParams):
     nn_features: Literal["pixels", "efficientnet_lite0"] | None = Field(
         None, description="deformable only: nearest-neighbour loss on pixels (default) or EfficientNet-Lite0 "
                           "stem features")
-    lr: float | None = Field(None, gt=0,
+    lr: float | None = Field(None, gt=0, le=10,
         description="Adam lr of every network (default PG2: 2e-5, Deformable GAN: 2e-4)")
-    iterations: int = Field(20000, ge=1, description="training steps (PG2: stage I + stage II)")
+    iterations: int = Field(20000, ge=1, le=100_000_000, description="training steps (PG2: stage I + stage II)")
     iterations_g1: int | None = Field(None, ge=1,
         description="pg2 only: stage-I (G1) steps (default 22/36 of iterations)")
     train_batch: int | None = Field(None, ge=1, le=256,
@@ -72,7 +73,7 @@ class TrainPoseGANParams(GPUTrainParams):
     min_pose_change: float = Field(0.02, ge=0,
         description="poses of a pair differ by more than this mean keypoint shift (x height)")
     max_pairs: int | None = Field(None, ge=1, description="draw this many pairs, seeded (default: all)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainPoseGANParams":

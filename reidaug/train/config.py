@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from reidaug.errors import ConfigError, ReidAugError, UnknownNameError, did_you_mean
-from reidaug.validation import StrictNumbers
+from reidaug.validation import MAX_SEED, StrictNumbers
 
 Backbone = Literal["efficientnet_lite0", "resnet18", "resnet50", "tiny"]
 Head = Literal["ide", "triplet", "bnneck"]
@@ -116,8 +116,8 @@ class TrainConfig(StrictNumbers):
     height: int = Field(256, ge=8, le=2048)
     width: int = Field(128, ge=8, le=2048)
     sampler: SamplerName = Field("pk", description="pk (P ids x K images), realfake (M real : N fake), random")
-    p: int = Field(16, ge=1, description="pk: identities per batch")
-    k: int = Field(4, ge=1, description="pk: images per identity")
+    p: int = Field(16, ge=1, le=4096, description="pk: identities per batch")
+    k: int = Field(4, ge=1, le=4096, description="pk: images per identity")
     train_batch_size: int = Field(64, ge=1, validation_alias=AliasChoices("train_batch_size", "batch_size"),
                                   serialization_alias="batch_size",
                                   description="realfake / random: images per batch (also read as batch_size)")
@@ -127,7 +127,7 @@ class TrainConfig(StrictNumbers):
     random_erasing: bool = False
     # optimisation
     optimizer: OptimizerName = "adam"
-    lr: float = Field(3.5e-4, ge=0, description="base learning rate")
+    lr: float = Field(3.5e-4, ge=0, le=10, description="base learning rate")
     backbone_lr_mult: float = Field(1.0, ge=0, description="scales the backbone's LR (IDE fine-tuning: 0.1)")
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, description="sgd")
@@ -136,13 +136,13 @@ class TrainConfig(StrictNumbers):
     schedule: Schedule = Field("step", description="step (x gamma at the milestones), cosine")
     milestones: tuple[int, ...] = (40, 70)
     gamma: float = Field(0.1, gt=0, le=1)
-    epochs: int = Field(120, ge=1)
-    seed: int = Field(0, ge=0, description="seed of batches, augmentation and initialisation")
+    epochs: int = Field(120, ge=1, le=100_000)
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of batches, augmentation and initialisation")
     # execution: amp changes the weights; the rest (NONSEMANTIC) does not
     device: Device = Field("auto", description="auto, cpu, cuda")
     amp: bool = Field(False, description="mixed precision (CUDA only; ignored with a warning on the CPU)")
     deterministic: bool = False
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    num_workers: int = Field(2, ge=0, le=256, description="DataLoader worker processes")
     worker_start: WorkerStart = "auto"
     checkpoint_every: int = Field(1, ge=1)
     checkpoint_unit: CheckpointUnit = "epoch"

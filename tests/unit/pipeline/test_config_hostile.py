@@ -86,3 +86,45 @@ def test_booleans_stay_booleans_where_they_belong():
     assert TrainConfig.from_user({"amp": True, "soft_margin": True}).amp is True
     with pytest.raises(ConfigError, match="not a boolean"):
         TrainConfig.from_user({"epochs": True})
+
+
+@pytest.mark.parametrize("override", ["stages.train-reid.params.seed=100000000000000000000000000",
+                                      "stages.train-camstyle.params.iterations=100000000000000000000000000",
+                                      "stages.train-reid.params.epochs=100000000000000000000000000",
+                                      "stages.train-reid.params.p=100000000000000000000000000",
+                                      "stages.train-reid.params.lr=1e26",
+                                      "execution.workers=100000000000000000000000000"])
+def test_absurd_numbers_fail_when_the_yaml_loads(override):
+    # 10^26 passed --dry-run for seed, iterations, epochs, p, k, lr, workers; the seed failed at run time
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.stages import STAGES
+
+    with pytest.raises(ConfigError, match="less than or equal to"):
+        build_graph(load_pipeline(Path(__file__).parents[3] / "configs" / "demo.yaml", overrides=[override]), STAGES)
+
+
+@pytest.mark.parametrize("text,where,expected", [
+    ("name: t\nstages:\n  ingest:\n    params: {format: market1501}\n", "p.yaml:3:3", "ingest needs a dataset"),
+    ("name: t\nexecution: {scheduler: 'tcp://'}\nstages:\n  selftest-source: {}\n", "p.yaml:2:",
+     "names no host"),
+])
+def test_pipelines_that_cannot_run_fail_when_the_yaml_loads(tmp_path, text, where, expected):
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.stages import STAGES
+
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        build_graph(load_pipeline(p), STAGES)
+    assert where in str(info.value) and expected in str(info.value)
+
+
+def test_canonical_targets_without_cluster_poses_fail_at_load_not_after_training(tmp_path):
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.stages import STAGES
+
+    demo = (Path(__file__).parents[3] / "configs" / "demo.yaml").read_text()
+    p = tmp_path / "p.yaml"
+    p.write_text(demo.replace("  cluster-poses:\n", "  unused-clusters:\n    uses: cluster-poses\n"))
+    with pytest.raises(ConfigError, match=r"stages.generate-poseguided: params.targets is 'canonical'"):
+        build_graph(load_pipeline(p), STAGES)
