@@ -12,10 +12,17 @@ Layout under a workspace::
 A chunk file that exists is a finished chunk (it was written under a temp name and moved
 into place). An entry whose ``meta.json`` is missing or unreadable is moved aside to
 ``<key>.corrupt-<n>`` with a warning and recomputed; it never crashes a run.
+
+``meta.json`` records every chunk file's size and sha256 (``chunk_files``). A run checks the sizes
+of a finished entry before it skips it (a ``stat`` per chunk, so a cached re-run stays fast);
+``reidaug cache verify`` checks the sha256 too. A damaged entry is reopened as a partial one
+without its damaged chunks, so the run recomputes those chunks only (and finalize), with one
+warning that names them.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -51,6 +58,44 @@ def dir_size(path: Path) -> int:
             except FileNotFoundError:
                 pass
     return total
+
+
+def chunk_manifest(chunks: Path) -> dict[str, dict[str, Any]]:
+    """``{file name: {"size", "sha256"}}`` of the finished chunk files in ``chunks``."""
+    out = {}
+    for name in sorted(os.listdir(chunks)) if chunks.is_dir() else []:
+        if is_temp_name(name):
+            continue
+        h = hashlib.sha256()
+        with open(chunks / name, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        out[name] = {"size": (chunks / name).stat().st_size, "sha256": h.hexdigest()}
+    return out
+
+
+def damaged_chunks(entry: Path, meta: dict[str, Any], *, full: bool = False) -> dict[str, str]:
+    """``{chunk file: what is wrong}`` for a finished entry, against its ``meta.json``: a missing
+    file or another size (a ``stat`` each), and with ``full`` another sha256. Entries written before
+    ``chunk_files`` existed are not checked."""
+    bad = {}
+    for name, rec in (meta.get("chunk_files") or {}).items():
+        path = entry / CHUNK_DIR / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            bad[name] = "missing"
+            continue
+        if size != rec["size"]:
+            bad[name] = f"{size:,} bytes instead of {rec['size']:,}"
+        elif full:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            if h.hexdigest() != rec["sha256"]:
+                bad[name] = "contents changed (sha256 differs)"
+    return bad
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -125,7 +170,17 @@ class Cache:
         meta = self.load_meta(stage, key, repair=repair)
         if meta is not None:
             n = int(meta.get("num_chunks", 0))
-            return EntryState("cached", n, n, meta)
+            bad = damaged_chunks(self.entry_dir(stage, key), meta)
+            if not bad:
+                return EntryState("cached", n, n, meta)
+            what = ", ".join(f"{name} ({why})" for name, why in sorted(bad.items()))
+            if not repair:
+                log.warning("cache entry %s has damaged chunk files: %s; a run will recompute them",
+                            self.entry_dir(stage, key), what)
+                return EntryState("partial", n - len(bad), n)
+            self.reopen(stage, key, sorted(bad), n)
+            log.warning("cache entry %s had damaged chunk files: %s; reopened it, only those chunks are "
+                        "recomputed", self.entry_dir(stage, key), what)
         partial = self.partial_dir(stage, key)
         if partial.is_dir():
             plan = self.read_plan(stage, key) or {}
@@ -137,6 +192,19 @@ class Cache:
         return EntryState("missing")
 
     # -- writes ------------------------------------------------------------------------------
+    def reopen(self, stage: str, key: str, damaged: list[str], num_chunks: int) -> Path:
+        """Turn a finished entry back into a partial one without the ``damaged`` chunk files (the
+        caller holds the workspace lock), so the next run recomputes only those chunks."""
+        entry, partial = self.entry_dir(stage, key), self.partial_dir(stage, key)
+        if partial.exists():  # a forced run's leftovers: the finished entry's chunks are the better start
+            shutil.rmtree(partial)
+        os.replace(entry, partial)
+        for name in damaged:
+            (partial / CHUNK_DIR / name).unlink(missing_ok=True)
+        (partial / META).unlink(missing_ok=True)
+        write_json(partial / PLAN, {"num_chunks": num_chunks, "key": key, "forced": False, "reopened": damaged})
+        return partial
+
     def prepare(self, stage: str, key: str, *, forced: bool = False) -> Path:
         """Create (or reuse) the partial folder before the stage plans; returns it.
 
@@ -185,6 +253,7 @@ class Cache:
                 "worker write elsewhere (a relative workspace on a remote cluster)? Re-run the same command."
             )
         shutil.rmtree(partial / "errors", ignore_errors=True)
+        meta = {**meta, "chunk_files": chunk_manifest(partial / CHUNK_DIR)}
         write_json(partial / META, meta)
         (partial / PLAN).unlink(missing_ok=True)
         old = None

@@ -512,6 +512,43 @@ def cache_gc(workspace, pipelines, dry_run):
     click.echo(f"{'would free' if dry_run else 'freed'} {_human(freed)} in {removed} entries; kept {len(keep)} keys")
 
 
+@cache.command("verify")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), required=True)
+@click.option("--repair", is_flag=True, help="Reopen damaged entries so the next run recomputes their damaged chunks.")
+def cache_verify(workspace, repair):
+    """Check every finished entry's chunk files against the sizes and sha256 in its meta.json.
+
+    Exit status 1 when anything is damaged. A run checks sizes on its own before it skips a stage;
+    this also reads every byte.
+    """
+    from reidaug.pipeline.cache import Cache, damaged_chunks
+    from reidaug.pipeline.lock import WorkspaceLock
+
+    ws = Path(workspace)
+    if not (ws / "cache").is_dir():
+        raise ConfigError(f"{ws} is not a reidaug workspace (no cache/ folder in it)")
+    cache, checked, bad_entries = Cache(ws), 0, 0
+    with WorkspaceLock(ws):  # a running reidaug commits entries: check a still cache
+        for stage_name, key, path, kind in list(cache.iter_entries()):
+            meta = cache.load_meta(stage_name, key) if kind == "cached" else None
+            if meta is None:
+                continue
+            checked += 1
+            bad = damaged_chunks(path, meta, full=True)
+            if not bad:
+                continue
+            bad_entries += 1
+            for name, why in sorted(bad.items()):
+                click.echo(f"{stage_name} {key[:12]}: chunks/{name}: {why}")
+            if repair:
+                cache.reopen(stage_name, key, sorted(bad), int(meta["num_chunks"]))
+                click.echo(f"{stage_name} {key[:12]}: reopened; the next `reidaug run` recomputes "
+                           f"{len(bad)} chunk(s)")
+    click.echo(f"checked {checked} entries: {bad_entries} damaged")
+    if bad_entries:
+        raise SystemExit(1)
+
+
 def _workspaces(workspace: str | None) -> list[Path]:
     if workspace:
         return [Path(workspace)]
