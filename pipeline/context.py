@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from reidaug.errors import CacheError
-from reidaug.io.atomic import atomic_path
+from reidaug.io.atomic import atomic_path, require_free
 from reidaug.pipeline.hashing import seed_for
 from reidaug.pipeline.stage import Params
 
@@ -52,6 +52,7 @@ def write_h5_chunk(final: Path, arrays: Mapping[str, Any], attrs: Mapping[str, A
     Timestamps are off (``track_times=False``) so the same arrays give the same bytes;
     strings are stored as variable-length UTF-8; ``attrs`` values are stored as JSON text.
     """
+    require_free(final, sum(_nbytes(v) for v in arrays.values()), "a chunk file")
     with atomic_path(final) as tmp:
         with h5py.File(tmp, "w", libver="earliest") as f:
             for name in sorted(arrays):
@@ -69,6 +70,13 @@ def write_h5_chunk(final: Path, arrays: Mapping[str, Any], attrs: Mapping[str, A
             for k in sorted(attrs or {}):
                 f.attrs[k] = json.dumps((attrs or {})[k], sort_keys=True)
     return final
+
+
+def _nbytes(value: Any) -> int:
+    """About the bytes a chunk array takes on disk (encoded images: their lengths)."""
+    if isinstance(value, (list, tuple)):
+        return sum(len(v) if isinstance(v, (bytes, str)) else np.asarray(v).nbytes for v in value)
+    return np.asarray(value).nbytes
 
 
 def read_h5_chunk(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

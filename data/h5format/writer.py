@@ -28,7 +28,7 @@ from reidaug.data.h5format.schema import (
 )
 from reidaug.data.h5format.targets import densify_targets, make_targets
 from reidaug.errors import ConfigError, DataError, unknown_name
-from reidaug.io.atomic import atomic_path
+from reidaug.io.atomic import atomic_path, require_free
 from reidaug.pose.keypoints import rescale_keypoints
 
 log = logging.getLogger(__name__)
@@ -536,6 +536,11 @@ class H5Writer:
         state.has_keypoints = True
 
     def _write(self, state: _SplitState, cols: dict[str, Any]) -> None:
+        # before h5py writes: a write that hits ENOSPC leaves HDF5 unable to close the file (it
+        # segfaulted); the estimate counts the images and the other columns
+        require_free(self._tmp, sum(sum(len(b) for b in v) if k == "images" and self.encoding != "raw"
+                                    else np.asarray(v).nbytes for k, v in cols.items() if v is not None),
+                     "the HDF5 export")
         g = state.group
         n0 = state.n
         b = len(cols["pid"])

@@ -7,6 +7,7 @@ the only module that spells the temp-name idiom; everything else calls it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -66,13 +67,53 @@ def atomic_path(final: str | os.PathLike[str], *, replace_dir: bool = False) -> 
         raise
 
 
+#: room kept free beyond what a write needs (HDF5 metadata, other writers): 1 MiB + 5 %
+FREE_MARGIN = 1 << 20
+
+
+def require_free(path: str | os.PathLike[str], nbytes: int, what: str) -> None:
+    """Raise a clear :class:`DataError` unless the file system of ``path`` (a file to be written, or
+    its folder) has ``nbytes`` plus :data:`FREE_MARGIN` free.
+
+    Checked *before* writing: HDF5 and ``torch.save`` fail badly once a write hits ENOSPC (h5py
+    printed a cascade of tracebacks, then segfaulted closing the file; torch raised ``unexpected
+    pos``). The partial cache entry stays consistent, and a run resumes once space is freed.
+    """
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    margin = FREE_MARGIN + nbytes // 20
+    if free < nbytes + margin:
+        raise DataError(f"no space left for {what}: writing {Path(path)} needs about {_mib(nbytes)} (+ "
+                        f"{_mib(margin)} kept free), the file system of {folder} has {_mib(free)} free. "
+                        "Fix: free disk space (e.g. `reidaug cache gc`) or run with a workspace elsewhere (-w), "
+                        "then re-run the same command: finished work is kept")
+
+
+def disk_full_error(path: str | os.PathLike[str], exc: BaseException, what: str) -> DataError | None:
+    """The clear error for an ENOSPC that a write raised anyway (a race with another writer), or None."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left on device" in str(exc):
+        return DataError(f"no space left on device while writing {what} to {Path(path)}. Fix: free disk space "
+                         "or run with a workspace elsewhere (-w), then re-run the same command: finished work "
+                         "is kept")
+    return None
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
 def write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``final`` atomically, fsynced before the rename."""
-    with atomic_path(final) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    try:  # small files: ENOSPC surfaces as a clean OSError here, translated below
+        with atomic_path(final) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as e:
+        raise (disk_full_error(final, e, "a file") or e) from None
 
 
 def write_text(final: str | os.PathLike[str], text: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reidaug.errors import DataError
-from reidaug.io.atomic import atomic_path
+from reidaug.io.atomic import atomic_path, disk_full_error, require_free
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
@@ -22,11 +22,32 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     a kill never leaves a half checkpoint under the final name."""
     import torch
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+    require_free(path, _tensor_bytes(obj), "a checkpoint")
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # torch reports ENOSPC as RuntimeError("... unexpected pos ...")
+        full = disk_full_error(path, e, "a checkpoint")
+        if full is None and isinstance(e, RuntimeError) and "unexpected pos" in str(e):
+            full = DataError(f"writing the checkpoint {path} failed ({e}); the disk is probably full. Fix: free "
+                             "disk space, then re-run the same command: training resumes from the last checkpoint")
+        raise (full or e) from None
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state: what ``torch.save`` writes, give or take the pickle."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_torch(path: str | os.PathLike[str], where: str, *, weights_only: bool = False) -> Any:
