@@ -193,6 +193,7 @@ class FolderOptions:
     camera_base: int = 1  # camid = cam - camera_base (1 for 1-based names)
     manifest: str | None = None  # CSV "path,pid,camid[,split]", relative to root or absolute
     folder_ids: Literal["int", "sorted"] = "int"
+    shared_ids: bool = False  # a protocol where test identities also train (otherwise an error)
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -514,6 +515,38 @@ def _read_list(path: Path, out: _Collector) -> Iterator[tuple[str, int, int]]:
                 )
                 continue
             yield parts[0], int(parts[1]), number
+
+
+# ----------------------------------------------------------------------------- split checks
+
+
+def check_splits(result: ParseResult, fmt: str, options: Any) -> str | None:
+    """Raise :class:`DataError` for a parse whose test side cannot be evaluated: query without
+    gallery (or the reverse), no test images where the format has them, identities in both train
+    and test (folder format, unless ``shared_ids``). Returns a warning for a train-only folder dataset.
+    A quiet "Completed" with an empty gallery hid a wrong ``camera_base``."""
+    by_split = Counter(r.split for r in result.records)
+    n = {s: by_split.get(s, 0) for s in SPLITS}
+    requested = set(getattr(options, "splits", SPLITS)) if fmt != "folder" else None
+    reasons = Counter(q.reason for q in result.quarantined).most_common(3)
+    why = (f" Quarantined: {', '.join(f'{r} {c}' for r, c in reasons)} (quarantine.json)." if reasons else "")
+    counts = f"train {n['train']}, query {n['query']}, gallery {n['gallery']} images"
+    if (n["query"] == 0) != (n["gallery"] == 0) or (
+            requested is not None and {"query", "gallery"} <= requested and not n["query"]):
+        raise DataError(f"{fmt}: the test side cannot be evaluated: {counts}; both query and gallery need "
+                        f"images.{why} Fix: check the dataset's test folders or split column and the camera "
+                        "options (e.g. camera_base: 0 for 0-based camera ids)")
+    if fmt == "folder":
+        test_ids = {r.pid for r in result.records if r.split != "train"}
+        shared = sorted(test_ids & {r.pid for r in result.records if r.split == "train"})
+        if shared and not getattr(options, "shared_ids", False):
+            raise DataError(f"folder: {len(shared)} identities are in train and in query/gallery (e.g. "
+                            f"{shared[:5]}); a re-ID test set has unseen identities. Fix: split by identity, or "
+                            "set option shared_ids: true if the protocol really shares them")
+        if not test_ids:
+            return (f"folder: no query or gallery images ({counts}): a train-only dataset, nothing to evaluate "
+                    "on (a manifest's split column assigns them)")
+    return None
 
 
 # ----------------------------------------------------------------------------- CUHK01

@@ -287,6 +287,17 @@ def list_stages(name):
         click.echo(f"  {field} = {default}{flag}")
         if info.description:
             click.echo(f"      {info.description}")
+    if spec.name == "ingest":  # its `options` depend on the format: list them from the option classes
+        import dataclasses
+
+        from reidaug.data.datasets import PARSERS
+
+        click.echo("format options (params.options), with their defaults:")
+        for fmt, parser in PARSERS.items():
+            opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(parser.options))
+            click.echo(f"  {fmt}: {opts or '(none)'}")
+        click.echo("  (docstring of reidaug.data.datasets: what each format reads and how ids, cameras and "
+                   "splits are found)")
 
 
 @main.command()

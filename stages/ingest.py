@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,8 @@ from reidaug.io.atomic import write_json
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import Params, StageSpec
 
+log = logging.getLogger(__name__)
+
 RECORDS = "records.json"
 QUARANTINE = "quarantine.json"
 
@@ -41,7 +44,8 @@ QUARANTINE = "quarantine.json"
 class IngestParams(Params):
     format: str = Field(description="dataset format: market1501, dukemtmc-reid, msmt17, cuhk03-np, cuhk01, folder")
     root: str | None = Field(None, description="dataset folder (relative to the YAML); or bind inputs.source")
-    options: dict[str, Any] = Field(default_factory=dict, description="format options, e.g. {num_train_ids: 485}")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="format options, e.g. {num_train_ids: 485}; listed below")
     chunk_size: int = Field(512, ge=1, le=100_000, description="images per chunk")
     strict: bool = Field(False, description="fail on the first bad file instead of quarantining it")
     content_hash: bool = Field(False, description="fingerprint file bytes (slow) instead of size + mtime")
@@ -142,11 +146,15 @@ def _strict_fail(items: list[dict[str, str]], where: str) -> DataError:
 
 
 def plan(ctx: StageContext) -> int:
-    from reidaug.data.datasets import get_parser
+    from reidaug.data.datasets import check_splits, get_parser
 
     p: IngestParams = ctx.params
     root = _root(p, ctx.base_dir, ctx.inputs.get("source"))
-    result = get_parser(p.format)(root, p.options)
+    parser = get_parser(p.format)
+    result = parser(root, p.options)
+    warning = check_splits(result, p.format, parser.make_options(p.options))
+    if warning:
+        log.warning("%s", warning)
     quarantined = [{"path": q.path, "reason": q.reason, "detail": q.detail} for q in result.quarantined]
     if p.strict and quarantined:
         raise _strict_fail(quarantined, f"in {root}")

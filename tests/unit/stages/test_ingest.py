@@ -119,3 +119,48 @@ def test_unknown_format_and_option_point_at_the_yaml(tmp_path):
 def test_missing_root_says_where_it_looked(tmp_path):
     with pytest.raises(DataError, match="dataset root not found.*nowhere"):
         pipeline(tmp_path, tmp_path / "nowhere", "market1501")
+
+
+def _folder_dataset(tmp_path, rows):
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "ds"
+    lines = ["path,pid,camid,split"]
+    for i, (pid, cam, split) in enumerate(rows):
+        rel = f"img/{pid:04d}_{i:02d}.png"
+        (root / "img").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), np.full((32, 16, 3), 40 + 10 * i, np.uint8))
+        lines.append(f"{rel},{pid},{cam},{split}")
+    (root / "m.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_an_empty_gallery_is_an_error_not_a_quiet_completed(tmp_path):
+    # 0-based cameras with the default camera_base 1: every camera-0 row was quarantined and the
+    # run printed "Completed" with an empty query (issue 14)
+    from reidaug.data.datasets import check_splits, get_parser
+    from reidaug.errors import DataError
+
+    root = _folder_dataset(tmp_path, [(1, 0, "train"), (1, 1, "train"), (2, 0, "query"), (2, 1, "gallery")])
+    parser = get_parser("folder")
+    result = parser(root, {"manifest": "m.csv"})
+    with pytest.raises(DataError, match=r"train 1, query 0, gallery 1 images.*unknown-camera 2.*camera_base: 0"):
+        check_splits(result, "folder", parser.make_options({"manifest": "m.csv"}))
+    fixed = parser(root, {"manifest": "m.csv", "camera_base": 0})
+    assert check_splits(fixed, "folder", parser.make_options({"manifest": "m.csv", "camera_base": 0})) is None
+
+
+def test_identities_shared_by_train_and_test_are_an_error_unless_declared(tmp_path):
+    from reidaug.data.datasets import check_splits, get_parser
+    from reidaug.errors import DataError
+
+    root = _folder_dataset(tmp_path, [(1, 1, "train"), (2, 1, "train"), (2, 1, "query"), (2, 2, "gallery")])
+    parser = get_parser("folder")
+    opts = {"manifest": "m.csv"}
+    with pytest.raises(DataError, match=r"1 identities are in train and in query/gallery \(e.g. \[2\]\)"):
+        check_splits(parser(root, opts), "folder", parser.make_options(opts))
+    shared = {**opts, "shared_ids": True}
+    assert check_splits(parser(root, shared), "folder", parser.make_options(shared)) is None
+    train_only = _folder_dataset(tmp_path / "t", [(1, 1, "train"), (2, 2, "train")])
+    assert "train-only" in check_splits(parser(train_only, opts), "folder", parser.make_options(opts))
