@@ -82,18 +82,12 @@ def _check_bindings(params: IngestParams, bound: frozenset[str]) -> str | None:
 
 
 def _root(params: IngestParams, base_dir: Path, source=None) -> Path:
+    # the graph checked this when the YAML loaded; the same check for direct callers
+    problem = _check_bindings(params, frozenset({"source"}) if source is not None else frozenset())
+    if problem:
+        raise ConfigError(problem)
     if source is not None:
-        if params.root is not None:
-            raise ConfigError(
-                f"ingest has both params.root ({params.root!r}) and inputs.source ({source.stage}.{source.output}); "
-                "give one of them"
-            )
         return source.path
-    if params.root is None:
-        raise ConfigError(
-            "ingest needs a dataset: set params.root to the dataset folder, or bind inputs.source "
-            "to an upstream output such as demo-data.dataset"
-        )
     root = Path(params.root).expanduser()
     root = root if root.is_absolute() else base_dir / root
     if not root.is_dir():
@@ -151,8 +145,9 @@ def plan(ctx: StageContext) -> int:
     p: IngestParams = ctx.params
     root = _root(p, ctx.base_dir, ctx.inputs.get("source"))
     parser = get_parser(p.format)
-    result = parser(root, p.options)
-    warning = check_splits(result, p.format, parser.make_options(p.options))
+    options = parser.make_options(p.options)
+    result = parser(root, options)
+    warning = check_splits(result, p.format, options)
     if warning:
         log.warning("%s", warning)
     quarantined = [{"path": q.path, "reason": q.reason, "detail": q.detail} for q in result.quarantined]

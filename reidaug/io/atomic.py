@@ -93,7 +93,7 @@ def require_free(path: str | os.PathLike[str], nbytes: int, what: str) -> None:
 
 def disk_full_error(path: str | os.PathLike[str], exc: BaseException, what: str) -> DataError | None:
     """The clear error for an ENOSPC that a write raised anyway (a race with another writer), or None."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left on device" in str(exc):
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc):
         return DataError(f"no space left on device while writing {what} to {Path(path)}. Fix: free disk space "
                          "or run with a workspace elsewhere (-w), then re-run the same command: finished work "
                          "is kept")

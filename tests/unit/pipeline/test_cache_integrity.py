@@ -22,16 +22,22 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "reidaug.cli", *args], cwd=cwd, text=True, capture_output=True)
 
 
+def finished_run(tmp_path: Path) -> tuple[Path, Path]:
+    """The pipeline file and its workspace after one successful run."""
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(PIPE)
+    ws = tmp_path / "ws"
+    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    return pipe, ws
+
+
 def chunks_of(ws: Path, stage: str) -> dict[str, bytes]:
     (entry,) = (ws / "cache" / stage).glob("*/*[0-9a-f]")
     return {p.name: p.read_bytes() for p in sorted((entry / "chunks").iterdir())}
 
 
 def test_a_truncated_chunk_is_found_and_only_it_recomputes(tmp_path):
-    pipe = tmp_path / "p.yaml"
-    pipe.write_text(PIPE)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = finished_run(tmp_path)
     before = chunks_of(ws, "selftest-map")
     (entry,) = (ws / "cache" / "selftest-map").glob("*/*[0-9a-f]")
     meta = json.loads((entry / "meta.json").read_text())
@@ -54,10 +60,7 @@ def test_a_truncated_chunk_is_found_and_only_it_recomputes(tmp_path):
 
 
 def test_cache_verify_finds_a_same_size_change_and_repairs_it(tmp_path):
-    pipe = tmp_path / "p.yaml"
-    pipe.write_text(PIPE)
-    ws = tmp_path / "ws"
-    assert cli("run", str(pipe), "-w", str(ws), cwd=tmp_path).returncode == 0
+    pipe, ws = finished_run(tmp_path)
     before = chunks_of(ws, "selftest-source")
     (entry,) = (ws / "cache" / "selftest-source").glob("*/*[0-9a-f]")
     victim = entry / "chunks" / "00001.h5"
