@@ -8,6 +8,7 @@ from __future__ import annotations
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
+                            generate_colortransfer,
                             generate_poseguided, ingest, score_fakes, score_posegan, selftest, train_camstyle,
                             train_posegan, train_reid)
 
@@ -20,6 +21,7 @@ STAGES: dict[str, StageSpec] = {
         cluster_poses.SPEC,
         train_camstyle.SPEC,
         generate_camstyle.SPEC,
+        generate_colortransfer.SPEC,
         train_posegan.SPEC,
         generate_poseguided.SPEC,
         assign_labels.SPEC,
