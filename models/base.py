@@ -111,8 +111,12 @@ class PoseMapsConfig:
                               f"found {sigma}. Fix: e.g. 6 at 128 x 64, or None for 6 * H / 128.")
 
 
-def check_config_dict(saved: dict[str, Any], current: dict[str, Any], model: str) -> None:
-    """Raise :class:`ConfigError` if a checkpoint's config differs from the model's."""
+def check_config_dict(saved: dict[str, Any], current: dict[str, Any], model: str,
+                      defaults: dict[str, Any] | None = None) -> None:
+    """Raise :class:`ConfigError` if a checkpoint's config differs from the model's. A field the
+    checkpoint lacks (added to the config after it was written) counts as its value in
+    ``defaults``, so an older checkpoint still resumes."""
+    saved = {**(defaults or {}), **saved}
     diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current)
             if saved.get(k) != current.get(k)}
     if diff:
@@ -335,7 +339,9 @@ class GANModel:
         if missing:
             raise ConfigError(f"{self.title} checkpoint lacks {missing} (it has {sorted(state)})."
                               " Fix: resume from a checkpoint this version wrote, or start afresh.")
-        check_config_dict(state["config"], dataclasses.asdict(self.config), type(self).__name__)
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config_class)
+                    if f.default is not dataclasses.MISSING}
+        check_config_dict(state["config"], dataclasses.asdict(self.config), type(self).__name__, defaults)
         self.nets.load_state_dict(state["nets"])
         # Deep copies: Optimizer.load_state_dict keeps the given tensors when dtype and device
         # match, and Adam then updates them in place, which would change the caller's snapshot.

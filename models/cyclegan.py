@@ -18,6 +18,11 @@ in shapes and defaults:
   One :meth:`CycleGAN.training_step` = the reference ``optimize_parameters``: the generator
   update with the discriminators frozen, then both discriminator updates from the pools.
 
+One option beyond the reference, for identity-preserving camera style (``residual=True``): each
+generator predicts a change of its input in tanh's pre-activation space,
+``tanh(atanh(x) + net(x))``, with the last convolution zeroed, so it starts as the identity map and
+a fake keeps its person unless the adversarial loss pays for the change.
+
 Naming: ``G_AB`` maps domain A (camera a) to B, ``G_BA`` back; ``D_A`` tells real A images from
 ``G_BA`` outputs, ``D_B`` real B from ``G_AB`` outputs (the reference's ``netD_B`` / ``netD_A``).
 Images are float ``(B, 3, H, W)`` in ``[-1, 1]``; :func:`~.gan_common.images_to_tensor` converts
@@ -89,6 +94,10 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)  # (B, C, H, W)
 
 
+#: a residual generator's inputs are clamped to (-_EDGE, _EDGE) before atanh (uint8 255 -> 1.0 would be inf)
+_EDGE = 1.0 - 1e-3
+
+
 class ResnetGenerator(nn.Module):
     """Johnson-style ResNet generator of CycleGAN; output in ``[-1, 1]`` (tanh).
 
@@ -99,8 +108,12 @@ class ResnetGenerator(nn.Module):
     """
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", padding: str = "reflect") -> None:
+                 norm: str = "instance", padding: str = "reflect", residual: bool = False) -> None:
         super().__init__()
+        if residual and in_ch != out_ch:
+            raise ConfigError(f"a residual ResnetGenerator maps an image onto itself: in_ch ({in_ch}) must equal "
+                              f"out_ch ({out_ch})")
+        self.residual = residual
         if n_blocks < 0 or ngf < 1:
             raise ConfigError(f"ResnetGenerator needs n_blocks >= 0 and ngf >= 1, found "
                               f"n_blocks={n_blocks}, ngf={ngf}. Fix: use n_blocks 9 (256-pixel "
@@ -122,11 +135,26 @@ class ResnetGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1,
                                           bias=use_bias),
                        make_norm(c // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7, padding=0), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_ch, 7, padding=0)]
+        layers += [] if residual else [nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
+    def start_as_identity(self) -> "ResnetGenerator":
+        """Zero the last convolution (call after weight init): a residual generator then starts
+        as the identity map, ``tanh(atanh(x) + 0) = x``."""
+        if not self.residual:
+            raise ConfigError("start_as_identity needs a residual generator (residual=True)")
+        last = self.model[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)  # (B, in_ch, H, W) -> (B, out_ch, H, W)
+        if not self.residual:
+            return self.model(x)  # (B, in_ch, H, W) -> (B, out_ch, H, W)
+        # the net predicts a change of the input in tanh's pre-activation space, so the output
+        # stays in (-1, 1) and a zero change is exactly the input (up to the clamp at the ends)
+        return torch.tanh(torch.atanh(x.clamp(-_EDGE, _EDGE)) + self.model(x))
 
 
 class PatchDiscriminator(nn.Module):
@@ -176,6 +204,7 @@ class CycleGANConfig(GANConfig):
     lambda_cycle: float = 10.0  # lambda_A = lambda_B
     lambda_identity: float = 0.5  # times lambda_cycle; CamStyle keeps it on (colour fidelity)
     lr: float = 2e-4
+    residual: bool = False  # generators predict a change of the input and start as the identity map
     pool_size: int = 50
     n_epochs: int = 100  # epochs at the initial lr
     n_epochs_decay: int = 100  # epochs of linear decay to ~0
@@ -221,8 +250,9 @@ class CycleGAN(GANModel):
         gen = torch.Generator().manual_seed(cfg.seed)
 
         def make_g() -> ResnetGenerator:
-            return init_weights(ResnetGenerator(3, 3, cfg.ngf, cfg.n_blocks, cfg.norm,
-                                                cfg.padding), cfg.init_gain, gen)
+            g = init_weights(ResnetGenerator(3, 3, cfg.ngf, cfg.n_blocks, cfg.norm, cfg.padding,
+                                             cfg.residual), cfg.init_gain, gen)
+            return g.start_as_identity() if cfg.residual else g
 
         def make_d() -> PatchDiscriminator:
             return init_weights(PatchDiscriminator(3, cfg.ndf, cfg.n_layers_d, cfg.norm),

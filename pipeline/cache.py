@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from reidaug.errors import CacheError
 from reidaug.io.atomic import is_temp_name, write_json
-from reidaug.pipeline.context import CHUNK_DIR, chunk_name
+from reidaug.pipeline.context import CHUNK_DIR, STATS_DIR, chunk_name, read_stats
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,10 @@ class Cache:
         os.replace(entry, partial)
         for name in damaged:
             (partial / CHUNK_DIR / name).unlink(missing_ok=True)
+        old_stats = (_read_json(partial / META) or {}).get("chunk_stats") or []
+        for i, stats in enumerate(old_stats):  # the kept chunks keep their run records
+            if stats and isinstance(stats, dict) and chunk_name(i) not in damaged:
+                write_json(partial / STATS_DIR / chunk_name(i, ".json"), stats)
         (partial / META).unlink(missing_ok=True)
         write_json(partial / PLAN, {"num_chunks": num_chunks, "key": key, "forced": False, "reopened": damaged})
         return partial
@@ -253,9 +257,14 @@ class Cache:
                 "worker write elsewhere (a relative workspace on a remote cluster)? Re-run the same command."
             )
         shutil.rmtree(partial / "errors", ignore_errors=True)
+        num = int(meta["num_chunks"])
+        stats = [read_stats(partial / STATS_DIR / chunk_name(i, ".json")) for i in range(num)]
         meta = {**meta, "chunk_files": chunk_manifest(partial / CHUNK_DIR)}
+        if any(stats):
+            meta["chunk_stats"] = stats
         write_json(partial / META, meta)
         (partial / PLAN).unlink(missing_ok=True)
+        shutil.rmtree(partial / STATS_DIR, ignore_errors=True)  # now in meta.json
         old = None
         if final.exists():  # --force: keep the old entry until the new one is in place
             old = final.with_name(f"{final.name}.old-{os.getpid()}-{int(time.time())}")

@@ -190,10 +190,15 @@ def load_yaml_with_marks(text: str, path: Path) -> tuple[Any, dict[Loc, tuple[in
         return data, builder.marks, lines
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
+        if e.context_mark is not None and e.problem and "end of stream" in e.problem:
+            # an unterminated quote, bracket or block runs to the end of the file: where it
+            # opened is what the user must look at, not the last line
+            mark = e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        opened = " that opens here and is never closed" if mark is e.context_mark else ""
         raise ConfigError(
             f"{path}:{line}:{col}: invalid YAML: {e.problem}"
-            f"{' (' + e.context + ')' if e.context else ''}{_show(lines, line, col)}"
+            f"{' (' + e.context + opened + ')' if e.context else ''}{_show(lines, line, col)}"
         ) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
         line, col = _line_col(text, e.position)

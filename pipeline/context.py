@@ -23,6 +23,9 @@ from reidaug.pipeline.hashing import seed_for
 from reidaug.pipeline.stage import Params
 
 CHUNK_DIR = "chunks"
+#: per-chunk run statistics (timings, throughput, device, resume provenance): not results, so not
+#: in the chunk files (which must be byte-identical between runs); folded into meta.json at commit
+STATS_DIR = "stats"
 T = TypeVar("T")
 
 #: most memo entries a process keeps (least recently used go first): a long-lived dask worker
@@ -166,6 +169,22 @@ class StageContext:
         for i in range(self.num_chunks):
             yield read_h5_chunk(self.chunk_path(i))
 
+    def record(self, index: int, stats: Mapping[str, Any]) -> None:
+        """Keep chunk ``index``'s run statistics — how long it took, how fast, on which device, from
+        which checkpoint it resumed — beside the chunk, never in it: two runs of a chunk give the
+        same chunk file, not the same timings. Call it before :meth:`write_chunk` (a finished chunk
+        then always has its record); the cache folds the records into ``meta.json``
+        (``chunk_stats``) when the entry is committed."""
+        from reidaug.io.atomic import write_json
+
+        write_json(self.work_dir / STATS_DIR / chunk_name(index, ".json"), dict(stats))
+
+    def own_stats(self) -> list[dict[str, Any]]:
+        """For ``finalize``: each chunk's :meth:`record` (``{}`` for a chunk that has none, e.g. one
+        finished by an older version before a resume)."""
+        return [read_stats(self.work_dir / STATS_DIR / chunk_name(i, ".json")) for i in range(self.num_chunks)]
+
+
     def seed(self, index: int) -> int:
         """The seed of chunk ``index``: a function of the cache key only, so resume is exact."""
         return seed_for(self.key, index)
@@ -191,3 +210,12 @@ class StageContext:
             while len(_memo) > MEMO_LIMIT:
                 _memo.popitem(last=False)
         return value
+
+
+def read_stats(path: Path) -> dict[str, Any]:
+    """A chunk's run record, or ``{}`` where there is none or it cannot be read (it is never a result)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

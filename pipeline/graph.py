@@ -169,9 +169,12 @@ def _toposort(nodes: Mapping[str, Node], loaded: LoadedConfig) -> list[str]:
                 up = todo.pop(0)
                 if state.get(up) == 1:
                     cycle = path[path.index(up):] + [up]
+                    slot = next(s for s, r in nodes[name].inputs.items() if r and r[0] == up)
+                    loc = ("stages", name, "inputs", slot)  # the binding that closes the cycle
                     raise GraphError(
-                        f"{loaded.path}: the stages form a cycle: {' -> '.join(reversed(cycle))}. "
-                        "A stage cannot depend on its own output; rebind one of these inputs."
+                        f"{loaded.where(loc)}: the stages form a cycle: {' -> '.join(reversed(cycle))} "
+                        f"(this line binds {name}.inputs.{slot} to {up}). A stage cannot depend on its own "
+                        f"output; rebind one of these inputs.{loaded.snippet(loc)}"
                     )
                 if state.get(up) != 2:
                     state[up] = 1

@@ -27,6 +27,7 @@ import yaml
 
 from reidaug.errors import ReidAugError, StageError, add_context
 from reidaug.io.atomic import write_json, write_text
+from reidaug.io.checkpoint import checkpoint_progress
 from reidaug.pipeline.cache import Cache, EntryState
 from reidaug.pipeline.config import scheduler_kind
 from reidaug.pipeline.context import InputHandle, StageContext, release_memo
@@ -108,7 +109,11 @@ def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
         elif st.status == "cached":
             items.append(PlanItem(name, spec, key, "skip", st.done, st.total, "didn't change"))
         elif st.status == "partial":
-            items.append(PlanItem(name, spec, key, "resume", st.done, st.total, f"interrupted run; {why}"))
+            reason = "interrupted run" + ("" if why == "never ran" else f"; {why}")
+            for where, progress in checkpoint_progress(cache.partial_dir(spec, key)):
+                reason += f"; resumes {where} from its checkpoint at step {progress.get('step')}"
+                reason += f" of {progress['of']}" if progress.get("of") else ""
+            items.append(PlanItem(name, spec, key, "resume", st.done, st.total, reason))
         else:
             items.append(PlanItem(name, spec, key, "run", 0, None, why))
     return items

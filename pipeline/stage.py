@@ -173,6 +173,9 @@ class StageSpec:
     # optional slots left out of the key while unbound: slots added after a stage shipped, so
     # the keys of pipelines that do not use them (and everything downstream) stay valid
     unkeyed_if_unbound: frozenset[str] = frozenset()
+    # params added after a stage shipped, left out of the key while at their default: the keys of
+    # pipelines that do not set them (and everything downstream) stay valid
+    unkeyed_at_default: frozenset[str] = frozenset()
     # output name -> relative path inside the cache entry ("chunks" = the chunk files)
     outputs: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"chunks": "chunks"})
     # params that do not change the result: left out of the key
@@ -199,6 +202,9 @@ class StageSpec:
         unknown = set(self.ignored_in_key) - set(self.params.model_fields)
         if unknown:
             raise ValueError(f"stage {self.name}: nonsemantic names unknown params {sorted(unknown)}")
+        unknown = set(self.unkeyed_at_default) - set(self.params.model_fields)
+        if unknown:
+            raise ValueError(f"stage {self.name}: unkeyed_at_default names unknown params {sorted(unknown)}")
 
     @property
     def ignored_in_key(self) -> frozenset[str]:
@@ -206,4 +212,6 @@ class StageSpec:
         return self.nonsemantic | self.params.NONSEMANTIC | (ALWAYS_NONSEMANTIC & set(self.params.model_fields))
 
     def semantic_params(self, params: Params) -> dict[str, Any]:
-        return {k: getattr(params, k) for k in type(params).model_fields if k not in self.ignored_in_key}
+        fields = type(params).model_fields
+        return {k: getattr(params, k) for k in fields if k not in self.ignored_in_key
+                and not (k in self.unkeyed_at_default and getattr(params, k) == fields[k].default)}

@@ -120,6 +120,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     results = dict(zip((job for batch in batches for job in batch), pngs))
     order = sorted(jobs)  # stored in ingest order, then target camera
     paths = [str(p_) for p_ in arrays["path"]] if n else []
+    ctx.record(index, {"seconds": seconds, "device": str(translator.device), "images": len(order)})
     ctx.write_chunk(index, {
         "image": [results[j] for j in order],
         "path": [fake_name(paths[j.row], cams[j.row], j.target) for j in order],
@@ -129,7 +130,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "camid": np.asarray([cams[j.row] for j in order], np.int16),
         "target_camid": np.asarray([j.target for j in order], np.int16),
         "gen_checksum": [translator.checksum(cams[j.row], j.target) for j in order],
-    }, attrs={"seconds": seconds, "device": str(translator.device)})
+    })
 
 
 def fake_name(origin: str, source_cam: int, target_cam: int) -> str:
@@ -157,11 +158,12 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
     from collections import Counter
 
     total, per_target, wall, model_s = 0, Counter(), 0.0, 0.0
-    for arrays, attrs in ctx.iter_own_chunks():
+    for arrays, _ in ctx.iter_own_chunks():
         total += len(arrays.get("path", []))
         per_target.update(int(t) for t in arrays.get("target_camid", []))
-        wall += float(attrs["seconds"]["wall"])
-        model_s += float(attrs["seconds"]["compute"])
+    for stats in ctx.own_stats():  # timings of the chunks this run (or the killed one before it) made
+        wall += float(stats.get("seconds", {}).get("wall", 0.0))
+        model_s += float(stats.get("seconds", {}).get("compute", 0.0))
     rate = total / wall if wall else 0.0
     report = [f"{total} CamStyle fakes ({', '.join(f'to camera {c}: {n}' for c, n in sorted(per_target.items()))}); "
               f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"]

@@ -285,6 +285,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     targets = [job.target for job in jobs]
     target_kp = (clean_keypoints(np.stack([rescale_keypoints(t.keypoints, t.frame, out_hw) for t in targets]),
                                  threshold) if jobs else np.zeros((0, 17, 3), np.float32))
+    ctx.record(index, {"seconds": seconds, "device": str(gen.device), "images": len(jobs)})
     ctx.write_chunk(index, {
         "image": results,
         "path": [fake_name(paths[job.row], job.target.kind, job.target.pose_id, job.target.record) for job in jobs],
@@ -298,8 +299,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "target_record": np.asarray([t.record for t in targets], np.int64),
         "target_keypoints": target_kp.astype(np.float32),
         "gen_checksum": [gen.checksum] * len(jobs),
-    }, attrs={"seconds": seconds, "device": str(gen.device), "dropped": dropped,
-              "model": gen.model_name, "score_threshold": threshold})
+    }, attrs={"dropped": dropped, "model": gen.model_name, "score_threshold": threshold})
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -312,9 +312,10 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         total += len(arrays.get("path", []))
         kinds.update(str(k) for k in arrays.get("target_kind", []))
         dropped.update(attrs["dropped"])
-        wall += float(attrs["seconds"]["wall"])
-        model_s += float(attrs["seconds"]["compute"])
         model, threshold = attrs["model"], attrs["score_threshold"]
+    for stats in ctx.own_stats():
+        wall += float(stats.get("seconds", {}).get("wall", 0.0))
+        model_s += float(stats.get("seconds", {}).get("compute", 0.0))
     rate = total / wall if wall else 0.0
     n_dropped = sum(dropped.values())
     report = [f"{total} pose-guided fakes ({model}, targets {p.targets}); {rate:.1f} img/s, model busy "

@@ -173,24 +173,26 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                       ctx.work_dir / MODELS_DIR / f"{p.model}.pt", device, amp=p.amp,
                       score_threshold=p.score_threshold)
     finish_run(run_dir, p.keep_checkpoints)
-    ctx.write_chunk(index, {"steps": out.steps, "seconds": out.seconds, "pairs_per_s": out.pairs_per_s},
-                    attrs={"model": p.model, "checksum": out.checksum, "device": str(device),
-                           "resumed_from": -1 if out.resumed_from is None else out.resumed_from,
-                           "last_losses": out.last_losses, "pairs": pairs.counts, "steps_g1": p.steps_g1,
-                           "train_batch": p.batch})
+    ctx.record(index, {"seconds": out.seconds, "pairs_per_s": out.pairs_per_s, "device": str(device),
+                       "resumed_from": out.resumed_from})
+    ctx.write_chunk(index, {"steps": out.steps},
+                    attrs={"model": p.model, "checksum": out.checksum, "last_losses": out.last_losses,
+                           "pairs": pairs.counts, "steps_g1": p.steps_g1, "train_batch": p.batch})
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
     p: TrainPoseGANParams = ctx.params
+    from reidaug.stages.train_camstyle import _timing
+
     arrays, attrs = next(ctx.iter_own_chunks())
+    stats = ctx.own_stats()[0]
     c = attrs["pairs"]
     losses = attrs["last_losses"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items()) if k in ("G1", "G2", "G", "D", "G_nn", "G2_l1"))
     stages = f" ({attrs['steps_g1']} G1 + {int(arrays['steps']) - attrs['steps_g1']} G2)" if p.model == "pg2" else ""
     report = [
-        f"{p.model}: {int(arrays['steps'])} steps{stages} of {attrs['train_batch']} pairs in "
-        f"{float(arrays['seconds']):.0f} s on {attrs['device']} ({float(arrays['pairs_per_s']):.1f} pairs/s); "
-        f"last losses: {shown}",
+        f"{p.model}: {int(arrays['steps'])} steps{stages} of {attrs['train_batch']} pairs"
+        f"{_timing(stats, 'pairs/s', 'pairs_per_s')}; last losses: {shown}",
         f"pairs: {c['pairs']} (of {c['candidate_pairs']}) from {c['identities_with_pairs']} of {c['identities']} train "
         f"identities; {c['usable_poses']} of {c['images']} train poses usable (>= {p.min_keypoints} keypoints above "
         f"{p.score_threshold}), {c['unusable_poses']} not; {c['same_pose_pairs_left_out']} same-pose pairs left out",
@@ -198,8 +200,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         f"sample grids and loss log: {TRAIN_DIR}/{p.model}/",
     ]
     return {"model": p.model, "checksum": attrs["checksum"], "steps": int(arrays["steps"]),
-            "steps_g1": attrs["steps_g1"], "seconds": round(float(arrays["seconds"]), 1),
-            "pairs_per_s": round(float(arrays["pairs_per_s"]), 2), "pairs": c, "last_losses": losses,
+            "steps_g1": attrs["steps_g1"], "pairs": c, "last_losses": losses,
+            **{k: stats[k] for k in ("seconds", "pairs_per_s", "resumed_from") if k in stats},
             "report": report}
 
 

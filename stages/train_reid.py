@@ -70,36 +70,40 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     run = ctx.work_dir / RUN
     result = train(config, data, run)
     arrays: dict[str, Any] = {
-        "steps": result.steps, "images_per_s": result.images_per_s, "final_loss": result.final_loss,
-        "final_accuracy": result.final_accuracy, "num_classes": result.num_classes, "train_wall_s": result.wall_s,
+        "steps": result.steps, "final_loss": result.final_loss,
+        "final_accuracy": result.final_accuracy, "num_classes": result.num_classes,
     }
+    stats: dict[str, Any] = {"images_per_s": result.images_per_s, "train_wall_s": result.wall_s}
     if p.evaluate:
         from reidaug.eval.report import evaluate_run
 
         rec = evaluate_run(run, data, protocol=p.eval_protocol, flip=p.eval_flip, metric=p.eval_metric,
                            rerank=p.eval_rerank, batch_size=p.eval_batch_size, device=p.device).record
         arrays.update({k: rec[k] for k in ("rank1", "mAP", "mINP", "num_queries") if k in rec})
-        arrays["eval_s"] = rec["timings"]["total_s"]
+        stats["eval_s"] = rec["timings"]["total_s"]
         attrs = {"protocol": rec["protocol"]}
     else:
         attrs = {}
+    ctx.record(index, stats)
     ctx.write_chunk(index, arrays, attrs)
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
     arrays, attrs = next(ctx.iter_own_chunks())
     v = {k: a.item() for k, a in arrays.items()}
+    speed = ctx.own_stats()[0].get("images_per_s")
     final = Path(str(ctx.work_dir).removesuffix(".partial")) / RUN  # where it lives once committed
     report = [
         f"model: {final / 'model.pt'}",
-        f"trained {int(v['steps'])} steps ({v['images_per_s']:.1f} images/s), final loss {v['final_loss']:.4f}, "
+        f"trained {int(v['steps'])} steps" + (f" ({speed:.1f} images/s)" if speed is not None else "")
+        + f", final loss {v['final_loss']:.4f}, "
         f"train accuracy {v['final_accuracy']:.3f}, {int(v['num_classes'])} identities",
     ]
     if "rank1" in v:
         report.append(f"{attrs.get('protocol')}: rank-1 {v['rank1']:.1%}, mAP {v['mAP']:.1%} over "
                       f"{int(v['num_queries'])} queries ({final / 'metrics.json'})")
     report.append(f"curves: {final / 'curves.png'}")
-    return v | {"report": report, "protocol": attrs.get("protocol")}
+    return v | ctx.own_stats()[0] | {"report": report, "protocol": attrs.get("protocol")}
 
 
 SPEC = StageSpec(

@@ -112,7 +112,7 @@ def build_model(job: ModelJob, hp: Mapping[str, Any], settings: TrainSettings):
         return CycleGAN(CycleGANConfig(
             ngf=hp["ngf"], ndf=hp["ndf"], n_blocks=hp["n_blocks"], n_layers_d=hp["d_layers"] or 3,
             lambda_cycle=hp["lambda_cycle"], lambda_identity=hp["lambda_identity"], lr=hp["lr"],
-            pool_size=hp["pool_size"], **common))
+            pool_size=hp["pool_size"], residual=hp.get("residual", False), **common))
     return StarGAN(StarGANConfig(
         num_domains=len(job.cameras), g_conv_dim=hp["ngf"], d_conv_dim=hp["ndf"], g_repeat_num=hp["n_blocks"],
         d_repeat_num=hp["d_layers"] or stargan_d_layers(hp["image_height"], hp["image_width"]),
@@ -318,7 +318,8 @@ class CamStyleTranslator:
         nets: dict[str, Any] = {}
         if state["model"] == "cyclegan":
             for name in ("G_AB", "G_BA"):
-                nets[name] = ResnetGenerator(3, 3, cfg["ngf"], cfg["n_blocks"], cfg["norm"], cfg["padding"])
+                nets[name] = ResnetGenerator(3, 3, cfg["ngf"], cfg["n_blocks"], cfg["norm"], cfg["padding"],
+                                             residual=cfg.get("residual", False))  # older files: no field
         else:
             nets["G"] = StarGANGenerator(cfg["num_domains"], cfg["g_conv_dim"], cfg["g_repeat_num"])
         for name, net in nets.items():

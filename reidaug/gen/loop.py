@@ -5,9 +5,9 @@ the rest, the same way for every model:
 
 - **resume** — if ``run_dir/checkpoint.pt`` exists, ``model.load_state_dict(state["model"])``
   and the loss log is truncated to the checkpoint's step, so a killed-and-resumed run writes the
-  same log (and, on the CPU, the same weights) as an uninterrupted one (the log: when
-  ``checkpoint_every`` is a multiple of ``log_every``, since a line averages the steps since the
-  last line and a resume starts a new average);
+  same log (and, on the CPU, the same weights) as an uninterrupted one: the losses of the steps
+  since the last log line are in the checkpoint too, so a line that spans a resume averages the
+  same steps;
 - **step-seeded batches** — ``batch_for(t)`` returns the batch of step ``t`` as a pure function
   of ``(seed, t)`` (e.g. ``np.random.default_rng([seed, t])``), so resume needs no RNG state;
 - **one step** — ``train_step(batch)`` runs one optimisation step (device transfer and autocast
@@ -41,7 +41,7 @@ import numpy as np
 
 from reidaug.gen.common import to_device
 from reidaug.io.checkpoint import state_checksum
-from reidaug.io.checkpoint import load_torch, save_torch
+from reidaug.io.checkpoint import load_torch, remove_checkpoint, save_torch
 from reidaug.io.jsonl import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.jsonl"
 SAMPLES = "samples"
+WINDOW = "loss_window"  # checkpoint entry: the per-step losses not yet averaged into a log line
 
 Losses = Mapping[str, float]
 
@@ -96,8 +97,11 @@ def train_loop(model: Any, *, iterations: int, batch_for: Callable[[int], Any],
     ckpt_path = run_dir / CHECKPOINT
     loss_log = JsonlLog(run_dir / LOSSES)
     resumed_from = None
+    window: list[Losses] = []  # the losses since the last log line (checkpointed: a resume continues it)
     if ckpt_path.exists():
-        model.load_state_dict(load_torch(ckpt_path, where)["model"])
+        state = load_torch(ckpt_path, where)
+        model.load_state_dict(state["model"])
+        window = list(state.get(WINDOW, []))
         resumed_from = step_of(model)
         log.info("%s: resuming at step %d of %d", where, resumed_from, iterations)
     loss_log.truncate(resumed_from or 0)
@@ -106,7 +110,6 @@ def train_loop(model: Any, *, iterations: int, batch_for: Callable[[int], Any],
         catch_up(step_of(model))  # a checkpoint is always caught up; this only guards the invariant
 
     ends = {p.until for p in phases} | {iterations}
-    window: list[Losses] = []
     t0 = time.perf_counter()
     start = t = step_of(model)
     while t < iterations:
@@ -124,7 +127,8 @@ def train_loop(model: Any, *, iterations: int, batch_for: Callable[[int], Any],
         if sample is not None and (step % cadence.sample_every == 0 or step in ends):
             sample(run_dir / SAMPLES / f"step_{step:07d}.png")
         if step % cadence.checkpoint_every == 0 or step == iterations:
-            save_torch(ckpt_path, {"model": model.state_dict(), **(checkpoint_extra or {})})
+            save_torch(ckpt_path, {"model": model.state_dict(), WINDOW: [dict(w) for w in window],
+                                   **(checkpoint_extra or {})}, progress={"step": step, "of": iterations})
             if should_stop is not None and should_stop(step):
                 raise KeyboardInterrupt(f"stopped after the checkpoint of step {step} (test hook)")
     seconds = time.perf_counter() - t0
@@ -156,7 +160,7 @@ def finish_run(run_dir: Path, keep_checkpoint: bool) -> None:
     from reidaug.io.atomic import write_bytes
 
     if not keep_checkpoint:
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)
+        remove_checkpoint(run_dir / CHECKPOINT)
     grids = sorted((run_dir / SAMPLES).glob("step_*.png"))
     if grids:
         write_bytes(run_dir / SAMPLES / "final.png", grids[-1].read_bytes())

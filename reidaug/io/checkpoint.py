@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from reidaug.errors import DataError
-from reidaug.io.atomic import atomic_path, disk_full_error, require_free
+from reidaug.io.atomic import atomic_path, disk_full_error, require_free, write_json
 
 
-def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+def save_torch(path: str | os.PathLike[str], obj: Any, progress: dict[str, Any] | None = None) -> None:
     """``torch.save`` to a temp name in the same folder, fsync, then rename onto ``path``:
-    a kill never leaves a half checkpoint under the final name."""
+    a kill never leaves a half checkpoint under the final name. ``progress`` (e.g. ``{"step": 500,
+    "of": 2000}``) is written beside it as ``<path>.json`` (:func:`checkpoint_progress`), so a plan
+    can say where a training will resume without loading torch."""
     import torch
 
     require_free(path, _tensor_bytes(obj), "a checkpoint")
@@ -35,6 +37,38 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
             full = DataError(f"writing the checkpoint {path} failed ({e}); the disk is probably full. Fix: free "
                              "disk space, then re-run the same command: training resumes from the last checkpoint")
         raise (full or e) from None
+    if progress is not None:
+        write_json(progress_path(path), progress)
+
+
+def progress_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`save_torch` keeps a checkpoint's progress: ``checkpoint.pt`` -> ``checkpoint.pt.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def remove_checkpoint(path: str | os.PathLike[str]) -> None:
+    """Delete a checkpoint and its progress file (a finished training drops its full checkpoint)."""
+    Path(path).unlink(missing_ok=True)
+    progress_path(path).unlink(missing_ok=True)
+
+
+def checkpoint_progress(folder: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``(path relative to folder, progress)`` of every checkpoint under ``folder`` that has a
+    progress file and still exists, sorted by path (what a ``--dry-run`` reports for a partial entry)."""
+    import json
+
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.rglob("*.pt.json")) if folder.is_dir() else []:
+        ckpt = p.with_name(p.name[: -len(".json")])
+        try:
+            info = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if ckpt.is_file() and isinstance(info, dict):
+            out.append((str(ckpt.relative_to(folder)), info))
+    return out
 
 
 def _tensor_bytes(obj: Any) -> int:

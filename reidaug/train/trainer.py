@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from reidaug.errors import ConfigError, DataError
 from reidaug.io.atomic import atomic_path, is_temp_name, write_json
-from reidaug.io.checkpoint import load_torch, save_torch
+from reidaug.io.checkpoint import load_torch, remove_checkpoint, save_torch
 from reidaug.io.jsonl import JsonlLog
 from reidaug.train.backbones import pretrained_weights_path
 from reidaug.train.config import NONSEMANTIC, TrainConfig
@@ -521,7 +521,7 @@ def _train(
             "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
             "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "sampler_epoch": epoch, "step": step,
-        })
+        }, progress={"step": step, "of": total_est})
 
     per_epoch_est = len(batches.inner)
     if per_epoch_est == 0:
@@ -615,7 +615,7 @@ def _train(
                                                     "config_path": CONFIG_FILE, "log_path": LOG_FILE,
                                                     "plot_path": PLOT_FILE})
     if not config.keep_checkpoint:
-        paths["ckpt"].unlink(missing_ok=True)
+        remove_checkpoint(paths["ckpt"])
     log.info("trained %d steps in %.1f s (%.1f images/s); model in %s", step, result.wall_s,
              result.images_per_s, paths["model"])
     return result

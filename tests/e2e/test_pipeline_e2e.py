@@ -91,14 +91,17 @@ def test_sigkill_mid_stage_resumes_only_missing_chunks_with_identical_bytes(tmp_
     proc = subprocess.Popen([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     chunks = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 240  # generous: a loaded 2-core machine starts python slowly
+    while time.monotonic() < deadline and proc.poll() is None:
         found = list((ws / "cache" / "selftest-source").glob("*/*.partial/chunks"))
         if found and len([p for p in found[0].iterdir() if not p.name.startswith(".")]) >= 8:
             chunks = found[0]
             break
         time.sleep(0.05)
-    assert chunks is not None, "the run never got going"
+    if chunks is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the run never got going (exit {proc.returncode}): {err.decode()[-2000:]}")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in chunks.iterdir() if not p.name.startswith(".")}

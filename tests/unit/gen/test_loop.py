@@ -32,7 +32,7 @@ class Toy:
 
 
 class Cadence:
-    checkpoint_every, sample_every, log_every = 4, 5, 2  # a log line at every checkpoint: resumes log alike
+    checkpoint_every, sample_every, log_every = 4, 5, 3  # checkpoints mid-window: the resumed log must not show it
 
 
 def batch_for(t: int) -> float:
@@ -61,13 +61,15 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert resumed.resumed_from == 8 and resumed.steps_run == 2 and drawn == ["step_0000010.png"]
     assert (tmp_path / "a" / "losses.jsonl").read_bytes() == (tmp_path / "b" / "losses.jsonl").read_bytes()
     log = [json.loads(x) for x in (tmp_path / "a" / "losses.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [2, 4, 6, 8, 10]  # every log_every, and at the end
-    assert log[0]["loss"] == pytest.approx(np.mean(np.cumsum([batch_for(t) for t in range(2)])))  # window mean
+    assert [r["step"] for r in log] == [3, 6, 9, 10]  # every log_every, and at the end
+    w = np.cumsum([batch_for(t) for t in range(10)])  # the toy's loss after each step
+    assert log[0]["loss"] == pytest.approx(np.mean(w[0:3]))  # window mean
+    assert log[2]["loss"] == pytest.approx(np.mean(w[6:9]))  # steps 7-9 span the resume at step 8
     assert model.lr_steps == 2 and resumed.last_losses == {"loss": log[-1]["loss"]}
     import torch
 
     ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    assert ckpt == {"model": model.state_dict(), "name": "toy"}
+    assert ckpt == {"model": model.state_dict(), "loss_window": [], "name": "toy"}
     finish_run(tmp_path / "b", keep_checkpoint=False)
     assert not (tmp_path / "b" / "checkpoint.pt").exists()
 
@@ -77,7 +79,7 @@ def test_phases_label_the_log_and_end_with_a_line_and_a_grid(tmp_path):
     phases = [Phase("G1", 4, model.train), Phase("G2", 10, lambda b: model.train(b, scale=-1.0))]
     out, drawn = run(tmp_path, model, phases=phases)
     log = [json.loads(x) for x in (tmp_path / "losses.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["phase"]) for r in log] == [(2, "G1"), (4, "G1"), (6, "G2"), (8, "G2"), (10, "G2")]
+    assert [(r["step"], r["phase"]) for r in log] == [(3, "G1"), (4, "G1"), (6, "G2"), (9, "G2"), (10, "G2")]
     assert drawn == ["step_0000004.png", "step_0000005.png", "step_0000010.png"]
     assert model.w == pytest.approx(sum(batch_for(t) for t in range(4)) - sum(batch_for(t) for t in range(4, 10)))
     assert "phase" not in out.last_losses

@@ -118,6 +118,8 @@ def test_cycle_is_reported_with_its_path():
         inputs: {source: a.chunks}
     """, exc=GraphError)
     assert "cycle" in msg and ("a -> b -> a" in msg or "b -> a -> b" in msg)
+    # the line of the binding that closes it, with the snippet
+    assert ":8:" in msg and "inputs: {source: a.chunks}" in msg and "binds b.inputs.source to a" in msg
 
 
 def test_set_override_errors_name_the_override():

@@ -34,6 +34,12 @@ def test_a_nul_byte_names_its_line_and_column(tmp_path):
     assert "p.yaml:4:15" in msg and "not allowed in YAML" in msg and "#x0000" in msg
 
 
+def test_an_unterminated_quote_is_reported_where_it_opens(tmp_path):
+    msg = error_of(tmp_path, GOOD_HEAD + 'description: "never closed\nsettings: {}\n\n\n')
+    assert "p.yaml:4:14" in msg and "opens here and is never closed" in msg
+    assert 'description: "never closed' in msg  # the snippet shows the opening line, not the end
+
+
 def test_deep_nesting_is_refused_before_python_recursion(tmp_path):
     msg = error_of(tmp_path, "name: t\nstages: " + "[" * 20000 + "]" * 20000 + "\n")
     assert "p.yaml:2:" in msg and "nested deeper than" in msg

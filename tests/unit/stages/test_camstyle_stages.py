@@ -147,7 +147,9 @@ def test_stargan_one_model_for_all_cameras(tmp_path):
 def test_killed_train_camstyle_run_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL a real `reidaug run` once a checkpoint exists; the re-run resumes (not restarts)
     and its generators equal an uninterrupted run's."""
-    pipe = write(tmp_path, HEAD.replace("ITER", "40").replace("log_every: 5}", "log_every: 5, cameras: [0, 1]}"))
+    # log_every 3 with checkpoints every 5: a resume starts mid-window, and the log must not show it
+    pipe = write(tmp_path, HEAD.replace("ITER", "40").replace("log_every: 5}", "log_every: 3, cameras: [0, 1]}")
+                 + TAIL)
     ws = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -160,6 +162,11 @@ def test_killed_train_camstyle_run_resumes_from_its_checkpoint(tmp_path):
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    plan = subprocess.run([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws), "--dry-run"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert re.search(r"train-camstyle .* resume \(0/1 chunks done\) +interrupted run; resumes "
+                     r"train/cyclegan_c0-c1/checkpoint\.pt from its checkpoint at step \d+ of 40",
+                     plan.stdout), plan.stdout
     resumed = subprocess.run([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws)], cwd=tmp_path,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -167,14 +174,24 @@ def test_killed_train_camstyle_run_resumes_from_its_checkpoint(tmp_path):
                            cwd=tmp_path, capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr
 
-    def summary(w: Path):
-        entry = next(p for p in (w / "cache" / "train-camstyle").glob("*/*") if not p.name.endswith(".partial"))
-        chunk_attrs = [read_h5_chunk(p)[1] for p in sorted((entry / "chunks").glob("*.h5"))]
-        return {a["model"]: a for a in chunk_attrs}
+    def entry(w: Path, stage: str = "train-camstyle") -> Path:
+        return next(p for p in (w / "cache" / stage).glob("*/*") if not p.name.endswith(".partial"))
 
-    killed, uninterrupted = summary(ws), summary(tmp_path / "clean")
-    assert {k: v["checksum"] for k, v in killed.items()} == {k: v["checksum"] for k, v in uninterrupted.items()}
-    assert any(v["resumed_from"] > 0 for v in killed.values()), "nothing resumed: the kill came too late"
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    for stage in ("train-camstyle", "generate-camstyle", "assign-labels", "export-hdf5"):
+        # every chunk file byte-identical: no timings, no resume provenance in them
+        assert files(entry(killed, stage) / "chunks") == files(entry(clean, stage) / "chunks"), stage
+    assert files(entry(killed) / "models") == files(entry(clean) / "models")
+    run_dir = "train/cyclegan_c0-c1/losses.jsonl"  # the averaged loss log too, whatever the kill step
+    assert (entry(killed) / run_dir).read_bytes() == (entry(clean) / run_dir).read_bytes()
+    assert (entry(killed, "export-hdf5") / "dataset.h5").read_bytes() == \
+        (entry(clean, "export-hdf5") / "dataset.h5").read_bytes()
+    stats = json.loads((entry(killed) / "meta.json").read_text())["chunk_stats"]
+    assert stats[0]["resumed_from"] > 0, "nothing resumed: the kill came too late"  # provenance: meta.json
+    assert json.loads((entry(clean) / "meta.json").read_text())["chunk_stats"][0]["resumed_from"] is None
 
 
 @pytest.mark.parametrize("params, exc, words", [
@@ -295,3 +312,13 @@ def test_fakes_of_folder_datasets_that_repeat_file_names_keep_their_own_labels(t
         m = f.meta("train")
         fake_rows = np.flatnonzero(m.is_fake)
         assert (f.targets("train", fake_rows).argmax(1) == m.label[fake_rows]).all()  # lsr peaks on its own id
+
+
+def test_residual_is_keyed_only_when_set_and_is_a_cyclegan_option():
+    spec = STAGES["train-camstyle"]
+    default = spec.semantic_params(spec.params())
+    assert "residual" not in default  # added in wave 2: earlier pipelines keep their keys
+    on = spec.semantic_params(spec.params(residual=True))
+    assert on.pop("residual") is True and on == default
+    with pytest.raises(Exception, match="residual: true is a CycleGAN option"):
+        spec.params(model="stargan", residual=True)

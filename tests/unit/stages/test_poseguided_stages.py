@@ -232,20 +232,13 @@ def test_resumed_training_ends_identical_to_an_uninterrupted_one(tmp_path, model
 
 def test_generate_resumes_only_the_missing_chunk_with_identical_bytes(pg2_run, tmp_path):
     """A generate-poseguided run killed after some chunks: the re-run computes only the missing
-    chunk, and its fakes come out byte for byte as the first time (the chunk's timing attrs
-    aside)."""
+    chunk, and every chunk file comes out byte for byte as the first time (timings live in
+    meta.json's chunk_stats, not in the chunks)."""
     ws = tmp_path / "ws"
     shutil.copytree(pg2_run["ws"], ws)
     entry = Path(str(pg2_run["entries"]["generate-poseguided"]).replace(str(pg2_run["ws"]), str(ws)))
-    def contents(folder: Path) -> dict[str, tuple[dict, dict]]:
-        """Every array (the PNG bytes of each fake included) and every attr but the timings."""
-        out = {}
-        for p in sorted(folder.glob("*.h5")):
-            arrays, attrs = read_h5_chunk(p)
-            out[p.name] = ({k: [x if isinstance(x, str) else np.asarray(x).tobytes() for x in v] if v.dtype == object
-                            else v.tolist() for k, v in arrays.items()},
-                           {k: v for k, v in attrs.items() if k != "seconds"})
-        return out
+    def contents(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.glob("*.h5"))}
 
     originals = contents(entry / "chunks")
     assert len(originals) == 3
@@ -258,6 +251,11 @@ def test_generate_resumes_only_the_missing_chunk_with_identical_bytes(pg2_run, t
     chunk_dir = entries["generate-poseguided"] / "chunks"
     assert contents(chunk_dir) == originals
     assert (chunk_dir / "00000.h5").stat().st_mtime_ns == kept  # not recomputed
+    meta = json.loads((entries["generate-poseguided"] / "meta.json").read_text())
+    stats = meta["chunk_stats"]
+    # the recomputed chunk's run record (the others' went with the meta.json this test deleted)
+    assert len(stats) == 3 and stats[1]["seconds"]["wall"] > 0 and stats[1]["device"] == "cpu"
+    assert not (entries["generate-poseguided"] / "stats").exists()  # folded into meta.json
 
 
 def pipeline_text(pg2_run) -> str:
