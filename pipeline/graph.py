@@ -215,6 +215,9 @@ def key_material(node: Node, upstream_keys: Mapping[str, str], base_dir: Path) -
             if ref is not None or slot not in spec.unkeyed_if_unbound
         },
     }
+    numerics = node.params.numerics() if hasattr(node.params, "numerics") else None
+    if numerics is not None:  # computed on CUDA (bf16 or fp32): other bytes than the CPU reference
+        material["numerics"] = numerics
     if spec.fingerprint is not None:
         try:
             material["fingerprint"] = stable_hash(spec.fingerprint(node.params, base_dir),
@@ -248,6 +251,8 @@ def explain_change(old: Mapping[str, Any] | None, new: Mapping[str, Any], names:
     for slot in sorted(set(oi) | set(ni)):
         if oi.get(slot) != ni.get(slot):
             reasons.append(f"upstream {names.get(slot, slot)} changed")
+    if old.get("numerics") != new.get("numerics"):
+        reasons.append(f"numerics {old.get('numerics') or 'cpu-fp32'} -> {new.get('numerics') or 'cpu-fp32'}")
     if old.get("fingerprint") != new.get("fingerprint"):
         reasons.append("input files changed")
     return "; ".join(reasons) or "same inputs (the entry was removed or never finished)"

@@ -27,6 +27,7 @@ import yaml
 
 from reidaug.errors import ReidAugError, StageError, add_context
 from reidaug.io.atomic import write_json, write_text
+from reidaug.io import faults
 from reidaug.io.checkpoint import checkpoint_progress
 from reidaug.pipeline.cache import Cache, EntryState
 from reidaug.pipeline.config import scheduler_kind
@@ -169,6 +170,7 @@ def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple
             f"stage {ctx.stage!r}, chunk {index}: run_chunk returned without writing {ctx.chunk_path(index)}; "
             "a stage must write every chunk through ctx.write_chunk"
         )
+    faults.point("chunk", ctx.spec_name)  # the fault suite's kill points (inert otherwise)
     return index, time.perf_counter() - t0
 
 

@@ -43,6 +43,36 @@ if TYPE_CHECKING:
 
 # Execution knobs that never change a result; a stage with such a param need not list it.
 ALWAYS_NONSEMANTIC = frozenset({"batch_size", "workers", "num_workers", "device"})
+#: torch's CPU threads inside a chunk unless a stage sets ``threads``: the thread count changes
+#: floating-point reduction order, so training gives other bytes at 1 and at 2 threads; pinning it
+#: (rather than torch's default, the machine's core count) makes a cache key mean the same bytes
+#: on every machine and under every scheduler. 2 = what the shipped pipelines were keyed with.
+DEFAULT_THREADS = 2
+
+
+def cuda_present() -> bool:
+    """Whether a chunk on device ``auto`` would run on CUDA. Cheap where there is no NVIDIA driver
+    (no torch import: planning a cached pipeline stays fast); asks torch where there is one."""
+    import os
+
+    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def numerics_of(device: str, amp: bool) -> str | None:
+    """What a result computed on ``device`` with ``amp`` depends on beyond its params: ``None`` for
+    the CPU in FP32 (the reference every shipped key was made with), else ``cuda-bf16`` /
+    ``cuda-fp32`` — other kernels, other bytes. Part of the cache key, so a cache filled on a GPU
+    is never returned to a CPU run (or the reverse) as if it were the same result."""
+    on_cuda = device.startswith("cuda") or (device == "auto" and cuda_present())
+    if not on_cuda:
+        return None
+    return f"cuda-{'bf16' if amp else 'fp32'}"
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _REF = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z_][a-z0-9_]*)$")
@@ -55,14 +85,27 @@ class Params(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
     #: fields of this class that never change a result (left out of the key with the spec's own)
     NONSEMANTIC: ClassVar[frozenset[str]] = frozenset()
+    #: fields added after stages shipped: out of the key while at their default
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
+
+    def numerics(self) -> str | None:
+        """Where this stage's arithmetic differs from the CPU FP32 reference (see :func:`numerics_of`)."""
+        return None
 
 
 class GPUExecParams(Params):
     """Where a network runs. ``amp`` changes bf16 results on CUDA, so it stays in the key unless
     a stage declares otherwise; ``device`` never does (:data:`ALWAYS_NONSEMANTIC`)."""
 
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads"})
+
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     amp: bool = Field(True, description="bf16 autocast and channels_last on CUDA (ignored on the CPU)")
+    threads: int = Field(DEFAULT_THREADS, ge=1, le=256, description=(
+        "torch CPU threads in a chunk: in the key, since results differ by thread count"))
+
+    def numerics(self) -> str | None:
+        return numerics_of(self.device, self.amp)
 
 
 #: generation batch sizes when ``batch_size`` is unset: bench/generate.py measured batch 8 at 94%
@@ -213,5 +256,6 @@ class StageSpec:
 
     def semantic_params(self, params: Params) -> dict[str, Any]:
         fields = type(params).model_fields
+        later = self.unkeyed_at_default | type(params).UNKEYED_AT_DEFAULT
         return {k: getattr(params, k) for k in fields if k not in self.ignored_in_key
-                and not (k in self.unkeyed_at_default and getattr(params, k) == fields[k].default)}
+                and not (k in later and getattr(params, k) == fields[k].default)}

@@ -3,7 +3,9 @@ that pydantic's lax mode does not make.
 
 :class:`StrictNumbers` — YAML's ``true`` / ``false`` are Python bools, and bool is a subclass of
 int, so pydantic accepts ``iterations: true`` as 1 and ``lr: true`` as 1.0. Mixed into a model, it
-refuses a bool for any field whose type does not itself admit a bool.
+refuses a bool for any field whose type does not itself admit a bool. It also bounds every number
+that declares no upper bound of its own: at most :data:`MAX_NUMBER` in size and never NaN or
+infinite (a cadence of 10^26 steps, or ``lr: .nan``, is a typo, never a setting).
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pydantic import BaseModel, ValidationInfo, field_validator
 
 #: the largest seed any field takes: numpy's legacy seeding and most tools take 32 bits
 MAX_SEED = 2**32 - 1
+#: the size bound of a number field that declares no upper bound of its own
+MAX_NUMBER = 10**9
 
 
 def admits_bool(annotation: Any) -> bool:
@@ -42,6 +46,26 @@ class StrictNumbers(BaseModel):
                 raise ValueError(f"expected {_expected(field.annotation)}, not a boolean (YAML reads "
                                  "true / false as booleans).")
         return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name) if info.field_name is not None else None
+        if field is None or _declares_upper_bound(field):
+            return value
+        for x in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            if x != x or x in (float("inf"), float("-inf")):
+                raise ValueError(f"expected a finite number; found {x}")
+            if abs(x) > MAX_NUMBER:
+                raise ValueError(f"expected a number of at most {MAX_NUMBER:.0e} in size; found {x:.3g}. "
+                                 "Fix: a typo? Use a realistic value")
+        return value
+
+
+def _declares_upper_bound(field: Any) -> bool:
+    return any(type(m).__name__ in ("Le", "Lt") for m in field.metadata)
 
 
 def _expected(annotation: Any) -> str:

@@ -146,10 +146,11 @@ def _translator(ctx: StageContext):
     """The generators of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks
     reuse them."""
     from reidaug.gen.camstyle import CamStyleTranslator
-    from reidaug.gen.common import pick_device
+    from reidaug.gen.common import cpu_threads, pick_device
 
     p: GenerateCamStyleParams = ctx.params
     device = pick_device(p.device, "params.device")
+    cpu_threads(device, p.threads)
     return ctx.memo(f"translator|{device}|{p.amp}",
                     lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp))
 

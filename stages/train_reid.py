@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import FileParam, Params, StageSpec
+from reidaug.pipeline.stage import DEFAULT_THREADS, FileParam, Params, StageSpec, numerics_of
 from reidaug.train.config import NONSEMANTIC, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,15 @@ RUN = "run"
 
 
 class TrainReidParams(TrainConfig, Params):
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads"})
+
     pretrained: Literal["imagenet", "none"] | FileParam = Field(  # type: ignore[assignment]
         "imagenet", description="imagenet | none | an ImageNet state_dict file (keyed by content)")
+    threads: int = Field(DEFAULT_THREADS, ge=1, le=256, description=(  # type: ignore[assignment]
+        "torch CPU threads: in the key, since the weights differ by thread count"))
+
+    def numerics(self) -> str | None:
+        return numerics_of(self.device, self.amp)
     # evaluation (metrics.json in the run folder)
     evaluate: bool = Field(True, description="also evaluate on the file's query/gallery splits")
     eval_protocol: Literal["auto", "market", "cuhk03-sgs"] = "auto"

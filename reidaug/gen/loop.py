@@ -41,7 +41,8 @@ import numpy as np
 
 from reidaug.gen.common import to_device
 from reidaug.io.checkpoint import state_checksum
-from reidaug.io.checkpoint import load_torch, remove_checkpoint, save_torch
+from reidaug.io import faults
+from reidaug.io.checkpoint import load_or_set_aside, remove_checkpoint, save_torch
 from reidaug.io.jsonl import JsonlLog
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ def train_loop(model: Any, *, iterations: int, batch_for: Callable[[int], Any],
     loss_log = JsonlLog(run_dir / LOSSES)
     resumed_from = None
     window: list[Losses] = []  # the losses since the last log line (checkpointed: a resume continues it)
-    if ckpt_path.exists():
-        state = load_torch(ckpt_path, where)
+    state = load_or_set_aside(ckpt_path, where) if ckpt_path.exists() else None
+    if state is not None:
         model.load_state_dict(state["model"])
         window = list(state.get(WINDOW, []))
         resumed_from = step_of(model)
@@ -129,6 +130,7 @@ def train_loop(model: Any, *, iterations: int, batch_for: Callable[[int], Any],
         if step % cadence.checkpoint_every == 0 or step == iterations:
             save_torch(ckpt_path, {"model": model.state_dict(), WINDOW: [dict(w) for w in window],
                                    **(checkpoint_extra or {})}, progress={"step": step, "of": iterations})
+            faults.point("checkpoint", where)
             if should_stop is not None and should_stop(step):
                 raise KeyboardInterrupt(f"stopped after the checkpoint of step {step} (test hook)")
     seconds = time.perf_counter() - t0

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from reidaug.errors import DataError
+from reidaug.io import faults
 
 
 def temp_path_for(final: Path, kind: str = "tmp") -> Path:
@@ -54,6 +55,7 @@ def atomic_path(final: str | os.PathLike[str], *, replace_dir: bool = False) -> 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final)
     try:
+        faults.check_write(str(final))  # the fault suite's injected ENOSPC (inert otherwise)
         yield tmp
         if replace_dir and final.is_dir() and not final.is_symlink():
             old = temp_path_for(final, "old")

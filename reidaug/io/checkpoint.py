@@ -100,6 +100,27 @@ def load_torch(path: str | os.PathLike[str], where: str, *, weights_only: bool =
                         "written by this version or is damaged; delete it to start that model afresh.") from e
 
 
+def load_or_set_aside(path: str | os.PathLike[str], where: str, *, weights_only: bool = False) -> Any | None:
+    """A training's own checkpoint, to resume from: what :func:`load_torch` returns, or — when the
+    file is there but cannot be read (truncated, garbled) — ``None`` after moving it to
+    ``<name>.damaged`` with a warning, so the training starts that model afresh instead of failing
+    every re-run (a checkpoint is only a shortcut: the result does not depend on it)."""
+    import logging
+
+    path = Path(path)
+    try:
+        return load_torch(path, where, weights_only=weights_only)
+    except DataError as e:
+        if not path.is_file():
+            raise
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        progress_path(path).unlink(missing_ok=True)
+        logging.getLogger(__name__).warning("%s: the checkpoint %s cannot be read (%s); moved to %s, training "
+                                            "starts from step 0", where, path, str(e.__cause__ or e)[:200], aside)
+        return None
+
+
 def state_checksum(state_dict: dict[str, Any]) -> str:
     """sha256 over the sorted tensor names, dtypes, shapes and bytes of a (nested) state_dict."""
     import torch

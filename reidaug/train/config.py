@@ -143,6 +143,8 @@ class TrainConfig(StrictNumbers):
     amp: bool = Field(False, description="mixed precision (CUDA only; ignored with a warning on the CPU)")
     deterministic: bool = False
     num_workers: int = Field(2, ge=0, le=256, description="DataLoader worker processes")
+    threads: int | None = Field(None, ge=1, le=256, description=(
+        "torch CPU threads (default: torch's, the core count); the weights differ by thread count"))
     worker_start: WorkerStart = "auto"
     checkpoint_every: int = Field(1, ge=1)
     checkpoint_unit: CheckpointUnit = "epoch"

@@ -53,7 +53,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from reidaug.errors import ConfigError, DataError
 from reidaug.io.atomic import atomic_path, is_temp_name, write_json
-from reidaug.io.checkpoint import load_torch, remove_checkpoint, save_torch
+from reidaug.io import faults
+from reidaug.io.checkpoint import load_or_set_aside, remove_checkpoint, save_torch
 from reidaug.io.jsonl import JsonlLog
 from reidaug.train.backbones import pretrained_weights_path
 from reidaug.train.config import NONSEMANTIC, TrainConfig
@@ -395,6 +396,8 @@ def train(
     _remove_stale_temps(run)
 
     device = resolve_device(config.device)
+    if config.threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.threads)  # the weights depend on it: pinned, not the machine's count
     amp = bool(config.amp and device.type == "cuda")
     if config.amp and not amp:
         log.warning("amp=True needs CUDA; training on %s in float32", device)
@@ -498,8 +501,8 @@ def _train(
 
     start_epoch, start_batch, step, resumed_from = 0, 0, 0, None
     train_log = JsonlLog(paths["log"])
-    if paths["ckpt"].is_file():
-        ck = _load_checkpoint(paths["ckpt"], cfg_dict, fingerprint)
+    ck = _load_checkpoint(paths["ckpt"], cfg_dict, fingerprint) if paths["ckpt"].is_file() else None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         schedule.load_state_dict(ck["scheduler"])
@@ -522,6 +525,7 @@ def _train(
             "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "sampler_epoch": epoch, "step": step,
         }, progress={"step": step, "of": total_est})
+        faults.point("checkpoint", "train-reid")
 
     per_epoch_est = len(batches.inner)
     if per_epoch_est == 0:
@@ -634,8 +638,11 @@ def _log_window(train_log: JsonlLog | None, window: _Window, step: int, epoch: f
     return means
 
 
-def _load_checkpoint(path: Path, cfg_dict: dict[str, Any], fingerprint: str) -> dict[str, Any]:
-    ck = load_torch(path, "training checkpoint", weights_only=True)
+def _load_checkpoint(path: Path, cfg_dict: dict[str, Any], fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint to resume from; None when it was unreadable (set aside: start afresh)."""
+    ck = load_or_set_aside(path, "training checkpoint", weights_only=True)
+    if ck is None:
+        return None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT or ck.get("version") != CHECKPOINT_VERSION:
         raise DataError(f"{path} is not a reidaug v{CHECKPOINT_VERSION} training checkpoint. "
                         "Fix: delete it to restart the run, or use another --out folder.")

@@ -322,3 +322,44 @@ def test_residual_is_keyed_only_when_set_and_is_a_cyclegan_option():
     assert on.pop("residual") is True and on == default
     with pytest.raises(Exception, match="residual: true is a CycleGAN option"):
         spec.params(model="stargan", residual=True)
+
+
+def test_thread_count_is_pinned_and_keyed_so_schedulers_agree(tmp_path):
+    """Training bytes depend on torch's CPU thread count. The stage pins it (``threads``, default 2,
+    in the key when set), so the threads scheduler (torch's default: the core count) and dask
+    worker processes (which start torch at 1 thread) give the same generator for one key, and
+    another thread count is another key."""
+    text = HEAD.replace("ITER", "6").replace("log_every: 5}", "log_every: 5, cameras: [0, 1]}")
+    graph = build_graph(load_pipeline(write(tmp_path, text)), STAGES)
+    one = build_graph(load_pipeline(write(tmp_path, text.replace("cameras: [0, 1]}", "cameras: [0, 1], threads: 1}"),
+                                          "one.yaml")), STAGES)
+    assert graph.keys["train-camstyle"] != one.keys["train-camstyle"]
+
+    def models(g, ws, scheduler):
+        report = run_pipeline(g, ws, options=RunOptions(scheduler=scheduler, workers=1))
+        entry = next(r.entry for r in report.results if r.name == "train-camstyle")
+        return {p.name: p.read_bytes() for p in (entry / "models").iterdir()}
+
+    threads = models(graph, tmp_path / "threads", "threads")
+    processes = models(graph, tmp_path / "processes", "processes")
+    assert threads == processes
+    assert models(one, tmp_path / "one", "threads") != threads  # the count does change the bytes
+
+
+def test_a_cuda_run_is_another_key_than_the_cpu_one(tmp_path, monkeypatch):
+    """device auto on a machine with CUDA computes in bf16 (amp) or CUDA fp32: other bytes, so
+    another key; the CPU keys stay as shipped."""
+    import reidaug.pipeline.stage as stage
+
+    text = HEAD.replace("ITER", "6") + TAIL
+    cpu = build_graph(load_pipeline(write(tmp_path, text)), STAGES)
+    assert all("numerics" not in m for m in cpu.material.values())
+    monkeypatch.setattr(stage, "cuda_present", lambda: True)
+    gpu = build_graph(load_pipeline(write(tmp_path, text)), STAGES)
+    assert gpu.material["train-camstyle"]["numerics"] == "cuda-bf16"
+    for name in ("train-camstyle", "generate-camstyle", "export-hdf5"):  # and everything downstream
+        assert gpu.keys[name] != cpu.keys[name]
+    assert gpu.keys["ingest"] == cpu.keys["ingest"]
+    on_cpu = text.replace("iterations: 6,", "iterations: 6, device: cpu,")
+    pinned_cpu = build_graph(load_pipeline(write(tmp_path, on_cpu, "cpu.yaml")), STAGES)
+    assert "numerics" not in pinned_cpu.material["train-camstyle"]
