@@ -377,7 +377,9 @@ class ReidH5Dataset(Dataset):
     ``target`` (train: dense soft target float32 (C,), the final training target, never to be
     smoothed again; other splits: the label, int64, -1), ``pid``, ``camid``, ``index`` (row in
     the split, not in the ``sources`` subset) and ``is_fake``.
-    ``sources`` keeps only samples whose source is in the list (e.g. ``["real"]``).
+    ``sources`` keeps only samples whose source is in the list (e.g. ``["real"]``); ``pids`` only
+    those identities, ``exclude_pids`` all but those (a validation split held out of training,
+    fakes made from them included).
 
     Batches: a DataLoader that batches (``batch_size=``, or ``batch_sampler=`` with
     :class:`PKSampler` / :class:`RealFakeSampler`) calls :meth:`__getitems__` with a whole batch
@@ -404,6 +406,8 @@ class ReidH5Dataset(Dataset):
         split: str = TRAIN_SPLIT,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         sources: Sequence[str] | None = None,
+        pids: Sequence[int] | None = None,
+        exclude_pids: Sequence[int] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.split = split
@@ -423,6 +427,10 @@ class ReidH5Dataset(Dataset):
                 if s not in names:
                     raise unknown_name("source", s, names)
             keep = np.isin(meta.source, [names[s] for s in sources])
+        if pids is not None:  # only these identities (a validation split's)
+            keep &= np.isin(meta.pid, np.asarray(list(pids), np.int64))
+        if exclude_pids is not None:  # not these (held out for validation): their fakes go too
+            keep &= ~np.isin(meta.pid, np.asarray(list(exclude_pids), np.int64))
         self.indices = np.flatnonzero(keep)  # (M,) rows of the split
         self.pids = meta.pid[self.indices]
         self.labels = meta.label[self.indices]
@@ -684,3 +692,20 @@ class RealFakeSampler(Sampler[list[int]]):
                 f += 1
             order = rng.permutation(len(batch))
             yield [int(batch[i]) for i in order]
+
+
+def validation_ids(train_pids: Sequence[int] | np.ndarray, fraction: float, seed: int) -> list[int]:
+    """The identities held out of training for validation: ``round(fraction * n)`` of the ``n``
+    distinct train identities (at least 2 when ``fraction > 0``, so a query has another identity
+    to be confused with), drawn with ``numpy.random.default_rng(seed)`` from the sorted ids, so
+    the same file, fraction and seed always hold out the same people. Empty for ``fraction == 0``."""
+    ids = np.unique(np.asarray(train_pids, np.int64))
+    ids = ids[ids >= 0]
+    if fraction <= 0:
+        return []
+    n = min(len(ids) - 1, max(2, int(round(fraction * len(ids)))))
+    if n < 2:
+        raise DataError(f"a validation split needs at least 3 train identities; found {len(ids)}. Fix: "
+                        "set val_fraction: 0")
+    rng = np.random.default_rng(seed)
+    return sorted(int(x) for x in rng.choice(ids, size=n, replace=False))

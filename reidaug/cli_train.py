@@ -182,9 +182,12 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1), help="Images per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="DataLoader worker processes.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
+              help="test: the query/gallery splits; val: the train identities the run held out (val_fraction), "
+                   "to metrics_val.json.")
 def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: str, flip: bool, rerank: bool,
                      k1: int, k2: int, lambda_value: float, metric: str, max_rank: int, block_size: int | None,
-                     batch_size: int, device: str, workers: int) -> None:
+                     batch_size: int, device: str, workers: int, split: str) -> None:
     """Evaluate the model of RUN_DIR on the query and gallery splits of a reidaug HDF5 file.
 
     Writes metrics.json (rank-1/5/10, mAP, mINP, CMC, protocol, the data's pipeline_key, the
@@ -197,7 +200,7 @@ def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: 
                           "Known devices: auto, cpu, cuda.")
     report = evaluate_run(run_dir, data, out, protocol=protocol, flip=flip, metric=metric, rerank=rerank,
                           k1=k1, k2=k2, lambda_value=lambda_value, max_rank=max_rank, block_size=block_size,
-                          batch_size=batch_size, device=device, num_workers=workers)
+                          batch_size=batch_size, device=device, num_workers=workers, split=split)
     r = report.record
     click.echo(f"{r['model']['backbone']} model of {run_dir} on {r['data']['path']}")
     click.echo(f"protocol {r['protocol']} ({r['protocol_reason']}); metric {r['metric']}, flip "

@@ -7,7 +7,9 @@ real:fake batches as options) on the train split of ``data`` (``export-hdf5.hdf5
 survives a kill, so the same ``reidaug run`` resumes the training where its last checkpoint
 was (``checkpoint_every`` epochs) and ends with the same weights. With ``evaluate`` it also
 writes ``run/metrics.json`` and ``run/cmc.png`` (:func:`reidaug.eval.report.evaluate_run` on the
-file's query and gallery splits). One chunk.
+file's query and gallery splits) — or, with ``val_fraction`` > 0 (identities held out of
+training, ``val_seed``), ``run/metrics_val.json`` on those identities and nothing on the test
+split: the fair protocol chooses settings on validation and touches the test once. One chunk.
 
 The parameters are :class:`~reidaug.train.config.TrainConfig` itself (a subclass: same names,
 types, ranges, defaults and checks, so a bad combination fails when the YAML loads, at its
@@ -38,7 +40,7 @@ RUN = "run"
 
 
 class TrainReidParams(TrainConfig, Params):
-    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads"})
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads", "val_fraction", "val_seed"})
 
     pretrained: Literal["imagenet", "none"] | FileParam = Field(  # type: ignore[assignment]
         "imagenet", description="imagenet | none | an ImageNet state_dict file (keyed by content)")
@@ -84,11 +86,14 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     if p.evaluate:
         from reidaug.eval.report import evaluate_run
 
+        # a run that holds out identities is validated on them, and never looks at the test split:
+        # settings chosen on validation, the test touched once, by a run without val_fraction
+        split = "val" if p.val_fraction > 0 else "test"
         rec = evaluate_run(run, data, protocol=p.eval_protocol, flip=p.eval_flip, metric=p.eval_metric,
-                           rerank=p.eval_rerank, batch_size=p.eval_batch_size, device=p.device).record
+                           rerank=p.eval_rerank, batch_size=p.eval_batch_size, device=p.device, split=split).record
         arrays.update({k: rec[k] for k in ("rank1", "mAP", "mINP", "num_queries") if k in rec})
         stats["eval_s"] = rec["timings"]["total_s"]
-        attrs = {"protocol": rec["protocol"]}
+        attrs = {"protocol": rec["protocol"], "split": split}
     else:
         attrs = {}
     ctx.record(index, stats)
@@ -107,10 +112,12 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         f"train accuracy {v['final_accuracy']:.3f}, {int(v['num_classes'])} identities",
     ]
     if "rank1" in v:
-        report.append(f"{attrs.get('protocol')}: rank-1 {v['rank1']:.1%}, mAP {v['mAP']:.1%} over "
-                      f"{int(v['num_queries'])} queries ({final / 'metrics.json'})")
+        where, file = ("validation", "metrics_val.json") if attrs.get("split") == "val" else ("test", "metrics.json")
+        report.append(f"{where}, {attrs.get('protocol')}: rank-1 {v['rank1']:.1%}, mAP {v['mAP']:.1%} over "
+                      f"{int(v['num_queries'])} queries ({final / file})")
     report.append(f"curves: {final / 'curves.png'}")
-    return v | ctx.own_stats()[0] | {"report": report, "protocol": attrs.get("protocol")}
+    return v | ctx.own_stats()[0] | {"report": report, "protocol": attrs.get("protocol"),
+                                     "split": attrs.get("split", "test")}
 
 
 SPEC = StageSpec(

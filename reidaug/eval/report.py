@@ -93,8 +93,13 @@ def evaluate_run(
     batch_size: int = 128,
     device: str = "auto",
     num_workers: int = 0,
+    split: str = "test",
 ) -> EvalReport:
-    """Evaluate the model of ``run_dir`` on the query/gallery splits of ``data_path``.
+    """Evaluate the model of ``run_dir`` on the query/gallery splits of ``data_path``
+    (``split="test"``), or on the train identities its training held out (``split="val"``,
+    ``val_fraction``): every real image of them a query against all the others, market protocol
+    (the query's own camera's images of its person left out), so settings are chosen without
+    touching the test split.
 
     data_path: default the file the run was trained on. out_dir: where ``metrics.json`` and
     ``cmc.png`` go (default ``run_dir``). protocol: ``auto`` | ``market`` | ``cuhk03-sgs``.
@@ -125,8 +130,11 @@ def evaluate_run(
             raise ConfigError(f"{run} does not say which data it was trained on (no config.json). Fix: pass --data.")
         data_path = trained_on
     data = Path(data_path)
+    if split not in ("test", "val"):
+        raise unknown_name("evaluation split", str(split), ("test", "val"))
+    held_out = _held_out_ids(run) if split == "val" else None
     with open_h5(data) as f:
-        missing = [s for s in ("query", "gallery") if s not in f.splits]
+        missing = [s for s in ("query", "gallery") if s not in f.splits] if split == "test" else []
         if missing:
             raise DataError(
                 f"{data} has no {' and no '.join(missing)} split (splits: {', '.join(f.splits)}), so there "
@@ -139,11 +147,17 @@ def evaluate_run(
 
     t_feat = time.perf_counter()
     kw = dict(flip=flip, batch_size=batch_size, device=device, num_workers=num_workers)
-    qf, q_pids, q_camids = extract_features(model, data, "query", **kw)
-    gf, g_pids, g_camids = extract_features(model, data, "gallery", **kw)
+    if held_out is None:
+        qf, q_pids, q_camids = extract_features(model, data, "query", **kw)
+        gf, g_pids, g_camids = extract_features(model, data, "gallery", **kw)
+    else:
+        qf, q_pids, q_camids = extract_features(model, data, "train", sources=["real"], pids=held_out, **kw)
+        gf, g_pids, g_camids = qf, q_pids, q_camids
     features_s = time.perf_counter() - t_feat
 
-    if protocol == "auto":
+    if held_out is not None:
+        chosen, why = "market", "validation: each held-out image against the others"
+    elif protocol == "auto":
         chosen, why = choose_protocol(q_camids, g_camids)
     else:
         chosen, why = protocol, "given"
@@ -160,6 +174,8 @@ def evaluate_run(
     model_ref = "model.pt" if out.resolve() == run.resolve() else str(model_path.resolve())
     record: dict[str, Any] = dict(m.as_dict())
     record.update(
+        split=split,
+        validation=None if held_out is None else {"identities": len(held_out), "pids": held_out},
         protocol=chosen,
         protocol_reason=why,
         metric=metric,
@@ -182,12 +198,26 @@ def evaluate_run(
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     metrics_path, plot_path = out / METRICS_FILE, out / CMC_PLOT
+    if held_out is not None:  # beside the test metrics, never over them
+        metrics_path, plot_path = out / "metrics_val.json", out / "cmc_val.png"
     title = f"{model.config.backbone} on {data.name} ({chosen}{', re-ranked' if rerank else ''})"
     plot_cmc(m.cmc, plot_path, title=title, mAP=m.mAP)
     write_json(metrics_path, record)
     log.info("evaluated %s on %s: rank-1 %.4f, mAP %.4f (%s, %d queries) in %.1f s", run, data.name,
              m.rank(1), m.mAP, chosen, m.num_queries, time.perf_counter() - t0)
     return EvalReport(record, metrics_path, plot_path)
+
+
+def _held_out_ids(run: Path) -> list[int]:
+    """The identities a run's training held out (its ``validation.json``)."""
+    import json
+
+    path = run / "validation.json"
+    if not path.is_file():
+        raise ConfigError(f"{run} was trained without a validation split (no {path.name}), so there is nothing to "
+                          "validate on. Fix: train with val_fraction > 0 (e.g. --set val_fraction=0.15), or "
+                          "evaluate on the test split")
+    return [int(x) for x in json.loads(path.read_text())["pids"]]
 
 
 def plot_cmc(cmc: np.ndarray, out_path: str | os.PathLike[str], *, title: str = "", mAP: float | None = None) -> None:

@@ -124,6 +124,10 @@ class TrainConfig(StrictNumbers):
     real_per_batch: int = Field(48, ge=1, description="realfake: real images per batch")
     fake_per_batch: int = Field(16, ge=0, description="realfake: generated images per batch")
     sources: Optional[tuple[str, ...]] = Field(None, description="train on these image sources only (e.g. [real])")
+    val_fraction: float = Field(0.0, ge=0, le=0.5, description=(
+        "hold out this fraction of the train identities (their real and generated images) for validation; "
+        "the run is then evaluated on them, never on the test split"))
+    val_seed: int = Field(0, ge=0, le=MAX_SEED, description="which identities val_fraction holds out")
     random_erasing: bool = False
     # optimisation
     optimizer: OptimizerName = "adam"

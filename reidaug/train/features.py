@@ -65,8 +65,12 @@ def extract_features(
     device: str | torch.device = "auto",
     num_workers: int = 0,
     input_size: tuple[int, int] | None = None,
+    sources: Sequence[str] | None = None,
+    pids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of every image of ``split`` -> ``(features (N, D) float32, pids (N,), camids (N,))``.
+    ``sources`` / ``pids`` narrow the images as :class:`~reidaug.data.torchdata.ReidH5Dataset` does
+    (a validation split: ``split="train", sources=["real"], pids=held-out ids``).
 
     model_or_run_dir: a :class:`ReIDModel`, a run folder or a ``model.pt``. Images are resized
     to ``input_size`` (default: the size the model was trained at) and ImageNet-normalised.
@@ -79,7 +83,8 @@ def extract_features(
         raise ConfigError(f"extract_features: batch_size must be >= 1; found {batch_size}.")
     with _evaluating(model_or_run_dir, device) as (model, dev):
         h, w = input_size or model.config.input_size
-        ds = ReidH5Dataset(data_path, split, transform=build_transforms(h, w, train=False, normalize=False))
+        ds = ReidH5Dataset(data_path, split, transform=build_transforms(h, w, train=False, normalize=False),
+                           sources=sources, pids=pids)
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             collate_fn=reid_collate, pin_memory=dev.type == "cuda")
         feats = np.empty((len(ds), model.feature_dim), np.float32)

@@ -73,6 +73,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 PLOT_FILE = "curves.png"
 RESULT_FILE = "result.json"
+VALIDATION_FILE = "validation.json"  # the identities val_fraction held out (read by evaluate_run)
 
 
 @dataclass(frozen=True)
@@ -268,8 +269,31 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The semantic options that differ; an option one side lacks (a run written before it
+    existed) counts as its default."""
+    defaults = TrainConfig().to_dict()
     keys = sorted((set(a) | set(b)) - NONSEMANTIC)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+    a, b = {k: a.get(k, defaults.get(k)) for k in keys}, {k: b.get(k, defaults.get(k)) for k in keys}
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in keys if a[k] != b[k]]
+
+
+def _validation_split(config: TrainConfig, data_path: Path, run: Path) -> list[int]:
+    """The identities ``val_fraction`` holds out (none at 0), written to ``validation.json``."""
+    from reidaug.data.h5format import SOURCES, open_h5
+    from reidaug.data.torchdata import validation_ids
+
+    if config.val_fraction <= 0:
+        (run / VALIDATION_FILE).unlink(missing_ok=True)
+        return []
+    with open_h5(data_path) as f:
+        meta = f.meta("train")
+        real_pids = meta.pid[meta.source == SOURCES["real"]]
+    ids = validation_ids(real_pids, config.val_fraction, config.val_seed)
+    write_json(run / VALIDATION_FILE, {"fraction": config.val_fraction, "seed": config.val_seed,
+                                       "num_train_ids": int(len(np.unique(real_pids))), "pids": ids})
+    log.info("validation: %d of %d train identities held out (val_fraction %s, val_seed %d)", len(ids),
+             len(np.unique(real_pids)), config.val_fraction, config.val_seed)
+    return ids
 
 
 def _remove_stale_temps(run_dir: Path) -> None:
@@ -453,7 +477,9 @@ def _train(
 
     transform = build_transforms(config.height, config.width, train=True,
                                  random_erasing=config.random_erasing, normalize=False)
-    ds = ReidH5Dataset(data_path, "train", transform=transform, sources=config.sources)
+    held_out = _validation_split(config, data_path, run)
+    ds = ReidH5Dataset(data_path, "train", transform=transform, sources=config.sources,
+                       exclude_pids=held_out or None)
     if len(ds) == 0:
         raise DataError(f"{data_path}: no train images from sources {config.sources}. Fix: check `sources`.")
     num_classes = ds.num_classes

@@ -47,6 +47,8 @@ def _other_value(name: str) -> Any:
         candidates = ["none"]
     elif name == "threads":
         candidates = [1]
+    elif name == "val_fraction":
+        candidates = [0.15]
     elif isinstance(default, bool):
         candidates = [not default]
     elif choices and all(isinstance(c, str) for c in choices):
@@ -102,10 +104,12 @@ def test_the_nonsemantic_options_are_exactly_the_declared_ones() -> None:
         differs = bool(_config_diff(base.to_dict(), changed.to_dict()))
         assert differs == (name not in NONSEMANTIC), name
     # the stage's key follows the same split: only semantic options reach its key material
-    # (threads, added later, only once set: the shipped keys stay)
+    # (the options added later, only once set: the shipped keys stay)
+    later = {"threads", "val_fraction", "val_seed"}
+    assert TrainReidParams.UNKEYED_AT_DEFAULT == later
     assert set(SPEC.semantic_params(TrainReidParams())) == (set(TrainReidParams.model_fields) - SPEC.ignored_in_key
-                                                             - {"threads"})
-    assert SPEC.semantic_params(TrainReidParams(threads=1))["threads"] == 1
+                                                             - later)
+    assert SPEC.semantic_params(TrainReidParams(threads=1, val_fraction=0.1))["val_fraction"] == 0.1
 
 
 def test_batch_size_has_its_key_name_in_the_stage_and_its_old_name_in_run_files() -> None:

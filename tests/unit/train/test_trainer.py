@@ -149,3 +149,33 @@ def test_config_errors_name_the_option() -> None:
         TrainConfig.from_user({"schedule": "cosin"})
     with pytest.raises(ConfigError, match="real_per_batch"):
         TrainConfig.from_user({"sampler": "realfake", "batch_size": 64, "real_per_batch": 40, "fake_per_batch": 16})
+
+
+def test_a_validation_split_holds_out_identities_and_is_evaluated_without_the_test(tmp_path: Path) -> None:
+    """val_fraction holds out seeded train identities — their real images and the fakes made from
+    them — and evaluate_run(split="val") measures on them alone (metrics_val.json); the test split's
+    metrics.json is not written."""
+    from reidaug.data.h5format import open_h5
+    from reidaug.data.torchdata import validation_ids
+    from reidaug.eval.report import evaluate_run
+
+    data = write_reid_h5(tmp_path / "d.h5", num_ids=8, per_cam=2, fakes=2, layout="strided")
+    with open_h5(data) as f:
+        meta = f.meta("train")
+        real = meta.source == 0
+        ids = validation_ids(meta.pid[real], 0.25, 3)
+        held_rows = int(np.isin(meta.pid, ids).sum())
+    assert len(ids) == 2 and ids == validation_ids(meta.pid[real], 0.25, 3) != validation_ids(meta.pid[real], 0.25, 4)
+    cfg = tiny_config(val_fraction=0.25, val_seed=3, epochs=2, p=3, k=2)
+    train(cfg, data, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert saved["pids"] == ids and saved["num_train_ids"] == 8
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert resolved["num_train_images"] == len(meta.pid) - held_rows  # their fakes went too
+    rec = evaluate_run(tmp_path / "run", split="val", device="cpu", metric="cosine").record
+    assert rec["split"] == "val" and rec["num_queries"] == 2 * 2 * 2  # 2 ids x 2 cameras x 2 images
+    assert sorted(set(rec["validation"]["pids"])) == ids
+    assert (tmp_path / "run" / "metrics_val.json").is_file() and not (tmp_path / "run" / "metrics.json").exists()
+    train(tiny_config(epochs=1, p=3, k=2), data, tmp_path / "plain")
+    with pytest.raises(ConfigError, match="without a validation split"):
+        evaluate_run(tmp_path / "plain", split="val", device="cpu")
