@@ -457,7 +457,7 @@ class StageFailedError(StageError):
     """A stage failed; the message says which chunk, where the details are, and how to resume."""
 
     def __init__(self, stage: str, reason: str, partial: Path, resume: str) -> None:
-        msg = f"stage {stage!r} failed: {reason}. Finished chunks are kept in {partial}."
+        msg = f"stage {stage!r} failed: {reason.rstrip('.')}. Finished chunks are kept in {partial}."
         if resume:
             msg += f" Fix the cause, then resume with: {resume}"
         super().__init__(msg)

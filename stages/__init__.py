@@ -8,7 +8,7 @@ from __future__ import annotations
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
-                            generate_colortransfer,
+                            filter_fakes, generate_colortransfer,
                             generate_poseguided, ingest, score_fakes, score_posegan, selftest, train_camstyle,
                             train_posegan, train_reid)
 
@@ -22,6 +22,7 @@ STAGES: dict[str, StageSpec] = {
         train_camstyle.SPEC,
         generate_camstyle.SPEC,
         generate_colortransfer.SPEC,
+        filter_fakes.SPEC,
         train_posegan.SPEC,
         generate_poseguided.SPEC,
         assign_labels.SPEC,
