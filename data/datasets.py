@@ -31,6 +31,7 @@ Quarantine reasons found while parsing:
 - ``missing-from-list``: a list file or manifest names an image that does not exist.
 - ``duplicate-entry``: a list file or manifest names the same image twice (first kept).
 - ``bad-manifest-row``: a list/manifest line is not ``<path> <pid>`` / ``path,pid,camid``.
+- ``not-a-file``: a folder named like an image (``0006_c1s1_009983_00.jpg/``).
 
 For the last two, ``path`` is the line (``list_train.txt:12``), not the image: the image
 itself is a record (or ``not-in-list``), so every file under the root appears exactly once.
@@ -109,6 +110,8 @@ PARSE_REASONS: dict[str, str] = {
     "missing-from-list": "a list file or manifest names an image that does not exist",
     "duplicate-entry": "a list file or manifest names the same image twice",
     "bad-manifest-row": "a list/manifest line does not have the expected fields",
+    "not-a-file": "a folder named like an image",
+    "too-small": "smaller than ingest's min_size",
 }
 QUARANTINE_REASONS: dict[str, str] = {**PARSE_REASONS, **IMAGE_REASONS}
 SKIP_REASONS: dict[str, str] = {
@@ -259,7 +262,9 @@ def _base_counts(
 
 
 def _walk(folder: Path) -> list[Path]:
-    """Every non-directory entry under ``folder`` (dangling symlinks included), sorted.
+    """Every non-directory entry under ``folder`` (dangling symlinks included), sorted, and every
+    *folder named like an image* (``0006_c1s1_009983_00.jpg/``, as a botched extraction leaves):
+    :func:`_triage` quarantines those, so no name that looks like an image goes unreported.
 
     Symlinked folders are followed (so their images are not lost), each real folder once.
     """
@@ -273,6 +278,7 @@ def _walk(folder: Path) -> list[Path]:
         seen.add(real)
         dirnames.sort()
         found.extend(Path(dirpath) / name for name in filenames)
+        found.extend(Path(dirpath) / name for name in dirnames if looks_like_image(name))
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -280,9 +286,20 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def looks_like_image(name: str) -> bool:
+    """A name with an image extension (any case), e.g. ``0001_c1s1_000151_01.JPG``."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
 def _triage(path: Path, root: Path, out: _Collector) -> bool:
-    """True when ``path`` is an image candidate; otherwise record why it is skipped."""
+    """True when ``path`` is an image candidate; otherwise record why it is skipped (or, for a
+    folder named like an image, quarantined)."""
     name = path.name
+    if path.is_dir():
+        out.quarantine(_rel(path, root), "not-a-file",
+                       f"{_rel(path, root)} is a folder named like an image; an unpacked archive or a copy gone "
+                       "wrong? Fix: replace it with the image file, or rename it")
+        return False
     if name.startswith("."):
         out.skip(_rel(path, root), "hidden-file", f"hidden file {name!r} left out")
         return False

@@ -26,7 +26,7 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,6 +41,11 @@ RECORDS = "records.json"
 QUARANTINE = "quarantine.json"
 
 
+#: images under this (height, width) are kept but named in a warning: a 1 x 1 "person" is a broken
+#: crop, not a hard example (min_size quarantines them)
+TINY = (16, 8)
+
+
 class IngestParams(Params):
     format: str = Field(description="dataset format: market1501, dukemtmc-reid, msmt17, cuhk03-np, cuhk01, folder")
     root: str | None = Field(None, description="dataset folder (relative to the YAML); or bind inputs.source")
@@ -50,6 +55,18 @@ class IngestParams(Params):
     strict: bool = Field(False, description="fail on the first bad file instead of quarantining it")
     content_hash: bool = Field(False, description="fingerprint file bytes (slow) instead of size + mtime")
     max_pixels: int = Field(50_000_000, ge=1, description="larger images are quarantined as too-large")
+    min_size: tuple[int, int] | None = Field(None, description=(
+        "[height, width]: smaller images are quarantined as too-small (default: kept, with a warning "
+        f"for those under {TINY[0]} x {TINY[1]} px)"))
+
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"min_size"})
+
+    @field_validator("min_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (min(value) < 1 or max(value) > 100_000):
+            raise ValueError(f"expected [height, width] between 1 and 100000 px; found {list(value)}")
+        return value
 
     @field_validator("format")
     @classmethod
@@ -103,9 +120,14 @@ def fingerprint(params: IngestParams, base_dir: Path) -> Any:
     if params.root is None:
         return None
     root = _root(params, base_dir)
+    from reidaug.data.datasets import looks_like_image
+
     rows = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
+        for name in dirnames:  # a folder named like an image is quarantined: it is part of the input
+            if looks_like_image(name):  # (a row only where one exists, so other datasets keep their keys)
+                rows.append([os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/") + "/", "dir", 0])
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
@@ -180,12 +202,20 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     keep: dict[str, list] = {k: [] for k in ("path", "pid", "camid", "orig_camid", "split", "image", "height",
                                              "width", "conversions", "record_index")}
     bad: list[dict[str, str]] = []
+    tiny: list[str] = []
     for offset, row in enumerate(rows):
         try:
             img = decode_image(root / row["path"], max_pixels=p.max_pixels)
         except ImageCheckError as e:
             bad.append({"path": row["path"], "reason": e.reason, "detail": e.detail})
             continue
+        h, w = img.rgb.shape[:2]
+        if p.min_size is not None and (h < p.min_size[0] or w < p.min_size[1]):
+            bad.append({"path": row["path"], "reason": "too-small",
+                        "detail": f"{h} x {w} px is below min_size {p.min_size[0]} x {p.min_size[1]}"})
+            continue
+        if h < TINY[0] or w < TINY[1]:
+            tiny.append(f"{row['path']} ({h} x {w})")
         as_is = not img.conversions and img.container in ("jpeg", "png") and img.rgb.dtype == np.uint8
         keep["image"].append(img.data if as_is else encode_png(img.rgb))
         for k in ("path", "pid", "camid", "orig_camid", "split"):
@@ -205,6 +235,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     }
     if keep["image"]:
         arrays["image"] = keep["image"]
+    ctx.record(index, {"tiny": tiny})  # a warning, not a result: the chunk stays as it was
     ctx.write_chunk(index, arrays, attrs={"quarantined": bad})
 
 
@@ -250,10 +281,17 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         report.append("no file quarantined")
     if conversions:
         report.append("converted: " + ", ".join(f"{c} {n}" for c, n in sorted(conversions.items())))
+    tiny = [t for stats in ctx.own_stats() for t in stats.get("tiny", [])]
+    if tiny:
+        warning = (f"{len(tiny)} image(s) smaller than {TINY[0]} x {TINY[1]} px were kept and will be upscaled "
+                   f"(e.g. {', '.join(tiny[:3])}); set params.min_size: [{TINY[0]}, {TINY[1]}] to quarantine them")
+        log.warning("%s", warning)
+        report.append("WARNING: " + warning)
     (ctx.work_dir / RECORDS).unlink()  # the chunks hold everything; keep the entry lean
     return {
         "images": total, "splits": splits, "quarantined": dict(sorted(by_reason.items())),
         "conversions": dict(sorted(conversions.items())), "parse_counts": data["counts"], "report": report,
+        "tiny_images": len(tiny),
     }
 
 

@@ -44,6 +44,8 @@ def bad_corpus(root: Path) -> dict[str, str]:
     add("0004/notes.txt", "not-an-image-extension").write_text("notes")
     add("0004/Thumbs.db", "not-an-image-extension").write_bytes(b"\0" * 8)
     jpeg(add("loose_c1s1_000001_00.jpg", "unparseable-name"))  # not in an identity folder
+    add("0004/0004_c1s1_000009_00.jpg", "not-a-file").mkdir()  # a folder named like an image
+    jpeg(add("0004/0004_c2s1_000010_00.jpg", "record"), shape=(1, 1, 3))  # kept (min_size quarantines it)
     return expected
 
 

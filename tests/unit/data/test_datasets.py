@@ -38,10 +38,13 @@ from corpus import bad_corpus as _bad_corpus, jpeg as _jpeg  # tests/corpus.py
 
 
 def _all_files(root: Path) -> set[str]:
+    """Every file, and every folder named like an image (which must be reported too)."""
+    from reidaug.data.datasets import looks_like_image
+
     return {
         (Path(d) / f).relative_to(root).as_posix()
-        for d, _, files in os.walk(root)
-        for f in files
+        for d, dirs, files in os.walk(root)
+        for f in [*files, *(x for x in dirs if looks_like_image(x))]
     }
 
 

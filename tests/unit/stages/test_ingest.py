@@ -164,3 +164,40 @@ def test_identities_shared_by_train_and_test_are_an_error_unless_declared(tmp_pa
     assert check_splits(parser(root, shared), "folder", parser.make_options(shared)) is None
     train_only = _folder_dataset(tmp_path / "t", [(1, 1, "train"), (2, 2, "train")])
     assert "train-only" in check_splits(parser(train_only, opts), "folder", parser.make_options(opts))
+
+
+def test_a_tiny_image_is_named_in_a_warning_and_min_size_quarantines_it(tmp_path):
+    from corpus import jpeg
+
+    root = tmp_path / "data"
+    for pid, cam in ((1, 1), (1, 2), (2, 1), (2, 2)):
+        jpeg(root / f"{pid:04d}" / f"{pid:04d}_c{cam}s1_000001_00.jpg", shape=(32, 16, 3))
+    jpeg(root / "0002" / "0002_c1s1_000002_00.jpg", shape=(1, 1, 3))
+    opts = "{camera_regex: '_c(?P<cam>\\d)s', folder_ids: sorted, shared_ids: true}"
+    graph = pipeline(tmp_path, root, "folder", options=opts)
+    entry = run_pipeline(graph, tmp_path / "ws", options=RunOptions(workers=1)).results[0].entry
+    summary = json.loads((entry / "meta.json").read_text())["summary"]
+    assert summary["images"] == 5 and summary["tiny_images"] == 1
+    assert any("0002/0002_c1s1_000002_00.jpg (1 x 1)" in line and "min_size: [16, 8]" in line
+               for line in summary["report"])
+    strict = pipeline(tmp_path, root, "folder", options=opts, extra="      min_size: [16, 8]\n")
+    assert strict.keys["ingest"] != graph.keys["ingest"]  # set, it is in the key (unset, it is not)
+    entry = run_pipeline(strict, tmp_path / "ws", options=RunOptions(workers=1)).results[0].entry
+    q = json.loads((entry / "quarantine.json").read_text())
+    assert q["counts"] == {"too-small": 1} and "1 x 1 px is below min_size 16 x 8" in q["quarantined"][0]["detail"]
+
+
+def test_a_folder_named_like_an_image_changes_the_key_and_is_quarantined(tmp_path):
+    from corpus import jpeg
+
+    root = tmp_path / "data"
+    for pid, cam in ((1, 1), (1, 2), (2, 1), (2, 2)):
+        jpeg(root / f"{pid:04d}" / f"{pid:04d}_c{cam}s1_000001_00.jpg")
+    opts = "{camera_regex: '_c(?P<cam>\\d)s', folder_ids: sorted, shared_ids: true}"
+    before = pipeline(tmp_path, root, "folder", options=opts).keys["ingest"]
+    (root / "0001" / "0001_c1s1_000009_00.jpg").mkdir()
+    graph = pipeline(tmp_path, root, "folder", options=opts)
+    assert graph.keys["ingest"] != before
+    entry = run_pipeline(graph, tmp_path / "ws", options=RunOptions(workers=1)).results[0].entry
+    q = json.loads((entry / "quarantine.json").read_text())
+    assert q["counts"] == {"not-a-file": 1} and q["quarantined"][0]["path"] == "0001/0001_c1s1_000009_00.jpg"
