@@ -54,7 +54,8 @@ def describe_data(graph: Graph, cache: Cache, export: str) -> dict[str, Any]:
     """Sets of an export and, per generated set, the label scheme it got (and the teacher's agreement)."""
     node = graph.nodes[export]
     sets = list(node.params.sets or ["real", *[s for s, slot in (("camstyle", "camstyle"),) if node.inputs.get(slot)]])
-    out: dict[str, Any] = {"export": export, "sets": sets, "labels": {}}
+    out: dict[str, Any] = {"export": export, "sets": sets, "labels": {},
+                           "made_by": {s: node.inputs[s][0] for s in sets if s != "real" and node.inputs.get(s)}}
     ref = node.inputs.get("labels")
     if ref is None:
         return out
@@ -93,14 +94,19 @@ def collect(graph: Graph, cache: Cache) -> dict[str, Any]:
             continue
         s = meta["summary"]
         entry = cache.entry_dir(node.spec.name, graph.keys[name])
-        metrics = json.loads((entry / "run" / "metrics.json").read_text())
+        split = s.get("split", "test")
+        metrics = json.loads((entry / "run" / ("metrics_val.json" if split == "val" else "metrics.json")).read_text())
         cmc = metrics["cmc"]
+
+        def rounded(key: str, digits: int = 1, s: dict[str, Any] = s) -> float | None:
+            return round(float(s[key]), digits) if s.get(key) is not None else None
+
         run.update(
-            status="cached", rank1=s["rank1"], rank5=cmc[4], rank10=cmc[9], mAP=s["mAP"], mINP=s.get("mINP"),
-            protocol=s.get("protocol"), num_queries=int(s["num_queries"]), steps=int(s["steps"]),
-            images_seen=int(s["steps"]) * p.train_batch_size, images_per_s=round(s["images_per_s"], 2),
+            status="cached", split=split, rank1=s["rank1"], rank5=cmc[4], rank10=cmc[9], mAP=s["mAP"],
+            mINP=s.get("mINP"), protocol=s.get("protocol"), num_queries=int(s["num_queries"]), steps=int(s["steps"]),
+            images_seen=int(s["steps"]) * p.train_batch_size, images_per_s=rounded("images_per_s", 2),
             final_loss=round(s["final_loss"], 4), final_train_accuracy=round(s["final_accuracy"], 4),
-            train_wall_s=round(s["train_wall_s"], 1), eval_s=round(s["eval_s"], 1),
+            train_wall_s=rounded("train_wall_s"), eval_s=rounded("eval_s"),
             stage_wall_s=round(meta["timings"]["chunks_wall_s"], 1), created=meta["created"],
         )
         arm["runs"].append(run)
@@ -113,7 +119,25 @@ def collect(graph: Graph, cache: Cache) -> dict[str, Any]:
             if xs:
                 arm[k] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
         arm["steps"] = sorted({r["steps"] for r in done})
+        arm["seeds"] = {str(r["seed"]): {"rank1": r["rank1"], "mAP": r["mAP"]} for r in done}
     return arms
+
+
+def paired(arms: dict[str, dict[str, Any]], baseline: str) -> dict[str, dict[str, Any]]:
+    """Per arm: (arm - baseline) per seed both have, and their mean ± sample std."""
+    base = arms.get(baseline, {}).get("seeds", {})
+    out: dict[str, dict[str, Any]] = {}
+    for name, arm in arms.items():
+        if name == baseline:
+            continue
+        seeds = sorted(set(arm.get("seeds", {})) & set(base), key=int)
+        d: dict[str, Any] = {"seeds": seeds}
+        for k in ("rank1", "mAP"):
+            xs = [arm["seeds"][x][k] - base[x][k] for x in seeds]
+            d[k] = {"per_seed": xs, "mean": statistics.fmean(xs) if xs else None,
+                    "std": statistics.stdev(xs) if len(xs) > 1 else None}
+        out[name] = d
+    return out
 
 
 def _pm(d: dict[str, float] | None) -> str:
@@ -128,7 +152,8 @@ def describe(arm: dict[str, Any]) -> str:
     for s, d in gen.items():
         extra = {"lsr": f" (ε {d.get('epsilon')})",
                  "teacher": f" (T {d.get('temperature')}, top-{d.get('topk')})"}.get(d["scheme"], "")
-        parts.append(f"+ {s} {d['scheme']}{extra}")
+        by = arm["data"].get("made_by", {}).get(s)
+        parts.append(f"+ {s}{f' ({by})' if by else ''} {d['scheme']}{extra}")
     return " ".join(parts)
 
 
@@ -157,6 +182,19 @@ def markdown(arms: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_paired(diffs: dict[str, dict[str, Any]], baseline: str) -> str:
+    lines = [f"| arm − {baseline} (paired by seed) | seeds | rank-1 (points) | mAP (points) |", "|---|---|---|---|"]
+    for name, d in diffs.items():
+        cells = []
+        for k in ("rank1", "mAP"):
+            x = d[k]
+            per = ", ".join(f"{100 * v:+.1f}" for v in x["per_seed"])
+            cells.append("-" if x["mean"] is None else
+                         f"{100 * x['mean']:+.1f} ± {100 * (x['std'] or 0):.1f} ({per})")
+        lines.append(f"| {name} | {', '.join(d['seeds'])} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pipeline", help="the ablation's pipeline YAML")
@@ -164,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="the same --set overrides the run used")
     ap.add_argument("--json", type=Path, help="write the numbers here")
+    ap.add_argument("--baseline", default="real", help="the arm the paired differences are taken against")
     args = ap.parse_args(argv)
 
     loaded = load_pipeline(args.pipeline, overrides=args.sets)
@@ -174,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.pipeline}: no train-reid stage named <arm>-s<seed>", file=sys.stderr)
         return 1
     print(markdown(arms))
+    diffs = paired(arms, args.baseline) if args.baseline in arms else {}
+    if diffs:
+        print()
+        print(markdown_paired(diffs, args.baseline))
     if args.json:
         import torch
 
@@ -183,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "python": platform.python_version(), "torch": torch.__version__},
             "std": "sample standard deviation over seeds (ddof 1)",
+            "baseline": args.baseline if args.baseline in arms else None,
+            "paired": diffs,
             "arms": arms,
         }
         print()
