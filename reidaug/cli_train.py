@@ -165,17 +165,18 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
               help="HDF5 file with query and gallery splits (default: the file the run was trained on).")
 @click.option("--out", "-o", "out", type=click.Path(file_okay=False),
               help="Folder for metrics.json and cmc.png (default: RUN_DIR).")
-@click.option("--protocol", default="auto", show_default=True,
+@click.option("--protocol", default="market", show_default=True,
               help="auto, market or cuhk03-sgs. auto: cuhk03-sgs (single-shot CMC) when every query comes from "
                    "one camera and every gallery image from another (CUHK01), else market.")
-@click.option("--flip/--no-flip", default=True, show_default=True,
-              help="Average each feature with the horizontally flipped image's.")
+@click.option("--flip/--no-flip", default=False, show_default=True,
+              help="Average each feature with the horizontally flipped image's (the other setting is "
+                   "reported beside).")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017).")
 @click.option("--k1", default=20, show_default=True, type=click.IntRange(1), help="Re-ranking k1.")
 @click.option("--k2", default=6, show_default=True, type=click.IntRange(1), help="Re-ranking k2.")
 @click.option("--lambda", "lambda_value", default=0.3, show_default=True, type=click.FloatRange(0, 1),
               help="Re-ranking weight of the original distance.")
-@click.option("--metric", default="euclidean", show_default=True, help="euclidean or cosine.")
+@click.option("--metric", default="cosine", show_default=True, help="cosine (the strong baseline's) or euclidean.")
 @click.option("--max-rank", default=50, show_default=True, type=click.IntRange(1), help="Length of the CMC curve.")
 @click.option("--block-size", type=click.IntRange(1), default=None,
               help="Query rows per distance block (default: auto, about 1 GiB of working memory).")
@@ -212,6 +213,10 @@ def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: 
     widths = [max(len(h), len(v)) for h, v in zip(header, values)]
     click.echo("  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)))
     click.echo("  " + "  ".join(v.rjust(w) for v, w in zip(values, widths)))
+    if r.get("flip_beside"):
+        b = r["flip_beside"]
+        click.echo(f"  with flip {'on' if b['flip'] else 'off'}: rank-1 {100 * b['rank1']:.1f}, "
+                   f"mAP {100 * b['mAP']:.1f}")
     if r["num_skipped"]:
         click.echo(f"  ({r['num_skipped']} queries without a valid gallery match were left out)")
     t = r["timings"]

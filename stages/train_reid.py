@@ -51,10 +51,10 @@ class TrainReidParams(TrainConfig, Params):
         return numerics_of(self.device, self.amp)
     # evaluation (metrics.json in the run folder)
     evaluate: bool = Field(True, description="also evaluate on the file's query/gallery splits")
-    eval_protocol: Literal["auto", "market", "cuhk03-sgs"] = "auto"
-    eval_flip: bool = True
+    eval_protocol: Literal["auto", "market", "cuhk03-sgs"] = "market"
+    eval_flip: bool = Field(False, description="the main numbers with flip; the other setting is reported beside")
     eval_rerank: bool = False
-    eval_metric: Literal["euclidean", "cosine"] = "euclidean"
+    eval_metric: Literal["euclidean", "cosine"] = "cosine"
     eval_batch_size: int = Field(128, ge=1)  # not in the key
 
     def train_config(self) -> TrainConfig:
@@ -92,6 +92,9 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         rec = evaluate_run(run, data, protocol=p.eval_protocol, flip=p.eval_flip, metric=p.eval_metric,
                            rerank=p.eval_rerank, batch_size=p.eval_batch_size, device=p.device, split=split).record
         arrays.update({k: rec[k] for k in ("rank1", "mAP", "mINP", "num_queries") if k in rec})
+        if rec.get("flip_beside"):
+            arrays.update({f"{'flip' if rec['flip_beside']['flip'] else 'noflip'}_{k}": rec["flip_beside"][k]
+                           for k in ("rank1", "mAP")})
         stats["eval_s"] = rec["timings"]["total_s"]
         attrs = {"protocol": rec["protocol"], "split": split}
     else:

@@ -67,10 +67,13 @@ def test_evaluate_writes_metrics_and_cmc_with_high_rank1_on_the_trained_identiti
     assert m["rank1"] >= 0.9 and m["mAP"] >= 0.8 and 0 < m["mINP"] <= 1
     assert {"rank5", "rank10"} <= set(m) and m["rank1"] <= m["rank5"] <= m["rank10"]
     assert m["num_queries"] == 10 and m["num_skipped"] == 0 and len(m["cmc"]) == 10  # gallery of 10
-    assert m["protocol"] == "cuhk03-sgs" and m["protocol_reason"].startswith("auto: camera-pair")
+    # the strong baseline's evaluation by default: market protocol, cosine, no flip (flip beside)
+    assert m["protocol"] == "market" and m["protocol_reason"] == "given" and m["metric"] == "cosine"
+    assert m["flip_beside"]["flip"] is True and 0 <= m["flip_beside"]["mAP"] <= 1
+    assert "with flip on: rank-1" in out
     assert m["data"]["pipeline_key"] == "tiny-pair" and m["data"]["same_as_training"] is True
     assert m["model"]["sha256"] == hashlib.sha256((run / "model.pt").read_bytes()).hexdigest()
-    assert m["model"]["path"] == "model.pt" and m["flip"] is True and m["rerank"] is None
+    assert m["model"]["path"] == "model.pt" and m["flip"] is False and m["rerank"] is None
     assert (run / "cmc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header, values = [x.split() for x in out.splitlines() if x.strip().startswith(("queries", "10 "))][:2]
     assert header[:3] == ["queries", "gallery", "rank-1"]
