@@ -147,6 +147,7 @@ class StageContext:
     base_dir: Path  # folder of the pipeline YAML: relative paths in params resolve here
     num_chunks: int = 0
     lineage: Mapping[str, str] = dataclasses.field(default_factory=dict)  # this stage and its ancestors -> key
+    numerics: str | None = None  # what the key was made with (graph.key_material): None = CPU fp32
 
     def input(self, slot: str) -> InputHandle:
         handle = self.inputs.get(slot)

@@ -152,6 +152,14 @@ def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple
         spec = getattr(importlib.import_module(module), attr)
     if ctx.chunk_path(index).exists():
         return index, 0.0
+    here = ctx.params.numerics() if hasattr(ctx.params, "numerics") else None
+    if here != ctx.numerics:  # e.g. planned on a CPU-only client, run on a GPU worker (device: auto)
+        raise StageError(
+            f"stage {ctx.stage!r}, chunk {index}: the cache key was made for {ctx.numerics or 'cpu-fp32'} "
+            f"arithmetic, but this worker would compute in {here or 'cpu-fp32'} (device "
+            f"{getattr(ctx.params, 'device', '?')!r} resolves differently here than where the run was planned). "
+            "Fix: set the stage's device to cpu or cuda explicitly, so that the key and the worker agree")
+    _pin_threads(ctx, index)
     t0 = time.perf_counter()
     try:
         spec.run_chunk(ctx, index)
@@ -172,6 +180,23 @@ def execute_chunk(spec: StageSpec | str, ctx: StageContext, index: int) -> tuple
         )
     faults.point("chunk", ctx.spec_name)  # the fault suite's kill points (inert otherwise)
     return index, time.perf_counter() - t0
+
+
+def _pin_threads(ctx: StageContext, index: int) -> None:
+    """torch's CPU threads are process-wide and change floating-point results: a stage with a
+    ``threads`` param (part of its key) gets exactly that many for every chunk, whatever ran before
+    it in this process or worker."""
+    threads = getattr(ctx.params, "threads", None)
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if torch.get_num_threads() != threads:
+        raise StageError(f"stage {ctx.stage!r}, chunk {index}: torch runs {torch.get_num_threads()} CPU threads and "
+                         f"refused params.threads = {threads}; the key promises results at {threads}. Fix: a torch "
+                         "build that honours set_num_threads, or set threads to what it runs")
 
 
 class Executor:
@@ -367,7 +392,8 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     partial = cache.prepare(spec.name, key, forced=forced)  # before plan(): plan may write into it
     ctx = StageContext(stage=name, spec_name=spec.name, key=key, params=node.params, inputs=inputs,
                        work_dir=partial, base_dir=graph.base_dir,
-                       lineage={n: graph.keys[n] for n in graph.closure([name])})
+                       lineage={n: graph.keys[n] for n in graph.closure([name])},
+                       numerics=graph.material[name].get("numerics"))
     try:
         t0 = time.perf_counter()
         num_chunks = int(spec.plan(ctx))

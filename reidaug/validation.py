@@ -4,8 +4,9 @@ that pydantic's lax mode does not make.
 :class:`StrictNumbers` — YAML's ``true`` / ``false`` are Python bools, and bool is a subclass of
 int, so pydantic accepts ``iterations: true`` as 1 and ``lr: true`` as 1.0. Mixed into a model, it
 refuses a bool for any field whose type does not itself admit a bool. It also bounds every number
-that declares no upper bound of its own: at most :data:`MAX_NUMBER` in size and never NaN or
-infinite (a cadence of 10^26 steps, or ``lr: .nan``, is a typo, never a setting).
+(in lists and dict values too): never NaN or infinite, and at most :data:`MAX_NUMBER` in size
+where a field does not declare both bounds of its own (a cadence of 10^26 steps, ``lr: .nan`` or
+``seed: -1e30`` is a typo, never a setting).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from pydantic import BaseModel, ValidationInfo, field_validator
 
 #: the largest seed any field takes: numpy's legacy seeding and most tools take 32 bits
 MAX_SEED = 2**32 - 1
-#: the size bound of a number field that declares no upper bound of its own
-MAX_NUMBER = 10**9
+#: the size bound of a number that its field does not bound itself (2^32: any 32-bit seed still fits)
+MAX_NUMBER = 2**32
 
 
 def admits_bool(annotation: Any) -> bool:
@@ -51,21 +52,35 @@ class StrictNumbers(BaseModel):
     @classmethod
     def _bounded_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name) if info.field_name is not None else None
-        if field is None or _declares_upper_bound(field):
+        if field is None:
             return value
-        for x in (value if isinstance(value, (list, tuple)) else [value]):
-            if isinstance(x, bool) or not isinstance(x, (int, float)):
-                continue
+        bounded = _declares_bounds(field)
+        for x in _numbers_in(value):
             if x != x or x in (float("inf"), float("-inf")):
                 raise ValueError(f"expected a finite number; found {x}")
-            if abs(x) > MAX_NUMBER:
-                raise ValueError(f"expected a number of at most {MAX_NUMBER:.0e} in size; found {x:.3g}. "
-                                 "Fix: a typo? Use a realistic value")
+            if not bounded and abs(x) > MAX_NUMBER:
+                raise ValueError(f"expected a number of at most 2^32 in size; found {x:.3g}. "
+                                 "Fix: a typo? Use a realistic value.")
         return value
 
 
-def _declares_upper_bound(field: Any) -> bool:
-    return any(type(m).__name__ in ("Le", "Lt") for m in field.metadata)
+def _declares_bounds(field: Any) -> bool:
+    """Both an upper and a lower bound declared: then pydantic has checked the size already."""
+    names = {type(m).__name__ for m in field.metadata}
+    return bool(names & {"Le", "Lt"}) and bool(names & {"Ge", "Gt"})
+
+
+def _numbers_in(value: Any, depth: int = 0) -> list[float]:
+    """The numbers in a value, looking into lists, tuples and dict values (not bools, not strings)."""
+    if isinstance(value, bool) or depth > 8:
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers_in(v, depth + 1)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers_in(v, depth + 1)]
+    return []
 
 
 def _expected(annotation: Any) -> str:

@@ -20,12 +20,12 @@ only — without regenerating it. ``export-hdf5`` reads it through its ``labels`
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.pipeline.stage import DEFAULT_THREADS, Params, StageSpec, numerics_of
 
 #: the sets this stage can label, and the input slot that provides each
 SET_SLOTS = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided"}
@@ -45,6 +45,13 @@ class AssignLabelsParams(Params):
     topk: int = Field(10, ge=1, le=1000, description="teacher classes stored per sample (the rest mass is recorded)")
     batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="teacher inference: auto | cpu | cuda")
+    threads: int = Field(DEFAULT_THREADS, ge=1, le=256, description="torch CPU threads of teacher inference (keyed)")
+
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads"})
+
+    def numerics(self) -> str | None:
+        """A teacher on CUDA computes other probabilities than on the CPU (only the teacher scheme runs a net)."""
+        return numerics_of(self.device, False) if "teacher" in self.schemes.values() else None
 
     @field_validator("schemes")
     @classmethod

@@ -28,7 +28,7 @@ class GenerateCamStyleParams(GenerateParams):
     from :class:`GenerateParams`."""
 
     target_cams: list[int] | None = Field(
-        None, description="cameras to render into (default: every camera with a generator)")
+        None, min_length=1, description="cameras to render into (default: every camera with a generator)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="for drawing targets when fakes_per_image is set")
 

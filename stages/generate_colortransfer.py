@@ -26,7 +26,8 @@ from reidaug.validation import MAX_SEED
 class GenerateColorTransferParams(Params):
     method: Literal["reinhard", "histogram"] = Field(
         "reinhard", description="reinhard (camera mean/std in Lab) | histogram (camera CDF in Lab)")
-    target_cams: list[int] | None = Field(None, description="cameras to render into (default: every train camera)")
+    target_cams: list[int] | None = Field(None, min_length=1,
+                                          description="cameras to render into (default: every train camera)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="for drawing targets when fakes_per_image is set")
     height: int | None = Field(None, ge=8, le=2048, description="output size (default: each origin image's own)")

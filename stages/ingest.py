@@ -235,7 +235,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     }
     if keep["image"]:
         arrays["image"] = keep["image"]
-    ctx.record(index, {"tiny": tiny})  # a warning, not a result: the chunk stays as it was
+    ctx.record(index, {"tiny": tiny[:20], "tiny_count": len(tiny)})  # a warning, not a result
     ctx.write_chunk(index, arrays, attrs={"quarantined": bad})
 
 
@@ -281,9 +281,11 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         report.append("no file quarantined")
     if conversions:
         report.append("converted: " + ", ".join(f"{c} {n}" for c, n in sorted(conversions.items())))
-    tiny = [t for stats in ctx.own_stats() for t in stats.get("tiny", [])]
-    if tiny:
-        warning = (f"{len(tiny)} image(s) smaller than {TINY[0]} x {TINY[1]} px were kept and will be upscaled "
+    stats = ctx.own_stats()
+    tiny = [t for st in stats for t in st.get("tiny", [])]
+    n_tiny = sum(int(st.get("tiny_count", len(st.get("tiny", [])))) for st in stats)
+    if n_tiny:
+        warning = (f"{n_tiny} image(s) smaller than {TINY[0]} x {TINY[1]} px were kept and will be upscaled "
                    f"(e.g. {', '.join(tiny[:3])}); set params.min_size: [{TINY[0]}, {TINY[1]}] to quarantine them")
         log.warning("%s", warning)
         report.append("WARNING: " + warning)
@@ -291,7 +293,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
     return {
         "images": total, "splits": splits, "quarantined": dict(sorted(by_reason.items())),
         "conversions": dict(sorted(conversions.items())), "parse_counts": data["counts"], "report": report,
-        "tiny_images": len(tiny),
+        "tiny_images": n_tiny,
     }
 
 

@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import DEFAULT_THREADS, FileParam, Params, StageSpec, numerics_of
@@ -49,6 +49,14 @@ class TrainReidParams(TrainConfig, Params):
 
     def numerics(self) -> str | None:
         return numerics_of(self.device, self.amp)
+
+    @model_validator(mode="after")
+    def _validation_protocol(self) -> "TrainReidParams":
+        if self.evaluate and self.val_fraction > 0 and self.eval_protocol == "cuhk03-sgs":
+            raise ValueError("val_fraction evaluates on the held-out identities with the market protocol (every "
+                             "held-out image against the others); eval_protocol cuhk03-sgs needs the file's "
+                             "query/gallery split. Fix: eval_protocol: market, or val_fraction: 0")
+        return self
     # evaluation (metrics.json in the run folder)
     evaluate: bool = Field(True, description="also evaluate on the file's query/gallery splits")
     eval_protocol: Literal["auto", "market", "cuhk03-sgs"] = "market"

@@ -138,6 +138,13 @@ def evaluate_run(
     if split not in ("test", "val"):
         raise unknown_name("evaluation split", str(split), ("test", "val"))
     held_out = _held_out_ids(run) if split == "val" else None
+    if held_out is not None and trained_on is not None and data.resolve() != trained_on.resolve():
+        raise ConfigError(f"--split val measures on the identities the run held out of {trained_on}; {data} is "
+                          "another file. Fix: evaluate validation on the training file (leave out --data)")
+    if held_out is not None and protocol not in ("auto", "market"):
+        raise ConfigError(f"the validation split is evaluated with the market protocol (every held-out image "
+                          f"against the others); protocol {protocol!r} needs a query/gallery split. Fix: leave "
+                          "the protocol at market")
     with open_h5(data) as f:
         missing = [s for s in ("query", "gallery") if s not in f.splits] if split == "test" else []
         if missing:
@@ -236,7 +243,12 @@ def _held_out_ids(run: Path) -> list[int]:
         raise ConfigError(f"{run} was trained without a validation split (no {path.name}), so there is nothing to "
                           "validate on. Fix: train with val_fraction > 0 (e.g. --set val_fraction=0.15), or "
                           "evaluate on the test split")
-    return [int(x) for x in json.loads(path.read_text())["pids"]]
+    try:
+        pids = json.loads(path.read_text())["pids"]
+        return [int(x) for x in pids]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path} is damaged ({type(e).__name__}: {e}); it lists the identities the run held out. "
+                        "Fix: re-run the training (the same command rewrites it)") from None
 
 
 def plot_cmc(cmc: np.ndarray, out_path: str | os.PathLike[str], *, title: str = "", mAP: float | None = None) -> None:

@@ -57,6 +57,9 @@ def cpu_threads(device: "torch.device", threads: int) -> None:  # noqa: F821
 
     if device.type == "cpu" and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+        if torch.get_num_threads() != threads:
+            raise ConfigError(f"torch refused {threads} CPU threads (runs {torch.get_num_threads()}); results "
+                              "depend on the count. Fix: set params.threads to what this torch runs")
 
 
 def autocast(device: "torch.device", enabled: bool):  # noqa: F821

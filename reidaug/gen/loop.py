@@ -163,6 +163,7 @@ def finish_run(run_dir: Path, keep_checkpoint: bool) -> None:
 
     if not keep_checkpoint:
         remove_checkpoint(run_dir / CHECKPOINT)
+    (run_dir / (CHECKPOINT + ".damaged")).unlink(missing_ok=True)  # set aside on a resume: done with it
     grids = sorted((run_dir / SAMPLES).glob("step_*.png"))
     if grids:
         write_bytes(run_dir / SAMPLES / "final.png", grids[-1].read_bytes())

@@ -111,10 +111,14 @@ def load_or_set_aside(path: str | os.PathLike[str], where: str, *, weights_only:
     try:
         return load_torch(path, where, weights_only=weights_only)
     except DataError as e:
-        if not path.is_file():
-            raise
+        if not path.is_file() or isinstance(e.__cause__, OSError):
+            raise  # a read error (EIO, permissions, a stale mount) is not damage: keep the file, say so
         aside = path.with_name(path.name + ".damaged")
-        os.replace(path, aside)
+        try:
+            os.replace(path, aside)
+        except OSError as moved:
+            raise DataError(f"{where}: the checkpoint {path} cannot be read ({e}) nor moved aside ({moved}). Fix: "
+                            "delete it to train that model afresh") from None
         progress_path(path).unlink(missing_ok=True)
         logging.getLogger(__name__).warning("%s: the checkpoint %s cannot be read (%s); moved to %s, training "
                                             "starts from step 0", where, path, str(e.__cause__ or e)[:200], aside)

@@ -646,6 +646,7 @@ def _train(
                                                     "plot_path": PLOT_FILE})
     if not config.keep_checkpoint:
         remove_checkpoint(paths["ckpt"])
+    paths["ckpt"].with_name(paths["ckpt"].name + ".damaged").unlink(missing_ok=True)
     log.info("trained %d steps in %.1f s (%.1f images/s); model in %s", step, result.wall_s,
              result.images_per_s, paths["model"])
     return result

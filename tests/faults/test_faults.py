@@ -122,6 +122,7 @@ def test_a_second_run_on_a_busy_workspace_is_refused_and_waits_with_wait(clean_r
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((ws / "runs").glob("*/run.log"))[1:]:
         time.sleep(0.05)
+    assert first.poll() is None, "the first run ended before the second could meet it: nothing was tested"
     second = reidaug_run(ws)
     waited = reidaug_run(ws, extra=["--wait"])
     first.wait(timeout=600)

@@ -83,3 +83,23 @@ def test_phases_label_the_log_and_end_with_a_line_and_a_grid(tmp_path):
     assert drawn == ["step_0000004.png", "step_0000005.png", "step_0000010.png"]
     assert model.w == pytest.approx(sum(batch_for(t) for t in range(4)) - sum(batch_for(t) for t in range(4, 10)))
     assert "phase" not in out.last_losses
+
+
+def test_a_garbled_checkpoint_is_set_aside_but_a_read_error_is_not(tmp_path, monkeypatch):
+    from reidaug.errors import DataError
+    from reidaug.io import checkpoint
+
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"not a torch file")
+    assert checkpoint.load_or_set_aside(ckpt, "toy") is None  # damaged: moved aside, start afresh
+    assert not ckpt.exists() and (tmp_path / "checkpoint.pt.damaged").exists()
+
+    ckpt.write_bytes(b"fine")
+
+    def io_error(path, where, weights_only=False):
+        raise DataError(f"{where}: cannot read") from OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint, "load_torch", io_error)
+    with pytest.raises(DataError, match="cannot read"):  # EIO is not damage: the file stays
+        checkpoint.load_or_set_aside(ckpt, "toy")
+    assert ckpt.read_bytes() == b"fine"

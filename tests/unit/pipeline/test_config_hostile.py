@@ -109,6 +109,37 @@ def test_absurd_numbers_fail_when_the_yaml_loads(override):
         build_graph(load_pipeline(Path(__file__).parents[3] / "configs" / "demo.yaml", overrides=[override]), STAGES)
 
 
+@pytest.mark.parametrize("override, words", [
+    ("stages.train-camstyle.params.log_every=100000000000000000000000000", r"at most 2\^32"),  # no `le` of its own
+    ("stages.score-posegan.params.num_pairs=1000000000000000000000000000000", r"at most 2\^32"),
+    ("stages.train-reid.params.warmup_epochs=.inf", "finite"),
+    ("stages.train-reid.params.lr=.nan", "nan"),
+    ("stages.train-reid.params.milestones=[1, 100000000000000000000000000]", r"at most 2\^32"),  # in a list
+])
+def test_every_number_is_bounded_and_finite_even_without_declared_bounds(override, words):
+    from reidaug.pipeline.graph import build_graph
+    from reidaug.stages import STAGES
+
+    with pytest.raises(ConfigError, match=words):
+        build_graph(load_pipeline(Path(__file__).parents[3] / "configs" / "demo.yaml", overrides=[override]), STAGES)
+
+
+def test_numbers_inside_dict_values_are_bounded_too():
+    from typing import Any
+
+    from pydantic import ValidationError
+
+    from reidaug.validation import StrictNumbers
+
+    class Opts(StrictNumbers):
+        options: dict[str, Any] = {}
+
+    assert Opts(options={"seed": 2**32 - 1}).options["seed"] == 2**32 - 1  # a 32-bit seed still fits
+    for bad in ({"x": 1e300}, {"x": [float("nan")]}, {"x": {"y": float("-inf")}}):
+        with pytest.raises(ValidationError):
+            Opts(options=bad)
+
+
 @pytest.mark.parametrize("text,where,expected", [
     ("name: t\nstages:\n  ingest:\n    params: {format: market1501}\n", "p.yaml:3:3", "ingest needs a dataset"),
     ("name: t\nexecution: {scheduler: 'tcp://'}\nstages:\n  selftest-source: {}\n", "p.yaml:2:",

@@ -363,3 +363,15 @@ def test_a_cuda_run_is_another_key_than_the_cpu_one(tmp_path, monkeypatch):
     on_cpu = text.replace("iterations: 6,", "iterations: 6, device: cpu,")
     pinned_cpu = build_graph(load_pipeline(write(tmp_path, on_cpu, "cpu.yaml")), STAGES)
     assert "numerics" not in pinned_cpu.material["train-camstyle"]
+
+
+def test_a_worker_that_would_compute_otherwise_than_the_key_says_refuses(tmp_path, monkeypatch):
+    """Planned where device auto means the CPU (no numerics in the key), run where it means CUDA:
+    the chunk refuses with the fix instead of filling a CPU key with bf16 results."""
+    import reidaug.pipeline.stage as stage
+    from reidaug.errors import StageError
+
+    graph = build_graph(load_pipeline(write(tmp_path, HEAD.replace("ITER", "4"))), STAGES)
+    monkeypatch.setattr(stage, "cuda_present", lambda: True)  # the worker sees a GPU
+    with pytest.raises(StageError, match=r"made for cpu-fp32 arithmetic, but this worker would compute in cuda-bf16"):
+        run_pipeline(graph, tmp_path / "ws", options=RunOptions(workers=1))

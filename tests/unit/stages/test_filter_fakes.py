@@ -77,9 +77,16 @@ def test_the_gate_keeps_by_probability_and_the_kept_fakes_export(tmp_path):
 
 
 def test_the_rank_rule_and_its_ladder(tmp_path):
+    import json
+
     entries, _ = _run(tmp_path / "r", "{rule: rank, max_rank: 1}")
     gated = _rows(entries["filter-fakes"])
-    assert (gated["gate_rank"] == 1).all()  # only fakes the model recognises as their own person
+    assert len(gated["path"]) > 0 and (gated["gate_rank"] == 1).all()  # recognised as their own person
+    summary = json.loads((entries["filter-fakes"] / "meta.json").read_text())["summary"]
+    scores = gated["_all_scores"]
+    assert summary["total"] == len(scores) and summary["rule"] == "gate_rank <= 1"
+    for t, kept in summary["kept_fraction_at"].items():  # the ladder: what each threshold would keep
+        assert kept == pytest.approx(float((scores >= float(t)).mean()), abs=1e-4)
 
 
 OTHER = """\
