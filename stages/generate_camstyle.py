@@ -173,7 +173,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="generate-camstyle", version=2,
+    name="generate-camstyle", version=3,  # 3: torch threads pinned; timings out of the chunk
     description="CamStyle fakes: each train image in the style of the other cameras, batched, with provenance",
     params=GenerateCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "models": "train-camstyle.models"},

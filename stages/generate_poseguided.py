@@ -329,7 +329,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="generate-poseguided", version=2,  # 2: fakes named by the origin's whole path (file names repeat)
+    # 2: fakes named by the origin's whole path; 3: torch threads pinned, timings out of the chunk
+    name="generate-poseguided", version=3,
     description="pose-guided fakes: each train image in canonical, sampled or listed poses, batched, with provenance",
     params=GeneratePoseGuidedParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints", "models": "train-posegan.models",

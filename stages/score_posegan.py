@@ -173,7 +173,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="score-posegan", version=2,  # 2: identity 0 kept outside Market-1501; poses at the stage's threshold
+    # 2: identity 0 kept outside Market-1501, poses at the stage's threshold; 3: torch threads pinned
+    name="score-posegan", version=3,
     description="SSIM / mask-SSIM / identity (external judge) / FReID of a pose-guided generator "
                 "on held-out test pairs",
     params=ScorePoseGANParams, plan=plan, run_chunk=run_chunk, finalize=finalize,

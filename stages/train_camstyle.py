@@ -184,7 +184,8 @@ def _timing(stats: dict[str, Any], unit: str, rate_key: str) -> str:
 
 
 SPEC = StageSpec(
-    name="train-camstyle", version=1,
+    # 2: torch threads pinned (threads, 2) instead of the machine's core count; timings out of the chunk
+    name="train-camstyle", version=2,
     description="CamStyle: a CycleGAN per camera pair (or one StarGAN) on the train split, resumable",
     params=TrainCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset"},

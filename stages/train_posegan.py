@@ -207,7 +207,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="train-posegan", version=1,
+    name="train-posegan", version=2,  # 2: torch threads pinned; timings and resume provenance out of the chunk
     description="pose-guided generator (PG2 or Deformable GAN) on same-identity train pairs, resumable",
     params=TrainPoseGANParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "keypoints": "extract-pose.keypoints"},

@@ -142,7 +142,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 
 SPEC = StageSpec(
-    name="train-reid", version=1,
+    name="train-reid", version=2,  # 2: torch threads pinned (threads, 2); timings out of the chunk
     description="train a re-ID model (strong baseline / IDE) on the exported HDF5; optional evaluation",
     params=TrainReidParams, run_chunk=run_chunk, finalize=finalize,
     inputs={"data": "export-hdf5.hdf5"},
