@@ -203,12 +203,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="the same --set overrides the run used")
     ap.add_argument("--json", type=Path, help="write the numbers here")
     ap.add_argument("--baseline", default="real", help="the arm the paired differences are taken against")
+    ap.add_argument("--arm-from", nargs=2, action="append", default=[], metavar=("JSON", "ARM"),
+                    help="add ARM as an earlier run of this script recorded it in JSON (its cache is gone); "
+                         "marked with that file as its source")
     args = ap.parse_args(argv)
 
     loaded = load_pipeline(args.pipeline, overrides=args.sets)
     graph = build_graph(loaded, STAGES)
     ws = workspace_of(graph, args.workspace)
     arms = collect(graph, Cache(ws))
+    for path, name in args.arm_from:
+        old = json.loads(Path(path).read_text())["arms"][name]
+        done = [r for r in old["runs"] if r.get("status") == "cached"]
+        old.setdefault("seeds", {str(r["seed"]): {"rank1": r["rank1"], "mAP": r["mAP"]} for r in done})
+        arms[name] = {**old, "source": str(path)}
     if not arms:
         print(f"{args.pipeline}: no train-reid stage named <arm>-s<seed>", file=sys.stderr)
         return 1
