@@ -121,22 +121,19 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         + f", final loss {v['final_loss']:.4f}, "
         f"train accuracy {v['final_accuracy']:.3f}, {int(v['num_classes'])} identities",
     ]
-    if "rank1" in v:
-        where, file = ("validation", "metrics_val.json") if attrs.get("split") == "val" else ("test", "metrics.json")
-        report.append(f"{where}, {attrs.get('protocol')}: rank-1 {v['rank1']:.1%}, mAP {v['mAP']:.1%} over "
-                      f"{int(v['num_queries'])} queries ({final / file})")
-    report.append(f"curves: {final / 'curves.png'}")
     beside = None
     if "rank1" in v:
         import json
 
-        run_dir = ctx.work_dir / RUN
-        name = "metrics_val.json" if attrs.get("split") == "val" else "metrics.json"
-        with open(run_dir / name, encoding="utf-8") as f:
+        where, file = ("validation", "metrics_val.json") if attrs.get("split") == "val" else ("test", "metrics.json")
+        report.append(f"{where}, {attrs.get('protocol')}: rank-1 {v['rank1']:.1%}, mAP {v['mAP']:.1%} over "
+                      f"{int(v['num_queries'])} queries ({final / file})")
+        with open(ctx.work_dir / RUN / file, encoding="utf-8") as f:
             beside = json.load(f).get("flip_beside")
         if beside:
             report.append(f"  with flip {'on' if beside['flip'] else 'off'}: rank-1 {beside['rank1']:.1%}, "
                           f"mAP {beside['mAP']:.1%}")
+    report.append(f"curves: {final / 'curves.png'}")
     return v | ctx.own_stats()[0] | {"report": report, "protocol": attrs.get("protocol"),
                                      "split": attrs.get("split", "test"), "flip_beside": beside}
 
