@@ -124,21 +124,29 @@ class BatchedGPUParams(GPUExecParams):
         return self.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
 
 
-class GenerateParams(BatchedGPUParams):
-    """A generation stage: device, amp, batch size, and the size of its fakes (default: the generator's)."""
+class OutputSize(Params):
+    """The size of a stage's output images: both or neither; unset, the stage's own
+    (:attr:`DEFAULT_SIZE` says which, for the messages)."""
 
-    height: int | None = Field(None, ge=8, le=2048, description="output size (default: the generator's size)")
+    DEFAULT_SIZE: ClassVar[str] = "the generator's size"
+
+    height: int | None = Field(None, ge=8, le=2048, description=(
+        "output size (default: the stage's own: the generator's, or each origin image's)"))
     width: int | None = Field(None, ge=8, le=2048)
 
     @model_validator(mode="after")
-    def _size_pair(self) -> "GenerateParams":
+    def _size_pair(self) -> "OutputSize":
         if (self.height is None) != (self.width is None):
-            raise ValueError("height and width go together: set both, or neither (the generator's size)")
+            raise ValueError(f"height and width go together: set both, or neither ({self.DEFAULT_SIZE})")
         return self
 
-    def out_hw(self, model_hw: tuple[int, int]) -> tuple[int, int]:
-        """The fakes' ``(height, width)``: the one set here, else ``model_hw``."""
-        return (self.height, self.width) if self.height is not None else model_hw
+    def out_hw(self, default_hw: tuple[int, int]) -> tuple[int, int]:
+        """The output's ``(height, width)``: the one set here, else ``default_hw``."""
+        return (self.height, self.width) if self.height is not None else default_hw
+
+
+class GenerateParams(BatchedGPUParams, OutputSize):
+    """A generation stage: device, amp, batch size, and the size of its fakes (default: the generator's)."""
 
 
 class TrainCadenceParams(Params):

@@ -46,12 +46,11 @@ def plan(ctx: StageContext) -> int:
 
 
 def _model(ctx: StageContext):
-    from reidaug.gen.common import cpu_threads, pick_device
+    from reidaug.gen.common import pick_device
     from reidaug.train.model import load_model
 
     p: FilterFakesParams = ctx.params
     device = pick_device(p.device, "params.device")
-    cpu_threads(device, p.threads)
     return ctx.memo(f"gate|{device}", lambda: load_model(ctx.input("model").path)), device
 
 

@@ -14,7 +14,7 @@ channels_last, inputs go through pinned memory. Fakes are stored as lossless PNG
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from pydantic import Field
 
@@ -58,20 +58,27 @@ class Fake(NamedTuple):
     target: int
 
 
-def _targets(ctx: StageContext, translator, index: int, cams, splits) -> list[Fake]:
-    """The fakes of one chunk, in a fixed order."""
-    p: GenerateCamStyleParams = ctx.params
-    wanted = _wanted(ctx, translator.cameras)
-    rng = ctx.rng(index)
+def draw_targets(cams, splits, wanted: list[int], fakes_per_image: int | None, rng,
+                 route: Callable[[int, int], bool] = lambda s, t: True) -> list[Fake]:
+    """The fakes of one chunk, in a fixed order: each train row of camera s in every wanted camera
+    t != s that ``route(s, t)`` allows, or ``fakes_per_image`` of them drawn with ``rng`` (the
+    camera-style stages share this rule: generate-camstyle and generate-colortransfer)."""
     jobs = []
     for row, (cam, split) in enumerate(zip(cams, splits)):
         if split != "train":
             continue
-        options = [t for t in wanted if t != int(cam) and translator.has_route(int(cam), t)]
-        if p.fakes_per_image is not None and len(options) > p.fakes_per_image:
-            options = sorted(rng.choice(options, size=p.fakes_per_image, replace=False).tolist())
+        options = [t for t in wanted if t != int(cam) and route(int(cam), t)]
+        if fakes_per_image is not None and len(options) > fakes_per_image:
+            options = sorted(rng.choice(options, size=fakes_per_image, replace=False).tolist())
         jobs.extend(Fake(row, t) for t in options)
     return jobs
+
+
+def _targets(ctx: StageContext, translator, index: int, cams, splits) -> list[Fake]:
+    """The fakes of one chunk, in a fixed order."""
+    p: GenerateCamStyleParams = ctx.params
+    return draw_targets(cams, splits, _wanted(ctx, translator.cameras), p.fakes_per_image, ctx.rng(index),
+                        translator.has_route)
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
@@ -146,11 +153,10 @@ def _translator(ctx: StageContext):
     """The generators of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks
     reuse them."""
     from reidaug.gen.camstyle import CamStyleTranslator
-    from reidaug.gen.common import cpu_threads, pick_device
+    from reidaug.gen.common import pick_device
 
     p: GenerateCamStyleParams = ctx.params
     device = pick_device(p.device, "params.device")
-    cpu_threads(device, p.threads)
     return ctx.memo(f"translator|{device}|{p.amp}",
                     lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp))
 

@@ -14,30 +14,24 @@ and nothing else. No model, no device: it runs on the CPU at thousands of images
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import Params, StageSpec
+from reidaug.pipeline.stage import OutputSize, StageSpec
 from reidaug.validation import MAX_SEED
 
 
-class GenerateColorTransferParams(Params):
+class GenerateColorTransferParams(OutputSize):
+    DEFAULT_SIZE: ClassVar[str] = "each origin image's own size"
+
     method: Literal["reinhard", "histogram"] = Field(
         "reinhard", description="reinhard (camera mean/std in Lab) | histogram (camera CDF in Lab)")
     target_cams: list[int] | None = Field(None, min_length=1,
                                           description="cameras to render into (default: every train camera)")
     fakes_per_image: int | None = Field(None, ge=1, description="draw this many targets per image (default: all)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="for drawing targets when fakes_per_image is set")
-    height: int | None = Field(None, ge=8, le=2048, description="output size (default: each origin image's own)")
-    width: int | None = Field(None, ge=8, le=2048)
-
-    @model_validator(mode="after")
-    def _size_pair(self) -> "GenerateColorTransferParams":
-        if (self.height is None) != (self.width is None):
-            raise ValueError("height and width go together: set both, or neither (each origin image's size)")
-        return self
 
 
 def _stats(ctx: StageContext):
@@ -48,14 +42,10 @@ def _stats(ctx: StageContext):
     def images():
         for arrays, _ in ctx.input("dataset").iter_chunks():
             for img, cam, split in zip(arrays.get("image", []), arrays.get("camid", []), arrays.get("split", [])):
-                if _text(split) == "train":
+                if split == "train":
                     yield int(cam), decode_stored(img)
 
     return ctx.memo("colortransfer-stats", lambda: camera_stats(images()))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _wanted(ctx: StageContext, available: list[int]) -> list[int]:
@@ -101,34 +91,25 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.data.images import decode_stored, encode_png
     from reidaug.gen.colortransfer import apply_tables
     from reidaug.pipeline.context import read_h5_chunk
-    from reidaug.stages.generate_camstyle import fake_name
+    from reidaug.stages.generate_camstyle import draw_targets, fake_name
 
     p: GenerateColorTransferParams = ctx.params
-    wanted = _wanted(ctx, _stats(ctx).cameras)
     arrays, _ = read_h5_chunk(ctx.input("dataset").chunk_paths()[index])
     n = len(arrays.get("path", []))
-    rng = ctx.rng(index)
-    rows, targets = [], []
-    for row in range(n):
-        cam = int(arrays["camid"][row])
-        if _text(arrays["split"][row]) != "train":
-            continue
-        options = [t for t in wanted if t != cam]
-        if p.fakes_per_image is not None and len(options) > p.fakes_per_image:
-            options = sorted(rng.choice(options, size=p.fakes_per_image, replace=False).tolist())
-        for t in options:
-            rows.append(row)
-            targets.append(t)
+    jobs = draw_targets([int(c) for c in arrays["camid"]] if n else [], arrays["split"] if n else [],
+                        _wanted(ctx, _stats(ctx).cameras), p.fakes_per_image, ctx.rng(index))
+    rows, targets = [j.row for j in jobs], [j.target for j in jobs]
     images, checksums = [], []
     for row, target in zip(rows, targets):
         source = int(arrays["camid"][row])
         tables, checksum = _tables(ctx, source, target)
         fake = apply_tables(decode_stored(arrays["image"][row]), tables)
-        if p.height is not None:
-            fake = cv2.resize(fake, (p.width, p.height), interpolation=cv2.INTER_AREA)
+        out_h, out_w = p.out_hw(fake.shape[:2])
+        if (out_h, out_w) != fake.shape[:2]:
+            fake = cv2.resize(fake, (out_w, out_h), interpolation=cv2.INTER_AREA)
         images.append(encode_png(fake))
         checksums.append(checksum)
-    paths = [_text(v) for v in arrays["path"]] if n else []
+    paths = [str(v) for v in arrays["path"]] if n else []
     cams = [int(arrays["camid"][r]) for r in rows]
     ctx.write_chunk(index, {
         "image": images,

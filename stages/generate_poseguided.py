@@ -107,12 +107,11 @@ class Fake(NamedTuple):
 
 def _generator(ctx: StageContext):
     """The generator of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks reuse it."""
-    from reidaug.gen.common import cpu_threads, pick_device
+    from reidaug.gen.common import pick_device
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
     p: GeneratePoseGuidedParams = ctx.params
     device = pick_device(p.device, "params.device")
-    cpu_threads(device, p.threads)
     return ctx.memo(f"generator|{device}|{p.amp}",
                     lambda: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=p.amp))
 

@@ -59,11 +59,10 @@ class ScorePoseGANParams(BatchedGPUParams):
 
 
 def _generator(ctx: StageContext):
-    from reidaug.gen.common import cpu_threads, pick_device
+    from reidaug.gen.common import pick_device
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
     device = pick_device(ctx.params.device, "params.device")
-    cpu_threads(device, ctx.params.threads)
     return PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=ctx.params.amp,
                                            where="the models input")
 

@@ -134,13 +134,12 @@ def _settings(p: TrainCamStyleParams):
 
 def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.gen.camstyle import collect_train_images, load_size, train_model
-    from reidaug.gen.common import cpu_threads, pick_device
+    from reidaug.gen.common import pick_device
     from reidaug.gen.loop import finish_run
 
     p: TrainCamStyleParams = ctx.params
     job = _jobs(ctx)[index]
     device = pick_device(p.device, "params.device")
-    cpu_threads(device, p.threads)
     images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
                                   load_size(p.image_height, p.image_width, p.jitter))
     run_dir = ctx.work_dir / TRAIN_DIR / job.name

@@ -147,7 +147,7 @@ def _no_pairs(ctx: StageContext, counts: dict[str, int]) -> Exception:
 def run_chunk(ctx: StageContext, index: int) -> None:
     import json
 
-    from reidaug.gen.common import cpu_threads, pick_device
+    from reidaug.gen.common import pick_device
     from reidaug.gen.loop import finish_run
     from reidaug.gen.poseguided import (TrainSettings, collect_pose_images, make_pairs, pairs_document,
                                         train_model)
@@ -155,7 +155,6 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     p: TrainPoseGANParams = ctx.params
     device = pick_device(p.device, "params.device")
-    cpu_threads(device, p.threads)
     data = collect_pose_images(ctx.input("dataset").iter_chunks(), ctx.input("keypoints").iter_chunks(),
                                (p.image_height, p.image_width), p.score_threshold, where="inputs dataset, keypoints")
     pairs = make_pairs(data, p.min_keypoints, p.min_pose_change, p.image_height, p.max_pairs, p.seed)

@@ -158,13 +158,17 @@ def evaluate_run(
     same_as_training = trained_on is not None and trained_on.resolve() == data.resolve()
 
     t_feat = time.perf_counter()
-    kw = dict(flip=flip, batch_size=batch_size, device=device, num_workers=num_workers)
-    if held_out is None:
-        qf, q_pids, q_camids = extract_features(model, data, "query", **kw)
-        gf, g_pids, g_camids = extract_features(model, data, "gallery", **kw)
-    else:
-        qf, q_pids, q_camids = extract_features(model, data, "train", sources=["real"], pids=held_out, **kw)
-        gf, g_pids, g_camids = qf, q_pids, q_camids
+    kw = dict(batch_size=batch_size, device=device, num_workers=num_workers)
+
+    def features(with_flip: bool):
+        """(query, gallery) features, pids and camids; the validation split is its own gallery."""
+        if held_out is None:
+            return (extract_features(model, data, "query", flip=with_flip, **kw),
+                    extract_features(model, data, "gallery", flip=with_flip, **kw))
+        q = extract_features(model, data, "train", sources=["real"], pids=held_out, flip=with_flip, **kw)
+        return q, q
+
+    (qf, q_pids, q_camids), (gf, g_pids, g_camids) = features(flip)
     features_s = time.perf_counter() - t_feat
 
     if held_out is not None:
@@ -173,23 +177,19 @@ def evaluate_run(
         chosen, why = choose_protocol(q_camids, g_camids)
     else:
         chosen, why = protocol, "given"
+
+    def metrics(qf, gf):
+        return evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=chosen,
+                        max_rank=max_rank, block_size=block_size, rerank=rerank, k1=k1, k2=k2,
+                        lambda_value=lambda_value)
+
     t_eval = time.perf_counter()
-    m = evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=chosen,
-                 max_rank=max_rank, block_size=block_size, rerank=rerank, k1=k1, k2=k2,
-                 lambda_value=lambda_value)
+    m = metrics(qf, gf)
     eval_s = time.perf_counter() - t_eval
     beside = None
     if flip_beside:  # the same evaluation with the other flip setting, reported beside the main one
-        kw2 = {**kw, "flip": not flip}
-        if held_out is None:
-            qf2, _, _ = extract_features(model, data, "query", **kw2)
-            gf2, _, _ = extract_features(model, data, "gallery", **kw2)
-        else:
-            qf2, _, _ = extract_features(model, data, "train", sources=["real"], pids=held_out, **kw2)
-            gf2 = qf2
-        m2 = evaluate(qf2, gf2, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=chosen,
-                      max_rank=max_rank, block_size=block_size, rerank=rerank, k1=k1, k2=k2,
-                      lambda_value=lambda_value)
+        (qf2, _, _), (gf2, _, _) = features(not flip)
+        m2 = metrics(qf2, gf2)
         beside = {"flip": not flip, "rank1": float(m2.rank(1)), "mAP": float(m2.mAP)}
 
     out = Path(out_dir) if out_dir is not None else run

@@ -50,18 +50,6 @@ def pick_device(device: str, where: str) -> "torch.device":  # noqa: F821
     raise ConfigError(f"{where}: device must be auto, cpu, cuda or cuda:N; found {device!r}.")
 
 
-def cpu_threads(device: "torch.device", threads: int) -> None:  # noqa: F821
-    """Pin torch's CPU threads for a chunk on the CPU: results differ by thread count, so the stages
-    set the count their ``threads`` param (part of the key) names instead of the machine's."""
-    import torch
-
-    if device.type == "cpu" and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-        if torch.get_num_threads() != threads:
-            raise ConfigError(f"torch refused {threads} CPU threads (runs {torch.get_num_threads()}); results "
-                              "depend on the count. Fix: set params.threads to what this torch runs")
-
-
 def autocast(device: "torch.device", enabled: bool):  # noqa: F821
     """bf16 autocast on CUDA when ``enabled`` (no GradScaler needed for bf16); a no-op on the CPU."""
     import contextlib
