@@ -436,6 +436,11 @@ class ReidH5Dataset(Dataset):
         self.labels = meta.label[self.indices]
         self.camids = meta.camid[self.indices]
         self.is_fake = meta.source[self.indices] != SOURCES["real"]
+        # rows whose target is plain one-hot (label_scheme onehot, or a file without the column):
+        # the only ones a trainer's label_smoothing may smooth
+        onehot = {v: k for k, v in meta.label_scheme_names.items()}.get("onehot")
+        self.is_onehot = (np.ones(len(self.indices), bool) if meta.label_scheme is None
+                          else meta.label_scheme[self.indices] == onehot)
         self._sparse = None if sparse is None else tuple(a[self.indices] for a in sparse)
         self._file: H5File | None = None
         self._pid: int | None = None

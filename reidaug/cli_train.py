@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 #: The common training options as flags (``--workers 0`` is ``--set num_workers=0``); every
 #: other option of :class:`~reidaug.train.config.TrainConfig` is set with ``--set`` or ``--config``.
 FLAGS = {"backbone": "backbone", "pretrained": "pretrained", "epochs": "epochs", "seed": "seed",
-         "device": "device", "workers": "num_workers"}
+         "height": "height", "width": "width", "last-stride": "last_stride", "bottleneck": "bottleneck",
+         "sampler": "sampler", "loss": "loss", "label-smoothing": "label_smoothing", "pad": "crop_pad",
+         "val-fraction": "val_fraction", "device": "device", "workers": "num_workers", "threads": "threads"}
 
 
 def _option_help(name: str) -> str:
@@ -171,6 +173,9 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
 @click.option("--flip/--no-flip", default=False, show_default=True,
               help="Average each feature with the horizontally flipped image's (the other setting is "
                    "reported beside).")
+@click.option("--flip-fusion", type=click.Choice(["mean", "l2sum"]), default="mean", show_default=True,
+              help="How the flipped image's feature joins the image's: mean of the raw features, or sum of "
+                   "the L2-normalised ones.")
 @click.option("--rerank", is_flag=True, help="k-reciprocal re-ranking (Zhong et al. 2017).")
 @click.option("--k1", default=20, show_default=True, type=click.IntRange(1), help="Re-ranking k1.")
 @click.option("--k2", default=6, show_default=True, type=click.IntRange(1), help="Re-ranking k2.")
@@ -186,9 +191,9 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="test: the query/gallery splits; val: the train identities the run held out (val_fraction), "
                    "to metrics_val.json.")
-def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: str, flip: bool, rerank: bool,
-                     k1: int, k2: int, lambda_value: float, metric: str, max_rank: int, block_size: int | None,
-                     batch_size: int, device: str, workers: int, split: str) -> None:
+def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: str, flip: bool, flip_fusion: str,
+                     rerank: bool, k1: int, k2: int, lambda_value: float, metric: str, max_rank: int,
+                     block_size: int | None, batch_size: int, device: str, workers: int, split: str) -> None:
     """Evaluate the model of RUN_DIR on the query and gallery splits of a reidaug HDF5 file.
 
     Writes metrics.json (rank-1/5/10, mAP, mINP, CMC, protocol, the data's pipeline_key, the
@@ -199,9 +204,10 @@ def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: 
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f'unknown device "{device}".{did_you_mean(device, ("auto", "cpu", "cuda"))} '
                           "Known devices: auto, cpu, cuda.")
-    report = evaluate_run(run_dir, data, out, protocol=protocol, flip=flip, metric=metric, rerank=rerank,
-                          k1=k1, k2=k2, lambda_value=lambda_value, max_rank=max_rank, block_size=block_size,
-                          batch_size=batch_size, device=device, num_workers=workers, split=split)
+    report = evaluate_run(run_dir, data, out, protocol=protocol, flip=flip, flip_fusion=flip_fusion, metric=metric,
+                          rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, max_rank=max_rank,
+                          block_size=block_size, batch_size=batch_size, device=device, num_workers=workers,
+                          split=split)
     r = report.record
     click.echo(f"{r['model']['backbone']} model of {run_dir} on {r['data']['path']}")
     click.echo(f"protocol {r['protocol']} ({r['protocol_reason']}); metric {r['metric']}, flip "

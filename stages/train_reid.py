@@ -40,7 +40,9 @@ RUN = "run"
 
 
 class TrainReidParams(TrainConfig, Params):
-    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads", "val_fraction", "val_seed"})
+    # options added after caches existed, whose default is what ran before: keyed only when set
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({
+        "threads", "val_fraction", "val_seed", "crop_pad", "drop_path", "backbone_bn_momentum", "input_scale"})
 
     pretrained: Literal["imagenet", "none"] | FileParam = Field(  # type: ignore[assignment]
         "imagenet", description="imagenet | none | an ImageNet state_dict file (keyed by content)")

@@ -51,7 +51,11 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def write_reid_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int = 4, height: int = H,
-                  width: int = W, layout: str = "pair", seed: int = 0, fakes: int = 0) -> Path:
+                  width: int = W, layout: str = "pair", seed: int = 0, fakes: int = 0,
+                  fake_scheme: str = "lsro") -> Path:
+    """A tiny re-ID file; ``fakes`` copies of the first train images as generated ones: LSRO
+    (``dcgan``, no identity, uniform targets) or ``fake_scheme="lsr"`` (``camstyle``, the
+    identity kept, LSR with epsilon 0.3)."""
     imgs, pids, cams, index = [], [], [], []
     for pid in range(1, num_ids + 1):
         app = S.identity_appearance(pid, seed)
@@ -78,7 +82,13 @@ def write_reid_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int 
         raise ValueError(f"layout {layout!r}: pair, mixed or strided")
     with H5Writer(path, image_size=(height, width), attrs={"pipeline_key": "tiny-" + layout}) as w:
         w.append("train", images=imgs_a, pid=pids_a, camid=cams_a, label=pids_a - 1)
-        if fakes:
+        if fakes and fake_scheme == "lsr":
+            c = num_ids
+            w.append("train", images=imgs_a[:fakes], pid=pids_a[:fakes], camid=cams_a[:fakes],
+                     label=pids_a[:fakes] - 1, source="camstyle", label_scheme="lsr",
+                     target_index=(pids_a[:fakes] - 1).astype(np.int32)[:, None],
+                     target_value=np.full((fakes, 1), 0.7 + 0.3 / c, np.float32))
+        elif fakes:
             w.append("train", images=imgs_a[:fakes], pid=-1, camid=cams_a[:fakes], label=-1, source="dcgan",
                      label_scheme="lsro", target_index=np.full((fakes, 1), -1, np.int32),
                      target_value=np.zeros((fakes, 1), np.float32))

@@ -83,6 +83,7 @@ def evaluate_run(
     *,
     protocol: str = "market",
     flip: bool = False,
+    flip_fusion: str = "mean",
     metric: str = "cosine",
     rerank: bool = False,
     k1: int = 20,
@@ -158,7 +159,7 @@ def evaluate_run(
     same_as_training = trained_on is not None and trained_on.resolve() == data.resolve()
 
     t_feat = time.perf_counter()
-    kw = dict(batch_size=batch_size, device=device, num_workers=num_workers)
+    kw = dict(batch_size=batch_size, device=device, num_workers=num_workers, flip_fusion=flip_fusion)
 
     def features(with_flip: bool):
         """(query, gallery) features, pids and camids; the validation split is its own gallery."""
@@ -205,6 +206,7 @@ def evaluate_run(
         protocol_reason=why,
         metric=metric,
         flip=bool(flip),
+        flip_fusion=flip_fusion,
         flip_beside=beside,
         rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
         num_query_images=int(len(q_pids)),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -214,8 +215,8 @@ _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
 
 
-def _bn(c: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+def _bn(c: int, momentum: float = _BN_MOMENTUM) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=_BN_EPS, momentum=momentum)
 
 
 class SameConv2d(nn.Conv2d):
@@ -253,17 +254,17 @@ class MBConvBlock(nn.Module):
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
-                 drop_rate: float) -> None:
+                 drop_rate: float, bn_momentum: float = _BN_MOMENTUM) -> None:
         super().__init__()
         mid = cin * expand
         self.has_expand = expand != 1
         if self.has_expand:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
+            self._bn0 = _bn(mid, bn_momentum)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
-        self._bn1 = _bn(mid)
+        self._bn1 = _bn(mid, bn_momentum)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = _bn(cout)
+        self._bn2 = _bn(cout, bn_momentum)
         self.skip = stride == 1 and cin == cout
         self.drop_rate = drop_rate
 
@@ -289,19 +290,25 @@ class EfficientNetLite0(Backbone):
     (1280) + BN + ReLU6. ``drop_connect_rate`` grows linearly over the blocks (0.2 at the end,
     as in training the original). The ImageNet weights expect inputs scaled as
     ``(pixel - 127) / 128``; :meth:`forward` takes ImageNet mean/std-normalised input like the
-    other backbones and maps it to that scale first (a fixed per-channel affine map).
+    other backbones and maps it to that scale first (a fixed per-channel affine map);
+    ``input_scale="imagenet"`` feeds the mean/std-normalised input as it is. ``bn_momentum`` is
+    torch's (0.01 = TensorFlow's 0.99, what the weights were trained with; torch's default 0.1).
     """
 
     classifier_prefix = "_fc"
 
     def __init__(self, last_stride: int = 2, drop_connect_rate: float = 0.2,
                  mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                 std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> None:
+                 std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+                 bn_momentum: float = _BN_MOMENTUM, input_scale: str = "pretrained") -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ConfigError(f"last_stride must be 1 or 2; found {last_stride}.")
+        if input_scale not in ("pretrained", "imagenet"):
+            raise ConfigError(f"input_scale must be pretrained or imagenet; found {input_scale!r}.")
         self.name = "efficientnet_lite0"
         self.out_dim = 1280
+        self.input_scale = input_scale
         # x_imagenet * std * 255 + mean * 255 = pixel; (pixel - 127) / 128 = x_lite.
         std255 = torch.tensor(std).view(1, 3, 1, 1) * 255
         mean255 = torch.tensor(mean).view(1, 3, 1, 1) * 255
@@ -309,7 +316,7 @@ class EfficientNetLite0(Backbone):
         self.register_buffer("_in_scale", std255 / 128.0, persistent=False)
         self.register_buffer("_in_shift", (mean255 - 127.0) / 128.0, persistent=False)
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
+        self._bn0 = _bn(32, bn_momentum)
         specs = []
         for repeats, k, s, e, cin, cout in _LITE0_STAGES:
             for j in range(repeats):
@@ -319,10 +326,10 @@ class EfficientNetLite0(Backbone):
         for i, (cin, cout, k, s, e) in enumerate(specs):
             if i == last_strided and last_stride == 1:
                 s = 1
-            blocks.append(MBConvBlock(cin, cout, k, s, e, drop_connect_rate * i / len(specs)))
+            blocks.append(MBConvBlock(cin, cout, k, s, e, drop_connect_rate * i / len(specs), bn_momentum))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
+        self._bn1 = _bn(1280, bn_momentum)
         self._init_random()
 
     def _init_random(self) -> None:
@@ -335,7 +342,8 @@ class EfficientNetLite0(Backbone):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * self._in_scale + self._in_shift  # (B, 3, H, W) in the weights' (p - 127) / 128 scale
+        if self.input_scale == "pretrained":
+            x = x * self._in_scale + self._in_shift  # (B, 3, H, W) in the weights' (p - 127) / 128 scale
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
         for block in self._blocks:
             x = block(x)  # ... (B, 320, H/32, W/32)
@@ -392,9 +400,11 @@ def bundled_lite0_weights() -> Path:
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    make: Callable[[int], Backbone]  # last_stride -> random-initialised backbone
+    make: Callable[..., Backbone]  # (last_stride, **options) -> random-initialised backbone
     default_last_stride: int
     bundled_weights: Callable[[], Path] | None  # the "imagenet" weights this install ships
+    #: the construction options it takes (re-ID's option name -> its keyword)
+    options: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -402,8 +412,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     for spec in (
         BackboneSpec("resnet18", lambda s: ResNetBackbone(18, s), 1, None),
         BackboneSpec("resnet50", lambda s: ResNetBackbone(50, s), 1, None),
-        BackboneSpec("efficientnet_lite0", lambda s: EfficientNetLite0(last_stride=s), 1,
-                     bundled_lite0_weights),
+        BackboneSpec("efficientnet_lite0", lambda s, **o: EfficientNetLite0(last_stride=s, **o), 1,
+                     bundled_lite0_weights, {"drop_path": "drop_connect_rate", "bn_momentum": "bn_momentum",
+                                             "input_scale": "input_scale"}),
         BackboneSpec("tiny", lambda s: TinyBackbone(last_stride=s), 1, None),
     )
 }
@@ -452,17 +463,26 @@ def build_backbone(
     pretrained: str | os.PathLike[str] | None,
     *,
     last_stride: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Backbone:
     """A backbone by name (:data:`BACKBONES`), with ImageNet weights per ``pretrained``.
 
     pretrained: ``"imagenet"`` (the weights this install ships; EfficientNet-Lite0 only), a path
     to an ImageNet state_dict, or ``"none"``/``None`` for random initialisation. Nothing is
     downloaded. last_stride: stride of the last downsampling stage (default 1, as in the strong
-    re-ID baseline).
+    re-ID baseline). options: construction options by re-ID's names (``drop_path``, ``bn_momentum``,
+    ``input_scale``; EfficientNet-Lite0's), None or absent for the backbone's own.
     """
     path = pretrained_weights_path(name, pretrained)  # checks the name and the weights first
     spec = BACKBONES[name]
-    model = spec.make(spec.default_last_stride if last_stride is None else int(last_stride))
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    other = sorted(set(given) - set(spec.options))
+    if other:
+        takes = f"it takes {', '.join(sorted(spec.options))}" if spec.options else "it takes none"
+        raise ConfigError(f"backbone {name} has no option {other[0]} ({takes}). Fix: leave {other[0]} unset, or "
+                          "use backbone efficientnet_lite0.")
+    model = spec.make(spec.default_last_stride if last_stride is None else int(last_stride),
+                      **{spec.options[k]: v for k, v in given.items()})
     if path is None:
         log.debug("backbone %s: random initialisation (pretrained=%r)", name, pretrained)
         return model

@@ -101,11 +101,20 @@ class TrainConfig(StrictNumbers):
                                "ship with its pip package), resnet18, resnet50, tiny (tests)")
     pretrained: str = Field("imagenet", description="imagenet (efficientnet_lite0 only), none (random init), "
                             "or an ImageNet state_dict file (e.g. torchvision's resnet50-11ad3fa6.pth)")
-    last_stride: int = Field(1, ge=1, le=2)
+    last_stride: int = Field(1, ge=1, le=2, description="stride of the backbone's last stage (1: the strong "
+                             "baseline's twice larger final feature map)")
     head: Head = Field("bnneck", description="bnneck (Luo et al. 2019), ide, triplet")
     bottleneck: Optional[Bottleneck] = Field(
         None, description="null: the head's default (ide: fc1024, bnneck: bn, triplet: none)")
     dropout: float = Field(0.5, ge=0, lt=1, description="fc1024 bottleneck only")
+    drop_path: Optional[float] = Field(None, ge=0, lt=1, description=(
+        "stochastic depth at the last block, growing linearly from 0 (efficientnet_lite0; null: its 0.2)"))
+    backbone_bn_momentum: Optional[float] = Field(None, gt=0, le=1, description=(
+        "momentum of the backbone's batch norms, torch's convention (efficientnet_lite0; null: its "
+        "TensorFlow 0.01; torch's default is 0.1)"))
+    input_scale: Literal["pretrained", "imagenet"] = Field("pretrained", description=(
+        "pretrained: the input scale the backbone's weights were trained with (efficientnet_lite0: "
+        "(p - 127) / 128); imagenet: ImageNet mean/std-normalised pixels as they are"))
     # loss
     loss: Loss = Field("both", description="both (ID + triplet), ide, triplet")
     id_weight: float = Field(1.0, ge=0)
@@ -113,8 +122,8 @@ class TrainConfig(StrictNumbers):
     triplet_margin: float = Field(0.3, ge=0)
     soft_margin: bool = False
     # input and batches
-    height: int = Field(256, ge=8, le=2048)
-    width: int = Field(128, ge=8, le=2048)
+    height: int = Field(256, ge=8, le=2048, description="input height (pixels)")
+    width: int = Field(128, ge=8, le=2048, description="input width (pixels)")
     sampler: SamplerName = Field("pk", description="pk (P ids x K images), realfake (M real : N fake), random")
     p: int = Field(16, ge=1, le=4096, description="pk: identities per batch")
     k: int = Field(4, ge=1, le=4096, description="pk: images per identity")
@@ -128,7 +137,11 @@ class TrainConfig(StrictNumbers):
         "hold out this fraction of the train identities (their real and generated images) for validation; "
         "the run is then evaluated on them, never on the test split"))
     val_seed: int = Field(0, ge=0, le=MAX_SEED, description="which identities val_fraction holds out")
+    crop_pad: int = Field(10, ge=0, le=512, description="zero padding (pixels) of the random-crop shift")
     random_erasing: bool = False
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description=(
+        "epsilon of label smoothing on the images whose stored target is plain one-hot (real images of a plain "
+        "export); targets made by assign-labels (lsr, lsro, teacher) are used as stored"))
     # optimisation
     optimizer: OptimizerName = "adam"
     lr: float = Field(3.5e-4, ge=0, le=10, description="base learning rate")
@@ -187,6 +200,13 @@ class TrainConfig(StrictNumbers):
     @property
     def resolved_bottleneck(self) -> str:
         return DEFAULT_BOTTLENECK[self.head] if self.bottleneck is None else self.bottleneck
+
+    @property
+    def backbone_options(self) -> dict[str, Any]:
+        """The backbone construction options that are set (ModelConfig.backbone_options)."""
+        opts = {"drop_path": self.drop_path, "bn_momentum": self.backbone_bn_momentum,
+                "input_scale": None if self.input_scale == "pretrained" else self.input_scale}
+        return {k: v for k, v in opts.items() if v is not None}
 
     @property
     def images_per_batch(self) -> int:

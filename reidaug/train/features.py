@@ -21,9 +21,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from reidaug.errors import ConfigError
+from reidaug.errors import ConfigError, unknown_name
 from reidaug.train.model import ReIDModel, load_model
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ def _evaluating(model_or_run_dir: ReIDModel | str | os.PathLike[str], device: st
         model.train(was_training)
 
 
+#: how a flipped image's feature joins the image's (extract_features' flip_fusion)
+FLIP_FUSIONS = ("mean", "l2sum")
+
+
 @torch.no_grad()
 def extract_features(
     model_or_run_dir: ReIDModel | str | os.PathLike[str],
@@ -61,6 +66,7 @@ def extract_features(
     split: str,
     *,
     flip: bool = True,
+    flip_fusion: str = "mean",
     batch_size: int = 128,
     device: str | torch.device = "auto",
     num_workers: int = 0,
@@ -74,13 +80,17 @@ def extract_features(
 
     model_or_run_dir: a :class:`ReIDModel`, a run folder or a ``model.pt``. Images are resized
     to ``input_size`` (default: the size the model was trained at) and ImageNet-normalised.
-    ``flip``: average with the flipped image's feature. pids / camids are int64, in file order.
+    ``flip``: fuse with the flipped image's feature, by ``flip_fusion``: ``mean`` of the raw
+    features (torchreid, the strong baseline) or ``l2sum``, the sum of the L2-normalised ones
+    (each view weighs the same under the cosine distance). pids / camids are int64, in file order.
     A model passed in is moved to ``device`` (and left there, in its original train/eval mode).
     """
     from reidaug.data.torchdata import ReidH5Dataset, build_transforms, normalize_batch, reid_collate
 
     if batch_size < 1:
         raise ConfigError(f"extract_features: batch_size must be >= 1; found {batch_size}.")
+    if flip_fusion not in FLIP_FUSIONS:
+        raise unknown_name("flip fusion", str(flip_fusion), FLIP_FUSIONS)
     with _evaluating(model_or_run_dir, device) as (model, dev):
         h, w = input_size or model.config.input_size
         ds = ReidH5Dataset(data_path, split, transform=build_transforms(h, w, train=False, normalize=False),
@@ -92,8 +102,10 @@ def extract_features(
         for batch in loader:
             img = normalize_batch(batch["img"].to(dev, non_blocking=True))  # (B, 3, H, W)
             f = model(img)  # (B, D)
-            if flip:
+            if flip and flip_fusion == "mean":
                 f = (f + model(img.flip(3))) * 0.5
+            elif flip:
+                f = F.normalize(f, dim=1) + F.normalize(model(img.flip(3)), dim=1)
             n = f.shape[0]
             feats[done : done + n] = f.float().cpu().numpy()
             done += n

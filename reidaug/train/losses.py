@@ -4,7 +4,8 @@
   ``-sum_c p_c log softmax(z)_c`` averaged over the batch. The targets are already final (one-hot,
   LSR for CamStyle fakes, LSRO's uniform for unlabeled GAN images, Zheng et al. ICCV 2017, or a
   teacher's probabilities); the file says ``label_smoothing="precomputed"``, so this loss adds no
-  smoothing of its own and does not check or renormalise them.
+  smoothing of its own and does not check or renormalise them. :func:`smooth_onehot` is the
+  trainer's ``label_smoothing``: it smooths the rows stored as plain one-hot and no other.
 - :func:`batch_hard_triplet` is the batch-hard triplet loss of Hermans, Beyer & Leibe, "In
   Defense of the Triplet Loss for Person Re-Identification" (2017): for every anchor, its
   farthest positive and nearest negative in the batch, Euclidean (not squared) distance, hinge
@@ -32,6 +33,19 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
         )
     logp = F.log_softmax(logits.float(), dim=1)  # (B, C)
     return -(target_probs.to(logp.dtype) * logp).sum(dim=1).mean()
+
+
+def smooth_onehot(target_probs: torch.Tensor, onehot: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Label smoothing (Szegedy et al. 2016) of the one-hot rows only: ``(1 - eps) y + eps / C``.
+
+    target_probs (B, C); onehot (B,) bool, the rows the file stores as plain one-hot (its
+    ``label_scheme`` column). Rows with a target made on purpose (LSR, LSRO, a teacher's) are
+    returned as they are: a file's soft targets are final. ``epsilon`` 0 returns the input.
+    """
+    if epsilon <= 0:
+        return target_probs
+    smoothed = target_probs * (1.0 - epsilon) + epsilon / target_probs.shape[1]
+    return torch.where(onehot.view(-1, 1), smoothed, target_probs)
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,9 @@ class ModelConfig:
     dropout: float = 0.5  # fc1024 bottleneck only
     last_stride: int = 1
     input_size: tuple[int, int] = (256, 128)  # (H, W) the model was trained at
+    #: backbone construction options that differ from the backbone's own (drop_path, bn_momentum,
+    #: input_scale; see build_backbone); input_scale changes what the features are, so it is kept
+    backbone_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -68,6 +71,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["input_size"] = list(self.input_size)
+        if not self.backbone_options:
+            del d["backbone_options"]  # a default model's file as before
         return d
 
     @classmethod
@@ -107,6 +112,7 @@ class ReIDModel(nn.Module):
         dropout: float = 0.5,
         input_size: tuple[int, int] = (256, 128),
         last_stride: int = 1,
+        backbone_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -119,6 +125,7 @@ class ReIDModel(nn.Module):
             dropout=float(dropout),
             last_stride=int(last_stride),
             input_size=(int(input_size[0]), int(input_size[1])),
+            backbone_options=dict(backbone_options or {}),
         )
         cfg = self.config
         self.backbone = backbone
@@ -180,10 +187,12 @@ class ReIDModel(nn.Module):
 
 def build_model(config: ModelConfig, pretrained: str | os.PathLike[str] | None) -> ReIDModel:
     """A :class:`ReIDModel` from its config; ``pretrained`` as :func:`build_backbone` takes it."""
-    backbone = build_backbone(config.backbone, pretrained, last_stride=config.last_stride)
+    backbone = build_backbone(config.backbone, pretrained, last_stride=config.last_stride,
+                              options=config.backbone_options)
     return ReIDModel(
         backbone, config.num_classes, config.head, config.bottleneck,
         dropout=config.dropout, input_size=config.input_size, last_stride=config.last_stride,
+        backbone_options=config.backbone_options,
     )
 
 

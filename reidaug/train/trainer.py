@@ -59,7 +59,7 @@ from reidaug.io.jsonl import JsonlLog
 from reidaug.train.backbones import pretrained_weights_path
 from reidaug.train.config import NONSEMANTIC, TrainConfig
 from reidaug.train.features import resolve_device
-from reidaug.train.losses import batch_hard_triplet, soft_cross_entropy, triplet_accuracy
+from reidaug.train.losses import batch_hard_triplet, smooth_onehot, soft_cross_entropy, triplet_accuracy
 from reidaug.train.model import ModelConfig, ReIDModel, build_model, save_model
 
 log = logging.getLogger(__name__)
@@ -475,7 +475,7 @@ def _train(
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
 
-    transform = build_transforms(config.height, config.width, train=True,
+    transform = build_transforms(config.height, config.width, train=True, pad=config.crop_pad,
                                  random_erasing=config.random_erasing, normalize=False)
     held_out = _validation_split(config, data_path, run)
     ds = ReidH5Dataset(data_path, "train", transform=transform, sources=config.sources,
@@ -486,10 +486,14 @@ def _train(
     label_of_row = np.full(int(ds.indices.max()) + 1, -1, np.int64)
     label_of_row[ds.indices] = ds.labels
     label_of_row_t = torch.from_numpy(label_of_row)
+    onehot_of_row = np.zeros(len(label_of_row), bool)
+    onehot_of_row[ds.indices] = ds.is_onehot
+    onehot_of_row_t = torch.from_numpy(onehot_of_row)
 
     model_cfg = ModelConfig(backbone=config.backbone, num_classes=num_classes, head=config.head,
                             bottleneck=config.resolved_bottleneck, dropout=config.dropout,
-                            last_stride=config.last_stride, input_size=(config.height, config.width))
+                            last_stride=config.last_stride, input_size=(config.height, config.width),
+                            backbone_options=config.backbone_options)
     model = build_model(model_cfg, config.pretrained).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -573,7 +577,8 @@ def _train(
         for b_idx, batch in enumerate(loader, start=batches.start):
             schedule.set_progress(epoch + b_idx / n_batches)
             img = normalize_batch(batch["img"].to(device, non_blocking=True))  # (B, 3, H, W) float
-            target = batch["target"].to(device, non_blocking=True)  # (B, C)
+            target = smooth_onehot(batch["target"].to(device, non_blocking=True),  # (B, C)
+                                   onehot_of_row_t[batch["index"]].to(device), config.label_smoothing)
             pids = batch["pid"].to(device, non_blocking=True)  # (B,)
             labels = label_of_row_t[batch["index"]].to(device, non_blocking=True)  # (B,)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):

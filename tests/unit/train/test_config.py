@@ -49,6 +49,8 @@ def _other_value(name: str) -> Any:
         candidates = [1]
     elif name == "val_fraction":
         candidates = [0.15]
+    elif name in ("drop_path", "backbone_bn_momentum"):  # null: the backbone's own
+        candidates = [0.1]
     elif isinstance(default, bool):
         candidates = [not default]
     elif choices and all(isinstance(c, str) for c in choices):
@@ -105,11 +107,14 @@ def test_the_nonsemantic_options_are_exactly_the_declared_ones() -> None:
         assert differs == (name not in NONSEMANTIC), name
     # the stage's key follows the same split: only semantic options reach its key material
     # (the options added later, only once set: the shipped keys stay)
-    later = {"threads", "val_fraction", "val_seed"}
+    later = {"threads", "val_fraction", "val_seed", "crop_pad", "drop_path", "backbone_bn_momentum", "input_scale"}
     assert TrainReidParams.UNKEYED_AT_DEFAULT == later
     assert set(SPEC.semantic_params(TrainReidParams())) == (set(TrainReidParams.model_fields) - SPEC.ignored_in_key
                                                              - later)
     assert SPEC.semantic_params(TrainReidParams(threads=1, val_fraction=0.1))["val_fraction"] == 0.1
+    assert SPEC.semantic_params(TrainReidParams(crop_pad=5, input_scale="imagenet"))["crop_pad"] == 5
+    # label_smoothing changed what a plain (one-hot) export trains to: keyed at every value
+    assert SPEC.semantic_params(TrainReidParams())["label_smoothing"] == 0.1
 
 
 def test_batch_size_has_its_key_name_in_the_stage_and_its_old_name_in_run_files() -> None:

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from reidaug.errors import DataError
-from reidaug.train.losses import batch_hard_triplet, soft_cross_entropy, triplet_accuracy
+from reidaug.train.losses import batch_hard_triplet, smooth_onehot, soft_cross_entropy, triplet_accuracy
 
 
 def test_soft_cross_entropy_hand_worked() -> None:
@@ -78,3 +78,19 @@ def test_batch_hard_triplet_without_valid_anchor_is_zero_with_graph() -> None:
     assert loss.item() == 0.0
     loss.backward()
     assert x.grad is not None
+
+
+def test_smooth_onehot_smooths_the_onehot_rows_only_as_torch_does() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4)
+    labels = torch.tensor([2, 0, 1])
+    targets = F.one_hot(labels, 4).float()
+    targets[2] = torch.tensor([0.1, 0.7, 0.1, 0.1])  # a target assign-labels made (kept as stored)
+    onehot = torch.tensor([True, True, False])
+    out = smooth_onehot(targets, onehot, 0.1)
+    assert torch.allclose(out[0], torch.tensor([0.025, 0.025, 0.925, 0.025]))
+    assert torch.equal(out[2], targets[2])
+    # rows 0-1 give torch's own label-smoothed cross-entropy
+    assert soft_cross_entropy(logits[:2], out[:2]).item() == pytest.approx(
+        F.cross_entropy(logits[:2], labels[:2], label_smoothing=0.1).item(), rel=1e-6)
+    assert smooth_onehot(targets, onehot, 0.0) is targets

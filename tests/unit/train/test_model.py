@@ -37,6 +37,31 @@ def _grace_hopper() -> torch.Tensor:
     return (x - IMAGENET_MEAN) / IMAGENET_STD
 
 
+def test_efficientnet_lite0_options_reach_the_net_and_survive_save_and_load(tmp_path: Path) -> None:
+    try:
+        bundled_lite0_weights()
+    except DependencyError as exc:
+        pytest.skip(str(exc))
+    x = torch.randn(2, 3, 64, 32)
+    own = build_model(ModelConfig("efficientnet_lite0", 4), "imagenet").eval()
+    opts = {"drop_path": 0.0, "bn_momentum": 0.1, "input_scale": "imagenet"}
+    other = build_model(ModelConfig("efficientnet_lite0", 4, backbone_options=opts), "imagenet").eval()
+    assert own.backbone._bn0.momentum == 0.01 and other.backbone._bn0.momentum == 0.1  # TF's vs torch's
+    assert own.backbone._blocks[-1].drop_rate > 0.18 and other.backbone._blocks[-1].drop_rate == 0.0
+    other.load_state_dict(own.state_dict())  # the same weights: only the input scale differs at eval
+    with torch.no_grad():
+        assert not torch.allclose(own(x), other(x))
+        # "pretrained" feeds the weights (p - 127) / 128; "imagenet" the mean/std-normalised input as is
+        lite = (x * IMAGENET_STD * 255 + IMAGENET_MEAN * 255 - 127) / 128
+        assert torch.allclose(own(x), other(lite), atol=1e-5)
+    save_model(other, tmp_path / "m.pt")
+    back = load_model(tmp_path / "m.pt")
+    assert back.config.backbone_options == opts and back.backbone.input_scale == "imagenet"
+    assert "backbone_options" not in own.config.to_dict()  # a default model's file as before
+    with pytest.raises(ConfigError, match="backbone tiny has no option drop_path"):
+        build_model(ModelConfig("tiny", 4, backbone_options={"drop_path": 0.1}), "none")
+
+
 def test_efficientnet_lite0_imagenet_weights_load_strict_and_classify_a_photo() -> None:
     try:
         path = bundled_lite0_weights()

@@ -126,6 +126,30 @@ def test_realfake_batches_with_lsro_fakes_train(tmp_path: Path) -> None:
     assert real_only.steps >= 1
 
 
+def test_label_smoothing_smooths_plain_onehot_targets_and_leaves_assign_labels_targets(tmp_path: Path) -> None:
+    """label_smoothing (the strong baseline's LSR from a plain export) acts on the rows stored as
+    one-hot only: LSR targets that assign-labels made train to the same weights whatever its value."""
+    from reidaug.data.torchdata import ReidH5Dataset
+
+    data = write_reid_h5(tmp_path / "fakes.h5", num_ids=3, per_cam=2, fakes=6, layout="strided", fake_scheme="lsr")
+    ds = ReidH5Dataset(data)
+    assert ds.is_onehot.tolist() == [not f for f in ds.is_fake]  # real one-hot, the fakes LSR
+
+    def weights(sources: tuple[str, ...], eps: float, pad: int = 10) -> dict[str, torch.Tensor]:
+        cfg = tiny_config(sampler="random", train_batch_size=6, loss="ide", head="ide", dropout=0.0, epochs=2,
+                          warmup_epochs=0, milestones=(), sources=sources, label_smoothing=eps, crop_pad=pad)
+        run = tmp_path / f"{'-'.join(sources)}-{eps}-{pad}"
+        train(cfg, data, run)
+        return torch.load(run / "model.pt", weights_only=True)["state_dict"]
+
+    def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(weights(("camstyle",), 0.0), weights(("camstyle",), 0.1))
+    assert not same(weights(("real",), 0.0), weights(("real",), 0.1))
+    assert not same(weights(("real",), 0.1), weights(("real",), 0.1, pad=2))  # crop_pad reaches the crop
+
+
 def test_extract_features_order_and_flip(tiny_h5: Path) -> None:
     from reidaug.train.model import ModelConfig, build_model
 
@@ -138,6 +162,13 @@ def test_extract_features_order_and_flip(tiny_h5: Path) -> None:
     assert not np.allclose(f0, f1, atol=1e-4)  # the flipped view was averaged in
     f2, _, _ = extract_features(model, tiny_h5, "query", flip=True, batch_size=10, device="cpu")
     np.testing.assert_allclose(f1, f2, rtol=1e-4, atol=1e-5)  # batch size does not matter
+    # l2sum: the sum of the unit-length features of both views (each weighs the same under cosine)
+    f3, _, _ = extract_features(model, tiny_h5, "query", flip=True, flip_fusion="l2sum", batch_size=10, device="cpu")
+    ff = 2 * f1 - f0  # the flipped view's raw feature
+    unit = f0 / np.linalg.norm(f0, axis=1, keepdims=True) + ff / np.linalg.norm(ff, axis=1, keepdims=True)
+    np.testing.assert_allclose(f3, unit, rtol=1e-3, atol=1e-4)
+    with pytest.raises(UnknownNameError, match="flip fusion"):
+        extract_features(model, tiny_h5, "query", flip_fusion="max", device="cpu")
 
 
 def test_config_errors_name_the_option() -> None:
