@@ -87,6 +87,9 @@ class Params(StrictNumbers):
     NONSEMANTIC: ClassVar[frozenset[str]] = frozenset()
     #: fields added after stages shipped: out of the key while at their default
     UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
+    #: fields added after stages shipped with a *new* default: out of the key at the value that
+    #: does what the stage did before them (so a pipeline that sets it keeps its cache)
+    UNKEYED_AT: ClassVar[Mapping[str, Any]] = {}
 
     def numerics(self) -> str | None:
         """Where this stage's arithmetic differs from the CPU FP32 reference (see :func:`numerics_of`)."""
@@ -256,6 +259,9 @@ class StageSpec:
         unknown = set(self.unkeyed_at_default) - set(self.params.model_fields)
         if unknown:
             raise ValueError(f"stage {self.name}: unkeyed_at_default names unknown params {sorted(unknown)}")
+        unknown = set(self.params.UNKEYED_AT) - set(self.params.model_fields)
+        if unknown:
+            raise ValueError(f"stage {self.name}: UNKEYED_AT names unknown params {sorted(unknown)}")
 
     @property
     def ignored_in_key(self) -> frozenset[str]:
@@ -265,5 +271,7 @@ class StageSpec:
     def semantic_params(self, params: Params) -> dict[str, Any]:
         fields = type(params).model_fields
         later = self.unkeyed_at_default | type(params).UNKEYED_AT_DEFAULT
+        legacy = type(params).UNKEYED_AT
         return {k: getattr(params, k) for k in fields if k not in self.ignored_in_key
-                and not (k in later and getattr(params, k) == fields[k].default)}
+                and not (k in later and getattr(params, k) == fields[k].default)
+                and not (k in legacy and getattr(params, k) == legacy[k])}

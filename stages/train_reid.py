@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import DEFAULT_THREADS, FileParam, Params, StageSpec, numerics_of
-from reidaug.train.config import NONSEMANTIC, TrainConfig
+from reidaug.train.config import LEGACY_VALUES, NONSEMANTIC, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class TrainReidParams(TrainConfig, Params):
     # options added after caches existed, whose default is what ran before: keyed only when set
     UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({
         "threads", "val_fraction", "val_seed", "crop_pad", "drop_path", "backbone_bn_momentum", "input_scale"})
+    # label_smoothing's default (0.1) is new behaviour: keyed, except at 0, what ran before it
+    UNKEYED_AT: ClassVar[Mapping[str, Any]] = LEGACY_VALUES
 
     pretrained: Literal["imagenet", "none"] | FileParam = Field(  # type: ignore[assignment]
         "imagenet", description="imagenet | none | an ImageNet state_dict file (keyed by content)")

@@ -74,6 +74,12 @@ def bottleneck_error(head: str, bottleneck: str) -> str | None:
     return None
 
 
+#: options added after runs existed whose default does something else than those runs did: the
+#: value a run written before the option means (a resume compares by it; the train-reid stage
+#: leaves the option out of its key at that value, so pipelines that set it keep their caches)
+LEGACY_VALUES: dict[str, Any] = {"label_smoothing": 0.0}
+
+
 class TrainConfig(StrictNumbers):
     """Training options; defaults are the strong baseline's recipe (Luo et al., "Bag of Tricks and
     a Strong Baseline for Deep Person Re-identification", CVPRW 2019) at 256x128, on an

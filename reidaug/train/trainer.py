@@ -57,7 +57,7 @@ from reidaug.io import faults
 from reidaug.io.checkpoint import load_or_set_aside, remove_checkpoint, save_torch
 from reidaug.io.jsonl import JsonlLog
 from reidaug.train.backbones import pretrained_weights_path
-from reidaug.train.config import NONSEMANTIC, TrainConfig
+from reidaug.train.config import LEGACY_VALUES, NONSEMANTIC, TrainConfig
 from reidaug.train.features import resolve_device
 from reidaug.train.losses import batch_hard_triplet, smooth_onehot, soft_cross_entropy, triplet_accuracy
 from reidaug.train.model import ModelConfig, ReIDModel, build_model, save_model
@@ -270,8 +270,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The semantic options that differ; an option one side lacks (a run written before it
-    existed) counts as its default."""
-    defaults = TrainConfig().to_dict()
+    existed) counts as what such a run did: its legacy value, else its default."""
+    defaults = TrainConfig().to_dict() | LEGACY_VALUES
     keys = sorted((set(a) | set(b)) - NONSEMANTIC)
     a, b = {k: a.get(k, defaults.get(k)) for k in keys}, {k: b.get(k, defaults.get(k)) for k in keys}
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in keys if a[k] != b[k]]

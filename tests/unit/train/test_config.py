@@ -113,8 +113,14 @@ def test_the_nonsemantic_options_are_exactly_the_declared_ones() -> None:
                                                              - later)
     assert SPEC.semantic_params(TrainReidParams(threads=1, val_fraction=0.1))["val_fraction"] == 0.1
     assert SPEC.semantic_params(TrainReidParams(crop_pad=5, input_scale="imagenet"))["crop_pad"] == 5
-    # label_smoothing changed what a plain (one-hot) export trains to: keyed at every value
+    # label_smoothing's default changed what a plain (one-hot) export trains to: keyed, except at 0,
+    # what ran before it (a pipeline that says 0 keeps its cache); a run folder written before it
+    # existed resumes as label_smoothing 0, not as the new default
     assert SPEC.semantic_params(TrainReidParams())["label_smoothing"] == 0.1
+    assert "label_smoothing" not in SPEC.semantic_params(TrainReidParams(label_smoothing=0))
+    old_run = {k: v for k, v in TrainConfig(label_smoothing=0).to_dict().items() if k != "label_smoothing"}
+    assert _config_diff(old_run, TrainConfig(label_smoothing=0).to_dict()) == []
+    assert _config_diff(old_run, TrainConfig().to_dict()) == ["label_smoothing: 0.0 -> 0.1"]
 
 
 def test_batch_size_has_its_key_name_in_the_stage_and_its_old_name_in_run_files() -> None:
