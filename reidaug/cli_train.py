@@ -122,9 +122,11 @@ def _check_pretrained_file(path: Path) -> None:
 def train_command(data: str, out: str, config_file: str | None, sets: tuple[str, ...], **flags: str | None) -> None:
     """Train a re-ID model on the train split of DATA (a reidaug HDF5 file).
 
-    Default: EfficientNet-Lite0 with its bundled ImageNet weights, BNNeck, ID + triplet loss,
-    P x K batches, 256x128, Adam with warm-up (the strong baseline's recipe; reidaug never
-    downloads weights, so ResNet-50 needs --pretrained PATH or --pretrained none).
+    Default: the strong baseline (BENCHMARKS.md, "Efficacy campaign"): EfficientNet-Lite0 with
+    its bundled ImageNet weights, BNNeck, soft cross-entropy with label smoothing 0.1, random
+    batches of 64, flip + pad-crop, Adam 3.5e-4, warm-up then cosine, 256x128, 120 epochs.
+    CUHK01 on a CPU: --height 128 --width 64 --epochs 12 --set warmup_epochs=1. reidaug never
+    downloads weights, so ResNet-50 needs --pretrained PATH or --pretrained none.
     """
     from reidaug.data.h5format import open_h5
     from reidaug.train.backbones import IMAGENET, is_random_init, pretrained_weights_path

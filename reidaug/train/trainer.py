@@ -1,11 +1,12 @@
 """Resumable re-ID training on a reidaug HDF5 file: ``train(config, data_path, run_dir)``.
 
-The recipe follows the strong re-ID baseline (Luo et al., "Bag of Tricks and a Strong Baseline
-for Deep Person Re-identification", CVPRW 2019): P x K batches (Hermans et al. 2017), soft
-cross-entropy on the file's precomputed targets + batch-hard triplet, BNNeck, Adam 3.5e-4 with a
-linear warm-up over 10 epochs and x0.1 steps at epochs 40 and 70, random erasing optional. The
+The default recipe is the campaign's strong baseline (:class:`~reidaug.train.config.TrainConfig`):
+BNNeck (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-identification",
+CVPRW 2019), soft cross-entropy on the file's targets with label smoothing of the one-hot ones,
+random batches, Adam 3.5e-4 with a linear warm-up and a cosine decay, flip + pad-crop, random
+erasing optional. Bag of Tricks' P x K batches (Hermans et al. 2017) with batch-hard triplet, the
 IDE baseline (Zheng et al. 2016) and CamStyle's M real : N fake batches (Zhong et al., CVPR 2018)
-are options (``head="ide"``, ``loss="ide"``, ``sampler="realfake"``).
+are options (``sampler="pk", loss="both"``; ``head="ide"``; ``sampler="realfake"``).
 
 Run folder (``run_dir``)::
 

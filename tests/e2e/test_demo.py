@@ -10,8 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The demo's own YAML with smaller training budgets (the README runs it as written, ~minutes).
 QUICK = ["--set", "stages.train-camstyle.params.iterations=20", "--set", "stages.train-posegan.params.iterations=12",
-         "--set", "stages.train-reid.params.epochs=1",
-         "--set", "stages.train-reid.params.milestones=[1]"]
+         "--set", "stages.train-reid.params.epochs=1"]
 
 
 def test_demo_pipeline_runs_then_skips_everything(tmp_path):

@@ -34,8 +34,6 @@ SMALL = {
     "stages.train-posegan.params.log_every": "3",
     "stages.score-posegan.params.num_pairs": "20",
     "stages.train-reid.params.epochs": "2",
-    "stages.train-reid.params.milestones": "[1]",
-    "stages.train-reid.params.p": "4",
     "stages.train-reid.params.checkpoint_unit": "step",
     "stages.train-reid.params.checkpoint_every": "2",
 }

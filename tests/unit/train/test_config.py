@@ -142,7 +142,7 @@ def test_an_earlier_runs_config_json_is_a_valid_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("option, value, message", [
     ("schedule", "cosin", 'unknown schedule "cosin". Did you mean "cosine"?'),
-    ("head", "triplet", "loss='both' needs a classifier, but head='triplet' has none"),
+    ("head", "triplet", "loss='ide' needs a classifier, but head='triplet' has none"),
     ("bottleneck", "fc1024", "head=bnneck is a BN bottleneck by definition"),
     ("milestones", "[30, 10]", "milestones must increase; found [30, 10]"),
     ("sampler", "realfake", "real_per_batch + fake_per_batch == train_batch_size; found 48 + 16 vs 10"),
@@ -171,3 +171,31 @@ def test_set_values_are_read_as_the_pipeline_reads_them() -> None:
         train_config(None, {}, ("milestones=[1,",))
     with pytest.raises(ConfigError, match="expected NAME=VALUE"):
         train_config(None, {}, ("epochs",))
+
+
+def test_the_readme_cuhk01_command_is_the_campaigns_real_only_recipe() -> None:
+    """`reidaug train` reproduces the campaign's strong baseline from flags alone (no --config):
+    the same weights-changing options as the YAML's real-only arm, except label smoothing, which
+    the arm gets from its file (assign-labels real: lsr) and the command from the trainer."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("reidaug train cuhk01.h5"))
+    args = shlex.split(line.split("#")[0])[3:]  # after "reidaug train DATA"
+    flags, sets, i = {}, [], 0
+    while i < len(args):
+        name, value = args[i].removeprefix("--"), args[i + 1]
+        if name == "set":
+            sets.append(value)
+        elif name in FLAGS:
+            flags[FLAGS[name]] = value
+        else:
+            assert name == "out", name
+        i += 2
+    command = train_config(None, flags, tuple(sets)).to_dict()
+    yaml_path = Path(__file__).resolve().parents[3] / "configs" / "ablations" / "cuhk01_campaign.yaml"
+    arm = build_graph(load_pipeline(yaml_path), STAGES).nodes["real-s0"].params.train_config().to_dict()
+    assert command["schedule"] == arm["schedule"] == "cosine"  # so milestones (step's) change nothing
+    differ = {k for k in command if command[k] != arm[k] and k not in NONSEMANTIC | {"milestones"}}
+    assert differ == {"label_smoothing"}, differ
+    assert (command["label_smoothing"], arm["label_smoothing"]) == (0.1, 0.0)
