@@ -384,6 +384,19 @@ class _Window:
     def means(self) -> dict[str, float]:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so that a window cut by a kill logs the same means when resumed
+        (timing starts again: images/s is a measurement, not a result)."""
+        return {"n": self.n, "images": self.images, "sums": dict(self.sums), "counts": dict(self.counts)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> _Window:
+        w = cls()
+        if state:  # (a checkpoint written before windows were kept: the window restarts)
+            w.n, w.images = int(state["n"]), int(state["images"])
+            w.sums, w.counts = dict(state["sums"]), {k: int(v) for k, v in state["counts"].items()}
+        return w
+
 
 # --------------------------------------------------------------------------- train
 
@@ -555,6 +568,9 @@ def _train(
             "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
             "rng": _rng_state(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "sampler_epoch": epoch, "step": step,
+            # the loss window in progress and the last logged means: final_loss / final_accuracy
+            # (chunk results) of a resumed run equal an uninterrupted one's wherever the kill fell
+            "window": window.state_dict(), "last_means": dict(last_means),
         }, progress={"step": step, "of": total_est})
         faults.point("checkpoint", "train-reid")
 
@@ -567,8 +583,8 @@ def _train(
     total_est = per_epoch_est * config.epochs
     use_id = config.loss in ("ide", "both")
     use_tri = config.loss in ("triplet", "both")
-    window = _Window()
-    last_means: dict[str, float] = {}
+    window = _Window.from_state(ck.get("window") if ck is not None else None)
+    last_means: dict[str, float] = dict(ck.get("last_means") or {}) if ck is not None else {}
     images_done, t_loop = 0, time.perf_counter()
     model.train()
     for epoch in range(start_epoch, config.epochs):

@@ -106,6 +106,32 @@ def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(ti
     assert steps == sorted(set(steps))  # lines the killed run logged past step 6 were dropped
 
 
+def test_a_kill_inside_a_loss_window_resumes_to_the_same_log_and_final_loss(tiny_h5: Path, tmp_path: Path) -> None:
+    """The checkpoint at step 6 falls inside the window logged at step 8 (log_every 4): the resumed
+    run must log the same means there and end with the same final loss and accuracy (the
+    train-reid stage's chunk results), with realfake batches as the demo trains."""
+    data = write_reid_h5(tmp_path / "fakes.h5", num_ids=4, per_cam=3, fakes=8, layout="strided", fake_scheme="lsr")
+    cfg = tiny_config(sampler="realfake", train_batch_size=6, real_per_batch=4, fake_per_batch=2, loss="ide",
+                      schedule="cosine", warmup_epochs=1, epochs=3, log_every=4, checkpoint_unit="step",
+                      checkpoint_every=3)
+    killed = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict()), str(data),
+                           str(killed), "7"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    resumed = train(cfg, data, killed)
+    straight = train(cfg, data, tmp_path / "straight")
+    assert resumed.resumed_from_step == 6 and resumed.steps == straight.steps
+    assert (resumed.final_loss, resumed.final_accuracy) == (straight.final_loss, straight.final_accuracy)
+
+    def logged(run: Path) -> list[dict]:
+        return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"}
+                for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+    assert logged(killed) == logged(tmp_path / "straight")
+
+
 def test_resume_refuses_a_changed_config(tiny_h5: Path, tmp_path: Path) -> None:
     cfg = tiny_config(epochs=2, checkpoint_unit="step", checkpoint_every=1, keep_checkpoint=True)
     train(cfg, tiny_h5, tmp_path / "r")
