@@ -28,7 +28,8 @@ PIPE = """\
       gate-model:
         uses: train-reid
         inputs: {data: export-real.hdf5}
-        params: {backbone: tiny, pretrained: none, height: 64, width: 32, p: 4, k: 4, epochs: 6, warmup_epochs: 1,
+        params: {backbone: tiny, pretrained: none, height: 64, width: 32, sampler: pk, p: 4, k: 4, loss: both,
+                 schedule: step, epochs: 6, warmup_epochs: 1,
                  milestones: [5], lr: 0.001, log_every: 4, num_workers: 0, evaluate: false}
       generate-colortransfer: {}
       filter-fakes:

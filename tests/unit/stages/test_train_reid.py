@@ -31,7 +31,8 @@ stages:
   export-hdf5:
     params: {{encoding: raw, image_height: 64, image_width: 32}}
   train-reid:
-    params: {{backbone: tiny, pretrained: none, height: 64, width: 32, p: 4, k: 4, epochs: {epochs},
+    params: {{backbone: tiny, pretrained: none, height: 64, width: 32, sampler: pk, p: 4, k: 4, loss: both,
+             schedule: step, epochs: {epochs},
              warmup_epochs: 1, milestones: [2], lr: 0.001, log_every: 2, num_workers: 2}}
 """
 
@@ -119,7 +120,8 @@ def test_a_killed_training_resumes_from_its_checkpoint_with_the_weights_of_train
 
     # the same options through train() (no workers here): bit-identical weights
     torch.set_num_threads(1)
-    params = TrainReidParams(backbone="tiny", pretrained="none", height=64, width=32, p=4, k=4, epochs=20,
+    params = TrainReidParams(backbone="tiny", pretrained="none", height=64, width=32, sampler="pk", p=4, k=4,
+                             loss="both", schedule="step", epochs=20,
                              warmup_epochs=1, milestones=[2], lr=0.001, log_every=2, num_workers=0)
     train(params.train_config(), _entry(ws, "export-hdf5") / "dataset.h5", tmp_path / "direct")
     a = torch.load(run / "model.pt", weights_only=True)["state_dict"]
