@@ -77,16 +77,20 @@ _KILLED_RUN = textwrap.dedent("""
 """)
 
 
+def _kill_training_at(cfg: TrainConfig, data: Path, run: Path, step: int) -> None:
+    """Train ``cfg`` on ``data`` into ``run`` in a subprocess that SIGKILLs itself at ``step``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict()), str(data), str(run),
+                           str(step)], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
 def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(tiny_h5: Path, tmp_path: Path) -> None:
     # Dropout (IDE's fc1024), random erasing and the P x K sampler all draw random numbers.
     cfg = tiny_config(head="ide", loss="both", random_erasing=True, p=3, k=4, epochs=4,
                        checkpoint_unit="step", checkpoint_every=3, deterministic=True)
     killed = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
-    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict()), str(tiny_h5),
-                           str(killed), "7"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _kill_training_at(cfg, tiny_h5, killed, 7)
     assert (killed / "checkpoint.pt").is_file() and not (killed / "model.pt").exists()
 
     # Resume (with a DataLoader worker this time: worker count must not change the result).
@@ -106,7 +110,7 @@ def test_killed_run_resumes_at_its_checkpoint_and_ends_with_identical_weights(ti
     assert steps == sorted(set(steps))  # lines the killed run logged past step 6 were dropped
 
 
-def test_a_kill_inside_a_loss_window_resumes_to_the_same_log_and_final_loss(tiny_h5: Path, tmp_path: Path) -> None:
+def test_a_kill_inside_a_loss_window_resumes_to_the_same_log_and_final_loss(tmp_path: Path) -> None:
     """The checkpoint at step 6 falls inside the window logged at step 8 (log_every 4): the resumed
     run must log the same means there and end with the same final loss and accuracy (the
     train-reid stage's chunk results), with realfake batches as the demo trains."""
@@ -115,11 +119,7 @@ def test_a_kill_inside_a_loss_window_resumes_to_the_same_log_and_final_loss(tiny
                       schedule="cosine", warmup_epochs=1, epochs=3, log_every=4, checkpoint_unit="step",
                       checkpoint_every=3)
     killed = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PROJECT_ROOT))
-    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.to_dict()), str(data),
-                           str(killed), "7"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _kill_training_at(cfg, data, killed, 7)
     resumed = train(cfg, data, killed)
     straight = train(cfg, data, tmp_path / "straight")
     assert resumed.resumed_from_step == 6 and resumed.steps == straight.steps
