@@ -248,6 +248,26 @@ def _to_rgb8(path: Path, pixels: np.ndarray, mode: str) -> tuple[np.ndarray, tup
     return np.ascontiguousarray(rgb, dtype=np.uint8), tuple(conversions)
 
 
+#: what ``letterbox`` fills the margins with: the ImageNet mean colour (RGB), which the trainer's
+#: normalisation maps to about zero, so a margin carries no signal into the first convolution
+LETTERBOX_FILL = (124, 116, 104)
+
+
+def letterbox(img: np.ndarray, dst_hw: tuple[int, int], fill: Sequence[int] = LETTERBOX_FILL) -> np.ndarray:
+    """Resize ``img`` (H, W, 3) uint8 into ``dst_hw`` keeping its aspect ratio, the margins filled
+    with ``fill`` (the aspect-preserving resize of Almazan et al. 2018, "Re-ID done right":
+    pad, do not stretch). Bilinear, as the stretching resize of the HDF5 writer."""
+    from reidaug.pose.keypoints import letterbox_geometry
+
+    (th, tw), (h, w) = dst_hw, img.shape[:2]
+    _, (nh, nw), (top, left) = letterbox_geometry((h, w), (th, tw))
+    out = np.empty((th, tw, 3), np.uint8)
+    out[...] = np.asarray(fill, np.uint8)
+    out[top:top + nh, left:left + nw] = (img if (nh, nw) == (h, w)
+                                         else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR))
+    return out
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     """Lossless PNG bytes of an RGB uint8 image (what ingest stores after a conversion)."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])

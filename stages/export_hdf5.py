@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -34,6 +34,8 @@ SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose"}
 
 
 class ExportParams(Params):
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"resize"})  # added after v2 shipped
+
     sets: list[str] | None = Field(
         None, description="image sets that go in: real, camstyle, poseguided (default: real + every bound set)")
     splits: list[Literal["train", "query", "gallery"]] = Field(default_factory=lambda: list(SPLITS))
@@ -41,6 +43,9 @@ class ExportParams(Params):
     image_height: int = Field(256, ge=8, le=2048)
     image_width: int = Field(128, ge=8, le=2048)
     keep_native_size: bool = Field(False, description="jpeg/png only: store each image at its own size")
+    resize: Literal["stretch", "pad"] = Field("stretch", description=(
+        "how an image reaches image_height x image_width: stretch (each axis on its own) or pad (aspect ratio "
+        "kept, margins in the ImageNet mean colour; Almazan et al. 2018). pad: real images only"))
     compression: str = Field("none", description="raw only: none | lzf | gzip-0..9")
     jpeg_quality: int = Field(95, ge=1, le=100)
     output: str | None = Field(None, description="also copy the file here (relative to the YAML)")
@@ -92,8 +97,17 @@ def _sets(ctx: StageContext) -> list[str]:
 
 
 def plan(ctx: StageContext) -> int:
+    p: ExportParams = ctx.params
     sets = _sets(ctx)
     generated = [s for s in sets if s != "real"]
+    if p.resize == "pad" and p.keep_native_size:
+        raise ConfigError("params.resize: pad places each image in image_height x image_width, and keep_native_size "
+                          "stores native sizes. Fix: leave one of them out.")
+    if p.resize == "pad" and generated:
+        raise ConfigError(
+            f"params.resize: pad keeps the aspect ratio of the real images, but the generated sets {generated} "
+            "were made from stretched inputs at the generator's size, so real and fake images would disagree in "
+            "geometry. Fix: export sets: [real] with resize: pad, or keep resize: stretch for a file with fakes.")
     if generated and ctx.inputs.get("labels") is None:
         raise ConfigError(
             f"generated sets {generated} need training targets, and no assign-labels "
@@ -157,7 +171,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     writer = H5Writer(
         ctx.work_dir / OUTPUT,
         image_size=None if p.keep_native_size else (p.image_height, p.image_width),
-        encoding=p.encoding, compression=p.compression, jpeg_quality=p.jpeg_quality,
+        encoding=p.encoding, compression=p.compression, jpeg_quality=p.jpeg_quality, resize=p.resize,
         num_classes=len(label_of) or None, target_topk=max(DEFAULT_TARGET_TOPK, width),
         attrs={"pipeline_key": stable_hash(stage_keys), "stage_keys": stage_keys},
     )

@@ -74,6 +74,7 @@ class FileInfo:
     target_topk: int
     splits: tuple[str, ...]
     extra: dict[str, Any]
+    image_resize: str = "stretch"  # stretch | pad (the writer's resize; absent in files before it)
 
 
 
@@ -227,6 +228,7 @@ def _read_info(path: Path, h5: Any) -> FileInfo:
         target_storage=attr_str(a.get("target_storage", "sparse")),
         target_topk=int(a.get("target_topk", 0)),
         splits=splits,
+        image_resize=attr_str(a.get("image_resize", "stretch")),
         extra={k: (attr_str(v) if isinstance(v, bytes) else v) for k, v in a.items() if k not in RESERVED_ATTRS},
     )
 

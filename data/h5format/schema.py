@@ -40,6 +40,8 @@ NUM_KEYPOINTS = 17
 DEFAULT_ENCODING = "raw"
 DEFAULT_COMPRESSION = "none"
 DEFAULT_IMAGE_SIZE = (256, 128)  # (H, W), the usual re-ID model input
+# how an image reaches image_size: stretch (each axis on its own) or pad (aspect kept, margins filled)
+RESIZE_MODES = ("stretch", "pad")
 DEFAULT_JPEG_QUALITY = 95
 DEFAULT_PNG_LEVEL = 3
 DEFAULT_TARGET_TOPK = 5
@@ -56,7 +58,7 @@ RESERVED_ATTRS = frozenset(
         "format", "format_version", "created_by", "label_smoothing", "num_classes",
         "image_encoding", "image_size", "image_compression", "jpeg_quality", "png_level",
         "target_storage", "target_topk", "checksum_algorithm", "splits", "stage_keys",
-        "pipeline_key",
+        "pipeline_key", "image_resize",
     }
 )
 

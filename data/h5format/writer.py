@@ -23,13 +23,14 @@ from reidaug import __version__
 from reidaug.data.h5format.schema import (
     CHECKSUM_ALGORITHM, COMMON_FIELDS, DEFAULT_COMPRESSION, DEFAULT_ENCODING, DEFAULT_IMAGE_SIZE,
     DEFAULT_JPEG_QUALITY, DEFAULT_PNG_LEVEL, DEFAULT_TARGET_TOPK, ENCODINGS, FORMAT_NAME,
-    FORMAT_VERSION, LABEL_SCHEMES, MASS_TOL, META_CHUNK, NUM_KEYPOINTS, RESERVED_ATTRS, SOURCES,
-    SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes,
+    FORMAT_VERSION, LABEL_SCHEMES, MASS_TOL, META_CHUNK, NUM_KEYPOINTS, RESERVED_ATTRS, RESIZE_MODES,
+    SOURCES, SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes,
 )
 from reidaug.data.h5format.targets import densify_targets, make_targets
+from reidaug.data.images import letterbox
 from reidaug.errors import ConfigError, DataError, unknown_name
 from reidaug.io.atomic import atomic_path, require_free
-from reidaug.pose.keypoints import rescale_keypoints
+from reidaug.pose.keypoints import letterbox_keypoints, rescale_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,10 @@ class H5Writer:
                      source="real", label_scheme="onehot", path=paths)
 
     ``image_size`` (H, W): every image is resized to it (bilinear; keypoints follow by the
-    pixel-centre rule of :func:`reidaug.pose.keypoints.rescale_keypoints`).
+    pixel-centre rule of :func:`reidaug.pose.keypoints.rescale_keypoints`). ``resize``:
+    ``stretch`` (each axis on its own) or ``pad`` (:func:`reidaug.data.images.letterbox`: the aspect
+    ratio kept, the margins in the ImageNet mean colour; recorded as the root attribute
+    ``image_resize``, absent = stretch).
     Required for ``raw``; for ``jpeg``/``png`` ``None`` keeps each image's native size.
     ``compression`` applies to ``raw`` only: ``none``, ``lzf`` or ``gzip-0``..``gzip-9``.
     ``attrs`` may hold ``pipeline_key`` (str), ``stage_keys`` (mapping stage -> key) and other
@@ -125,11 +129,14 @@ class H5Writer:
         num_classes: int | None = None,
         target_storage: str = "sparse",
         target_topk: int = DEFAULT_TARGET_TOPK,
+        resize: str = "stretch",
     ) -> None:
         if encoding not in ENCODINGS:
             raise unknown_name("image encoding", encoding, ENCODINGS)
         if target_storage not in TARGET_STORAGES:
             raise unknown_name("target storage", target_storage, TARGET_STORAGES)
+        if resize not in RESIZE_MODES:
+            raise unknown_name("resize mode", resize, RESIZE_MODES)
         if encoding == "raw" and image_size is None:
             raise ConfigError(
                 "encoding='raw' stores a fixed (N, H, W, 3) array, so it needs image_size=(H, W). "
@@ -150,6 +157,7 @@ class H5Writer:
         self._comp = _parse_compression(compression) if encoding == "raw" else (None, None)
         self.path = Path(path)
         self.image_size = image_size
+        self.resize = resize
         self.encoding = encoding
         self.compression = compression if encoding == "raw" else "none"
         self.jpeg_quality = jpeg_quality
@@ -267,7 +275,8 @@ class H5Writer:
             kp = kp.copy()
             moved = np.flatnonzero((native_hw != np.asarray(self.image_size or (0, 0))).any(1))  # (M,)
             if self.image_size is not None and moved.size:
-                kp[moved] = rescale_keypoints(kp[moved], native_hw[moved], self.image_size)
+                kp[moved] = (rescale_keypoints(kp[moved], native_hw[moved], self.image_size) if self.resize == "stretch"
+                             else letterbox_keypoints(kp[moved], native_hw[moved], self.image_size))
             if not state.has_keypoints:
                 self._create_keypoints(state)
         elif state.has_keypoints:
@@ -368,7 +377,8 @@ class H5Writer:
             native[i] = (h, w)
             if self.image_size is not None and (h, w) != self.image_size:
                 th, tw = self.image_size
-                img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR)
+                img = (cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR) if self.resize == "stretch"
+                       else letterbox(img, self.image_size))
             if self.encoding == "raw":
                 out.append(np.ascontiguousarray(img))
             else:
@@ -598,6 +608,8 @@ class H5Writer:
         a["num_classes"] = num_classes
         a["image_encoding"] = self.encoding
         a["image_size"] = np.asarray(self.image_size or (0, 0), dtype=np.int32)
+        if self.resize != "stretch":  # absent = stretch, so files written before the option stay as they were
+            a["image_resize"] = self.resize
         a["image_compression"] = self.compression
         a["jpeg_quality"] = self.jpeg_quality if self.encoding == "jpeg" else 0
         a["png_level"] = self.png_level if self.encoding == "png" else -1

@@ -73,3 +73,32 @@ def confident_mask(kp: Any, threshold: float) -> Any:
 
 def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
+
+
+def letterbox_geometry(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int]
+) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """How :func:`reidaug.data.images.letterbox` places an image of ``src_hw`` in ``dst_hw``: the scale, the scaled
+    size ``(h, w)`` and the top-left offset ``(top, left)`` of the scaled image.
+
+    One scale ``min(H'/H, W'/W)`` for both axes (the aspect ratio kept), the scaled size rounded
+    and at least 1 pixel, centred (the odd pixel of a margin goes to the bottom / right).
+    """
+    (h, w), (th, tw) = src_hw, dst_hw
+    scale = min(th / h, tw / w)
+    nh, nw = min(th, max(1, round(h * scale))), min(tw, max(1, round(w * scale)))
+    return scale, (nh, nw), ((th - nh) // 2, (tw - nw) // 2)
+
+
+def letterbox_keypoints(kp: np.ndarray, src_hw: Any, dst_hw: tuple[int, int]) -> np.ndarray:
+    """Keypoints ``(N, K, 2+)`` of images of sizes ``src_hw`` ``(N, 2)`` → the frame of their
+    :func:`reidaug.data.images.letterbox` into ``dst_hw``: the pixel-centre rule with the scaled
+    size's own ratios, then the margin's offset. Float32 out; other columns (scores) unchanged."""
+    out = np.array(kp, dtype=np.float32, copy=True)
+    src = np.asarray(src_hw, dtype=np.int64).reshape(-1, 2)
+    for i in range(out.shape[0]):
+        h, w = (int(v) for v in src[i if len(src) > 1 else 0])
+        _, (nh, nw), (top, left) = letterbox_geometry((h, w), dst_hw)
+        out[i, :, 0] = (out[i, :, 0].astype(np.float64) + 0.5) * (nw / w) - 0.5 + left
+        out[i, :, 1] = (out[i, :, 1].astype(np.float64) + 0.5) * (nh / h) - 0.5 + top
+    return out

@@ -16,7 +16,7 @@ from reidaug.data.h5format import (
     open_h5,
     verify,
 )
-from reidaug.errors import ConfigError, DataError
+from reidaug.errors import ConfigError, DataError, UnknownNameError
 
 
 def smooth_images(n: int, h: int = 64, w: int = 32, seed: int = 0) -> np.ndarray:
@@ -111,6 +111,39 @@ def test_a_2x_resize_maps_pixel_centres_not_coordinates(tmp_path: Path) -> None:
     np.testing.assert_allclose(got[0, 0, :2], [0.5, 0.7], rtol=1e-6)  # (0, 0.1) -> (0.5, 0.7)
     np.testing.assert_array_equal(got[1], kp[1])  # already 64x32: untouched
     np.testing.assert_array_equal(got[:, :, 2], kp[:, :, 2])
+
+
+def test_pad_resize_keeps_the_aspect_ratio_of_a_real_crop_and_moves_keypoints_with_it(
+        tmp_path: Path, cuhk01_dir: Path) -> None:
+    """A CUHK01 crop (160 x 60) into 128 x 64: scaled by 0.8 to 128 x 48, 8 px margins left and right
+    in the fill colour; the body inside equals a plain resize to 128 x 48; a keypoint at the crop's
+    centre stays at the stored image's centre, one at the top-left pixel centre moves in by the margin."""
+    import cv2
+
+    from reidaug.data.images import LETTERBOX_FILL
+
+    rel = sorted((cuhk01_dir / "images").glob("*.png"))[0]
+    img = cv2.cvtColor(cv2.imread(str(rel)), cv2.COLOR_BGR2RGB)
+    assert img.shape == (160, 60, 3)
+    kp = np.zeros((1, 17, 3), np.float32)
+    kp[0, :, 2] = 0.9
+    kp[0, 0, :2], kp[0, 1, :2] = (29.5, 79.5), (0.0, 0.0)
+    with H5Writer(tmp_path / "p.h5", image_size=(128, 64), resize="pad") as w:
+        w.append("train", images=[img], pid=1, camid=0, label=0, keypoints=kp)
+    with open_h5(tmp_path / "p.h5") as f:
+        assert f.info.image_resize == "pad"
+        got, kp_got = f.read_image("train", 0), f.meta("train").keypoints[0]
+    assert got.shape == (128, 64, 3)
+    assert (got[:, :8] == LETTERBOX_FILL).all() and (got[:, 56:] == LETTERBOX_FILL).all()
+    np.testing.assert_array_equal(got[:, 8:56], cv2.resize(img, (48, 128), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_allclose(kp_got[0], [31.5, 63.5, 0.9], rtol=1e-6)  # still the centre
+    np.testing.assert_allclose(kp_got[1, :2], [0.5 * 0.8 - 0.5 + 8, 0.5 * 0.8 - 0.5], rtol=1e-6)
+    with H5Writer(tmp_path / "s.h5", image_size=(128, 64)) as w:  # the default stretches, and says nothing
+        w.append("train", images=[img], pid=1, camid=0, label=0)
+    with open_h5(tmp_path / "s.h5") as f:
+        assert f.info.image_resize == "stretch" and "image_resize" not in h5py.File(tmp_path / "s.h5").attrs
+    with pytest.raises(UnknownNameError, match="resize mode.*Known resize modes: pad, stretch"):
+        H5Writer(tmp_path / "x.h5", image_size=(128, 64), resize="crop")
 
 
 def test_real_cuhk01_png_round_trip_is_lossless(tmp_path: Path, cuhk01_dir: Path) -> None:

@@ -90,3 +90,27 @@ def test_bad_export_params_are_config_errors(tmp_path):
         run(demo_pipeline(tmp_path, "{sets: [real, camstyle]}"), tmp_path / "ws")
     with pytest.raises(ConfigError, match=r"compression.*gzip-0"):
         build_graph(load_pipeline(demo_pipeline(tmp_path, "{compression: zstd}")), STAGES)
+
+
+def test_pad_resize_is_keyed_only_when_set_and_refuses_stretched_fakes(tmp_path):
+    spec = STAGES["export-hdf5"]
+    default = spec.semantic_params(spec.params())
+    assert "resize" not in default  # files exported before the option keep their cache
+    assert spec.semantic_params(spec.params(resize="pad"))["resize"] == "pad"
+    # a real-only export pads: the demo crops (128 x 64 drawn at another size) land in 64 x 24 unstretched
+    _, entries = run(demo_pipeline(tmp_path, "{image_height: 64, image_width: 24, resize: pad}"), tmp_path / "ws")
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        assert f.info.image_resize == "pad" and f.info.image_size == (64, 24)
+        assert f.meta("train").native_hw[0].tolist() != [64, 24]
+    with pytest.raises(ConfigError, match=r"resize: pad.*keep_native_size"):
+        run(demo_pipeline(tmp_path, "{encoding: png, keep_native_size: true, resize: pad}"), tmp_path / "ws2")
+    with pytest.raises(ConfigError, match=r"params.resize"):
+        build_graph(load_pipeline(demo_pipeline(tmp_path, "{resize: crop}")), STAGES)
+    export = ("{resize: pad, sets: [real, camstyle]}\n"
+              "    inputs: {camstyle: generate-colortransfer.fakes, labels: assign-labels.labels}")
+    fakes = demo_pipeline(tmp_path, export, extra=(
+        "  generate-colortransfer: {}\n"
+        "  assign-labels:\n    params: {schemes: {real: lsr, camstyle: lsr}}\n"
+        "    inputs: {camstyle: generate-colortransfer.fakes}\n"))
+    with pytest.raises(ConfigError, match=r"generated sets \['camstyle'\].*stretched.*sets: \[real\]"):
+        run(fakes, tmp_path / "ws3")
