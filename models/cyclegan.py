@@ -21,7 +21,10 @@ in shapes and defaults:
 One option beyond the reference, for identity-preserving camera style (``residual=True``): each
 generator predicts a change of its input in tanh's pre-activation space,
 ``tanh(atanh(x) + net(x))``, with the last convolution zeroed, so it starts as the identity map and
-a fake keeps its person unless the adversarial loss pays for the change.
+a fake keeps its person unless the adversarial loss pays for the change. And PTGAN's foreground
+loss (Wei et al., CVPR 2018) for the same purpose (``lambda_foreground > 0``): the person mask M of
+each real image (1 on the body) and ``lambda_foreground * mean(((G(x) - x) * M)^2)`` in both
+directions, so a translation may restyle the background but pays for every change on the person.
 
 Naming: ``G_AB`` maps domain A (camera a) to B, ``G_BA`` back; ``D_A`` tells real A images from
 ``G_BA`` outputs, ``D_B`` real B from ``G_AB`` outputs (the reference's ``netD_B`` / ``netD_A``).
@@ -205,6 +208,7 @@ class CycleGANConfig(GANConfig):
     lambda_identity: float = 0.5  # times lambda_cycle; CamStyle keeps it on (colour fidelity)
     lr: float = 2e-4
     residual: bool = False  # generators predict a change of the input and start as the identity map
+    lambda_foreground: float = 0.0  # PTGAN's foreground loss on the person mask (0: off, as the reference)
     pool_size: int = 50
     n_epochs: int = 100  # epochs at the initial lr
     n_epochs_decay: int = 100  # epochs of linear decay to ~0
@@ -217,7 +221,7 @@ class CycleGANConfig(GANConfig):
             raise unknown_name("padding", self.padding, PADDINGS)
         self.check_at_least(1, "ngf", "ndf", "n_layers_d", "image_height", "image_width")
         self.check_at_least(0, "n_blocks", "pool_size", "n_epochs", "n_epochs_decay",
-                            "lambda_cycle", "lambda_identity", "lr")
+                            "lambda_cycle", "lambda_identity", "lr", "lambda_foreground")
         if self.image_height % 4 or self.image_width % 4:
             raise ConfigError(f"CycleGANConfig image size must be multiples of 4, found "
                               f"{self.image_height} x {self.image_width}. Fix: e.g. 256 x 128.")
@@ -275,18 +279,29 @@ class CycleGAN(GANModel):
         self.add_linear_decay(cfg.n_epochs, cfg.n_epochs_decay)
 
     # -- training -----------------------------------------------------------------------------
-    def training_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
+    def training_step(self, real_a: torch.Tensor, real_b: torch.Tensor, mask_a: torch.Tensor | None = None,
+                      mask_b: torch.Tensor | None = None) -> dict[str, float]:
         """One reference ``optimize_parameters`` on ``real_a`` ``(B, 3, H, W)`` (domain A) and
-        ``real_b`` ``(B', 3, H, W)`` (domain B), both in ``[-1, 1]``.
+        ``real_b`` ``(B', 3, H, W)`` (domain B), both in ``[-1, 1]``; with ``lambda_foreground > 0``
+        also their person masks ``mask_a`` ``(B, 1, H, W)`` and ``mask_b`` ``(B', 1, H, W)`` in ``[0, 1]``.
 
         Returns the losses: ``G_AB``/``G_BA`` (LSGAN, generator side), ``cycle_A``/``cycle_B``
         (``lambda_cycle * |G_BA(G_AB(a)) - a|_1`` and the reverse), ``idt_A``/``idt_B``
         (``lambda_identity * lambda_cycle * |G_BA(a) - a|_1`` and ``|G_AB(b) - b|_1``), ``G``
-        (their sum), ``D_A``/``D_B`` (``(real + fake) / 2``).
+        (their sum), ``D_A``/``D_B`` (``(real + fake) / 2``); with the foreground loss also ``fg_A``
+        / ``fg_B`` (``lambda_foreground * mean(((G_AB(a) - a) * M_a)^2)`` and the reverse).
         """
         cfg = self.config
         check_images(real_a, "CycleGAN.training_step(real_a)", size=cfg.size)
         check_images(real_b, "CycleGAN.training_step(real_b)", size=cfg.size)
+        foreground = cfg.lambda_foreground > 0
+        if foreground:
+            for name, m, x in (("mask_a", mask_a, real_a), ("mask_b", mask_b, real_b)):
+                if m is None or m.shape != (x.shape[0], 1, *x.shape[2:]):
+                    raise ConfigError(
+                        f"CycleGAN.training_step: lambda_foreground={cfg.lambda_foreground} needs {name} "
+                        f"({x.shape[0]}, 1, {x.shape[2]}, {x.shape[3]}), the person mask of each image; found "
+                        f"{None if m is None else tuple(m.shape)}. Fix: pass the masks, or lambda_foreground=0.")
         self.train()
         l1 = nn.functional.l1_loss
 
@@ -308,6 +323,10 @@ class CycleGAN(GANModel):
         loss_cycle_a = l1(rec_a, real_a) * cfg.lambda_cycle
         loss_cycle_b = l1(rec_b, real_b) * cfg.lambda_cycle
         loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+        if foreground:  # PTGAN: every change on the person costs
+            loss_fg_a = (((fake_b - real_a) * mask_a) ** 2).mean() * cfg.lambda_foreground
+            loss_fg_b = (((fake_a - real_b) * mask_b) ** 2).mean() * cfg.lambda_foreground
+            loss_g = loss_g + loss_fg_a + loss_fg_b
         self.update("G", loss_g)
 
         # Discriminators, on fakes drawn through the history pools.
@@ -321,6 +340,8 @@ class CycleGAN(GANModel):
         losses = {"G_AB": loss_g_ab, "G_BA": loss_g_ba, "cycle_A": loss_cycle_a,
                   "cycle_B": loss_cycle_b, "idt_A": loss_idt_a, "idt_B": loss_idt_b,
                   "G": loss_g, "D_A": loss_d_a, "D_B": loss_d_b}
+        if foreground:
+            losses.update(fg_A=loss_fg_a, fg_B=loss_fg_b)
         return self.as_floats(losses)
 
     @staticmethod

@@ -10,6 +10,11 @@ every ``checkpoint_every`` steps, a JSON-lines loss log and a sample grid every
 file per model: what ``generate-camstyle`` reads), the logs and the grids; the full training
 checkpoints are deleted when a model is done unless ``keep_checkpoints``.
 
+Identity-preserving options (CycleGAN): ``residual`` (generators that start as the identity map) and
+PTGAN's foreground loss (Wei et al., CVPR 2018), ``lambda_foreground`` on the person mask of each real
+image — PG2's body mask of its keypoints, so ``inputs.keypoints: extract-pose.keypoints`` (no
+segmentation network); the mask follows the random crop and flip of its image.
+
 Budget: the paper trains each CycleGAN for 50 epochs at 256 x 128 on a GPU; on a 2-core CPU,
 use 128 x 64, ``ngf: 32`` and a few thousand iterations (see BENCHMARKS.md).
 """
@@ -47,6 +52,11 @@ class TrainCamStyleParams(GPUTrainParams):
     residual: bool = Field(False, description=(
         "cyclegan only: each generator predicts a change of its input and starts as the identity map, "
         "so a fake keeps the person unless the losses ask otherwise"))
+    lambda_foreground: float = Field(0.0, ge=0, le=1e6, description=(
+        "cyclegan only: PTGAN's foreground loss, lambda * mean(((G(x) - x) * M)^2) on the person mask M of "
+        "each real image (PG2's body mask of the keypoints bound as inputs.keypoints); 0: off"))
+    foreground_score_threshold: float = Field(0.3, ge=0, le=1, description=(
+        "a keypoint above it counts for the person mask (others are missing)"))
     pool_size: int = Field(50, ge=0)
     iterations: int = Field(20000, ge=1, le=100_000_000, description="training steps per model")
     train_batch: int = Field(1, ge=1, le=256, description="images per domain per step (CycleGAN: 1)")
@@ -77,6 +87,9 @@ class TrainCamStyleParams(GPUTrainParams):
                              f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. "
                              f"Fix: leave d_layers unset (the deepest that fits: "
                              f"{stargan_d_layers(self.image_height, self.image_width)})")
+        if self.lambda_foreground > 0 and self.model != "cyclegan":
+            raise ValueError("lambda_foreground is a CycleGAN option (PTGAN's loss on G(x) - x). Fix: model: "
+                             "cyclegan, or lambda_foreground: 0")
         if self.residual and self.model != "cyclegan":
             raise ValueError("residual: true is a CycleGAN option (its generators map an image onto itself); "
                              "StarGAN's generator takes the target camera as extra input channels. Fix: model: "
@@ -114,15 +127,28 @@ def _train_cameras(ctx: StageContext) -> list[int]:
 
 
 def plan(ctx: StageContext) -> int:
+    from reidaug.errors import ConfigError
     from reidaug.gen.common import pick_device
 
-    pick_device(ctx.params.device, "params.device")  # no CUDA: say so before any work
+    p: TrainCamStyleParams = ctx.params
+    pick_device(p.device, "params.device")  # no CUDA: say so before any work
+    bound = ctx.inputs.get("keypoints") is not None
+    if p.lambda_foreground > 0 and not bound:
+        raise ConfigError(
+            f"params.lambda_foreground: {p.lambda_foreground} needs the person mask of every train image, "
+            "made from its keypoints, and inputs.keypoints is not bound. Fix: add an extract-pose stage on the same "
+            "ingest and bind `inputs: {keypoints: extract-pose.keypoints}`, or set lambda_foreground: 0.")
+    if bound and p.lambda_foreground == 0:
+        raise ConfigError(
+            "inputs.keypoints is bound, but only the foreground loss reads it and params.lambda_foreground is 0. "
+            "Fix: set lambda_foreground (e.g. 1.0), or remove the keypoints input.")
     return len(_jobs(ctx))
 
 
 def _hp(p: TrainCamStyleParams) -> dict[str, Any]:
     return {k: getattr(p, k) for k in ("image_height", "image_width", "ngf", "ndf", "n_blocks", "d_layers",
-                                       "lambda_cycle", "lambda_identity", "lr", "pool_size", "residual")}
+                                       "lambda_cycle", "lambda_identity", "lr", "pool_size", "residual",
+                                       "lambda_foreground")}
 
 
 def _settings(p: TrainCamStyleParams):
@@ -140,16 +166,22 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     p: TrainCamStyleParams = ctx.params
     job = _jobs(ctx)[index]
     device = pick_device(p.device, "params.device")
+    poses = ctx.inputs.get("keypoints")
     images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
-                                  load_size(p.image_height, p.image_width, p.jitter))
+                                  load_size(p.image_height, p.image_width, p.jitter),
+                                  keypoint_chunks=poses.iter_chunks() if poses is not None else None,
+                                  score_threshold=p.foreground_score_threshold)
     run_dir = ctx.work_dir / TRAIN_DIR / job.name
     out = train_model(job, images, _hp(p), _settings(p), run_dir, ctx.work_dir / MODELS_DIR / f"{job.name}.pt",
                       device, amp=p.amp)
     finish_run(run_dir, p.keep_checkpoints)
     ctx.record(index, {"seconds": out.seconds, "images_per_s": out.images_per_s, "device": str(device),
                        "resumed_from": out.resumed_from})
+    no_mask = [int((images[c][..., 3] == 0).all(axis=(1, 2)).sum()) if images[c].shape[3] > 3 else 0
+               for c in job.cameras]  # images whose keypoints gave no person mask (no foreground loss on them)
     ctx.write_chunk(index, {
         "cameras": list(job.cameras), "steps": out.steps, "num_images": [int(len(images[c])) for c in job.cameras],
+        **({"num_without_mask": no_mask} if p.lambda_foreground > 0 else {}),
     }, attrs={"model": job.name, "checksum": out.checksum, "last_losses": out.last_losses})
 
 
@@ -167,6 +199,11 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
                           if k in ("G", "D_A", "D_B", "D", "cycle_A", "G_rec"))
         report.append(f"{attrs['model']}: {int(arrays['steps'])} steps{_timing(stats, 'img/s', 'images_per_s')}; "
                       f"last losses: {shown}")
+        if p.lambda_foreground > 0:
+            fg = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items()) if k.startswith("fg_"))
+            missing = [int(n) for n in arrays["num_without_mask"]]
+            report.append(f"  foreground loss: {fg}; images without a person mask (no confident keypoint, "
+                          f"so no foreground loss): {sum(missing)} of {sum(int(n) for n in arrays['num_images'])}")
     report.append(f"generators: {MODELS_DIR}/ in this entry; sample grids and loss logs: {TRAIN_DIR}/<model>/")
     return {"model": p.model, "models": models, "report": report}
 
@@ -187,7 +224,10 @@ SPEC = StageSpec(
     name="train-camstyle", version=2,
     description="CamStyle: a CycleGAN per camera pair (or one StarGAN) on the train split, resumable",
     params=TrainCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset"},
+    inputs={"dataset": "ingest.dataset", "keypoints": ""},
+    optional_inputs=frozenset({"keypoints"}),
+    unkeyed_if_unbound=frozenset({"keypoints"}),
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
-    unkeyed_at_default=frozenset({"residual"}),  # added in wave 2: the keys of earlier pipelines stay
+    # added in wave 2: the keys of earlier pipelines stay
+    unkeyed_at_default=frozenset({"residual", "lambda_foreground", "foreground_score_threshold"}),
 )

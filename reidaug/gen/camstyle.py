@@ -73,19 +73,33 @@ def load_size(height: int, width: int, jitter: float) -> tuple[int, int]:
 
 
 def collect_train_images(chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]], cameras: Sequence[int] | None,
-                         size_hw: tuple[int, int], split: str = "train") -> dict[int, np.ndarray]:
+                         size_hw: tuple[int, int], split: str = "train",
+                         keypoint_chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]] | None = None,
+                         score_threshold: float = 0.3) -> dict[int, np.ndarray]:
     """Decode the ``split`` images of an ingest output, resized to ``size_hw``, by camera.
 
     Returns ``{camid: (N_c, H, W, 3) uint8}`` in ingest order, for the cameras asked for (all
-    cameras of the split when ``cameras`` is None).
+    cameras of the split when ``cameras`` is None). With ``keypoint_chunks`` (extract-pose's output
+    of the same ingest, one chunk per chunk) each image gets a 4th channel: its person mask (PG2's
+    :func:`~reidaug.pose.representations.body_mask` of the keypoints above ``score_threshold``,
+    255 on the body; all 0 where no keypoint is confident), ``(N_c, H, W, 4)``.
     """
     import cv2
 
     from reidaug.data.images import decode_stored
+    from reidaug.pose.representations import body_mask
 
     h, w = size_hw
     by_cam: dict[int, list[np.ndarray]] = {}
-    for arrays, _ in chunks:
+    kp_iter = iter(keypoint_chunks) if keypoint_chunks is not None else None
+    for c, (arrays, _) in enumerate(chunks):
+        kps = None
+        if kp_iter is not None:
+            kp_arrays, _ = next(kp_iter, (None, None))
+            if kp_arrays is None or list(kp_arrays["path"]) != list(arrays.get("path", [])):
+                raise DataError(f"keypoints chunk {c} does not list the images of dataset chunk {c}; "
+                                "extract-pose must read the same ingest output as train-camstyle (check its inputs)")
+            kps = kp_arrays["keypoints"]
         if "image" not in arrays:
             continue
         for i, s in enumerate(arrays["split"]):
@@ -93,7 +107,11 @@ def collect_train_images(chunks: Iterable[tuple[dict[str, Any], dict[str, Any]]]
             if s != split or (cameras is not None and cam not in cameras):
                 continue
             rgb = decode_stored(arrays["image"][i])
-            by_cam.setdefault(cam, []).append(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR))
+            img = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+            if kps is not None:
+                mask = np.asarray(body_mask(kps[i], (h, w), rgb.shape[:2], threshold=score_threshold))
+                img = np.concatenate([img, (mask * 255).astype(np.uint8)[..., None]], axis=2)
+            by_cam.setdefault(cam, []).append(img)
     return {c: np.stack(v) for c, v in sorted(by_cam.items())}
 
 
@@ -112,7 +130,8 @@ def build_model(job: ModelJob, hp: Mapping[str, Any], settings: TrainSettings):
         return CycleGAN(CycleGANConfig(
             ngf=hp["ngf"], ndf=hp["ndf"], n_blocks=hp["n_blocks"], n_layers_d=hp["d_layers"] or 3,
             lambda_cycle=hp["lambda_cycle"], lambda_identity=hp["lambda_identity"], lr=hp["lr"],
-            pool_size=hp["pool_size"], residual=hp.get("residual", False), **common))
+            pool_size=hp["pool_size"], residual=hp.get("residual", False),
+            lambda_foreground=hp.get("lambda_foreground", 0.0), **common))
     return StarGAN(StarGANConfig(
         num_domains=len(job.cameras), g_conv_dim=hp["ngf"], d_conv_dim=hp["ndf"], g_repeat_num=hp["n_blocks"],
         d_repeat_num=hp["d_layers"] or stargan_d_layers(hp["image_height"], hp["image_width"]),
@@ -135,7 +154,7 @@ class _Sampler:
 
     def _crop(self, rng: np.random.Generator, batch: np.ndarray) -> np.ndarray:
         h, w = self.size
-        out = np.empty((len(batch), h, w, 3), np.uint8)
+        out = np.empty((len(batch), h, w, batch.shape[3]), np.uint8)  # RGB, or RGB + person mask
         for i, img in enumerate(batch):
             y = int(rng.integers(0, img.shape[0] - h + 1))
             x = int(rng.integers(0, img.shape[1] - w + 1))
@@ -202,7 +221,7 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
     sampler = _Sampler(images, size, settings)
     # spread over each camera's images (ordered by identity): one person per row, not one person's shots
     fixed = {c: _center(images[c][np.unique(np.linspace(0, len(images[c]) - 1, settings.num_samples).astype(int))],
-                        size)
+                        size)[..., :3]
              for c in job.cameras}
     per_unit = settings.iterations / SCHEDULE_UNITS
 
@@ -216,10 +235,17 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
     def batch_for(t: int):
         return sampler.pair(t, *job.cameras) if job.model == "cyclegan" else sampler.multi(t, job.cameras)
 
+    def masks(arr: np.ndarray) -> torch.Tensor | None:  # (B, 1, H, W) in [0, 1] from the 4th channel
+        if arr.shape[3] < 4:
+            return None
+        return torch.from_numpy(np.ascontiguousarray(arr[..., 3])).to(device)[:, None].float() / 255.0
+
     def train_step(batch) -> dict[str, float]:
         with autocast(device, amp):
             if job.model == "cyclegan":
-                return model.training_step(to_dev(batch[0]), to_dev(batch[1]))
+                a, b = batch
+                rgb_a, rgb_b = np.ascontiguousarray(a[..., :3]), np.ascontiguousarray(b[..., :3])
+                return model.training_step(to_dev(rgb_a), to_dev(rgb_b), mask_a=masks(a), mask_b=masks(b))
             return model.training_step(to_dev(batch[0]), torch.from_numpy(batch[1]).to(device))
 
     out = train_loop(model, iterations=settings.iterations, batch_for=batch_for, train_step=train_step,

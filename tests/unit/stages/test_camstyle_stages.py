@@ -375,3 +375,37 @@ def test_a_worker_that_would_compute_otherwise_than_the_key_says_refuses(tmp_pat
     monkeypatch.setattr(stage, "cuda_present", lambda: True)  # the worker sees a GPU
     with pytest.raises(StageError, match=r"made for cpu-fp32 arithmetic, but this worker would compute in cuda-bf16"):
         run_pipeline(graph, tmp_path / "ws", options=RunOptions(workers=1))
+
+
+def test_foreground_loss_reads_the_pose_stage_masks_and_says_what_it_needs(tmp_path):
+    """PTGAN's foreground loss in the stage: masks from extract-pose's keypoints of the same ingest
+    (BlazePose on the synthetic people), the losses and the images without a mask in the report;
+    without keypoints, with keypoints but no loss, or with StarGAN: a located error and the fix."""
+    pytest.importorskip("mediapipe", reason="pose backends not installed: run scripts/install_pose.sh .venv/bin/python")
+    pose = "  extract-pose: {params: {backend: mediapipe, upscale_height: 256, batch_size: 8}}\n"
+    text = HEAD.replace("ITER", "6").replace("log_every: 5}", "log_every: 3, lambda_foreground: 5.0}")
+    path = tmp_path / "fg.yaml"
+    path.write_text(textwrap.dedent(text) + "    inputs: {keypoints: extract-pose.keypoints}\n" + pose)
+    entries = run(path, tmp_path / "ws")
+    meta = json.loads((entries["train-camstyle"] / "meta.json").read_text())["summary"]
+    fg = [line for line in meta["report"] if "foreground loss" in line]
+    assert len(fg) == 3 and all(re.search(r"fg_A [0-9.]+, fg_B [0-9.]+; images without a person mask", x) for x in fg)
+    parts = [read_h5_chunk(p)[0] for p in sorted((entries["train-camstyle"] / "chunks").glob("*.h5"))]
+    missing = np.array([c["num_without_mask"] for c in parts])
+    assert (missing <= np.array([c["num_images"] for c in parts])).all() and (missing < 12).all()
+    logs = sorted((entries["train-camstyle"] / "train").glob("*/losses.jsonl"))
+    rows = [json.loads(x) for f in logs for x in f.read_text().splitlines()]
+    assert len(logs) == 3 and rows and all("fg_A" in row for row in rows if "G" in row)
+
+    no_kp = tmp_path / "nokp.yaml"
+    no_kp.write_text(textwrap.dedent(text))
+    with pytest.raises(ConfigError, match=r"lambda_foreground: 5.0 needs the person mask.*inputs.keypoints"):
+        run(no_kp, tmp_path / "ws2")
+    unused = tmp_path / "unused.yaml"
+    unused.write_text(path.read_text().replace("lambda_foreground: 5.0", "lambda_foreground: 0"))
+    with pytest.raises(ConfigError, match=r"inputs.keypoints is bound.*lambda_foreground is 0"):
+        run(unused, tmp_path / "ws3")
+    spec = STAGES["train-camstyle"]
+    assert not {"lambda_foreground", "foreground_score_threshold"} & set(spec.semantic_params(spec.params()))
+    with pytest.raises(Exception, match="lambda_foreground is a CycleGAN option"):
+        spec.params(model="stargan", lambda_foreground=1.0)
