@@ -25,6 +25,10 @@ a fake keeps its person unless the adversarial loss pays for the change. And PTG
 loss (Wei et al., CVPR 2018) for the same purpose (``lambda_foreground > 0``): the person mask M of
 each real image (1 on the body) and ``lambda_foreground * mean(((G(x) - x) * M)^2)`` in both
 directions, so a translation may restyle the background but pays for every change on the person.
+And a feature-similarity loss (``lambda_feature > 0``): a frozen re-ID feature extractor
+(:attr:`CycleGAN.feature_net`, set by the caller: a model trained on the real train images only,
+never the judge) and ``lambda_feature * mean(1 - cos(f(G(x)), f(x)))`` in both directions, so a fake
+keeps what the re-ID model sees of its person.
 
 Naming: ``G_AB`` maps domain A (camera a) to B, ``G_BA`` back; ``D_A`` tells real A images from
 ``G_BA`` outputs, ``D_B`` real B from ``G_AB`` outputs (the reference's ``netD_B`` / ``netD_A``).
@@ -209,6 +213,7 @@ class CycleGANConfig(GANConfig):
     lr: float = 2e-4
     residual: bool = False  # generators predict a change of the input and start as the identity map
     lambda_foreground: float = 0.0  # PTGAN's foreground loss on the person mask (0: off, as the reference)
+    lambda_feature: float = 0.0  # 1 - cosine of a frozen re-ID model's features of G(x) and x (0: off)
     pool_size: int = 50
     n_epochs: int = 100  # epochs at the initial lr
     n_epochs_decay: int = 100  # epochs of linear decay to ~0
@@ -221,7 +226,7 @@ class CycleGANConfig(GANConfig):
             raise unknown_name("padding", self.padding, PADDINGS)
         self.check_at_least(1, "ngf", "ndf", "n_layers_d", "image_height", "image_width")
         self.check_at_least(0, "n_blocks", "pool_size", "n_epochs", "n_epochs_decay",
-                            "lambda_cycle", "lambda_identity", "lr", "lambda_foreground")
+                            "lambda_cycle", "lambda_identity", "lr", "lambda_foreground", "lambda_feature")
         if self.image_height % 4 or self.image_width % 4:
             raise ConfigError(f"CycleGANConfig image size must be multiples of 4, found "
                               f"{self.image_height} x {self.image_width}. Fix: e.g. 256 x 128.")
@@ -247,6 +252,9 @@ class CycleGAN(GANModel):
     title = "CycleGAN"
     config_class = CycleGANConfig
     G_AB, G_BA, D_A, D_B = net(), net(), net(), net()
+    #: frozen re-ID features ``(B, 3, H, W)`` in [-1, 1] -> ``(B, D)`` for ``lambda_feature``; set by the
+    #: caller, never trained or saved here
+    feature_net: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, config: CycleGANConfig | None = None) -> None:
         super().__init__(config)
@@ -289,7 +297,8 @@ class CycleGAN(GANModel):
         (``lambda_cycle * |G_BA(G_AB(a)) - a|_1`` and the reverse), ``idt_A``/``idt_B``
         (``lambda_identity * lambda_cycle * |G_BA(a) - a|_1`` and ``|G_AB(b) - b|_1``), ``G``
         (their sum), ``D_A``/``D_B`` (``(real + fake) / 2``); with the foreground loss also ``fg_A``
-        / ``fg_B`` (``lambda_foreground * mean(((G_AB(a) - a) * M_a)^2)`` and the reverse).
+        / ``fg_B`` (``lambda_foreground * mean(((G_AB(a) - a) * M_a)^2)`` and the reverse); with the
+        feature loss ``feat_A`` / ``feat_B`` (``lambda_feature * mean(1 - cos(f(G_AB(a)), f(a)))`` and the reverse).
         """
         cfg = self.config
         check_images(real_a, "CycleGAN.training_step(real_a)", size=cfg.size)
@@ -302,6 +311,9 @@ class CycleGAN(GANModel):
                         f"CycleGAN.training_step: lambda_foreground={cfg.lambda_foreground} needs {name} "
                         f"({x.shape[0]}, 1, {x.shape[2]}, {x.shape[3]}), the person mask of each image; found "
                         f"{None if m is None else tuple(m.shape)}. Fix: pass the masks, or lambda_foreground=0.")
+        if cfg.lambda_feature > 0 and self.feature_net is None:
+            raise ConfigError(f"CycleGAN.training_step: lambda_feature={cfg.lambda_feature} needs feature_net, a "
+                              "frozen re-ID feature extractor. Fix: set model.feature_net, or lambda_feature=0.")
         self.train()
         l1 = nn.functional.l1_loss
 
@@ -327,6 +339,14 @@ class CycleGAN(GANModel):
             loss_fg_a = (((fake_b - real_a) * mask_a) ** 2).mean() * cfg.lambda_foreground
             loss_fg_b = (((fake_a - real_b) * mask_b) ** 2).mean() * cfg.lambda_foreground
             loss_g = loss_g + loss_fg_a + loss_fg_b
+        if cfg.lambda_feature > 0:  # the re-ID model's view of the person kept
+            f = self.feature_net
+            with torch.no_grad():
+                f_a, f_b = f(real_a), f(real_b)  # (B, D), (B', D)
+            cos = nn.functional.cosine_similarity
+            loss_feat_a = (1 - cos(f(fake_b), f_a, dim=1)).mean() * cfg.lambda_feature
+            loss_feat_b = (1 - cos(f(fake_a), f_b, dim=1)).mean() * cfg.lambda_feature
+            loss_g = loss_g + loss_feat_a + loss_feat_b
         self.update("G", loss_g)
 
         # Discriminators, on fakes drawn through the history pools.
@@ -342,6 +362,8 @@ class CycleGAN(GANModel):
                   "G": loss_g, "D_A": loss_d_a, "D_B": loss_d_b}
         if foreground:
             losses.update(fg_A=loss_fg_a, fg_B=loss_fg_b)
+        if cfg.lambda_feature > 0:
+            losses.update(feat_A=loss_feat_a, feat_B=loss_feat_b)
         return self.as_floats(losses)
 
     @staticmethod

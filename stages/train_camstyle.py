@@ -13,7 +13,9 @@ checkpoints are deleted when a model is done unless ``keep_checkpoints``.
 Identity-preserving options (CycleGAN): ``residual`` (generators that start as the identity map) and
 PTGAN's foreground loss (Wei et al., CVPR 2018), ``lambda_foreground`` on the person mask of each real
 image — PG2's body mask of its keypoints, so ``inputs.keypoints: extract-pose.keypoints`` (no
-segmentation network); the mask follows the random crop and flip of its image.
+segmentation network); the mask follows the random crop and flip of its image. And a
+feature-similarity loss, ``lambda_feature``, against a frozen re-ID model of the real train images
+(``inputs.reid_model: <train-reid>.model``; never the judge).
 
 Budget: the paper trains each CycleGAN for 50 epochs at 256 x 128 on a GPU; on a 2-core CPU,
 use 128 x 64, ``ngf: 32`` and a few thousand iterations (see BENCHMARKS.md).
@@ -55,6 +57,9 @@ class TrainCamStyleParams(GPUTrainParams):
     lambda_foreground: float = Field(0.0, ge=0, le=1e6, description=(
         "cyclegan only: PTGAN's foreground loss, lambda * mean(((G(x) - x) * M)^2) on the person mask M of "
         "each real image (PG2's body mask of the keypoints bound as inputs.keypoints); 0: off"))
+    lambda_feature: float = Field(0.0, ge=0, le=1e6, description=(
+        "cyclegan only: feature-similarity loss, lambda * mean(1 - cos(f(G(x)), f(x))) with f the frozen re-ID "
+        "model bound as inputs.reid_model (a train-reid on the real train images; never the judge); 0: off"))
     foreground_score_threshold: float = Field(0.3, ge=0, le=1, description=(
         "a keypoint above it counts for the person mask (others are missing)"))
     pool_size: int = Field(50, ge=0)
@@ -87,6 +92,9 @@ class TrainCamStyleParams(GPUTrainParams):
                              f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. "
                              f"Fix: leave d_layers unset (the deepest that fits: "
                              f"{stargan_d_layers(self.image_height, self.image_width)})")
+        if self.lambda_feature > 0 and self.model != "cyclegan":
+            raise ValueError("lambda_feature is a CycleGAN option (a loss on G(x) against x). Fix: model: "
+                             "cyclegan, or lambda_feature: 0")
         if self.lambda_foreground > 0 and self.model != "cyclegan":
             raise ValueError("lambda_foreground is a CycleGAN option (PTGAN's loss on G(x) - x). Fix: model: "
                              "cyclegan, or lambda_foreground: 0")
@@ -142,13 +150,23 @@ def plan(ctx: StageContext) -> int:
         raise ConfigError(
             "inputs.keypoints is bound, but only the foreground loss reads it and params.lambda_foreground is 0. "
             "Fix: set lambda_foreground (e.g. 1.0), or remove the keypoints input.")
+    bound = ctx.inputs.get("reid_model") is not None
+    if p.lambda_feature > 0 and not bound:
+        raise ConfigError(
+            f"params.lambda_feature: {p.lambda_feature} needs a frozen re-ID model, and inputs.reid_model is not "
+            "bound. Fix: bind `inputs: {reid_model: <a train-reid stage on the real images>.model}` (the same "
+            "ingest's train split; never the judge), or set lambda_feature: 0.")
+    if bound and p.lambda_feature == 0:
+        raise ConfigError(
+            "inputs.reid_model is bound, but only the feature-similarity loss reads it and params.lambda_feature "
+            "is 0. Fix: set lambda_feature (e.g. 1.0), or remove the reid_model input.")
     return len(_jobs(ctx))
 
 
 def _hp(p: TrainCamStyleParams) -> dict[str, Any]:
     return {k: getattr(p, k) for k in ("image_height", "image_width", "ngf", "ndf", "n_blocks", "d_layers",
                                        "lambda_cycle", "lambda_identity", "lr", "pool_size", "residual",
-                                       "lambda_foreground")}
+                                       "lambda_foreground", "lambda_feature")}
 
 
 def _settings(p: TrainCamStyleParams):
@@ -159,7 +177,7 @@ def _settings(p: TrainCamStyleParams):
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
-    from reidaug.gen.camstyle import collect_train_images, load_size, train_model
+    from reidaug.gen.camstyle import collect_train_images, load_size, reid_feature_net, train_model
     from reidaug.gen.common import pick_device
     from reidaug.gen.loop import finish_run
 
@@ -171,9 +189,21 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                                   load_size(p.image_height, p.image_width, p.jitter),
                                   keypoint_chunks=poses.iter_chunks() if poses is not None else None,
                                   score_threshold=p.foreground_score_threshold)
+    feature_net = None
+    if p.lambda_feature > 0:
+        from reidaug.data.datasets import train_label_map
+        from reidaug.errors import DataError
+
+        path = ctx.input("reid_model").path
+        feature_net = reid_feature_net(path, device)
+        n_ids = len(train_label_map(ctx.input("dataset").iter_chunks()))
+        if feature_net.num_classes != n_ids:
+            raise DataError(f"the re-ID model of inputs.reid_model ({path}) was trained on {feature_net.num_classes} "
+                            f"identities, but this dataset's train split has {n_ids}. Fix: bind a train-reid of "
+                            "the same ingest (export-hdf5 with sets: [real]), so the loss uses a model of this data")
     run_dir = ctx.work_dir / TRAIN_DIR / job.name
     out = train_model(job, images, _hp(p), _settings(p), run_dir, ctx.work_dir / MODELS_DIR / f"{job.name}.pt",
-                      device, amp=p.amp)
+                      device, amp=p.amp, feature_net=feature_net)
     finish_run(run_dir, p.keep_checkpoints)
     ctx.record(index, {"seconds": out.seconds, "images_per_s": out.images_per_s, "device": str(device),
                        "resumed_from": out.resumed_from})
@@ -204,6 +234,9 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
             missing = [int(n) for n in arrays["num_without_mask"]]
             report.append(f"  foreground loss: {fg}; images without a person mask (no confident keypoint, "
                           f"so no foreground loss): {sum(missing)} of {sum(int(n) for n in arrays['num_images'])}")
+        if p.lambda_feature > 0:
+            report.append("  feature loss: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items())
+                                                       if k.startswith("feat_")))
     report.append(f"generators: {MODELS_DIR}/ in this entry; sample grids and loss logs: {TRAIN_DIR}/<model>/")
     return {"model": p.model, "models": models, "report": report}
 
@@ -224,10 +257,10 @@ SPEC = StageSpec(
     name="train-camstyle", version=2,
     description="CamStyle: a CycleGAN per camera pair (or one StarGAN) on the train split, resumable",
     params=TrainCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "keypoints": ""},
-    optional_inputs=frozenset({"keypoints"}),
-    unkeyed_if_unbound=frozenset({"keypoints"}),
+    inputs={"dataset": "ingest.dataset", "keypoints": "", "reid_model": ""},
+    optional_inputs=frozenset({"keypoints", "reid_model"}),
+    unkeyed_if_unbound=frozenset({"keypoints", "reid_model"}),
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
     # added in wave 2: the keys of earlier pipelines stay
-    unkeyed_at_default=frozenset({"residual", "lambda_foreground", "foreground_score_threshold"}),
+    unkeyed_at_default=frozenset({"residual", "lambda_foreground", "lambda_feature", "foreground_score_threshold"}),
 )

@@ -131,7 +131,8 @@ def build_model(job: ModelJob, hp: Mapping[str, Any], settings: TrainSettings):
             ngf=hp["ngf"], ndf=hp["ndf"], n_blocks=hp["n_blocks"], n_layers_d=hp["d_layers"] or 3,
             lambda_cycle=hp["lambda_cycle"], lambda_identity=hp["lambda_identity"], lr=hp["lr"],
             pool_size=hp["pool_size"], residual=hp.get("residual", False),
-            lambda_foreground=hp.get("lambda_foreground", 0.0), **common))
+            lambda_foreground=hp.get("lambda_foreground", 0.0), lambda_feature=hp.get("lambda_feature", 0.0),
+            **common))
     return StarGAN(StarGANConfig(
         num_domains=len(job.cameras), g_conv_dim=hp["ngf"], d_conv_dim=hp["ndf"], g_repeat_num=hp["n_blocks"],
         d_repeat_num=hp["d_layers"] or stargan_d_layers(hp["image_height"], hp["image_width"]),
@@ -199,15 +200,47 @@ class TrainOutcome:
     checksum: str
 
 
+def reid_feature_net(model_path: Path | str, device: "torch.device"):  # noqa: F821
+    """A frozen re-ID model (``reidaug train``'s model.pt or run folder) as a feature extractor for
+    CycleGAN's ``lambda_feature``: images ``(B, 3, H, W)`` in [-1, 1] -> its test feature ``(B, D)``
+    (eval mode: BN running statistics, the BN-neck feature where it has one), resized to the size it
+    was trained at and ImageNet-normalised as the trainer feeds it. Gradients reach the images, not
+    its weights."""
+    import torch
+
+    from reidaug.data.torchdata import IMAGENET_MEAN, IMAGENET_STD
+    from reidaug.train.model import load_model
+
+    path = Path(model_path)
+    reid = load_model(path).to(device).eval()
+    for q in reid.parameters():
+        q.requires_grad_(False)
+    cfg = load_torch(path / "model.pt" if path.is_dir() else path, "reidaug model file",
+                     weights_only=True).get("train_config", {})
+    size = (int(cfg["height"]), int(cfg["width"])) if "height" in cfg and "width" in cfg else None
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        if size is not None and tuple(x.shape[2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return reid(((x + 1) / 2 - mean) / std)
+
+    features.num_classes = reid.config.num_classes  # type: ignore[attr-defined]
+    return features
+
+
 def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str, Any], settings: TrainSettings,
                 run_dir: Path, generator_file: Path, device: "torch.device", amp: bool = False,  # noqa: F821
-                should_stop: Callable[[int], bool] | None = None) -> TrainOutcome:
+                should_stop: Callable[[int], bool] | None = None,
+                feature_net: Callable[[Any], Any] | None = None) -> TrainOutcome:
     """Train ``job`` for ``settings.iterations`` steps in ``run_dir`` (resuming from its
     checkpoint; :func:`reidaug.gen.loop.train_loop`), then write the generator weights to
     ``generator_file`` atomically.
 
     ``images`` holds each camera's train images at the load size (``jitter`` x the model size).
     ``should_stop(step)`` (tests) stops right after the checkpoint of that step, as a kill would.
+    ``feature_net`` (:func:`reid_feature_net`): the frozen re-ID model of ``lambda_feature``.
     """
     import torch
 
@@ -218,6 +251,8 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
                             f"{list(job.cameras)} cannot be trained. Fix: list only cameras with train images "
                             f"(found: {sorted(images)}) in `cameras`.")
     model = build_model(job, hp, settings)
+    if feature_net is not None:
+        model.feature_net = feature_net
     sampler = _Sampler(images, size, settings)
     # spread over each camera's images (ordered by identity): one person per row, not one person's shots
     fixed = {c: _center(images[c][np.unique(np.linspace(0, len(images[c]) - 1, settings.num_samples).astype(int))],

@@ -177,6 +177,38 @@ def test_foreground_loss_pays_for_changes_on_the_person_only() -> None:
     assert changes[50.0][1] > 1.5 * changes[50.0][0]  # the background still free to change
 
 
+def test_feature_loss_compares_a_frozen_models_view_of_fake_and_real() -> None:
+    """lambda * mean(1 - cos(f(G(x)), f(x))) both ways with a frozen f: the value at the first step,
+    the refusal without f, f's weights untouched by training, and the features kept: after the same
+    steps, f sees the fakes closer to their origins than without the loss."""
+    a, b = tinted(4, 0, seed=1), tinted(4, 2, seed=2)
+    torch.manual_seed(0)
+    f_net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    for q in f_net.parameters():
+        q.requires_grad_(False)
+    before = [q.clone() for q in f_net.parameters()]
+    cos = nn.functional.cosine_similarity
+    model = CycleGAN(tiny_config(lambda_feature=3.0))
+    with pytest.raises(ConfigError, match="lambda_feature=3.0 needs feature_net"):
+        model.training_step(a, b)
+    model.feature_net = f_net
+    with torch.no_grad():
+        expected = 3.0 * (1 - cos(f_net(model.G_AB(a)), f_net(a), dim=1)).mean().item()
+    first = model.training_step(a, b)
+    assert first["feat_A"] == pytest.approx(expected, rel=1e-5) and first["feat_B"] > 0
+    kept = {}
+    for lam in (0.0, 200.0):
+        m = CycleGAN(tiny_config(lambda_feature=lam))
+        m.feature_net = f_net
+        for _ in range(12):
+            m.training_step(a, b)
+        with torch.no_grad():
+            kept[lam] = cos(f_net(m.G_AB(a)), f_net(a), dim=1).mean().item()
+    assert kept[200.0] > kept[0.0] and 1 - kept[200.0] < 0.5 * (1 - kept[0.0])
+    assert all(torch.equal(x, y) for x, y in zip(before, f_net.parameters()))
+    assert "feature_net" not in str(model.state_dict().keys())  # never saved with the generators
+
+
 def test_load_refuses_a_different_config() -> None:
     state = CycleGAN(tiny_config()).state_dict()
     with pytest.raises(ConfigError, match="ngf"):

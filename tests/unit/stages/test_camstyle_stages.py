@@ -20,7 +20,7 @@ from reidaug.errors import ConfigError, DataError
 from reidaug.pipeline.config import load_pipeline
 from reidaug.pipeline.context import read_h5_chunk
 from reidaug.pipeline.graph import build_graph
-from reidaug.pipeline.runner import RunOptions, run_pipeline
+from reidaug.pipeline.runner import RunOptions, StageFailedError, run_pipeline
 from reidaug.stages import STAGES
 
 HEAD = """\
@@ -409,3 +409,53 @@ def test_foreground_loss_reads_the_pose_stage_masks_and_says_what_it_needs(tmp_p
     assert not {"lambda_foreground", "foreground_score_threshold"} & set(spec.semantic_params(spec.params()))
     with pytest.raises(Exception, match="lambda_foreground is a CycleGAN option"):
         spec.params(model="stargan", lambda_foreground=1.0)
+
+
+FEATURE_PIPE = """\
+    name: feat
+    stages:
+      demo-data: {params: {num_ids: 8, num_cams: 2, images_per_id_per_cam: 2, height: 64, width: 32}}
+      ingest:
+        params: {format: market1501, chunk_size: 16}
+        inputs: {source: demo-data.dataset}
+      export-real:
+        uses: export-hdf5
+        params: {sets: [real], encoding: raw, image_height: 64, image_width: 32}
+      real-only:
+        uses: train-reid
+        inputs: {data: export-real.hdf5}
+        params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 2, warmup_epochs: 1,
+                 train_batch_size: 8, log_every: 2, num_workers: 0, evaluate: false}
+      train-camstyle:
+        params: {image_height: 48, image_width: 24, ngf: 8, ndf: 8, n_blocks: 1, iterations: 4,
+                 checkpoint_every: 5, sample_every: 10, log_every: 2, lambda_feature: LAMBDA}
+        inputs: {reid_model: real-only.model}
+"""
+
+
+def test_feature_loss_uses_the_bound_real_only_model_and_says_what_it_needs(tmp_path):
+    """The feature-similarity loss in the stage: the bound train-reid model (trained on the real train
+    images of the same ingest) scores G(x) against x at its own input size; its losses in the report
+    and the log; errors for a missing or unused binding and for a model of another train split."""
+    entries = run(write(tmp_path, FEATURE_PIPE.replace("LAMBDA", "2.0")), tmp_path / "ws")
+    meta = json.loads((entries["train-camstyle"] / "meta.json").read_text())["summary"]
+    assert any(re.search(r"feature loss: feat_A [0-9.]+, feat_B [0-9.]+", x) for x in meta["report"])
+    rows = [json.loads(x) for x in next((entries["train-camstyle"] / "train").glob("*/losses.jsonl"))
+            .read_text().splitlines()]
+    assert rows and all(0 <= row["feat_A"] <= 4.0 for row in rows if "G" in row)  # 2 * (1 - cos) is in [0, 4]
+
+    with pytest.raises(ConfigError, match=r"inputs.reid_model is bound.*lambda_feature is 0"):
+        run(write(tmp_path, FEATURE_PIPE.replace("LAMBDA", "0"), "unused.yaml"), tmp_path / "ws2")
+    unbound = FEATURE_PIPE.replace("LAMBDA", "2.0").replace("        inputs: {reid_model: real-only.model}\n", "")
+    with pytest.raises(ConfigError, match=r"lambda_feature: 2.0 needs a frozen re-ID model.*never the judge"):
+        run(write(tmp_path, unbound, "unbound.yaml"), tmp_path / "ws3")
+    other = FEATURE_PIPE.replace("LAMBDA", "2.0").replace("reid_model: real-only.model", "reid_model: other.model") + (
+        "      demo-other: {uses: demo-data, params: {num_ids: 12, num_cams: 2, images_per_id_per_cam: 2, "
+        "height: 64, width: 32}}\n"
+        "      ingest-other: {uses: ingest, params: {format: market1501}, inputs: {source: demo-other.dataset}}\n"
+        "      export-other: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32}, "
+        "inputs: {dataset: ingest-other.dataset}}\n"
+        "      other: {uses: train-reid, inputs: {data: export-other.hdf5}, params: {backbone: tiny, pretrained: none, "
+        "height: 64, width: 32, epochs: 1, train_batch_size: 8, num_workers: 0, evaluate: false}}\n")
+    with pytest.raises(StageFailedError, match=r"trained on 6 identities, but this dataset's train split has 4"):
+        run(write(tmp_path, other, "other.yaml"), tmp_path / "ws4")
