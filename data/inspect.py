@@ -43,7 +43,7 @@ def summary(path: str | os.PathLike[str]) -> str:
         info = f.info
         size = (
             f"{info.image_size[0]}x{info.image_size[1]} (HxW)" if info.image_size else "native sizes"
-        )
+        ) + (", aspect kept (padded)" if info.image_resize == "pad" else "")
         enc = info.image_encoding + (
             f", {info.image_compression}" if info.image_encoding == "raw" else ""
         )

@@ -426,6 +426,7 @@ def export_poses(file, out_csv, split, threshold):
     import numpy as np
 
     from reidaug.data.h5format import open_h5
+    from reidaug.pose.keypoints import rescale_keypoints, unletterbox_keypoints
     from reidaug.pose.openpose import write_openpose_csv
 
     path = Path(file)
@@ -435,15 +436,16 @@ def export_poses(file, out_csv, split, threshold):
         m = f.meta(split)
         if m.keypoints is None:
             raise DataError(f"{path}: split {split!r} has no keypoints; export them with an extract-pose stage first")
-        stored_hw = f.info.image_size
+        stored_hw, padded = f.info.image_size, f.info.image_resize == "pad"
         mapping = {}
         for i in range(len(m)):
             if m.source_name(i) != "real":
                 continue
             kp = np.nan_to_num(m.keypoints[i]).copy()
             if stored_hw is not None:  # back to the original image's frame (the annotations' convention)
-                kp[:, 0] *= m.native_hw[i, 1] / stored_hw[1]
-                kp[:, 1] *= m.native_hw[i, 0] / stored_hw[0]
+                native = tuple(int(v) for v in m.native_hw[i])
+                kp = (unletterbox_keypoints(kp[None], [native], stored_hw)[0] if padded
+                      else rescale_keypoints(kp, stored_hw, native))  # the inverse of the writer's rule
             name = m.path[i].rsplit("/", 1)[-1]
             if name in mapping:
                 raise DataError(f"{path}: two {split} images are named {name}; the CSV format keys by file name")

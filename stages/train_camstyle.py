@@ -92,6 +92,9 @@ class TrainCamStyleParams(GPUTrainParams):
                              f"{self.image_height} x {self.image_width} must be divisible by {2 ** self.d_layers}. "
                              f"Fix: leave d_layers unset (the deepest that fits: "
                              f"{stargan_d_layers(self.image_height, self.image_width)})")
+        if self.lambda_foreground == 0 and self.foreground_score_threshold != 0.3:
+            raise ValueError("foreground_score_threshold only shapes the person masks of the foreground loss, and "
+                             "lambda_foreground is 0. Fix: set lambda_foreground, or leave the threshold out")
         if self.lambda_feature > 0 and self.model != "cyclegan":
             raise ValueError("lambda_feature is a CycleGAN option (a loss on G(x) against x). Fix: model: "
                              "cyclegan, or lambda_feature: 0")
@@ -184,13 +187,8 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     p: TrainCamStyleParams = ctx.params
     job = _jobs(ctx)[index]
     device = pick_device(p.device, "params.device")
-    poses = ctx.inputs.get("keypoints")
-    images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
-                                  load_size(p.image_height, p.image_width, p.jitter),
-                                  keypoint_chunks=poses.iter_chunks() if poses is not None else None,
-                                  score_threshold=p.foreground_score_threshold)
     feature_net = None
-    if p.lambda_feature > 0:
+    if p.lambda_feature > 0:  # before the images are collected: a wrong model fails fast
         from reidaug.data.datasets import train_label_map
         from reidaug.errors import DataError
 
@@ -198,9 +196,15 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         feature_net = reid_feature_net(path, device)
         n_ids = len(train_label_map(ctx.input("dataset").iter_chunks()))
         if feature_net.num_classes != n_ids:
-            raise DataError(f"the re-ID model of inputs.reid_model ({path}) was trained on {feature_net.num_classes} "
-                            f"identities, but this dataset's train split has {n_ids}. Fix: bind a train-reid of "
-                            "the same ingest (export-hdf5 with sets: [real]), so the loss uses a model of this data")
+            raise DataError(f"the re-ID model of inputs.reid_model ({path}) has {feature_net.num_classes} "
+                            f"identity classes, but this dataset's train split has {n_ids}: it was trained on "
+                            "another dataset or split. Fix: bind a train-reid on an export of this same ingest "
+                            "(export-hdf5 with sets: [real]: a model that never saw fakes)")
+    poses = ctx.inputs.get("keypoints")
+    images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
+                                  load_size(p.image_height, p.image_width, p.jitter),
+                                  keypoint_chunks=poses.iter_chunks() if poses is not None else None,
+                                  score_threshold=p.foreground_score_threshold)
     run_dir = ctx.work_dir / TRAIN_DIR / job.name
     out = train_model(job, images, _hp(p), _settings(p), run_dir, ctx.work_dir / MODELS_DIR / f"{job.name}.pt",
                       device, amp=p.amp, feature_net=feature_net)

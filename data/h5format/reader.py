@@ -17,6 +17,7 @@ from reidaug.data.h5format.schema import (
     FORMAT_VERSION,
     REQUIRED_DATASETS,
     RESERVED_ATTRS,
+    RESIZE_MODES,
     SOURCES,
     TRAIN_SPLIT,
     attr_str,
@@ -215,6 +216,10 @@ def _read_info(path: Path, h5: Any) -> FileInfo:
         if missing:
             raise DataError(f"{path}: split {s!r} lacks datasets {missing}; the file is incomplete.")
     size = tuple(int(x) for x in a.get("image_size", (0, 0)))
+    resize = attr_str(a.get("image_resize", "stretch"))
+    if resize not in RESIZE_MODES:
+        raise DataError(f"{path}: attribute image_resize is {resize!r}, expected one of {', '.join(RESIZE_MODES)}; "
+                        "the file was written by another reidaug or edited. Fix: re-export it (`reidaug run`).")
     return FileInfo(
         format_version=int(ver),
         created_by=attr_str(a.get("created_by", "")),
@@ -228,7 +233,7 @@ def _read_info(path: Path, h5: Any) -> FileInfo:
         target_storage=attr_str(a.get("target_storage", "sparse")),
         target_topk=int(a.get("target_topk", 0)),
         splits=splits,
-        image_resize=attr_str(a.get("image_resize", "stretch")),
+        image_resize=resize,
         extra={k: (attr_str(v) if isinstance(v, bytes) else v) for k, v in a.items() if k not in RESERVED_ATTRS},
     )
 

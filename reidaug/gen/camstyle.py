@@ -205,27 +205,26 @@ def reid_feature_net(model_path: Path | str, device: "torch.device"):  # noqa: F
     CycleGAN's ``lambda_feature``: images ``(B, 3, H, W)`` in [-1, 1] -> its test feature ``(B, D)``
     (eval mode: BN running statistics, the BN-neck feature where it has one), resized to the size it
     was trained at and ImageNet-normalised as the trainer feeds it. Gradients reach the images, not
-    its weights."""
+    its weights. The images are stretched to that size, as the CycleGAN's are: a model trained on an
+    aspect-preserving (``resize: pad``) export would see them in another geometry."""
     import torch
 
     from reidaug.data.torchdata import IMAGENET_MEAN, IMAGENET_STD
     from reidaug.train.model import load_model
 
-    path = Path(model_path)
-    reid = load_model(path).to(device).eval()
+    reid = load_model(model_path).to(device).eval()
     for q in reid.parameters():
         q.requires_grad_(False)
-    cfg = load_torch(path / "model.pt" if path.is_dir() else path, "reidaug model file",
-                     weights_only=True).get("train_config", {})
-    size = (int(cfg["height"]), int(cfg["width"])) if "height" in cfg and "width" in cfg else None
+    size = tuple(int(v) for v in reid.config.input_size)  # (H, W) it was trained at
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def features(x: torch.Tensor) -> torch.Tensor:
-        if size is not None and tuple(x.shape[2:]) != size:
+        if tuple(x.shape[2:]) != size:
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return reid(((x + 1) / 2 - mean) / std)
 
+    features.model = reid  # type: ignore[attr-defined]
     features.num_classes = reid.config.num_classes  # type: ignore[attr-defined]
     return features
 

@@ -409,6 +409,8 @@ def test_foreground_loss_reads_the_pose_stage_masks_and_says_what_it_needs(tmp_p
     assert not {"lambda_foreground", "foreground_score_threshold"} & set(spec.semantic_params(spec.params()))
     with pytest.raises(Exception, match="lambda_foreground is a CycleGAN option"):
         spec.params(model="stargan", lambda_foreground=1.0)
+    with pytest.raises(Exception, match="foreground_score_threshold only shapes.*lambda_foreground is 0"):
+        spec.params(foreground_score_threshold=0.5)
 
 
 FEATURE_PIPE = """\
@@ -443,6 +445,17 @@ def test_feature_loss_uses_the_bound_real_only_model_and_says_what_it_needs(tmp_
     rows = [json.loads(x) for x in next((entries["train-camstyle"] / "train").glob("*/losses.jsonl"))
             .read_text().splitlines()]
     assert rows and all(0 <= row["feat_A"] <= 4.0 for row in rows if "G" in row)  # 2 * (1 - cos) is in [0, 4]
+    # the frozen model as the stage loads it: eval mode, no weight takes a gradient, the images do
+    import torch
+
+    from reidaug.gen.camstyle import reid_feature_net
+
+    f = reid_feature_net(entries["real-only"] / "run", torch.device("cpu"))
+    x = (torch.rand(2, 3, 48, 24) * 2 - 1).requires_grad_(True)
+    f(x).sum().backward()
+    reid = f.model
+    assert not reid.training and all(q.grad is None and not q.requires_grad for q in reid.parameters())
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
     with pytest.raises(ConfigError, match=r"inputs.reid_model is bound.*lambda_feature is 0"):
         run(write(tmp_path, FEATURE_PIPE.replace("LAMBDA", "0"), "unused.yaml"), tmp_path / "ws2")
@@ -457,5 +470,5 @@ def test_feature_loss_uses_the_bound_real_only_model_and_says_what_it_needs(tmp_
         "inputs: {dataset: ingest-other.dataset}}\n"
         "      other: {uses: train-reid, inputs: {data: export-other.hdf5}, params: {backbone: tiny, pretrained: none, "
         "height: 64, width: 32, epochs: 1, train_batch_size: 8, num_workers: 0, evaluate: false}}\n")
-    with pytest.raises(StageFailedError, match=r"trained on 6 identities, but this dataset's train split has 4"):
+    with pytest.raises(StageFailedError, match=r"has 6 identity classes, but this dataset's train split has 4"):
         run(write(tmp_path, other, "other.yaml"), tmp_path / "ws4")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reidaug.data.h5format import open_h5, verify
-from reidaug.data.images import decode_image
+from reidaug.data.images import LETTERBOX_FILL, decode_image
 from reidaug.data.torchdata import ReidH5Dataset
 from reidaug.errors import ConfigError, GraphError
 from reidaug.pipeline.config import load_pipeline
@@ -101,7 +101,10 @@ def test_pad_resize_is_keyed_only_when_set_and_refuses_stretched_fakes(tmp_path)
     _, entries = run(demo_pipeline(tmp_path, "{image_height: 64, image_width: 24, resize: pad}"), tmp_path / "ws")
     with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
         assert f.info.image_resize == "pad" and f.info.image_size == (64, 24)
-        assert f.meta("train").native_hw[0].tolist() != [64, 24]
+        assert f.meta("train").native_hw[0].tolist() == [128, 64]  # scale 0.375 -> 48 x 24, 8 px bands
+        img = f.read_image("train", 0)
+    assert (img[:8] == LETTERBOX_FILL).all() and (img[56:] == LETTERBOX_FILL).all()
+    assert not (img[8:56] == LETTERBOX_FILL).all(axis=2).all(axis=1).any()  # every body row has the image
     with pytest.raises(ConfigError, match=r"resize: pad.*keep_native_size"):
         run(demo_pipeline(tmp_path, "{encoding: png, keep_native_size: true, resize: pad}"), tmp_path / "ws2")
     with pytest.raises(ConfigError, match=r"params.resize"):

@@ -91,13 +91,18 @@ def test_backend_options_are_checked_at_load_time(tmp_path):
         build_graph(load_pipeline(p), STAGES)
 
 
-def test_openpose_csv_round_trip_through_the_pipeline(tmp_path):
+@pytest.mark.parametrize("export", ["{image_height: 128, image_width: 64}",  # the demo's own size: no resize
+                                    "{image_height: 64, image_width: 24}",  # stretched: the pixel-centre rule back
+                                    "{image_height: 64, image_width: 24, resize: pad}"])  # letterboxed: margins off
+def test_openpose_csv_round_trip_through_the_pipeline(tmp_path, export):
+    """extract-pose -> export-hdf5 (keypoints moved into the stored frame) -> export-poses (moved back to
+    each original image) -> openpose-csv: the same keypoints, up to the CSV's integer coordinates."""
     base = on_demo(6, 2, """\
         extract-pose: {params: %s}
         export-hdf5:
-          params: {image_height: 128, image_width: 64}
+          params: EXPORT
           inputs: {keypoints: extract-pose.keypoints}
-        """)
+        """).replace("EXPORT", export)
     (tmp_path / "a").mkdir()
     first = run_yaml(tmp_path / "a", base % "{backend: mediapipe, upscale_height: 256}")
     csv = tmp_path / "ann.csv"
