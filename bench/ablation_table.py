@@ -12,7 +12,10 @@ such and left out of its arm's numbers.
     .venv/bin/python bench/ablation_table.py configs/ablations/cuhk01_camstyle.yaml \
         [-w WORKSPACE] [--json bench/results/ablation_cuhk01.json]
 
-Prints the markdown tables (the BENCHMARKS.md section's numbers) and writes the JSON.
+Prints the markdown tables (the BENCHMARKS.md section's numbers) and writes the JSON. The
+user-facing table is ``reidaug compare PIPELINE.yaml -b BASELINE`` (reidaug/eval/compare.py: arms by
+params rather than by name, md / csv / json); this script adds per-run timings, the label schemes of
+each arm's data and ``--arm-from`` for runs whose cache is gone.
 """
 from __future__ import annotations
 

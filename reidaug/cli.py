@@ -330,6 +330,50 @@ def status(pipeline, workspace, sets):
     click.echo(f"workspace: {ws}")
 
 
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), help="Workspace of the pipeline YAMLs.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="The same overrides the run used.")
+@click.option("--baseline", "-b", help="Arm to take paired differences against (a run name without -s<seed>).")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here instead of the terminal.")
+def compare(sources, workspace, sets, baseline, fmt, output):
+    """Table of re-ID runs: the params that differ, rank-1 / rank-5 / mAP (mean ± std over the seeds of
+    runs that differ only by seed) and, with --baseline, paired differences per seed.
+
+    SOURCES: run folders (`reidaug train -o`), train-reid cache entries, or pipeline YAMLs (their
+    train-reid stages, read from the cache; nothing is trained)."""
+    from reidaug.eval.compare import Run, compare as compare_runs, read_run, render
+
+    runs = []
+    for src in sources:
+        if src.endswith((".yaml", ".yml")) or _bundled(src) is not None:
+            from reidaug.pipeline.cache import Cache
+
+            loaded, graph = _load(src, sets)
+            cache = Cache(_workspace(loaded, workspace))
+            for name, node in graph.nodes.items():
+                if node.spec.name != "train-reid":
+                    continue
+                key = graph.keys[name]
+                data = node.inputs["data"][0]
+                if cache.state(node.spec.name, key).status == "cached":
+                    runs.append(read_run(cache.entry_dir(node.spec.name, key) / "run", name=name, data_label=data))
+                else:
+                    runs.append(Run(name=name, folder=Path(), seed=int(node.params.seed), params={}, data="",
+                                    data_label=data, evaluation={}, metrics=None, status="missing"))
+        else:
+            runs.append(read_run(src))
+    text = render(compare_runs(runs, baseline), fmt)
+    if output:
+        from reidaug.io.atomic import write_text
+
+        write_text(output, text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
 @main.command("demo-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--num-ids", default=24, show_default=True, type=click.IntRange(2, 9999))

@@ -1,0 +1,116 @@
+"""reidaug compare: runs that differ only by seed are one arm; the params that differ, mean ± std,
+paired differences against a baseline; markdown, CSV and JSON; a pipeline YAML read from the cache."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reidaug.cli import main
+from reidaug.errors import ConfigError
+from reidaug.eval.compare import compare, read_run, render
+
+
+def fake_run(root: Path, name: str, seed: int, rank1: float, map_: float, *, split: str = "test",
+             data: str = "fp-real", **train) -> Path:
+    """A run folder as reidaug train writes it (the keys compare reads)."""
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = {"train": {"seed": seed, "epochs": 12, "lr": 0.00035, "num_workers": 2, **train},
+           "resolved": {"data": f"/data/{data}.h5", "data_fingerprint": data}}
+    (d / "config.json").write_text(json.dumps(cfg))
+    metrics = {"rank1": rank1, "rank5": rank1 + 0.2, "mAP": map_, "protocol": "market", "metric": "cosine",
+               "flip": False, "split": split}
+    (d / ("metrics_val.json" if split == "val" else "metrics.json")).write_text(json.dumps(metrics))
+    return d
+
+
+@pytest.fixture()
+def runs(tmp_path: Path) -> list[Path]:
+    return [fake_run(tmp_path, "real-s0", 0, 0.30, 0.35), fake_run(tmp_path, "real-s1", 1, 0.32, 0.36),
+            fake_run(tmp_path, "aug-s0", 0, 0.34, 0.38, data="fp-aug", fake_per_batch=32),
+            fake_run(tmp_path, "aug-s1", 1, 0.35, 0.40, data="fp-aug", fake_per_batch=32),
+            fake_run(tmp_path, "real-lr-s0", 0, 0.20, 0.25, lr=0.01, num_workers=0)]
+
+
+def test_seeds_make_an_arm_and_paired_differences_are_per_seed(runs: list[Path]) -> None:
+    rec = compare([read_run(r) for r in runs], baseline="real")
+    assert list(rec["arms"]) == ["real", "aug", "real-lr"]
+    real, aug = rec["arms"]["real"], rec["arms"]["aug"]
+    assert real["n"] == 2 and real["seeds"]["1"]["mAP"] == pytest.approx(0.36)
+    assert real["mAP"]["mean"] == pytest.approx(0.355) and real["mAP"]["std"] == pytest.approx(0.00707107, rel=1e-5)
+    # what differs between arms, and nothing else (num_workers never changes a result)
+    assert rec["columns"] == ["fake_per_batch", "lr", "data"]
+    assert aug["params"]["fake_per_batch"] == 32 and aug["params"]["data"] == "fp-aug.h5"
+    d = rec["paired"]["aug"]
+    assert d["seeds"] == ["0", "1"] and d["mAP"]["per_seed"] == pytest.approx([0.03, 0.04])
+    assert d["mAP"]["mean"] == pytest.approx(0.035) and d["mAP"]["std"] == pytest.approx(0.00707107, rel=1e-5)
+    assert rec["paired"]["real-lr"]["rank1"]["per_seed"] == pytest.approx([-0.10]) and \
+        rec["paired"]["real-lr"]["rank1"]["std"] is None
+
+
+def test_markdown_csv_and_json(runs: list[Path]) -> None:
+    rec = compare([read_run(r) for r in runs], baseline="real")
+    md = render(rec, "md")
+    assert "| aug | 2 | 32 | 0.00035 | fp-aug.h5 | 34.5 ± 0.7 | 54.5 ± 0.7 | 39.0 ± 1.4 |" in md
+    assert "| real-lr | 1 | 16 | 0.01 | fp-real.h5 | 20.0 | 40.0 | 25.0 |" in md  # one seed: no ± 0.0
+    assert "| aug | 0, 1 | +3.5 ± 0.7 (+4.0, +3.0) | +3.5 ± 0.7 (+3.0, +4.0) |" in md
+    rows = list(csv.DictReader(io.StringIO(render(rec, "csv"))))
+    assert [r["arm"] for r in rows] == ["real", "aug", "real-lr"]
+    assert float(rows[1]["paired_mAP_mean"]) == pytest.approx(0.035) and rows[0]["paired_mAP_mean"] == ""
+    back = json.loads(render(rec, "json"))
+    assert back["baseline"] == "real" and back["arms"]["aug"]["seeds"]["0"]["rank1"] == pytest.approx(0.34)
+
+
+def test_validation_and_test_runs_are_never_one_arm(tmp_path: Path) -> None:
+    a = fake_run(tmp_path, "r-s0", 0, 0.3, 0.3)
+    b = fake_run(tmp_path, "r-s1", 1, 0.4, 0.4, split="val")
+    rec = compare([read_run(a), read_run(b)])
+    assert [v["n"] for v in rec["arms"].values()] == [1, 1] and "split" in rec["columns"]
+
+
+def test_bad_sources_and_baselines_say_the_fix(tmp_path: Path, runs: list[Path]) -> None:
+    with pytest.raises(ConfigError, match=r"no config.json.*reidaug train"):
+        read_run(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match=r"--baseline 'rea' is none of the arms compared: real, aug, real-lr"):
+        compare([read_run(r) for r in runs], baseline="rea")
+    out = CliRunner().invoke(main, ["compare", str(tmp_path / "nothing-here")])
+    assert out.exit_code != 0 and "no config.json" in out.output and "Traceback" not in out.output
+
+
+def test_cli_reads_a_pipelines_train_reid_stages_from_the_cache(tmp_path: Path) -> None:
+    """Two seeds of a tiny real-only run and one with another lr, trained by `reidaug run`; a stage
+    not yet run is listed as missing, not dropped."""
+    stages = "".join(textwrap.dedent(f"""\
+          {name}:
+            uses: train-reid
+            inputs: {{data: export-hdf5.hdf5}}
+            params: {{backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8,
+                      lr: {lr}, seed: {seed}, num_workers: 0, log_every: 2}}
+        """) for name, lr, seed in (("base-s0", 0.001, 0), ("base-s1", 0.001, 1), ("fast-s0", 0.01, 0)))
+    yaml = tmp_path / "p.yaml"
+    yaml.write_text("name: cmp\nstages:\n  demo-data: {params: {num_ids: 6, images_per_id_per_cam: 2, height: 64, "
+                    "width: 32}}\n  ingest: {params: {format: market1501}, inputs: {source: demo-data.dataset}}\n"
+                    "  export-hdf5: {params: {image_height: 64, image_width: 32}}\n"
+                    + textwrap.indent(stages, "  "))
+    ws = tmp_path / "ws"
+    for until in ("base-s0", "base-s1"):
+        ran = CliRunner().invoke(main, ["run", str(yaml), "-w", str(ws), "--until", until])
+        assert ran.exit_code == 0, ran.output
+    out = CliRunner().invoke(main, ["compare", str(yaml), "-w", str(ws), "-b", "base", "--format", "md"])
+    assert out.exit_code == 0, out.output
+    assert "| base | 2 |" in out.output and "fast-s0 (missing)" in out.output
+    ran = CliRunner().invoke(main, ["run", str(yaml), "-w", str(ws)])
+    assert ran.exit_code == 0, ran.output
+    target = tmp_path / "cmp.json"
+    out = CliRunner().invoke(main, ["compare", str(yaml), "-w", str(ws), "-b", "base", "--format", "json",
+                                    "-o", str(target)])
+    assert out.exit_code == 0, out.output
+    rec = json.loads(target.read_text())
+    assert rec["columns"] == ["lr"] and set(rec["arms"]) == {"base", "fast"}
+    assert rec["paired"]["fast"]["seeds"] == ["0"]
