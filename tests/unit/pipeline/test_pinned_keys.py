@@ -35,3 +35,12 @@ def test_cache_keys_are_pinned(config: str, needs_shared: bool, request: pytest.
     if needs_shared:  # its MoveNet and judge files are params hashed by content: ../shared holds them
         request.getfixturevalue("shared_dir")
     assert keys_of(config) == PINNED[config]
+
+
+def test_the_campaigns_best_arm_as_one_pipeline_is_the_campaigns_own_stages() -> None:
+    """configs/real/cuhk01_camstyle_id.yaml reruns the campaign's best arm and its control by name:
+    every stage has the key of its campaign twin, so where the campaign ran, it is all cached."""
+    one = keys_of("configs/real/cuhk01_camstyle_id.yaml")
+    campaign = keys_of("configs/ablations/cuhk01_campaign.yaml")
+    twins = {"reid-camstyle-id-s0": "camstyle-id-rp-s0", "reid-real-e18-s0": "real-e18-s0"}
+    assert {name: campaign[twins.get(name, name)] for name in one} == one
