@@ -124,7 +124,8 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
 
     Default: the strong baseline (BENCHMARKS.md, "Efficacy campaign"): EfficientNet-Lite0 with
     its bundled ImageNet weights, BNNeck, soft cross-entropy with label smoothing 0.1, random
-    batches of 64, flip + pad-crop, Adam 3.5e-4, warm-up then cosine, 256x128, 120 epochs.
+    batches of 64, flip + pad-crop + random erasing, Adam 3.5e-4, warm-up then cosine, 256x128,
+    120 epochs.
     CUHK01 on a CPU: --height 128 --width 64 --epochs 12 --set warmup_epochs=1. reidaug never
     downloads weights, so ResNet-50 needs --pretrained PATH or --pretrained none.
     """

@@ -175,8 +175,8 @@ def test_set_values_are_read_as_the_pipeline_reads_them() -> None:
 
 def test_the_readme_cuhk01_command_is_the_campaigns_real_only_recipe() -> None:
     """`reidaug train` reproduces the campaign's strong baseline from flags alone (no --config):
-    the same weights-changing options as the YAML's real-only arm, except label smoothing, which
-    the arm gets from its file (assign-labels real: lsr) and the command from the trainer."""
+    the same weights-changing options as the YAML's real-only arm with random erasing, except label
+    smoothing, which the arm gets from its file (assign-labels real: lsr) and the command from the trainer."""
     import shlex
 
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
@@ -194,7 +194,7 @@ def test_the_readme_cuhk01_command_is_the_campaigns_real_only_recipe() -> None:
         i += 2
     command = train_config(None, flags, tuple(sets)).to_dict()
     yaml_path = Path(__file__).resolve().parents[3] / "configs" / "ablations" / "cuhk01_campaign.yaml"
-    arm = build_graph(load_pipeline(yaml_path), STAGES).nodes["real-s0"].params.train_config().to_dict()
+    arm = build_graph(load_pipeline(yaml_path), STAGES).nodes["real-re-s0"].params.train_config().to_dict()
     assert command["schedule"] == arm["schedule"] == "cosine"  # so milestones (step's) change nothing
     differ = {k for k in command if command[k] != arm[k] and k not in NONSEMANTIC | {"milestones"}}
     assert differ == {"label_smoothing"}, differ
