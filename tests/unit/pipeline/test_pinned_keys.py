@@ -42,5 +42,5 @@ def test_the_campaigns_best_arm_as_one_pipeline_is_the_campaigns_own_stages() ->
     every stage has the key of its campaign twin, so where the campaign ran, it is all cached."""
     one = keys_of("configs/real/cuhk01_camstyle_id.yaml")
     campaign = keys_of("configs/ablations/cuhk01_campaign.yaml")
-    twins = {"reid-camstyle-id-s0": "camstyle-id-rp-s0", "reid-real-e18-s0": "real-e18-s0"}
+    twins = {"reid-camstyle-id-s0": "camstyle-id-rp-re-s0", "reid-real-e18-s0": "real-re-e18-s0"}
     assert {name: campaign[twins.get(name, name)] for name in one} == one
