@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from reidaug.errors import ConfigError, DataError
+from reidaug.train.config import NONSEMANTIC
 
 METRIC_KEYS = ("rank1", "rank5", "mAP")
 FORMATS = ("md", "csv", "json")
 SEED_SUFFIX = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
-# training params that never change a result (the trainer's NONSEMANTIC) plus the seed (what an arm varies)
-_NOT_COMPARED = frozenset({"device", "deterministic", "num_workers", "worker_start", "checkpoint_every",
-                           "checkpoint_unit", "log_every", "keep_checkpoint", "threads", "seed"})
+# training params that never change a result (the trainer's NONSEMANTIC, and the thread count), plus the
+# seed (what an arm varies)
+_NOT_COMPARED = NONSEMANTIC | {"threads", "seed"}
 # evaluation settings an arm's runs must share (a different one is another arm)
 _EVAL_KEYS = ("split", "protocol", "metric", "flip")
 

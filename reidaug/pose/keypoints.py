@@ -94,30 +94,30 @@ def letterbox_keypoints(kp: np.ndarray, src_hw: Any, dst_hw: tuple[int, int]) ->
     """Keypoints ``(N, K, 2+)`` of images of sizes ``src_hw`` ``(N, 2)`` → the frame of their
     :func:`reidaug.data.images.letterbox` into ``dst_hw``: the pixel-centre rule with the scaled
     size's own ratios, then the margin's offset. Float32 out; other columns (scores) unchanged."""
-    out = np.array(kp, dtype=np.float32, copy=True)
-    src = np.asarray(src_hw, dtype=np.int64).reshape(-1, 2)
-    if len(src) not in (1, out.shape[0]):
-        raise ValueError(f"letterbox_keypoints: {len(src)} source sizes for {out.shape[0]} poses (expected 1 or "
-                         f"{out.shape[0]})")
-    for i in range(out.shape[0]):
-        h, w = (int(v) for v in src[i if len(src) > 1 else 0])
-        _, (nh, nw), (top, left) = letterbox_geometry((h, w), dst_hw)
-        out[i, :, 0] = (out[i, :, 0].astype(np.float64) + 0.5) * (nw / w) - 0.5 + left
-        out[i, :, 1] = (out[i, :, 1].astype(np.float64) + 0.5) * (nh / h) - 0.5 + top
-    return out
+    return _letterbox_map(kp, src_hw, dst_hw, inverse=False, where="letterbox_keypoints")
 
 
 def unletterbox_keypoints(kp: np.ndarray, src_hw: Any, dst_hw: tuple[int, int]) -> np.ndarray:
     """The inverse of :func:`letterbox_keypoints`: keypoints ``(N, K, 2+)`` in the padded ``dst_hw``
     frame → the frames of the original images of sizes ``src_hw`` ``(N, 2)``."""
+    return _letterbox_map(kp, src_hw, dst_hw, inverse=True, where="unletterbox_keypoints")
+
+
+def _letterbox_map(kp: np.ndarray, src_hw: Any, dst_hw: tuple[int, int], inverse: bool, where: str) -> np.ndarray:
+    """Both directions of the letterbox frame change, per pose (each image has its own geometry)."""
     out = np.array(kp, dtype=np.float32, copy=True)
     src = np.asarray(src_hw, dtype=np.int64).reshape(-1, 2)
     if len(src) not in (1, out.shape[0]):
-        raise ValueError(f"unletterbox_keypoints: {len(src)} source sizes for {out.shape[0]} poses (expected 1 or "
+        raise ValueError(f"{where}: {len(src)} source sizes for {out.shape[0]} poses (expected 1 or "
                          f"{out.shape[0]})")
     for i in range(out.shape[0]):
         h, w = (int(v) for v in src[i if len(src) > 1 else 0])
         _, (nh, nw), (top, left) = letterbox_geometry((h, w), dst_hw)
-        out[i, :, 0] = (out[i, :, 0].astype(np.float64) - left + 0.5) * (w / nw) - 0.5
-        out[i, :, 1] = (out[i, :, 1].astype(np.float64) - top + 0.5) * (h / nh) - 0.5
+        x, y = out[i, :, 0].astype(np.float64), out[i, :, 1].astype(np.float64)
+        if inverse:
+            out[i, :, 0] = (x - left + 0.5) * (w / nw) - 0.5
+            out[i, :, 1] = (y - top + 0.5) * (h / nh) - 0.5
+        else:
+            out[i, :, 0] = (x + 0.5) * (nw / w) - 0.5 + left
+            out[i, :, 1] = (y + 0.5) * (nh / h) - 0.5 + top
     return out
