@@ -1,13 +1,15 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   - set up .venv and run the demo pipeline (synthetic data, local dask, CPU)
 #   make test   - set up .venv, lint (ruff) and run the test suite
-.PHONY: setup lint demo test test-all clean-demo
+.PHONY: setup setup-test lint demo test test-all clean-demo
 VENV := .venv
 setup:
 	@scripts/setup.sh
 demo: setup
 	$(VENV)/bin/reidaug run configs/demo.yaml
-lint: setup
+setup-test:
+	@scripts/setup.sh --test
+lint: setup-test
 	$(VENV)/bin/ruff check .
 test: lint
 	$(VENV)/bin/python -m pytest -q tests

@@ -178,17 +178,21 @@ def pose_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
 
 
 def fakes_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
-               split: str = "train", count: int = 8, seed: int = 0) -> Path | None:
+               split: str = "train", count: int = 8, seed: int = 0, source: str | None = None) -> Path | None:
     """Write a PNG of ``count`` real images (first column) each followed by its fakes.
 
     The fakes of an origin are sorted by source, then target camera / pose, and labelled
     (e.g. ``camstyle c0->c1``), so a fake that lost its person or its colours shows beside
-    the image it came from. Returns None (and writes nothing) when the split has no fakes.
+    the image it came from. ``source`` (e.g. ``camstyle``) keeps one generated set only. Returns
+    None (and writes nothing) when the split has no fakes (of that source).
     """
     rng = np.random.default_rng(seed)
     with open_h5(path) as f:
         m = f.meta(split)
         fake_rows = np.flatnonzero(m.origin >= 0)
+        if source is not None:
+            codes = [c for c, n in m.source_names.items() if n == source]
+            fake_rows = fake_rows[np.isin(m.source[fake_rows], codes)]
         if fake_rows.size == 0:
             return None
         origins = np.unique(m.origin[fake_rows])

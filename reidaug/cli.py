@@ -5,6 +5,7 @@ shown only with ``--debug``. Only this module configures logging handlers.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -46,6 +47,59 @@ def _log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
+def _stream_handlers(stream) -> list[logging.StreamHandler]:
+    """Every stream handler (root and named loggers) writing to ``stream``."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is stream]
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path: Path, enabled: bool):
+    """Send what native code writes to file descriptor 2 (TFLite, absl, mediapipe, glog) to ``path``.
+
+    Python's own output (logging, click, progress) keeps going to the terminal: ``sys.stderr`` and the
+    stream handlers bound to it point at a copy of the original descriptor for the duration, and back
+    after (handlers made during the run too). fd 2 is given back first thing on the way out, whatever
+    failed. Does nothing where ``sys.stderr`` is not fd 2 (captured by a test runner) or when not
+    ``enabled`` (``-v`` / ``--debug`` show everything). Worker processes of the processes /
+    distributed schedulers inherit the redirection: their Python warnings go to the log too.
+    """
+    try:
+        sys.stderr.flush()
+        redirect = enabled and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        redirect = False
+    if not redirect:
+        yield
+        return
+    saved = os.dup(2)
+    old = sys.stderr
+    terminal = None
+    try:
+        terminal = open(os.dup(saved), "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8",
+                        errors="backslashreplace")
+        log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.dup2(log_fd, 2)
+        finally:
+            os.close(log_fd)
+        for h in _stream_handlers(old):
+            h.setStream(terminal)
+        sys.stderr = terminal
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = old
+        if terminal is not None:
+            for h in _stream_handlers(terminal):
+                h.setStream(old)
+            with contextlib.suppress(OSError, ValueError):
+                terminal.close()
+
+
 class _Group(click.Group):
     """Turn ReidAugError into one line + exit code; keep tracebacks for --debug and for bugs."""
 
@@ -69,6 +123,7 @@ def main(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """reidaug: cached, resumable data augmentation for person re-identification."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    ctx.obj["verbose"] = verbose
     _setup_logging(-1 if quiet else verbose)
 
 
@@ -158,6 +213,8 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
     workers = workers or loaded.config.execution.workers
     scheduler_kind(scheduler)  # a typo fails here, before the lock and the run folder
     _usable_workspace(workspace)
+    obj = click.get_current_context().obj or {}
+    quiet_native = not obj.get("debug") and not obj.get("verbose")
     with WorkspaceLock(workspace, wait=wait):
         run_dir = prepare_run_dir(workspace, graph)
         handler = _log_to_file(run_dir / "run.log")
@@ -166,7 +223,9 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
                      loaded.config.name, len(items), workspace, scheduler, run_dir / "run.log")
             options = RunOptions(scheduler=scheduler, workers=workers, force=frozenset(force),
                                  progress=progress, resume_command="reidaug " + shlex.join(argv))
-            report = run_pipeline(graph, workspace, targets, options, run_dir=run_dir)
+            # third-party native log lines (TFLite, absl, mediapipe) go to run.log, not the terminal
+            with _native_stderr_to(run_dir / "run.log", quiet_native):
+                report = run_pipeline(graph, workspace, targets, options, run_dir=run_dir)
         except ReidAugError as e:
             logging.getLogger("reidaug.run").debug("run failed", exc_info=True)  # goes to run.log only
             raise add_context(e, suffix=f" (log: {run_dir / 'run.log'})") from None
@@ -174,6 +233,22 @@ def _execute(loaded, graph, targets, workspace, dry_run, force, scheduler, worke
             logging.getLogger().removeHandler(handler)
             handler.close()
     _print_outputs(report, graph)
+    _write_report(graph, workspace, run_dir)
+
+
+def _write_report(graph, workspace: Path, run_dir: Path) -> None:
+    """The run's HTML report (``WORKSPACE/report.html``); a report that cannot be written never fails the run."""
+    from reidaug.report import report_pipeline
+
+    try:
+        path = report_pipeline(graph, workspace, run_dir=run_dir)
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded; its report is a view of it
+        if (click.get_current_context().obj or {}).get("debug"):
+            raise
+        click.echo(f"\nreport: not written ({type(e).__name__}: {e}); try: reidaug report {workspace} "
+                   "(--debug shows the traceback)", err=True)
+        return
+    click.echo(f"\nreport: {path}")
 
 
 def _usable_workspace(workspace: Path) -> None:
@@ -372,6 +447,32 @@ def compare(sources, workspace, sets, baseline, fmt, output):
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), help="Workspace of the pipeline YAML.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="The same overrides the run used.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Where to write it [default: WORKSPACE/report.html].")
+def report(source, workspace, sets, output):
+    """One self-contained HTML page of a pipeline's results: the stage graph with each stage's state, key,
+    time and size; dataset summary and quarantine; pose overlays and canonical poses; each GAN's loss
+    curves and samples; real-vs-fake grids per set; generation scores; re-ID metrics, curves and CMC.
+
+    SOURCE: a pipeline YAML (its stages as they resolve now), or a workspace folder (its latest run).
+    Reads the cache only: nothing is run, and stages not run yet are shown as such."""
+    from reidaug.report import report_pipeline, report_workspace
+
+    src = Path(source)
+    if src.is_dir() and not source.endswith((".yaml", ".yml")):
+        if sets:
+            raise ConfigError("--set applies to a pipeline YAML; a workspace is reported as its latest run ran.")
+        path = report_workspace(src.resolve(), output)
+    else:
+        loaded, graph = _load(source, sets)
+        path = report_pipeline(graph, _workspace(loaded, workspace), output)
+    click.echo(f"report: {path}")
 
 
 @main.command("demo-data")

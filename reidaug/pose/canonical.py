@@ -189,6 +189,47 @@ def kmeans_poses(norm: np.ndarray, k: int = 8, seed: int = 0, n_init: int = 10,
     return centers[order].astype(np.float32), remap[labels].astype(np.int64)
 
 
+def kmeans_poses_robust(norm: np.ndarray, k: int = 8, seed: int = 0, n_init: int = 10, min_cluster_size: int = 1,
+                        max_rounds: int = 10) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`kmeans_poses` with outlier rejection: ``(centers, assignment with -1 for outliers, rounds)``.
+
+    The rule: a cluster of fewer than ``min_cluster_size`` poses is not a canonical pose but a few
+    odd ones (a detector's crossed-leg "diamond" on a missed person, a half-visible crop); its poses
+    are set aside as outliers and k-means runs again on the rest, with the same ``k`` and seed,
+    until every cluster holds at least ``min_cluster_size`` poses (at most ``max_rounds`` rounds).
+    ``min_cluster_size=1`` is plain k-means.
+    """
+    x = _check_norm(norm, "kmeans_poses")
+    if min_cluster_size <= 1:
+        centers, labels = kmeans_poses(x, k=k, seed=seed, n_init=n_init)
+        return centers, labels, 1
+    keep = np.ones(len(x), bool)
+    for rounds in range(1, max_rounds + 1):
+        if int(keep.sum()) < k * min_cluster_size:
+            raise DataError(
+                f"cluster-poses: {int(keep.sum())} poses are left after setting aside {int((~keep).sum())} "
+                f"outliers, fewer than k x min_cluster_size = {k} x {min_cluster_size}. Fix: lower k or "
+                "min_cluster_size, or give more (or more confident) poses.")
+        centers, labels = kmeans_poses(x[keep], k=k, seed=seed, n_init=n_init)
+        sizes = np.bincount(labels, minlength=k)
+        # an empty cluster has nothing to set aside (k-means left it empty: duplicates); only the small
+        # clusters that hold poses are outliers
+        small = (sizes > 0) & (sizes < min_cluster_size)
+        if not small.any():
+            if (sizes == 0).any():
+                log.warning("cluster-poses: %d of the k=%d clusters are empty (fewer distinct poses than k)",
+                            int((sizes == 0).sum()), k)
+            out = np.full(len(x), -1, np.int64)
+            out[keep] = labels
+            return centers, out, rounds
+        log.info("cluster-poses round %d: clusters of sizes %s are under min_cluster_size %d; setting aside "
+                 "their %d poses as outliers", rounds, sizes[small].tolist(), min_cluster_size,
+                 int(sizes[small].sum()))
+        keep[np.flatnonzero(keep)[small[labels]]] = False
+    raise DataError(f"cluster-poses: after {max_rounds} rounds of setting aside outliers some of the k={k} clusters "
+                    f"still hold fewer than {min_cluster_size} poses. Fix: lower k or min_cluster_size.")
+
+
 def assign(norm: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of the nearest centre (masked distance, NaN joints ignored) per pose: (M,) int64."""
     x = _check_norm(norm, "assign poses")

@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "reidaug.train": GROUND | {"reidaug.pose", "reidaug.data"},
     "reidaug.models": GROUND | {"reidaug.pose", "reidaug.data", "reidaug.train"},
     "reidaug.gen": GROUND | {"reidaug.pose", "reidaug.data", "reidaug.train", "reidaug.eval", "reidaug.models"},
+    "reidaug.report": GROUND | {"reidaug.pipeline", "reidaug.pose", "reidaug.data", "reidaug.train", "reidaug.eval"},
     "reidaug.stages": GROUND | {"reidaug.pipeline", "reidaug.pose", "reidaug.data", "reidaug.train",
                                 "reidaug.eval", "reidaug.models", "reidaug.gen"},
 }

@@ -25,7 +25,7 @@ def test_wheel_installs_only_the_reidaug_namespace(wheel):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"reidaug"}
     for sub in ("pipeline/runner.py", "stages/ingest.py", "models/__init__.py", "configs/demo.yaml",
-                "data/datasets.py", "cli.py"):
+                "data/datasets.py", "cli.py", "report/templates/report.html.j2"):
         assert f"reidaug/{sub}" in names, sub
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "reidaug = reidaug.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

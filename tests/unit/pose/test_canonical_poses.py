@@ -13,6 +13,7 @@ from reidaug.errors import DataError
 from reidaug.pose.canonical import (
     assign,
     kmeans_poses,
+    kmeans_poses_robust,
     normalize_poses,
     render_canonical,
     skeleton_sheet,
@@ -105,6 +106,38 @@ def test_kmeans_ignores_missing_joints_when_assigning() -> None:
     holed[:, NOSE] = np.nan
     with pytest.raises(DataError, match=r"keypoint\(s\) \[0\] are missing in every pose"):
         kmeans_poses(holed, k=4)
+
+
+def test_outlier_clusters_are_set_aside_and_kmeans_reruns_on_the_rest() -> None:
+    # 3 planted poses x 40, plus 2 "diamond" outliers (legs crossed far outside the body): with k = 4 plain
+    # k-means spends a centre on the 2 outliers; with min_cluster_size 3 they are set aside instead
+    kp, truth = _planted()
+    kp = kp[truth < 3]
+    odd = kp[:2].copy()
+    odd[:, [13, 14, 15, 16], 0] = odd[:, [14, 13, 16, 15], 0] + np.array([[300.0, -300.0, 400.0, -400.0]])
+    norm, _ = normalize_poses(np.concatenate([kp, odd]))
+    _, plain = kmeans_poses(norm, k=4, seed=0)
+    assert sorted(np.bincount(plain).tolist())[0] <= 2  # the outlier "canonical pose"
+    centers, labels, rounds = kmeans_poses_robust(norm, k=4, seed=0, min_cluster_size=3)
+    assert rounds >= 2 and (labels[-2:] == -1).all() and (labels[:-2] >= 0).all()
+    assert np.bincount(labels[labels >= 0], minlength=4).min() >= 3
+    # min_cluster_size 1 is plain k-means
+    c1, l1, r1 = kmeans_poses_robust(norm, k=4, seed=0, min_cluster_size=1)
+    np.testing.assert_array_equal(l1, plain)
+    assert r1 == 1
+    with pytest.raises(DataError, match="fewer than k x min_cluster_size"):
+        kmeans_poses_robust(norm, k=4, seed=0, min_cluster_size=40)
+
+
+def test_outlier_rejection_leaves_an_empty_cluster_as_plain_kmeans_does() -> None:
+    # 2 distinct poses x 6 copies and k = 3: one centre stays empty; nothing there to set aside
+    kp, truth = _planted()
+    base = np.concatenate([np.repeat(kp[truth == 0][:1], 6, 0), np.repeat(kp[truth == 1][:1], 6, 0)])
+    norm, _ = normalize_poses(base)
+    _, plain = kmeans_poses(norm, k=3, seed=0)
+    _, robust, rounds = kmeans_poses_robust(norm, k=3, seed=0, min_cluster_size=3)
+    np.testing.assert_array_equal(robust, plain)
+    assert rounds == 1 and sorted(np.bincount(robust, minlength=3).tolist()) == [0, 6, 6]
 
 
 def test_kmeans_is_deterministic_for_a_seed() -> None:
