@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common import write_result
+from reidaug.eval.compare import paired_difference, paired_markdown
 from reidaug.pipeline.cache import Cache
 from reidaug.pipeline.config import load_pipeline
 from reidaug.pipeline.graph import Graph, build_graph
@@ -127,20 +128,9 @@ def collect(graph: Graph, cache: Cache) -> dict[str, Any]:
 
 
 def paired(arms: dict[str, dict[str, Any]], baseline: str) -> dict[str, dict[str, Any]]:
-    """Per arm: (arm - baseline) per seed both have, and their mean ± sample std."""
+    """Per arm: (arm - baseline) per seed both have, and their mean ± sample std (compare's rule)."""
     base = arms.get(baseline, {}).get("seeds", {})
-    out: dict[str, dict[str, Any]] = {}
-    for name, arm in arms.items():
-        if name == baseline:
-            continue
-        seeds = sorted(set(arm.get("seeds", {})) & set(base), key=int)
-        d: dict[str, Any] = {"seeds": seeds}
-        for k in ("rank1", "mAP"):
-            xs = [arm["seeds"][x][k] - base[x][k] for x in seeds]
-            d[k] = {"per_seed": xs, "mean": statistics.fmean(xs) if xs else None,
-                    "std": statistics.stdev(xs) if len(xs) > 1 else None}
-        out[name] = d
-    return out
+    return {name: paired_difference(arm.get("seeds", {}), base) for name, arm in arms.items() if name != baseline}
 
 
 def _pm(d: dict[str, float] | None) -> str:
@@ -185,19 +175,6 @@ def markdown(arms: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def markdown_paired(diffs: dict[str, dict[str, Any]], baseline: str) -> str:
-    lines = [f"| arm − {baseline} (paired by seed) | seeds | rank-1 (points) | mAP (points) |", "|---|---|---|---|"]
-    for name, d in diffs.items():
-        cells = []
-        for k in ("rank1", "mAP"):
-            x = d[k]
-            per = ", ".join(f"{100 * v:+.1f}" for v in x["per_seed"])
-            cells.append("-" if x["mean"] is None else
-                         f"{100 * x['mean']:+.1f} ± {100 * (x['std'] or 0):.1f} ({per})")
-        lines.append(f"| {name} | {', '.join(d['seeds'])} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pipeline", help="the ablation's pipeline YAML")
@@ -227,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     diffs = paired(arms, args.baseline) if args.baseline in arms else {}
     if diffs:
         print()
-        print(markdown_paired(diffs, args.baseline))
+        print("\n".join(paired_markdown(diffs, args.baseline)))
     if args.json:
         import torch
 

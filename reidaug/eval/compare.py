@@ -162,26 +162,40 @@ def differing_params(arms: Sequence[Arm]) -> list[str]:
     return out
 
 
+def paired_difference(mine: dict[str, dict[str, float]], base: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """``mine - base`` per seed both have (``{seed: {"rank1", "mAP"}}`` each), with the mean ± sample std
+    of the differences (std None below 2 seeds): ``{"seeds", "rank1": {...}, "mAP": {...}}``."""
+    seeds = sorted(set(mine) & set(base), key=int)
+    d: dict[str, Any] = {"seeds": seeds}
+    for k in ("rank1", "mAP"):
+        xs = [mine[s][k] - base[s][k] for s in seeds]
+        d[k] = {"per_seed": xs, "mean": statistics.fmean(xs) if xs else None,
+                "std": statistics.stdev(xs) if len(xs) > 1 else None}
+    return d
+
+
 def paired(arms: Sequence[Arm], baseline: str) -> dict[str, dict[str, Any]]:
-    """Per arm: (arm - baseline) per seed both have, and their mean ± sample std (None below 2 seeds)."""
+    """Per arm: :func:`paired_difference` against the ``baseline`` arm."""
     by_name = {a.name: a for a in arms}
     if baseline not in by_name:
         raise ConfigError(f"--baseline {baseline!r} is none of the arms compared: {', '.join(by_name)}. "
                           "Fix: name one of them (an arm is a run name without its -s<seed> suffix).")
     base = by_name[baseline].seeds()
-    out: dict[str, dict[str, Any]] = {}
-    for a in arms:
-        if a.name == baseline:
-            continue
-        mine = a.seeds()
-        seeds = sorted(set(mine) & set(base), key=int)
-        d: dict[str, Any] = {"seeds": seeds}
+    return {a.name: paired_difference(a.seeds(), base) for a in arms if a.name != baseline}
+
+
+def paired_markdown(diffs: dict[str, dict[str, Any]], baseline: str) -> list[str]:
+    """The paired differences as a markdown table (points): mean ± std (per seed) per arm."""
+    lines = [f"| arm − {baseline} (paired by seed) | seeds | rank-1 (points) | mAP (points) |", "|---|---|---|---|"]
+    for name, d in diffs.items():
+        cells = []
         for k in ("rank1", "mAP"):
-            xs = [mine[s][k] - base[s][k] for s in seeds]
-            d[k] = {"per_seed": xs, "mean": statistics.fmean(xs) if xs else None,
-                    "std": statistics.stdev(xs) if len(xs) > 1 else None}
-        out[a.name] = d
-    return out
+            x = d[k]
+            per = ", ".join(f"{100 * v:+.1f}" for v in x["per_seed"])
+            cells.append("-" if x["mean"] is None else f"{100 * x['mean']:+.1f}" if len(x["per_seed"]) < 2 else
+                         f"{100 * x['mean']:+.1f} ± {100 * x['std']:.1f} ({per})")
+        lines.append(f"| {name} | {', '.join(d['seeds']) or '-'} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def _value(run: Run, key: str) -> Any:
@@ -260,16 +274,6 @@ def render(record: dict[str, Any], fmt: str = "md") -> str:
     if missing:
         lines += ["", "Not in the table: " + ", ".join(f"{n} ({s})" for n, s in missing) + "."]
     if record["baseline"]:
-        lines += ["", f"| arm − {record['baseline']} (paired by seed) | seeds | rank-1 (points) | mAP (points) |",
-                  "|---|---|---|---|"]
-        for name, d in record["paired"].items():
-            if not arms[name]["n"]:
-                continue
-            cells = []
-            for k in ("rank1", "mAP"):
-                x = d[k]
-                per = ", ".join(f"{100 * v:+.1f}" for v in x["per_seed"])
-                cells.append("-" if x["mean"] is None else f"{100 * x['mean']:+.1f}" if len(x["per_seed"]) < 2 else
-                             f"{100 * x['mean']:+.1f} ± {100 * x['std']:.1f} ({per})")
-            lines.append(f"| {name} | {', '.join(d['seeds']) or '-'} | {cells[0]} | {cells[1]} |")
+        shown = {name: d for name, d in record["paired"].items() if arms[name]["n"]}
+        lines += ["", *paired_markdown(shown, record["baseline"])]
     return "\n".join(lines) + "\n"
