@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,27 @@ def _quiet_import_warnings() -> Iterator[None]:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
+
+
+class _ToLogging(logging.Handler):
+    """Hands an mmengine record to the standard ``mmengine`` logger (and so to the application's handlers)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("mmengine").handle(record)
+
+
+def route_mmengine_logs() -> None:
+    """mmengine's ``MMLogger`` prints its INFO lines (checkpoint loading, scope notes) to stdout through a
+    handler of its own, outside the ``logging`` tree: route them into it instead, where the reidaug CLI
+    sends third-party INFO to the run log only (``-v`` shows it)."""
+    from mmengine.logging import MMLogger
+
+    lg = MMLogger.get_current_instance()
+    for h in list(lg.handlers):
+        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr):
+            lg.removeHandler(h)
+    if not any(isinstance(h, _ToLogging) for h in lg.handlers):
+        lg.addHandler(_ToLogging())
 
 
 def _missing_package(backend: str, package: str, err: ImportError) -> DependencyError:
@@ -386,6 +408,7 @@ class MMPoseEstimator:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f'pose backend "mmpose": device={device!r} but CUDA is not '
                               "available here. Fix: device=cpu.")
+        route_mmengine_logs()
         with _quiet_import_warnings(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # random_init weights depend on the seed only
             self.model = init_model(str(config_path),

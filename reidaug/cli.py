@@ -33,10 +33,16 @@ def _setup_logging(verbose: int) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     level = logging.WARNING if verbose < 0 else (logging.INFO if verbose == 0 else logging.DEBUG)
     handler.setLevel(level)
+    if verbose <= 0:  # third-party INFO (mmengine, ...) goes to the run log only; -v shows it
+        handler.addFilter(_own_info_only)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     for noisy in ("distributed", "asyncio", "tornado", "bokeh", "fsspec", "matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _own_info_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name == "reidaug" or record.name.startswith("reidaug.")
 
 
 def _log_to_file(path: Path) -> logging.Handler:

@@ -56,3 +56,18 @@ def test_fd2_and_handlers_come_back_when_the_run_fails(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "native after a failure" in out.stderr and "late handler still writes" in out.stderr
     assert "Logging error" not in out.stderr
+
+
+def test_third_party_info_stays_out_of_the_terminal_unless_verbose(tmp_path):
+    code = textwrap.dedent("""
+        import logging, sys
+        from reidaug.cli import _setup_logging
+        _setup_logging(int(sys.argv[1]))
+        logging.getLogger("reidaug.pipeline.runner").info("own info")
+        logging.getLogger("mmengine").info("third-party info")
+        logging.getLogger("mmengine").warning("third-party warning")
+    """)
+    quiet = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True).stderr
+    assert "own info" in quiet and "third-party warning" in quiet and "third-party info" not in quiet
+    loud = subprocess.run([sys.executable, "-c", code, "1"], capture_output=True, text=True).stderr
+    assert "third-party info" in loud

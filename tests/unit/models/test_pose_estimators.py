@@ -268,3 +268,20 @@ def test_mmpose_needs_a_checkpoint_and_says_where_to_get_it(tmp_path):
     assert str(missing) in str(info.value) and "hrnet" in str(info.value)
     with pytest.raises(UnknownNameError, match='Did you mean "rtmpose-t"'):
         build_estimator("mmpose", config="rtmpose-tt", random_init=True)
+
+
+def test_mmengine_lines_go_through_logging_not_stdout(capsys, caplog):
+    pytest.importorskip("mmengine")
+    import logging
+
+    from mmengine.logging import print_log
+
+    from reidaug.models.pose_estimators import route_mmengine_logs
+
+    route_mmengine_logs()
+    route_mmengine_logs()  # idempotent: one forwarding handler
+    with caplog.at_level(logging.INFO, logger="mmengine"):
+        print_log("Loads checkpoint by local backend from path: x.pth", logger="current")
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records if r.name == "mmengine"] == [
+        "Loads checkpoint by local backend from path: x.pth"]
