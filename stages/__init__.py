@@ -9,8 +9,8 @@ from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
                             filter_fakes, generate_colortransfer,
-                            generate_poseguided, ingest, score_fakes, score_posegan, selftest, train_camstyle,
-                            train_posegan, train_reid)
+                            generate_poseguided, generate_unconditional, ingest, score_fakes, score_posegan,
+                            selftest, train_camstyle, train_dcgan, train_posegan, train_reid)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -25,6 +25,8 @@ STAGES: dict[str, StageSpec] = {
         filter_fakes.SPEC,
         train_posegan.SPEC,
         generate_poseguided.SPEC,
+        train_dcgan.SPEC,
+        generate_unconditional.SPEC,
         assign_labels.SPEC,
         export_hdf5.SPEC,
         score_fakes.SPEC,

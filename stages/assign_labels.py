@@ -1,6 +1,6 @@
 """Stage ``assign-labels``: a soft training target for every train sample, by its source.
 
-Schemes (``schemes`` maps a set — ``real``, ``camstyle``, ``poseguided`` — to one of them):
+Schemes (``schemes`` maps a set — ``real``, ``camstyle``, ``poseguided``, ``unconditional`` — to one of them):
 
 - ``onehot`` — the identity label (real images);
 - ``lsr`` — label smoothing (Szegedy et al., CVPR 2016) with ``epsilon``: 1 - eps + eps/C on
@@ -28,11 +28,11 @@ from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import DEFAULT_THREADS, Params, StageSpec, numerics_of
 
 #: the sets this stage can label, and the input slot that provides each
-SET_SLOTS = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided"}
+SET_SLOTS = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided", "unconditional": "unconditional"}
 DEFAULT_SCHEMES = {"real": "onehot", "camstyle": "lsr"}
 # defaults of sets added later: applied when used, not merged into `schemes`, so the keys of
 # pipelines that do not name them stay as they were
-LATER_DEFAULTS = {"poseguided": "lsr"}
+LATER_DEFAULTS = {"poseguided": "lsr", "unconditional": "lsro"}  # unconditional: LSRO's fakes have no identity
 
 Scheme = Literal["onehot", "lsr", "lsro", "teacher"]
 
@@ -179,8 +179,8 @@ SPEC = StageSpec(
     name="assign-labels", version=1,
     description="soft targets per train sample by source: onehot, lsr, lsro or teacher",
     params=AssignLabelsParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "camstyle": "", "poseguided": "", "teacher": ""},
-    optional_inputs=frozenset({"camstyle", "poseguided", "teacher"}),
-    unkeyed_if_unbound=frozenset({"poseguided"}),  # added later: keys without it stay as they were
+    inputs={"dataset": "ingest.dataset", "camstyle": "", "poseguided": "", "unconditional": "", "teacher": ""},
+    optional_inputs=frozenset({"camstyle", "poseguided", "unconditional", "teacher"}),
+    unkeyed_if_unbound=frozenset({"poseguided", "unconditional"}),  # added later: keys without them stay
     outputs={"labels": "chunks"},
 )

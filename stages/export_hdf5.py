@@ -1,8 +1,9 @@
 """Stage ``export-hdf5``: collect real images (and, as they land, generated sets, keypoints and
 label assignments) into one reidaug HDF5 file, format v1 (see docs/hdf5-format.md). Generated
-sets: ``camstyle`` (``generate-camstyle``) and ``poseguided`` (``generate-poseguided``, stored with
+sets: ``camstyle`` (``generate-camstyle``), ``poseguided`` (``generate-poseguided``, stored with
 ``source = pose``, its canonical pose id in ``gen_pose_id`` and, when keypoints go in, the
-target pose as the fake's keypoints).
+target pose as the fake's keypoints) and ``unconditional`` (``generate-unconditional``: LSRO's DCGAN
+samples, ``source = dcgan``, no identity, origin or camera).
 
 Train identities are relabelled to contiguous 0..C-1 (sorted original pid), as re-ID toolkits
 do; query and gallery keep label -1. Real images get one-hot targets and the file records
@@ -28,16 +29,17 @@ from reidaug.pipeline.stage import Params, StageSpec
 OUTPUT = "dataset.h5"
 SPLITS = ("train", "query", "gallery")
 # sets that can go into the file, and the upstream slot that provides each
-SET_SOURCES = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided"}
+SET_SOURCES = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided", "unconditional": "unconditional"}
 # the HDF5 `source` enum value of each set (h5format.SOURCES)
-SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose"}
+SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose", "unconditional": "dcgan"}
 
 
 class ExportParams(Params):
     UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"resize"})  # added after v2 shipped
 
     sets: list[str] | None = Field(
-        None, description="image sets that go in: real, camstyle, poseguided (default: real + every bound set)")
+        None, description=("image sets that go in: real, camstyle, poseguided, unconditional (default: real + every "
+                            "bound set)"))
     splits: list[Literal["train", "query", "gallery"]] = Field(default_factory=lambda: list(SPLITS))
     encoding: Literal["raw", "jpeg", "png"] = Field("raw", description="raw = fixed HxWx3 uint8 (fastest to read)")
     image_height: int = Field(256, ge=8, le=2048)
@@ -100,6 +102,10 @@ def plan(ctx: StageContext) -> int:
     p: ExportParams = ctx.params
     sets = _sets(ctx)
     generated = [s for s in sets if s != "real"]
+    if "unconditional" in sets and ctx.inputs.get("labels") is None:
+        raise ConfigError("the unconditional set (LSRO's DCGAN fakes) has no identity, so it needs a soft target: "
+                          "bind inputs.labels to an assign-labels stage that reads it (its default scheme for the set "
+                          "is lsro, the uniform label), or leave it out of sets.")
     if p.resize == "pad" and p.keep_native_size:
         raise ConfigError("params.resize: pad places each image in image_height x image_width, and keep_native_size "
                           "stores native sizes. Fix: leave one of them out.")
@@ -217,8 +223,8 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                 for start in range(0, n, p.batch_size):
                     batch = list(range(start, min(n, start + p.batch_size)))
                     paths = [str(arrays["path"][i]) for i in batch]
-                    origin_paths = [str(arrays["origin_path"][i]) for i in batch]
-                    lost = [q for q in origin_paths if q not in train_row]
+                    origin_paths = [str(arrays["origin_path"][i]) for i in batch]  # "": no origin (LSRO)
+                    lost = [q for q in origin_paths if q and q not in train_row]
                     if lost:
                         raise DataError(f"{set_name} fakes come from images that are not real train images "
                                         f"of this export (e.g. {lost[0]}); the generator read another ingest output. "
@@ -231,7 +237,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         camid=arrays["camid"][batch],
                         label=np.array([label_of.get(int(x), -1) for x in pids]),
                         source=SET_ENUM[set_name],
-                        origin=np.array([train_row[q] for q in origin_paths]),
+                        origin=np.array([train_row[q] if q else -1 for q in origin_paths]),
                         path=paths,
                         gen_target_camid=arrays["target_camid"][batch] if "target_camid" in arrays else -1,
                         gen_pose_id=arrays["target_pose"][batch] if "target_pose" in arrays else -1,
@@ -268,9 +274,10 @@ SPEC = StageSpec(
     name="export-hdf5", version=2,  # 2: keypoints follow a resize by the pixel-centre rule (was x*s)
     description="collect the real images (and generated sets) into one HDF5 file (format v1)",
     params=ExportParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "poseguided": "", "labels": ""},
-    optional_inputs=frozenset({"keypoints", "camstyle", "poseguided", "labels"}),
-    unkeyed_if_unbound=frozenset({"poseguided"}),  # added later: keys without it stay as they were
+    inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "poseguided": "", "unconditional": "",
+            "labels": ""},
+    optional_inputs=frozenset({"keypoints", "camstyle", "poseguided", "unconditional", "labels"}),
+    unkeyed_if_unbound=frozenset({"poseguided", "unconditional"}),  # added later: keys without them stay
     outputs={"hdf5": OUTPUT, "chunks": "chunks"},
     nonsemantic=frozenset({"output"}),
 )

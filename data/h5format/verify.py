@@ -76,8 +76,11 @@ def _check_split(f: H5File, split: str) -> list[Problem]:
         m = f.meta(split)
     except (OSError, ValueError) as exc:
         return [Problem(f"/{split}", f"metadata cannot be read: {exc}")]
-    if np.any(m.camid < 0):
-        out.append(Problem(f"/{split}/camid", "has negative camera ids (must be 0-based)."))
+    real_code = next((c for c, name in m.source_names.items() if name == "real"), 0)
+    no_camera = (m.camid == -1) & (m.origin == -1) & (m.pid == -1) & (m.source != real_code)
+    if np.any((m.camid < 0) & ~no_camera):
+        out.append(Problem(f"/{split}/camid", "has negative camera ids (must be 0-based; -1 only for a fake with no "
+                                              "identity)."))
     unknown = set(np.unique(m.source).tolist()) - set(m.source_names)
     if unknown:
         out.append(Problem(f"/{split}/source", f"has codes {sorted(unknown)} outside its enum."))

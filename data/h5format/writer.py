@@ -255,10 +255,13 @@ class H5Writer:
                     f"append ({where}): labels must be -1 outside train; found "
                     f"{np.unique(cols['label'])[:5]}. Fix: leave label out for {split}."
                 )
-        if np.any(cols["camid"] < 0):
-            raise DataError(f"append ({where}): camid must be 0-based (>= 0); found {cols['camid'].min()}.")
         src = _enum_codes("source", source, n, SOURCES)
         real = src == SOURCES["real"]
+        # -1: no camera, only for a fake with no identity (LSRO's unconditional samples)
+        no_camera = (cols["camid"] == -1) & ~real & (np.asarray(cols["pid"]) == -1)
+        if np.any((cols["camid"] < 0) & ~no_camera):
+            raise DataError(f"append ({where}): camid must be 0-based (>= 0; -1 only for a fake with no identity, "
+                            f"pid -1); found {cols['camid'].min()}.")
         if np.any(cols["origin"][real] != -1):
             raise DataError(f"append ({where}): real images must have origin -1.")
         cols["gen_checksum"] = self._intern_checksums(gen_checksum, n, where)

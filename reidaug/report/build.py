@@ -227,6 +227,7 @@ SECTIONS: dict[str, Callable[[Section, "_Context"], None]] = {
     "cluster-poses": _cluster_poses,
     "train-camstyle": _train_gan,
     "train-posegan": _train_gan,
+    "train-dcgan": _train_gan,
     "export-hdf5": _export,
     "score-fakes": _scores,
     "score-posegan": _scores,

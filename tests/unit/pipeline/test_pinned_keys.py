@@ -44,3 +44,12 @@ def test_the_campaigns_best_arm_as_one_pipeline_is_the_campaigns_own_stages() ->
     campaign = keys_of("configs/ablations/cuhk01_campaign.yaml")
     twins = {"reid-camstyle-id-s0": "camstyle-id-rp-re-s0", "reid-real-e18-s0": "real-re-e18-s0"}
     assert {name: campaign[twins.get(name, name)] for name in one} == one
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(PROJECT_ROOT))
+                                          for p in (PROJECT_ROOT / "configs").rglob("*.yaml")))
+def test_every_shipped_pipeline_loads_and_builds(config: str, request: pytest.FixtureRequest) -> None:
+    text = (PROJECT_ROOT / config).read_text()
+    if "shared/" in text:  # model files hashed by content live in ../shared
+        request.getfixturevalue("shared_dir")
+    assert keys_of(config)
