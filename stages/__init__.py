@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
-from reidaug.stages import (assign_labels, cluster_poses, demo_data, export_hdf5, extract_pose, generate_camstyle,
+from reidaug.stages import (assign_labels, cluster_poses, demo_data, evaluate_posefusion, export_hdf5, extract_pose,
+                            generate_camstyle,
                             filter_fakes, generate_colortransfer,
                             generate_poseguided, generate_unconditional, ingest, score_fakes, score_posegan,
                             selftest, train_camstyle, train_dcgan, train_posegan, train_reid)
@@ -32,6 +33,7 @@ STAGES: dict[str, StageSpec] = {
         score_fakes.SPEC,
         score_posegan.SPEC,
         train_reid.SPEC,
+        evaluate_posefusion.SPEC,
         selftest.SOURCE,
         selftest.MAP,
         selftest.REDUCE,

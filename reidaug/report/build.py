@@ -231,6 +231,7 @@ SECTIONS: dict[str, Callable[[Section, "_Context"], None]] = {
     "export-hdf5": _export,
     "score-fakes": _scores,
     "score-posegan": _scores,
+    "evaluate-posefusion": _scores,
     "train-reid": _train_reid,
 }
 

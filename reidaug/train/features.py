@@ -114,6 +114,40 @@ def extract_features(
 
 
 @torch.no_grad()
+def image_features(
+    model_or_run_dir: ReIDModel | str | os.PathLike[str],
+    images: Sequence[np.ndarray] | np.ndarray,
+    *,
+    flip: bool = False,
+    flip_fusion: str = "mean",
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Features of in-memory RGB uint8 images ``(N, D)`` float32, computed exactly as
+    :func:`extract_features` computes those of a file (resized to the model's size, ImageNet-normalised,
+    the same flip fusion): for images a caller made, such as PN-GAN's pose-normalised versions."""
+    from reidaug.data.torchdata import build_transforms, normalize_batch
+
+    if flip_fusion not in FLIP_FUSIONS:
+        raise unknown_name("flip fusion", str(flip_fusion), FLIP_FUSIONS)
+    with _evaluating(model_or_run_dir, device) as (model, dev):
+        n = len(images)
+        out = np.empty((n, model.feature_dim), np.float32)
+        h, w = model.config.input_size
+        transform = build_transforms(h, w, train=False, normalize=False)
+        for start in range(0, n, batch_size):
+            chunk = [np.asarray(im) for im in images[start : start + batch_size]]
+            img = normalize_batch(transform.batch(chunk, shared=False).to(dev))
+            f = model(img)
+            if flip and flip_fusion == "mean":
+                f = (f + model(img.flip(3))) * 0.5
+            elif flip:
+                f = F.normalize(f, dim=1) + F.normalize(model(img.flip(3)), dim=1)
+            out[start : start + len(chunk)] = f.float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
 def predict_probs(
     model_or_run_dir: ReIDModel | str | os.PathLike[str],
     images: Sequence[np.ndarray] | np.ndarray,

@@ -533,3 +533,49 @@ def test_score_posegan_splits_are_held_out_ones(synthetic, tmp_path):
                     extra="score-posegan: {params: {splits: [query, train]}}\n")
     with pytest.raises(ConfigError, match=r"stages\.score-posegan\.params\.splits.*'query' or 'gallery'.*'train'"):
         build_graph(load_pipeline(_write(tmp_path, text, "p.yaml")), STAGES)
+
+
+def test_pose_fusion_reports_unfused_max_and_mean_with_one_model(tmp_path, synthetic):
+    extra = ("train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
+             "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0, "
+             "eval_flip: false, eval_metric: cosine, eval_protocol: market}, inputs: {data: export-hdf5.hdf5}}\n"
+             "evaluate-posefusion: {params: {batch_size: 8, pictures: 2, threads: 1}}\n")
+    entries, _ = run(tmp_path, pipeline(synthetic, extra=extra))
+    e = entries["evaluate-posefusion"]
+    m = json.loads((e / "metrics.json").read_text())
+    assert m["k"] == 3 and set(m["fusions"]) == {"none", "max", "mean"}
+    for fusion in m["fusions"].values():
+        assert 0 <= fusion["mAP"] <= 1 and 0 <= fusion["rank1"] <= 1
+    # the unfused row is the model's own evaluation: image_features computes what extract_features does
+    own = json.loads((entries["train-reid"] / "run" / "metrics.json").read_text())
+    assert m["fusions"]["none"]["mAP"] == pytest.approx(own["mAP"], abs=1e-4)
+    assert m["fusions"]["none"]["rank1"] == pytest.approx(own["rank1"], abs=1e-6)
+    # the fused features: max >= every view (the original's included), mean between min and max, and the
+    # pose views do change them (with 12 queries the metrics alone may tie)
+    import torch
+
+    from reidaug.gen.posefusion import canonical_in_frame, fused_features
+    from reidaug.gen.poseguided import PoseGuidedGenerator
+    from reidaug.stages.evaluate_posefusion import _split
+    from reidaug.train.model import load_model
+
+    gen = PoseGuidedGenerator.from_folder(entries["train-posegan"] / "models", torch.device("cpu"))
+    poses = canonical_in_frame(json.loads((entries["cluster-poses"] / "canonical_poses.json").read_text()), gen.size)
+    images, kp, _, _ = _split(entries["export-hdf5"] / "dataset.h5", "query")
+    f = fused_features(load_model(entries["train-reid"] / "run"), gen, images[:5], kp[:5], poses, batch_size=4,
+                       keep_pictures=2).features
+    assert (f["max"] >= f["none"] - 1e-6).all() and (f["max"] >= f["mean"] - 1e-6).all()
+    assert np.abs(f["max"] - f["none"]).max() > 1e-3
+    assert (e / "pose_fusion.png").stat().st_size > 500 and "max over 1 + 3 poses" in (e / "metrics.md").read_text()
+    assert "pose fusion (market, cosine" in summary(e)["report"][0]
+
+
+def test_pose_fusion_without_keypoints_in_the_file_is_a_clear_error(tmp_path, synthetic):
+    text = pipeline(synthetic, extra=(
+        "export-real: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32}}\n"
+        "train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
+        "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
+        "inputs: {data: export-real.hdf5}}\n"
+        "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-real.hdf5}}\n"))
+    with pytest.raises(StageError, match="has no keypoints.*inputs.keypoints to extract-pose.keypoints"):
+        run(tmp_path, text)

@@ -1,0 +1,80 @@
+"""PN-GAN's test-time pose fusion (Qian et al., "Pose-Normalized Image Generation for Person
+Re-identification", ECCV 2018).
+
+Every query and gallery image is also generated in the k canonical poses (a ``train-posegan``
+generator, ``cluster-poses``' poses), and its re-ID feature becomes the element-wise max (PN-GAN's
+pooling) or the mean of the 1 + k features: the original's and the k pose-normalised images'.
+:func:`fused_features` returns the unfused, max and mean features side by side, so one run reports all
+three with the same model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from reidaug.errors import DataError
+
+FUSIONS = ("none", "max", "mean")
+
+
+@dataclasses.dataclass
+class Fused:
+    features: dict[str, np.ndarray]  # fusion -> (N, D)
+    pose_images: np.ndarray | None  # (n_show, 1 + k, H, W, 3): a few originals beside their pose-normalised images
+
+
+def canonical_in_frame(canonical: dict[str, Any], hw: tuple[int, int]) -> np.ndarray:
+    """``cluster-poses``' canonical poses ``(k, 17, 3)`` moved into an ``hw`` frame (the generator's)."""
+    from reidaug.pose.keypoints import rescale_keypoints
+
+    kp = np.asarray(canonical["keypoints"], np.float32)
+    if kp.ndim != 3 or kp.shape[1:] != (17, 3):
+        raise DataError(f"canonical poses: expected keypoints of shape (k, 17, 3), found {kp.shape}. Fix: bind "
+                        "canonical to a cluster-poses output.")
+    return np.stack([rescale_keypoints(p, tuple(canonical["frame_hw"]), hw) for p in kp])
+
+
+def fused_features(reid_model: Any, generator: Any, images: Sequence[np.ndarray], keypoints: np.ndarray,
+                   canonical: np.ndarray, *, batch_size: int = 32, device: Any = "cpu", flip: bool = False,
+                   keep_pictures: int = 0) -> Fused:
+    """Features of ``images`` (RGB uint8, any one size) unfused and fused over the canonical poses.
+
+    ``keypoints``: ``(N, 17, 3)`` in the images' frame (extract-pose's, as the export stored them);
+    ``canonical``: ``(k, 17, 3)`` in the generator's frame (:func:`canonical_in_frame`);
+    ``generator``: a :class:`reidaug.gen.poseguided.PoseGuidedGenerator`; ``reid_model``: a loaded
+    ReIDModel. ``keep_pictures``: how many of the first images to return beside their pose images.
+    """
+    import cv2
+
+    from reidaug.pose.keypoints import rescale_keypoints
+    from reidaug.train.features import image_features
+
+    n = len(images)
+    if n == 0:
+        raise DataError("pose fusion: no images to fuse")
+    h, w = generator.size
+    k = len(canonical)
+    feats: dict[str, list[np.ndarray]] = {f: [] for f in FUSIONS}
+    pictures = []
+    for start in range(0, n, batch_size):
+        batch = [np.asarray(im) for im in images[start:start + batch_size]]
+        src_hw = batch[0].shape[:2]
+        cond = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in batch])
+        cond_kp = np.stack([rescale_keypoints(kp, src_hw, (h, w)) for kp in keypoints[start:start + len(batch)]])
+        views = [image_features(reid_model, batch, flip=flip, batch_size=batch_size, device=device)]  # (B, D)
+        posed = []
+        for j in range(k):
+            fakes = generator.generate(cond, cond_kp, np.repeat(canonical[j][None], len(batch), 0))  # (B, h, w, 3)
+            posed.append(fakes)
+            views.append(image_features(reid_model, list(fakes), flip=flip, batch_size=batch_size, device=device))
+        stack = np.stack(views)  # (1 + k, B, D)
+        feats["none"].append(stack[0])
+        feats["max"].append(stack.max(axis=0))
+        feats["mean"].append(stack.mean(axis=0))
+        for b in range(len(batch)):
+            if len(pictures) < keep_pictures:
+                pictures.append([cond[b], *[p[b] for p in posed]])
+    return Fused({f: np.concatenate(v) for f, v in feats.items()},
+                 np.asarray(pictures, np.uint8) if pictures else None)
