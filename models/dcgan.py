@@ -28,7 +28,7 @@ from reidaug.models.gan_common import bce_gan_loss, init_weights, set_requires_g
 
 @dataclass(frozen=True)
 class DCGANConfig(GANConfig):
-    image_height: int = 128
+    image_height: int = 128  # LSRO generated 128 x 128 and resized; a 2:1 re-ID crop is this project's adaptation
     image_width: int = 64
     nz: int = 100  # LSRO / DCGAN: 100-d noise
     ngf: int = 64  # generator width at the last layer (doubles per layer towards the input)

@@ -258,10 +258,10 @@ class H5Writer:
         src = _enum_codes("source", source, n, SOURCES)
         real = src == SOURCES["real"]
         # -1: no camera, only for a fake with no identity (LSRO's unconditional samples)
-        no_camera = (cols["camid"] == -1) & ~real & (np.asarray(cols["pid"]) == -1)
+        no_camera = (cols["camid"] == -1) & ~real & (np.asarray(cols["pid"]) == -1) & (cols["origin"] == -1)
         if np.any((cols["camid"] < 0) & ~no_camera):
-            raise DataError(f"append ({where}): camid must be 0-based (>= 0; -1 only for a fake with no identity, "
-                            f"pid -1); found {cols['camid'].min()}.")
+            raise DataError(f"append ({where}): camid must be 0-based (>= 0; -1 only for a fake with no identity "
+                            f"and no origin, pid -1 and origin -1); found {cols['camid'].min()}.")
         if np.any(cols["origin"][real] != -1):
             raise DataError(f"append ({where}): real images must have origin -1.")
         cols["gen_checksum"] = self._intern_checksums(gen_checksum, n, where)

@@ -88,7 +88,8 @@ def evaluate_generated(
         judge = OSNetJudge(judge)
     real_f = judge.features(reals)  # (R, D)
     fake_f = judge.features(fakes)  # (F, D)
-    ident = identity_consistency(fake_f, fp, fo, real_f, rp)
+    known = fp >= 0  # fakes with no identity (LSRO's unconditional samples) have none to keep
+    ident = identity_consistency(fake_f[known], fp[known], fo[known], real_f, rp) if known.any() else None
     pairs = {f"{s}->{t}": int(((fs == s) & (ft == t)).sum())
              for s, t in sorted({(int(s), int(t)) for s, t in zip(fs, ft)})}
     result: dict[str, Any] = {
@@ -98,7 +99,8 @@ def evaluate_generated(
                    "num_fakes_with_origin": int(has.sum()), "camera_pairs": pairs},
         "identity": {"protocol": "fake queries vs all real images, own origin excluded; "
                                  "baseline: the origin images as queries",
-                     "fakes": ident.fakes, "baseline": ident.baseline},
+                     "fakes": ident.fakes if ident else None, "baseline": ident.baseline if ident else None,
+                     **({} if known.all() else {"left_out": f"{int((~known).sum())} fakes with no identity"})},
         "freid": {str(c): v for c, v in freid_per_camera(fake_f, ft, fo, real_f, rc, eps=fd_eps).items()},
         "ssim": None,
     }

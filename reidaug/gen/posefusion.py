@@ -3,7 +3,9 @@ Re-identification", ECCV 2018).
 
 Every query and gallery image is also generated in the k canonical poses (a ``train-posegan``
 generator, ``cluster-poses``' poses), and its re-ID feature becomes the element-wise max (PN-GAN's
-pooling) or the mean of the 1 + k features: the original's and the k pose-normalised images'.
+pooling) or the mean of the 1 + k features: the original's and the k pose-normalised images'. One
+real-only re-ID model extracts all 1 + k features here; PN-GAN trains its pose-view features on
+synthesised images, so this is a simplification of its test-time model.
 :func:`fused_features` returns the unfused, max and mean features side by side, so one run reports all
 three with the same model.
 """
@@ -23,6 +25,7 @@ FUSIONS = ("none", "max", "mean")
 class Fused:
     features: dict[str, np.ndarray]  # fusion -> (N, D)
     pose_images: np.ndarray | None  # (n_show, 1 + k, H, W, 3): a few originals beside their pose-normalised images
+    no_pose: int = 0  # images whose own pose had too few keypoints: their fused feature is the unfused one
 
 
 def canonical_in_frame(canonical: dict[str, Any], hw: tuple[int, int]) -> np.ndarray:
@@ -38,17 +41,20 @@ def canonical_in_frame(canonical: dict[str, Any], hw: tuple[int, int]) -> np.nda
 
 def fused_features(reid_model: Any, generator: Any, images: Sequence[np.ndarray], keypoints: np.ndarray,
                    canonical: np.ndarray, *, batch_size: int = 32, device: Any = "cpu", flip: bool = False,
-                   keep_pictures: int = 0) -> Fused:
-    """Features of ``images`` (RGB uint8, any one size) unfused and fused over the canonical poses.
+                   keep_pictures: int = 0, min_keypoints: int = 8) -> Fused:
+    """Features of ``images`` (RGB uint8, any sizes) unfused and fused over the canonical poses.
 
-    ``keypoints``: ``(N, 17, 3)`` in the images' frame (extract-pose's, as the export stored them);
+    ``keypoints``: ``(N, 17, 3)``, each in its own image's frame (extract-pose's, as the export stored
+    them). An image whose pose has fewer than ``min_keypoints`` keypoints above the generator's training
+    threshold (no person found) cannot be re-posed faithfully: its fused features are its unfused one,
+    and it is counted in ``no_pose``.
     ``canonical``: ``(k, 17, 3)`` in the generator's frame (:func:`canonical_in_frame`);
     ``generator``: a :class:`reidaug.gen.poseguided.PoseGuidedGenerator`; ``reid_model``: a loaded
     ReIDModel. ``keep_pictures``: how many of the first images to return beside their pose images.
     """
     import cv2
 
-    from reidaug.pose.keypoints import rescale_keypoints
+    from reidaug.pose.keypoints import confident_mask, rescale_keypoints
     from reidaug.train.features import image_features
 
     n = len(images)
@@ -58,11 +64,14 @@ def fused_features(reid_model: Any, generator: Any, images: Sequence[np.ndarray]
     k = len(canonical)
     feats: dict[str, list[np.ndarray]] = {f: [] for f in FUSIONS}
     pictures = []
+    no_pose = 0
     for start in range(0, n, batch_size):
         batch = [np.asarray(im) for im in images[start:start + batch_size]]
-        src_hw = batch[0].shape[:2]
         cond = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in batch])
-        cond_kp = np.stack([rescale_keypoints(kp, src_hw, (h, w)) for kp in keypoints[start:start + len(batch)]])
+        cond_kp = np.stack([rescale_keypoints(kp, im.shape[:2], (h, w))  # each image's own frame
+                            for kp, im in zip(keypoints[start:start + len(batch)], batch)])
+        posable = confident_mask(cond_kp, generator.score_threshold).sum(axis=1) >= min_keypoints  # (B,)
+        no_pose += int((~posable).sum())
         views = [image_features(reid_model, batch, flip=flip, batch_size=batch_size, device=device)]  # (B, D)
         posed = []
         for j in range(k):
@@ -71,10 +80,10 @@ def fused_features(reid_model: Any, generator: Any, images: Sequence[np.ndarray]
             views.append(image_features(reid_model, list(fakes), flip=flip, batch_size=batch_size, device=device))
         stack = np.stack(views)  # (1 + k, B, D)
         feats["none"].append(stack[0])
-        feats["max"].append(stack.max(axis=0))
-        feats["mean"].append(stack.mean(axis=0))
+        feats["max"].append(np.where(posable[:, None], stack.max(axis=0), stack[0]))
+        feats["mean"].append(np.where(posable[:, None], stack.mean(axis=0), stack[0]))
         for b in range(len(batch)):
             if len(pictures) < keep_pictures:
                 pictures.append([cond[b], *[p[b] for p in posed]])
     return Fused({f: np.concatenate(v) for f, v in feats.items()},
-                 np.asarray(pictures, np.uint8) if pictures else None)
+                 np.asarray(pictures, np.uint8) if pictures else None, no_pose)

@@ -306,6 +306,12 @@ def test_bad_input_is_refused_with_reasons(tmp_path: Path) -> None:
             w.append("train", images=[np.zeros((64, 32), np.uint8)], pid=1, camid=0, label=0)
         with pytest.raises(DataError, match="0-based"):
             w.append("query", images=smooth_images(1), pid=1, camid=-1)
+        # camid -1 is for a fake with no identity and no origin only (LSRO's samples)
+        with pytest.raises(DataError, match="0-based"):
+            w.append("train", images=smooth_images(1), pid=-1, camid=-1, label=-1, source="real",
+                     label_scheme="lsro", target_index=[[0]], target_value=[[1.0]])
+        with pytest.raises(DataError, match="0-based"):
+            w.append("train", images=smooth_images(1), pid=1, camid=-1, label=0, source="dcgan")
         with pytest.raises(KeyError, match='Did you mean "camstyle"'):
             w.append("query", images=smooth_images(1), pid=1, camid=0, source="camstyl")
         with pytest.raises(DataError, match="total mass"):

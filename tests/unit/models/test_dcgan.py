@@ -21,7 +21,7 @@ def test_shapes_at_lsro_size_and_small():
     assert strides == [(1, 1)] + [(2, 2)] * 5
     z = noise_for(0, [0, 1], 100)
     out = full.generate(z)
-    assert out.shape == (2, 3, 128, 64) and out.min() >= -1 and out.max() <= 1
+    assert out.shape == (2, 3, 128, 64)
     assert full.D(out).shape == (2,)
     small = DCGAN(tiny())
     assert small.generate(noise_for(0, [0], 8)).shape == (1, 3, 32, 16)
@@ -40,7 +40,7 @@ def test_a_training_step_moves_both_nets_and_reports_losses():
     d0 = [p.clone() for p in m.D.parameters()]
     losses = m.training_step(torch.rand(4, 3, 32, 16) * 2 - 1)
     assert set(losses) == {"G", "D_real", "D_fake", "D"} and m.step == 1
-    assert all(v > 0 for v in losses.values())
+    assert losses["D"] == pytest.approx(0.5 * (losses["D_real"] + losses["D_fake"]))
     assert any(not torch.equal(a, b) for a, b in zip(g0, m.G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, m.D.parameters()))
 

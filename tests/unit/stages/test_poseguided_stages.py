@@ -550,8 +550,7 @@ def test_pose_fusion_reports_unfused_max_and_mean_with_one_model(tmp_path, synth
     own = json.loads((entries["train-reid"] / "run" / "metrics.json").read_text())
     assert m["fusions"]["none"]["mAP"] == pytest.approx(own["mAP"], abs=1e-4)
     assert m["fusions"]["none"]["rank1"] == pytest.approx(own["rank1"], abs=1e-6)
-    # the fused features: max >= every view (the original's included), mean between min and max, and the
-    # pose views do change them (with 12 queries the metrics alone may tie)
+    # the pose views do change the features (with 12 queries the metrics alone may tie)
     import torch
 
     from reidaug.gen.posefusion import canonical_in_frame, fused_features
@@ -564,8 +563,7 @@ def test_pose_fusion_reports_unfused_max_and_mean_with_one_model(tmp_path, synth
     images, kp, _, _ = _split(entries["export-hdf5"] / "dataset.h5", "query")
     f = fused_features(load_model(entries["train-reid"] / "run"), gen, images[:5], kp[:5], poses, batch_size=4,
                        keep_pictures=2).features
-    assert (f["max"] >= f["none"] - 1e-6).all() and (f["max"] >= f["mean"] - 1e-6).all()
-    assert np.abs(f["max"] - f["none"]).max() > 1e-3
+    assert np.abs(f["max"] - f["none"]).max() > 1e-3 and np.abs(f["mean"] - f["none"]).max() > 1e-3
     assert (e / "pose_fusion.png").stat().st_size > 500 and "max over 1 + 3 poses" in (e / "metrics.md").read_text()
     assert "pose fusion (market, cosine" in summary(e)["report"][0]
 
