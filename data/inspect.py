@@ -64,7 +64,7 @@ def summary(path: str | os.PathLike[str]) -> str:
             hw = Counter(map(tuple, m.native_hw.tolist()))
             hw_s = ", ".join(f"{h}x{w}" for (h, w), _ in hw.most_common(2)) + (" ..." if len(hw) > 2 else "")
             ds = f.h5[split]["images"]
-            rows.append([split, str(ids), str(len(m)), str(np.unique(m.camid).size),
+            rows.append([split, str(ids), str(len(m)), str(np.unique(m.camid[m.camid >= 0]).size),
                          str(int((~m.is_fake).sum())), str(int(m.is_fake.sum())), hw_s or "-",
                          # vlen data lives in the global heap, which get_storage_size() omits
                          _mb(ds.id.get_storage_size()) if ds.dtype.kind != "O" else "in file"])
@@ -74,7 +74,7 @@ def summary(path: str | os.PathLike[str]) -> str:
                 sch = Counter(m.label_scheme_names.get(int(c), f"?{c}") for c in m.label_scheme)
                 parts.append("label schemes " + ", ".join(f"{k} {v}" for k, v in sorted(sch.items())))
             cams = Counter(int(c) for c in m.camid)
-            parts.append("cameras " + ", ".join(f"{c}: {n}" for c, n in sorted(cams.items())))
+            parts.append("cameras " + ", ".join(f"{c if c >= 0 else 'none'}: {n}" for c, n in sorted(cams.items())))
             if m.keypoints is not None:
                 parts.append(f"keypoints on {int(np.isfinite(m.keypoints[:, 0, 0]).sum())} images")
             breakdown.append("; ".join(parts))
@@ -114,7 +114,7 @@ def grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
         draw = ImageDraw.Draw(canvas)
         for ci, cam in enumerate(cams):
             x0 = label_w + ci * (per_cell * (cw + pad) + pad * 2)
-            draw.text((x0 + pad, 3), f"camera {cam}", fill=(0, 0, 0))
+            draw.text((x0 + pad, 3), f"camera {cam}" if cam >= 0 else "no camera", fill=(0, 0, 0))
         for ri, code in enumerate(sources):
             y0 = label_h + ri * (ch + label_h + pad * 2)
             draw.text((4, y0 + ch // 2), m.source_names.get(code, f"?{code}"), fill=(0, 0, 0))

@@ -596,7 +596,8 @@ class H5Writer:
             pid = g["pid"][:]
             g.attrs["num_samples"] = state.n
             g.attrs["num_ids"] = int(np.unique(pid[pid >= 0]).size)
-            g.attrs["num_cameras"] = int(np.unique(g["camid"][:]).size)
+            camid = g["camid"][:]
+            g.attrs["num_cameras"] = int(np.unique(camid[camid >= 0]).size)  # -1: a fake with no camera
         table = list(self._gen_table)
         ds = self._f.create_dataset("gen_checksums", data=np.array(table, dtype=object),
                                     dtype=h5py.string_dtype("utf-8"))

@@ -65,6 +65,11 @@ def test_lsro_fakes_end_to_end_with_provenance_and_uniform_labels(tmp_path):
         dense = f.targets("train", rows)  # LSRO: uniform over the C train identities
         np.testing.assert_allclose(dense, np.full((len(rows), c), 1 / c), atol=1e-3)
         assert f.read_image("train", int(rows[0])).shape == (64, 32, 3)
+    from reidaug.data.inspect import grid, summary
+
+    text = summary(h5)
+    assert "none: 10" in text  # the fakes' camera: none, not a camera "-1"
+    assert grid(h5, tmp_path / "grid.png").stat().st_size > 1000
 
 
 def test_a_re_id_model_trains_on_real_plus_lsro_fakes(tmp_path):
