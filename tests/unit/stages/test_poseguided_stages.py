@@ -577,3 +577,18 @@ def test_pose_fusion_without_keypoints_in_the_file_is_a_clear_error(tmp_path, sy
         "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-real.hdf5}}\n"))
     with pytest.raises(StageError, match="has no keypoints.*inputs.keypoints to extract-pose.keypoints"):
         run(tmp_path, text)
+
+
+def test_pose_fusion_refuses_a_generator_from_another_ingest(tmp_path, synthetic):
+    extra = (
+        "ingest-b: {uses: ingest, params: {format: market1501, chunk_size: 8}, inputs: {source: demo-data.dataset}}\n"
+        f"extract-pose-b: {{uses: extract-pose, params: {{backend: openpose-csv, annotations: {synthetic['csv']}}}, "
+        "inputs: {dataset: ingest-b.dataset}}\n"
+        "export-b: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32}, "
+        "inputs: {dataset: ingest-b.dataset, keypoints: extract-pose-b.keypoints}}\n"
+        "train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
+        "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
+        "inputs: {data: export-b.hdf5}}\n"
+        "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-b.hdf5}}\n")
+    with pytest.raises(ConfigError, match="different ingest outputs.*may have trained on identities"):
+        run(tmp_path, pipeline(synthetic, generate="", tail=False, extra=extra))
