@@ -164,18 +164,17 @@ def _translator(ctx: StageContext):
 def finalize(ctx: StageContext) -> dict[str, Any]:
     from collections import Counter
 
-    total, per_target, wall, model_s = 0, Counter(), 0.0, 0.0
+    from reidaug.gen.common import generation_speed
+
+    total, per_target = 0, Counter()
     for arrays, _ in ctx.iter_own_chunks():
         total += len(arrays.get("path", []))
         per_target.update(int(t) for t in arrays.get("target_camid", []))
-    for stats in ctx.own_stats():  # timings of the chunks this run (or the killed one before it) made
-        wall += float(stats.get("seconds", {}).get("wall", 0.0))
-        model_s += float(stats.get("seconds", {}).get("compute", 0.0))
-    rate = total / wall if wall else 0.0
+    speed, speed_text = generation_speed(ctx.own_stats(), total)
     report = [f"{total} CamStyle fakes ({', '.join(f'to camera {c}: {n}' for c, n in sorted(per_target.items()))}); "
-              f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"]
+              f"{speed_text}"]
     return {"num_fakes": total, "per_target_camera": {str(k): v for k, v in sorted(per_target.items())},
-            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+            **speed, "report": report}
 
 
 SPEC = StageSpec(

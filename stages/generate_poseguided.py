@@ -305,26 +305,23 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 def finalize(ctx: StageContext) -> dict[str, Any]:
     from collections import Counter
 
+    from reidaug.gen.common import generation_speed
+
     p: GeneratePoseGuidedParams = ctx.params
-    total, kinds, dropped, wall, model_s = 0, Counter(), Counter(), 0.0, 0.0
+    total, kinds, dropped = 0, Counter(), Counter()
     model, threshold = None, None
     for arrays, attrs in ctx.iter_own_chunks():
         total += len(arrays.get("path", []))
         kinds.update(str(k) for k in arrays.get("target_kind", []))
         dropped.update(attrs["dropped"])
         model, threshold = attrs["model"], attrs["score_threshold"]
-    for stats in ctx.own_stats():
-        wall += float(stats.get("seconds", {}).get("wall", 0.0))
-        model_s += float(stats.get("seconds", {}).get("compute", 0.0))
-    rate = total / wall if wall else 0.0
+    speed, speed_text = generation_speed(ctx.own_stats(), total)
     n_dropped = sum(dropped.values())
-    report = [f"{total} pose-guided fakes ({model}, targets {p.targets}); {rate:.1f} img/s, model busy "
-              f"{100 * model_s / wall if wall else 0:.0f}% of the time",
+    report = [f"{total} pose-guided fakes ({model}, targets {p.targets}); {speed_text}",
               f"dropped {n_dropped} whose target pose has < {p.min_target_keypoints} keypoints above {threshold}"
               + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))})" if n_dropped else "")]
     return {"num_fakes": total, "per_target_kind": dict(sorted(kinds.items())), "dropped": n_dropped,
-            "dropped_per_kind": dict(sorted(dropped.items())), "model": model,
-            "images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+            "dropped_per_kind": dict(sorted(dropped.items())), "model": model, **speed, "report": report}
 
 
 SPEC = StageSpec(

@@ -75,18 +75,14 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
+    from reidaug.gen.common import generation_speed
+
     p: GenerateUnconditionalParams = ctx.params
-    total, wall, model_s = 0, 0.0, 0.0
-    for arrays, _ in ctx.iter_own_chunks():
-        total += len(arrays.get("path", []))
-    for stats in ctx.own_stats():
-        wall += float(stats.get("seconds", {}).get("wall", 0.0))
-        model_s += float(stats.get("seconds", {}).get("compute", 0.0))
-    rate = total / wall if wall else 0.0
-    report = [f"{total} unconditional fakes (DCGAN, noise seed {p.seed}); {rate:.1f} img/s, model busy "
-              f"{100 * model_s / wall if wall else 0:.0f}% of the time; no identity (LSRO labels them uniformly)"]
-    return {"num_fakes": total, "images_per_s": round(rate, 2),
-            "model_busy": round(model_s / wall, 3) if wall else None, "report": report}
+    total = sum(len(arrays.get("path", [])) for arrays, _ in ctx.iter_own_chunks())
+    speed, speed_text = generation_speed(ctx.own_stats(), total)
+    report = [f"{total} unconditional fakes (DCGAN, noise seed {p.seed}); {speed_text}; no identity (LSRO labels "
+              "them uniformly)"]
+    return {"num_fakes": total, **speed, "report": report}
 
 
 SPEC = StageSpec(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 
@@ -207,3 +207,15 @@ def generate_pngs(batches: Iterable[T], prepare: Callable[[T], U], compute: Call
     timings = overlapped(batches, prepare, lambda item: compute(item).cpu(), finish)  # .cpu(): no copy on the CPU
     return pngs, {"wall": time.perf_counter() - t0, **timings}
 
+
+def generation_speed(chunk_stats: Iterable[Mapping[str, Any]], images: int) -> tuple[dict[str, Any], str]:
+    """What a generate stage's finalize reports of its speed, from the chunks' recorded ``seconds``
+    (:func:`generate_pngs`' ``wall`` and ``compute``): ``({"images_per_s", "model_busy"}, "R img/s, model
+    busy B% of the time")``."""
+    wall = model_s = 0.0
+    for stats in chunk_stats:  # timings of the chunks this run (or the killed one before it) made
+        wall += float(stats.get("seconds", {}).get("wall", 0.0))
+        model_s += float(stats.get("seconds", {}).get("compute", 0.0))
+    rate = images / wall if wall else 0.0
+    text = f"{rate:.1f} img/s, model busy {100 * model_s / wall if wall else 0:.0f}% of the time"
+    return {"images_per_s": round(rate, 2), "model_busy": round(model_s / wall, 3) if wall else None}, text

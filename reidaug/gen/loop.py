@@ -147,6 +147,23 @@ def generator_weights(model: Any) -> dict[str, Any]:
     return {k: v.detach().cpu().clone() for k, v in nets.items() if k.startswith("G")}
 
 
+def load_generator(model: Any, state: Mapping[str, Any], file: Path, device: "torch.device",  # noqa: F821
+                   where: str, retrain: str) -> Any:
+    """The inverse of :func:`save_generator` for inference: drop the discriminator from ``model`` (built from
+    the file's config), load ``state["weights"]`` (a file that does not match its config is a DataError
+    naming the stage to re-run, ``retrain``), move it to ``device`` in eval mode; returns the model."""
+    from reidaug.errors import DataError
+
+    del model.nets["D"]  # inference needs the generator(s) only
+    result = model.nets.load_state_dict(state["weights"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise DataError(f"{where}: {file} does not match its config (missing {result.missing_keys[:3]}, "
+                        f"unexpected {result.unexpected_keys[:3]}). Fix: re-run {retrain}.")
+    to_device(model, device)
+    model.eval()
+    return model
+
+
 def save_generator(path: Path, state: dict[str, Any]) -> str:
     """Add ``checksum`` (:func:`state_checksum` of ``state["weights"]``) to ``state``, save it
     atomically to ``path`` and return the checksum: the generator file every fake cites."""

@@ -43,8 +43,8 @@ import numpy as np
 
 from reidaug.errors import DataError
 from reidaug.data.images import image_grid
-from reidaug.gen.common import autocast, images_to_device, to_device
-from reidaug.gen.loop import Phase, generator_weights, save_generator, train_loop
+from reidaug.gen.common import autocast, images_to_device
+from reidaug.gen.loop import Phase, generator_weights, load_generator, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 from reidaug.pose.keypoints import confident_mask, rescale_keypoints
 
@@ -432,13 +432,7 @@ class PoseGuidedGenerator:
 
             cfg["nn_features"] = "pixels"  # the loss's feature net is not needed to generate
             self.model = DeformableGAN(DeformableGANConfig(**cfg))
-        del self.model.nets["D"]  # inference needs the generator(s) only
-        result = self.model.nets.load_state_dict(state["weights"], strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise DataError(f"{where}: {self.file} does not match its config (missing {result.missing_keys[:3]}, "
-                            f"unexpected {result.unexpected_keys[:3]}). Fix: re-run train-posegan.")
-        to_device(self.model, device)
-        self.model.eval()
+        load_generator(self.model, state, self.file, device, where, "train-posegan")
         self.size: tuple[int, int] = (int(cfg["image_height"]), int(cfg["image_width"]))
 
     def to_tensor(self, images: np.ndarray) -> "torch.Tensor":  # noqa: F821

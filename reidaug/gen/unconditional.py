@@ -17,8 +17,8 @@ import numpy as np
 
 from reidaug.data.images import image_grid
 from reidaug.errors import DataError
-from reidaug.gen.common import autocast, images_to_device, to_device
-from reidaug.gen.loop import generator_weights, save_generator, train_loop
+from reidaug.gen.common import autocast, images_to_device
+from reidaug.gen.loop import generator_weights, load_generator, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 
 MODEL = "dcgan"
@@ -144,14 +144,8 @@ class UnconditionalGenerator:
             raise DataError(f"{where}: {self.file} is not a train-dcgan generator file (model = "
                             f"{state.get('model')!r}). Fix: bind models to a train-dcgan output (train-dcgan.models).")
         self.checksum: str = state["checksum"]
-        self.model = DCGAN(DCGANConfig(**state["config"]))
-        del self.model.nets["D"]
-        result = self.model.nets.load_state_dict(state["weights"], strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise DataError(f"{where}: {self.file} does not match its config (missing {result.missing_keys[:3]}, "
-                            f"unexpected {result.unexpected_keys[:3]}). Fix: re-run train-dcgan.")
-        to_device(self.model, device)
-        self.model.eval()
+        self.model = load_generator(DCGAN(DCGANConfig(**state["config"])), state, self.file, device, where,
+                                    "train-dcgan")
         self.size: tuple[int, int] = self.model.config.size
         self.nz: int = self.model.config.nz
 
