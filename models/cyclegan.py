@@ -30,6 +30,18 @@ And a feature-similarity loss (``lambda_feature > 0``): a frozen re-ID feature e
 never the judge) and ``lambda_feature * mean(1 - cos(f(G(x)), f(x)))`` in both directions, so a fake
 keeps what the re-ID model sees of its person.
 
+And SPGAN's similarity-preserving loss (Deng et al., "Image-Image Domain Adaptation with Preserved
+Self-Similarity and Domain-Dissimilarity for Person Re-identification", CVPR 2018) for a CycleGAN between
+two *datasets* (``lambda_similarity > 0``): a small siamese net :class:`SiameseNet` (SPGAN's SiaNet: four
+4 x 4 stride-2 convolutions and a fully connected layer to a 128-d, L2-normalised embedding), trained with
+the generators. Its contrastive loss pulls each image and its translation together (``a, G_AB(a)`` and
+``b, G_BA(b)``: the person is kept) and pushes a translated image away from the real images of the domain
+it was rendered into (``G_AB(a), b`` and ``G_BA(b), a``: the two datasets hold different people), to a
+margin m (``similarity_margin``, SPGAN's 2 = antipodal): ``d^2`` for a positive pair, ``max(0, m - d)^2``
+for a negative one, the mean of the four pair kinds. The generators minimise ``lambda_similarity`` times it
+(SPGAN: 2), the siamese net minimises it on the detached images, as the reference's separate ``M`` step
+(SPGAN's code, and Simon4Yan/Learning-via-Translation's TensorFlow original) does.
+
 Naming: ``G_AB`` maps domain A (camera a) to B, ``G_BA`` back; ``D_A`` tells real A images from
 ``G_BA`` outputs, ``D_B`` real B from ``G_AB`` outputs (the reference's ``netD_B`` / ``netD_A``).
 Images are float ``(B, 3, H, W)`` in ``[-1, 1]``; :func:`~.gan_common.images_to_tensor` converts
@@ -196,6 +208,41 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)  # (B, in_ch, H, W) -> (B, 1, H', W')
 
 
+class SiameseNet(nn.Module):
+    """SPGAN's SiaNet: ``(B, 3, H, W)`` in [-1, 1] -> ``(B, dim)`` L2-normalised embeddings.
+
+    Four 4 x 4 stride-2 convolutions (64, 128, 256, 512 channels, LeakyReLU 0.2; instance norm after
+    the first) as the paper, then global average pooling where the paper max-pools after each
+    convolution (its 4 pooling layers would shrink a 128 x 64 crop below one pixel), and a fully
+    connected layer to ``dim`` (128). Any H, W >= 16.
+    """
+
+    def __init__(self, ndf: int = 64, dim: int = 128) -> None:
+        super().__init__()
+        chans = [3, ndf, ndf * 2, ndf * 4, ndf * 8]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 4, stride=2, padding=1)]
+            if i > 0:
+                layers += [nn.InstanceNorm2d(chans[i + 1])]
+            layers += [nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(chans[-1], dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).mean(dim=(2, 3))  # (B, 8 ndf)
+        return nn.functional.normalize(self.fc(h), dim=1)  # (B, dim), unit length
+
+
+def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, positive: bool, margin: float) -> torch.Tensor:
+    """Hadsell et al.'s contrastive loss on paired embeddings ``(B, D)``: ``mean(d^2)`` for positive
+    pairs, ``mean(max(0, margin - d)^2)`` for negative ones, ``d`` the Euclidean distance.
+    Pairs are formed row by row; unequal batch sizes pair the first ``min`` rows."""
+    n = min(e1.shape[0], e2.shape[0])
+    d = (e1[:n] - e2[:n]).pow(2).sum(dim=1).add(1e-12).sqrt()  # (n,); eps: a finite gradient at d = 0
+    return d.pow(2).mean() if positive else (margin - d).clamp(min=0).pow(2).mean()
+
+
 @dataclass(frozen=True)
 class CycleGANConfig(GANConfig):
     """Hyper-parameters; defaults are the reference's (and CamStyle's) for 256 x 128 crops."""
@@ -214,6 +261,8 @@ class CycleGANConfig(GANConfig):
     residual: bool = False  # generators predict a change of the input and start as the identity map
     lambda_foreground: float = 0.0  # PTGAN's foreground loss on the person mask (0: off, as the reference)
     lambda_feature: float = 0.0  # 1 - cosine of a frozen re-ID model's features of G(x) and x (0: off)
+    lambda_similarity: float = 0.0  # SPGAN's contrastive loss through a jointly trained siamese net (0: off)
+    similarity_margin: float = 2.0  # SPGAN's m: negative pairs pushed to this distance of unit embeddings
     pool_size: int = 50
     n_epochs: int = 100  # epochs at the initial lr
     n_epochs_decay: int = 100  # epochs of linear decay to ~0
@@ -226,7 +275,8 @@ class CycleGANConfig(GANConfig):
             raise unknown_name("padding", self.padding, PADDINGS)
         self.check_at_least(1, "ngf", "ndf", "n_layers_d", "image_height", "image_width")
         self.check_at_least(0, "n_blocks", "pool_size", "n_epochs", "n_epochs_decay",
-                            "lambda_cycle", "lambda_identity", "lr", "lambda_foreground", "lambda_feature")
+                            "lambda_cycle", "lambda_identity", "lr", "lambda_foreground", "lambda_feature",
+                            "lambda_similarity", "similarity_margin")
         if self.image_height % 4 or self.image_width % 4:
             raise ConfigError(f"CycleGANConfig image size must be multiples of 4, found "
                               f"{self.image_height} x {self.image_width}. Fix: e.g. 256 x 128.")
@@ -271,6 +321,8 @@ class CycleGAN(GANModel):
                                 cfg.init_gain, gen)
 
         self.nets.update({"G_AB": make_g(), "G_BA": make_g(), "D_A": make_d(), "D_B": make_d()})
+        if cfg.lambda_similarity > 0:  # SPGAN's siamese net, trained with the generators, never saved with them
+            self.nets["S"] = init_weights(SiameseNet(cfg.ndf), cfg.init_gain, gen)
         # fake_a_pool feeds D_A with G_BA outputs, fake_b_pool feeds D_B with G_AB outputs.
         self.fake_a_pool = self.add_state("fake_a_pool", ImagePool(cfg.pool_size, cfg.seed + 1))
         self.fake_b_pool = self.add_state("fake_b_pool", ImagePool(cfg.pool_size, cfg.seed + 2))
@@ -284,6 +336,8 @@ class CycleGAN(GANModel):
                            cfg.lr)
         self.add_optimizer("D", itertools.chain(self.D_A.parameters(), self.D_B.parameters()),
                            cfg.lr)
+        if "S" in self.nets:
+            self.add_optimizer("S", self.nets["S"].parameters(), cfg.lr)
         self.add_linear_decay(cfg.n_epochs, cfg.n_epochs_decay)
 
     # -- training -----------------------------------------------------------------------------
@@ -298,7 +352,10 @@ class CycleGAN(GANModel):
         (``lambda_identity * lambda_cycle * |G_BA(a) - a|_1`` and ``|G_AB(b) - b|_1``), ``G``
         (their sum), ``D_A``/``D_B`` (``(real + fake) / 2``); with the foreground loss also ``fg_A``
         / ``fg_B`` (``lambda_foreground * mean(((G_AB(a) - a) * M_a)^2)`` and the reverse); with the
-        feature loss ``feat_A`` / ``feat_B`` (``lambda_feature * mean(1 - cos(f(G_AB(a)), f(a)))`` and the reverse).
+        feature loss ``feat_A`` / ``feat_B`` (``lambda_feature * mean(1 - cos(f(G_AB(a)), f(a)))`` and the reverse);
+        with SPGAN's loss ``sim`` (``lambda_similarity`` times the contrastive loss, generator side), ``S`` (the
+        siamese net's own loss, unweighted), ``sim_pos`` / ``sim_neg`` (the mean embedding distance of the
+        positive and of the negative pairs: the first should stay small, the second approach the margin).
         """
         cfg = self.config
         check_images(real_a, "CycleGAN.training_step(real_a)", size=cfg.size)
@@ -347,6 +404,12 @@ class CycleGAN(GANModel):
             loss_feat_a = (1 - cos(f(fake_b), f_a, dim=1)).mean() * cfg.lambda_feature
             loss_feat_b = (1 - cos(f(fake_a), f_b, dim=1)).mean() * cfg.lambda_feature
             loss_g = loss_g + loss_feat_a + loss_feat_b
+        spgan = cfg.lambda_similarity > 0
+        if spgan:  # SPGAN: a translation keeps its person and is no one of the other dataset
+            set_requires_grad([self.nets["S"]], False)
+            loss_sim, _ = self._similarity(real_a, real_b, fake_b, fake_a)
+            loss_sim = loss_sim * cfg.lambda_similarity
+            loss_g = loss_g + loss_sim
         self.update("G", loss_g)
 
         # Discriminators, on fakes drawn through the history pools.
@@ -355,6 +418,10 @@ class CycleGAN(GANModel):
         loss_d_b = self._backward_d(self.D_B, real_b, self.fake_b_pool.query(fake_b))
         loss_d_a = self._backward_d(self.D_A, real_a, self.fake_a_pool.query(fake_a))
         self.optimizer_D.step()
+        if spgan:  # the siamese net learns the same contrastive loss on the detached images
+            set_requires_grad([self.nets["S"]], True)
+            loss_s, (d_pos, d_neg) = self._similarity(real_a, real_b, fake_b.detach(), fake_a.detach())
+            self.update("S", loss_s)
         self.step += 1
 
         losses = {"G_AB": loss_g_ab, "G_BA": loss_g_ba, "cycle_A": loss_cycle_a,
@@ -364,7 +431,24 @@ class CycleGAN(GANModel):
             losses.update(fg_A=loss_fg_a, fg_B=loss_fg_b)
         if cfg.lambda_feature > 0:
             losses.update(feat_A=loss_feat_a, feat_B=loss_feat_b)
+        if spgan:
+            losses.update(sim=loss_sim, S=loss_s, sim_pos=d_pos, sim_neg=d_neg)
         return self.as_floats(losses)
+
+    def _similarity(self, real_a: torch.Tensor, real_b: torch.Tensor, fake_b: torch.Tensor,
+                    fake_a: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """SPGAN's contrastive loss over its four pair kinds (mean), and the mean distance of the
+        positive and of the negative pairs (detached, for the log)."""
+        s, m = self.nets["S"], self.config.similarity_margin
+        e_a, e_b, e_fb, e_fa = s(real_a), s(real_b), s(fake_b), s(fake_a)
+        loss = (contrastive_loss(e_a, e_fb, True, m) + contrastive_loss(e_b, e_fa, True, m)
+                + contrastive_loss(e_fb, e_b, False, m) + contrastive_loss(e_fa, e_a, False, m)) / 4
+
+        def dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            n = min(len(x), len(y))
+            return (x[:n] - y[:n]).detach().norm(dim=1).mean()
+
+        return loss, ((dist(e_a, e_fb) + dist(e_b, e_fa)) / 2, (dist(e_fb, e_b) + dist(e_fa, e_a)) / 2)
 
     @staticmethod
     def _backward_d(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

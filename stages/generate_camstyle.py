@@ -11,6 +11,11 @@ the model (this thread), and uint8 conversion plus PNG encoding (a thread behind
 (:func:`reidaug.gen.common.overlapped`); on CUDA the model runs in bf16 autocast with
 channels_last, inputs go through pinned memory. Fakes are stored as lossless PNG in the chunk;
 ``export-hdf5`` puts them into the ``camstyle`` set.
+
+With a dataset-to-dataset model (``train-camstyle`` with ``domains: datasets``: PTGAN / SPGAN), every
+train image of ``inputs.dataset`` — which must be that model's source ingest — is rendered once, in the
+target dataset's style; its fake keeps the person, camera and label of its origin and records target
+camera -1 (a dataset's style, not a camera's), with the same provenance otherwise.
 """
 from __future__ import annotations
 
@@ -34,8 +39,37 @@ class GenerateCamStyleParams(GenerateParams):
 
 
 def plan(ctx: StageContext) -> int:
-    _wanted(ctx, _translator(ctx).cameras)  # unknown target cameras: say so before any work
+    translator = _translator(ctx)
+    if translator.domains == "datasets":
+        _check_source(ctx)
+    else:
+        _wanted(ctx, translator.cameras)  # unknown target cameras: say so before any work
     return len(ctx.input("dataset").chunk_paths())
+
+
+def _check_source(ctx: StageContext) -> None:
+    """A dataset-to-dataset model renders its own source dataset only, and takes no camera options."""
+    from reidaug.errors import ConfigError
+
+    p: GenerateCamStyleParams = ctx.params
+    models, data = ctx.inputs["models"], ctx.inputs["dataset"]
+    trained = (models.meta.get("material") or {}).get("inputs") or {}
+    bound = f"{data.key}:{data.output}"
+    if trained.get("target") == bound:
+        raise ConfigError(
+            f"inputs.dataset ({data.stage}) is the target dataset the generators of {models.stage} learnt the style "
+            "of; they render the source dataset into it. Fix: bind dataset to the source's ingest (the stage bound as "
+            f"{models.stage}'s inputs.dataset).")
+    if trained.get("dataset") and trained["dataset"] != bound:
+        raise ConfigError(
+            f"inputs.dataset ({data.stage}) is not the source dataset {models.stage} was trained on: a "
+            "dataset-to-dataset generator has seen only its source's style. Fix: bind dataset to the ingest stage "
+            f"bound as {models.stage}'s inputs.dataset.")
+    for name in ("target_cams", "fakes_per_image"):
+        if getattr(p, name) is not None:
+            raise ConfigError(f"params.{name} picks target cameras, and the generators of {models.stage} translate "
+                              "between datasets (one fake per train image, in the target's style). Fix: remove "
+                              f"{name}.")
 
 
 def _wanted(ctx: StageContext, available: list[int]) -> list[int]:
@@ -76,7 +110,11 @@ def draw_targets(cams, splits, wanted: list[int], fakes_per_image: int | None, r
 
 def _targets(ctx: StageContext, translator, index: int, cams, splits) -> list[Fake]:
     """The fakes of one chunk, in a fixed order."""
+    from reidaug.gen.camstyle import TARGET_DATASET
+
     p: GenerateCamStyleParams = ctx.params
+    if translator.domains == "datasets":  # every train image, once, into the target dataset's style
+        return [Fake(row, TARGET_DATASET) for row, split in enumerate(splits) if split == "train"]
     return draw_targets(cams, splits, _wanted(ctx, translator.cameras), p.fakes_per_image, ctx.rng(index),
                         translator.has_route)
 
@@ -86,6 +124,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     import numpy as np
 
     from reidaug.data.images import decode_stored
+    from reidaug.gen.camstyle import SOURCE_DATASET, TARGET_DATASET
     from reidaug.gen.common import generate_pngs
     from reidaug.pipeline.context import read_h5_chunk
 
@@ -95,7 +134,11 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     n = len(arrays["path"])
     cams = [int(c) for c in arrays["camid"]] if n else []
     jobs = _targets(ctx, translator, index, cams, arrays["split"] if n else [])
-    jobs.sort(key=lambda j: (cams[j.row], j.target, j.row))  # batches of one (source, target) pair
+
+    def source(row: int) -> int:  # the route's start: the camera, or the source dataset
+        return SOURCE_DATASET if translator.domains == "datasets" else cams[row]
+
+    jobs.sort(key=lambda j: (source(j.row), j.target, j.row))  # batches of one (source, target) pair
     h, w = translator.size
     batch_size = p.batch_size_on(translator.device)
     batches = []
@@ -104,7 +147,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         # split where the pair changes
         cur: list[Fake] = []
         for j in group:
-            if cur and (cams[cur[0].row], cur[0].target) != (cams[j.row], j.target):
+            if cur and (source(cur[0].row), cur[0].target) != (source(j.row), j.target):
                 batches.append(cur)
                 cur = []
             cur.append(j)
@@ -121,7 +164,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     def compute(item):
         batch, x = item
-        return translator.translate_tensor(x, cams[batch[0].row], batch[0].target)
+        return translator.translate_tensor(x, source(batch[0].row), batch[0].target)
 
     pngs, seconds = generate_pngs(batches, prepare, compute, (h, w), p.out_hw((h, w)))
     results = dict(zip((job for batch in batches for job in batch), pngs))
@@ -135,17 +178,20 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "origin_record": np.asarray([int(arrays["record_index"][j.row]) for j in order], np.int64),
         "pid": np.asarray([int(arrays["pid"][j.row]) for j in order], np.int64),
         "camid": np.asarray([cams[j.row] for j in order], np.int16),
-        "target_camid": np.asarray([j.target for j in order], np.int16),
-        "gen_checksum": [translator.checksum(cams[j.row], j.target) for j in order],
+        "target_camid": np.asarray([-1 if j.target == TARGET_DATASET else j.target for j in order], np.int16),
+        "gen_checksum": [translator.checksum(source(j.row), j.target) for j in order],
     })
 
 
 def fake_name(origin: str, source_cam: int, target_cam: int) -> str:
-    """``camstyle/<origin path without extension>_fake_c<s>to<t>.png``: the whole relative path,
-    not the file name alone, since folder datasets repeat file names across identity folders
-    (``0001/0.jpg``, ``0002/0.jpg``) and assign-labels / export-hdf5 match fakes by name."""
+    """``camstyle/<origin path without extension>_fake_c<s>to<t>.png`` (``..._fake_to_target.png`` for a
+    dataset-to-dataset fake, target camera < 0): the whole relative path, not the file name alone, since
+    folder datasets repeat file names across identity folders (``0001/0.jpg``, ``0002/0.jpg``) and
+    assign-labels / export-hdf5 match fakes by name."""
     last = origin.rsplit("/", 1)[-1]
     stem = origin.rsplit(".", 1)[0] if "." in last else origin  # drop the extension only
+    if target_cam < 0:
+        return f"camstyle/{stem}_fake_to_target.png"
     return f"camstyle/{stem}_fake_c{source_cam}to{target_cam}.png"
 
 
@@ -171,7 +217,10 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         total += len(arrays.get("path", []))
         per_target.update(int(t) for t in arrays.get("target_camid", []))
     speed, speed_text = generation_speed(ctx.own_stats(), total)
-    report = [f"{total} CamStyle fakes ({', '.join(f'to camera {c}: {n}' for c, n in sorted(per_target.items()))}); "
+    def where(c: int) -> str:
+        return "to the target dataset's style" if c < 0 else f"to camera {c}"
+
+    report = [f"{total} CamStyle fakes ({', '.join(f'{where(c)}: {n}' for c, n in sorted(per_target.items()))}); "
               f"{speed_text}"]
     return {"num_fakes": total, "per_target_camera": {str(k): v for k, v in sorted(per_target.items())},
             **speed, "report": report}

@@ -17,6 +17,16 @@ segmentation network); the mask follows the random crop and flip of its image. A
 feature-similarity loss, ``lambda_feature``, against a frozen re-ID model of the real train images
 (``inputs.reid_model: <train-reid>.model``; never the judge).
 
+Dataset-to-dataset transfer (PTGAN, Wei et al., CVPR 2018; SPGAN, Deng et al., CVPR 2018): ``domains:
+datasets`` trains one CycleGAN between two *datasets* instead of per camera pair: domain A is every train
+image of ``inputs.dataset`` (the labelled source), domain B every train image of ``inputs.target`` (another
+ingest, the unlabelled target: its labels are never read, and its query / gallery images never seen).
+``generate-camstyle`` then renders the source's train split in the target's style, each fake keeping its
+person. PTGAN's foreground loss takes the person masks of both (``inputs.keypoints`` for the source,
+``inputs.target_keypoints`` for the target); SPGAN's similarity-preserving loss, ``lambda_similarity``, trains
+a siamese net with the generators (see :mod:`reidaug.models.cyclegan`): it needs two datasets, since its
+negative pairs assume the two domains hold different people (two cameras of one dataset do not).
+
 Budget: the paper trains each CycleGAN for 50 epochs at 256 x 128 on a GPU; on a 2-core CPU,
 use 128 x 64, ``ngf: 32`` and a few thousand iterations (see BENCHMARKS.md).
 """
@@ -40,6 +50,9 @@ class TrainCamStyleParams(GPUTrainParams):
 
     model: Literal["cyclegan", "stargan"] = Field(
         "cyclegan", description="cyclegan: one per camera pair; stargan: one for all")
+    domains: Literal["cameras", "datasets"] = Field("cameras", description=(
+        "cameras: CamStyle, the cameras of one dataset; datasets: PTGAN / SPGAN, one CycleGAN from the train "
+        "split of inputs.dataset (labelled source) to that of inputs.target (unlabelled target)"))
     cameras: list[int] | None = Field(None, description="0-based train cameras to use (default: all)")
     image_height: int = Field(256, ge=16, le=1024, description="training size (CamStyle: 256 x 128)")
     image_width: int = Field(128, ge=16, le=1024)
@@ -60,6 +73,11 @@ class TrainCamStyleParams(GPUTrainParams):
     lambda_feature: float = Field(0.0, ge=0, le=1e6, description=(
         "cyclegan only: feature-similarity loss, lambda * mean(1 - cos(f(G(x)), f(x))) with f the frozen re-ID "
         "model bound as inputs.reid_model (a train-reid on the real train images; never the judge); 0: off"))
+    lambda_similarity: float = Field(0.0, ge=0, le=1e6, description=(
+        "domains: datasets only: SPGAN's similarity-preserving loss (contrastive, through a siamese net trained "
+        "with the generators); SPGAN: 2; 0: off"))
+    similarity_margin: float = Field(2.0, gt=0, le=2.0, description=(
+        "SPGAN's margin m for the negative pairs, on unit-length embeddings (distance at most 2; SPGAN: 2)"))
     foreground_score_threshold: float = Field(0.3, ge=0, le=1, description=(
         "a keypoint above it counts for the person mask (others are missing)"))
     pool_size: int = Field(50, ge=0)
@@ -105,6 +123,20 @@ class TrainCamStyleParams(GPUTrainParams):
             raise ValueError("residual: true is a CycleGAN option (its generators map an image onto itself); "
                              "StarGAN's generator takes the target camera as extra input channels. Fix: model: "
                              "cyclegan, or drop residual")
+        if self.domains == "datasets" and self.model != "cyclegan":
+            raise ValueError("domains: datasets trains one CycleGAN between two datasets (PTGAN / SPGAN). Fix: "
+                             "model: cyclegan")
+        if self.domains == "datasets" and self.cameras is not None:
+            raise ValueError(f"cameras {self.cameras} choose camera pairs, and domains: datasets translates whole "
+                             "datasets (every train camera of each). Fix: drop cameras, or domains: cameras")
+        if self.lambda_similarity > 0 and self.domains != "datasets":
+            raise ValueError(
+                "lambda_similarity is SPGAN's loss between two datasets: its negative pairs (a translated image "
+                "against the other domain's real images) assume the domains hold different people, and two cameras "
+                "of one dataset share theirs. Fix: domains: datasets with inputs.target bound, or lambda_similarity: 0")
+        if self.similarity_margin != 2.0 and self.lambda_similarity == 0:
+            raise ValueError("similarity_margin only shapes SPGAN's loss, and lambda_similarity is 0. Fix: set "
+                             "lambda_similarity (SPGAN: 2), or leave the margin out")
         if self.cameras is not None and len(set(self.cameras)) < 2:
             raise ValueError(f"cameras must list at least two cameras to translate between; found {self.cameras}")
         return self
@@ -115,6 +147,8 @@ def _jobs(ctx: StageContext):
     from reidaug.gen.camstyle import plan_jobs
 
     p: TrainCamStyleParams = ctx.params
+    if p.domains == "datasets":
+        return plan_jobs(p.model, [], domains="datasets")
     cams = p.cameras
     if cams is None:
         cams = _train_cameras(ctx)
@@ -143,6 +177,7 @@ def plan(ctx: StageContext) -> int:
 
     p: TrainCamStyleParams = ctx.params
     pick_device(p.device, "params.device")  # no CUDA: say so before any work
+    _check_domains(ctx)
     bound = ctx.inputs.get("keypoints") is not None
     if p.lambda_foreground > 0 and not bound:
         raise ConfigError(
@@ -166,10 +201,49 @@ def plan(ctx: StageContext) -> int:
     return len(_jobs(ctx))
 
 
+def _check_domains(ctx: StageContext) -> None:
+    """The inputs ``domains`` needs: a target (and its keypoints for the foreground loss) with
+    ``datasets``, none with ``cameras``; the target must be another ingest output."""
+    from reidaug.errors import ConfigError
+
+    p: TrainCamStyleParams = ctx.params
+    target, target_kp = ctx.inputs.get("target"), ctx.inputs.get("target_keypoints")
+    if p.domains == "cameras":
+        for name, h in (("target", target), ("target_keypoints", target_kp)):
+            if h is not None:
+                raise ConfigError(
+                    f"inputs.{name} is bound ({h.stage}), but params.domains is cameras: the target dataset is for "
+                    "dataset-to-dataset transfer. Fix: set domains: datasets (PTGAN / SPGAN), or remove the input.")
+        return
+    if target is None:
+        raise ConfigError(
+            "params.domains: datasets translates the train images of inputs.dataset (the labelled source) into the "
+            "style of another dataset, and inputs.target is not bound. Fix: add an ingest stage for the target "
+            "dataset (e.g. `ingest-target: {uses: ingest, params: {format: cuhk01, root: ...}}`) and bind "
+            "`inputs: {target: ingest-target.dataset}`.")
+    source = ctx.inputs["dataset"]
+    if (target.key, target.output) == (source.key, source.output):
+        raise ConfigError(
+            f"inputs.dataset and inputs.target are the same ingest output ({source.stage}): a CycleGAN between a "
+            "dataset and itself learns nothing. Fix: bind target to the other dataset's ingest stage, or use "
+            "domains: cameras for camera styles within one dataset.")
+    if p.lambda_foreground > 0 and target_kp is None:
+        raise ConfigError(
+            f"params.lambda_foreground: {p.lambda_foreground} with domains: datasets needs the person masks of both "
+            "datasets (PTGAN's loss runs in both directions), and inputs.target_keypoints is not bound. Fix: add an "
+            "extract-pose stage on the target's ingest and bind `target_keypoints: <that stage>.keypoints`, or set "
+            "lambda_foreground: 0.")
+    if target_kp is not None and p.lambda_foreground == 0:
+        raise ConfigError(
+            "inputs.target_keypoints is bound, but only the foreground loss reads it and params.lambda_foreground "
+            "is 0. Fix: set lambda_foreground (e.g. 1.0), or remove the input.")
+
+
 def _hp(p: TrainCamStyleParams) -> dict[str, Any]:
     return {k: getattr(p, k) for k in ("image_height", "image_width", "ngf", "ndf", "n_blocks", "d_layers",
                                        "lambda_cycle", "lambda_identity", "lr", "pool_size", "residual",
-                                       "lambda_foreground", "lambda_feature")}
+                                       "lambda_foreground", "lambda_feature", "lambda_similarity",
+                                       "similarity_margin")}
 
 
 def _settings(p: TrainCamStyleParams):
@@ -200,11 +274,19 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                             f"identity classes, but this dataset's train split has {n_ids}: it was trained on "
                             "another dataset or split. Fix: bind a train-reid on an export of this same ingest "
                             "(export-hdf5 with sets: [real]: a model that never saw fakes)")
-    poses = ctx.inputs.get("keypoints")
-    images = collect_train_images(ctx.input("dataset").iter_chunks(), job.cameras,
-                                  load_size(p.image_height, p.image_width, p.jitter),
-                                  keypoint_chunks=poses.iter_chunks() if poses is not None else None,
-                                  score_threshold=p.foreground_score_threshold)
+    size = load_size(p.image_height, p.image_width, p.jitter)
+
+    def collect(dataset: str, keypoints: str, cameras) -> dict[int, Any]:
+        poses = ctx.inputs.get(keypoints)
+        return collect_train_images(ctx.input(dataset).iter_chunks(), cameras, size,
+                                    keypoint_chunks=poses.iter_chunks() if poses is not None else None,
+                                    score_threshold=p.foreground_score_threshold)
+
+    if p.domains == "datasets":  # domain 0: every train image of the source, 1: of the target
+        images = {0: _all_cameras(collect("dataset", "keypoints", None), ctx.input("dataset").path),
+                  1: _all_cameras(collect("target", "target_keypoints", None), ctx.input("target").path)}
+    else:
+        images = collect("dataset", "keypoints", job.cameras)
     run_dir = ctx.work_dir / TRAIN_DIR / job.name
     out = train_model(job, images, _hp(p), _settings(p), run_dir, ctx.work_dir / MODELS_DIR / f"{job.name}.pt",
                       device, amp=p.amp, feature_net=feature_net)
@@ -217,6 +299,18 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         "cameras": list(job.cameras), "steps": out.steps, "num_images": [int(len(images[c])) for c in job.cameras],
         **({"num_without_mask": no_mask} if p.lambda_foreground > 0 else {}),
     }, attrs={"model": job.name, "checksum": out.checksum, "last_losses": out.last_losses})
+
+
+def _all_cameras(by_cam: dict[int, Any], where) -> Any:
+    import numpy as np
+
+    from reidaug.errors import DataError
+
+    if not by_cam:
+        raise DataError(f"{where} has no train images: a dataset-to-dataset CycleGAN needs the train split of both "
+                        "datasets. Fix: check the ingest's split options (the target's labels are not read, but its "
+                        "train split is its domain's images)")
+    return np.concatenate([by_cam[c] for c in sorted(by_cam)])
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -238,11 +332,19 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
             missing = [int(n) for n in arrays["num_without_mask"]]
             report.append(f"  foreground loss: {fg}; images without a person mask (no confident keypoint, "
                           f"so no foreground loss): {sum(missing)} of {sum(int(n) for n in arrays['num_images'])}")
+        if p.lambda_similarity > 0:
+            report.append(f"  SPGAN similarity loss {losses.get('sim', float('nan')):.3f}; siamese embedding "
+                          f"distance of a translation to its source {losses.get('sim_pos', float('nan')):.3f}, to the "
+                          f"other dataset's images {losses.get('sim_neg', float('nan')):.3f} (margin "
+                          f"{p.similarity_margin})")
         if p.lambda_feature > 0:
             report.append("  feature loss: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items())
                                                        if k.startswith("feat_")))
     report.append(f"generators: {MODELS_DIR}/ in this entry; sample grids and loss logs: {TRAIN_DIR}/<model>/")
-    return {"model": p.model, "models": models, "report": report}
+    if p.domains == "datasets":
+        report.insert(0, f"dataset-to-dataset: {ctx.inputs['dataset'].stage} (source, domain A) -> "
+                         f"{ctx.inputs['target'].stage} (target, domain B)")
+    return {"model": p.model, "domains": p.domains, "models": models, "report": report}
 
 
 def _timing(stats: dict[str, Any], unit: str, rate_key: str) -> str:
@@ -261,10 +363,11 @@ SPEC = StageSpec(
     name="train-camstyle", version=2,
     description="CamStyle: a CycleGAN per camera pair (or one StarGAN) on the train split, resumable",
     params=TrainCamStyleParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "keypoints": "", "reid_model": ""},
-    optional_inputs=frozenset({"keypoints", "reid_model"}),
-    unkeyed_if_unbound=frozenset({"keypoints", "reid_model"}),
+    inputs={"dataset": "ingest.dataset", "keypoints": "", "reid_model": "", "target": "", "target_keypoints": ""},
+    optional_inputs=frozenset({"keypoints", "reid_model", "target", "target_keypoints"}),
+    unkeyed_if_unbound=frozenset({"keypoints", "reid_model", "target", "target_keypoints"}),
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
     # added in wave 2: the keys of earlier pipelines stay
-    unkeyed_at_default=frozenset({"residual", "lambda_foreground", "lambda_feature", "foreground_score_threshold"}),
+    unkeyed_at_default=frozenset({"residual", "lambda_foreground", "lambda_feature", "foreground_score_threshold",
+                                  "domains", "lambda_similarity", "similarity_margin"}),
 )

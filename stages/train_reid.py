@@ -15,7 +15,12 @@ The parameters are :class:`~reidaug.train.config.TrainConfig` itself (a subclass
 types, ranges, defaults and checks, so a bad combination fails when the YAML loads, at its
 line) plus the evaluation options; its :data:`~reidaug.train.config.NONSEMANTIC` options
 (workers, device, logging, checkpoint cadence) and ``eval_batch_size`` are left out of the key.
-``pretrained`` may name a file, keyed by its content. Randomness comes from the ``seed`` param,
+``pretrained`` may name a file, keyed by its content.
+
+Cross-dataset use (PTGAN / SPGAN's protocol): ``inputs.eval_data`` (another export) evaluates on *that*
+file's query / gallery instead of ``data``'s — train on one dataset, test on another ("direct transfer");
+``inputs.init_model`` (a ``train-reid``'s model) starts from its weights, all but the identity classifier
+— pre-train on one dataset, fine-tune on another. Randomness comes from the ``seed`` param,
 which is in the key, so a stage and ``reidaug train --seed S`` with the same options train the
 same model. Outputs: ``model`` (the run folder: ``model.pt``, ``config.json``,
 ``train_log.jsonl``, ``curves.png``, ``metrics.json``), ``weights`` (its ``model.pt``), for
@@ -89,7 +94,9 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         config = config.model_copy(update={"num_workers": 0})
     data = ctx.input("data").path
     run = ctx.work_dir / RUN
-    result = train(config, data, run)
+    init = ctx.inputs.get("init_model")
+    result = train(config, data, run, init_from=init.path if init is not None else None)
+    eval_data = ctx.input("eval_data").path if ctx.inputs.get("eval_data") is not None else data
     arrays: dict[str, Any] = {
         "steps": result.steps, "final_loss": result.final_loss,
         "final_accuracy": result.final_accuracy, "num_classes": result.num_classes,
@@ -101,7 +108,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         # a run that holds out identities is validated on them, and never looks at the test split:
         # settings chosen on validation, the test touched once, by a run without val_fraction
         split = "val" if p.val_fraction > 0 else "test"
-        rec = evaluate_run(run, data, protocol=p.eval_protocol, flip=p.eval_flip, metric=p.eval_metric,
+        rec = evaluate_run(run, eval_data, protocol=p.eval_protocol, flip=p.eval_flip, metric=p.eval_metric,
                            rerank=p.eval_rerank, batch_size=p.eval_batch_size, device=p.device, split=split).record
         arrays.update({k: rec[k] for k in ("rank1", "mAP", "mINP", "num_queries") if k in rec})
         # the other flip setting's numbers stay in metrics.json (and the summary): the chunk layout,
@@ -112,6 +119,19 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         attrs = {}
     ctx.record(index, stats)
     ctx.write_chunk(index, arrays, attrs)
+
+
+def plan(ctx: StageContext) -> int:
+    from reidaug.errors import ConfigError
+
+    p: TrainReidParams = ctx.params
+    other = ctx.inputs.get("eval_data")
+    if other is not None and (not p.evaluate or p.val_fraction > 0):
+        why = "evaluate is false" if not p.evaluate else (
+            f"val_fraction {p.val_fraction} evaluates on identities held out of data's train split instead")
+        raise ConfigError(f"inputs.eval_data ({other.stage}) is the file to test on, and {why}: it would never be "
+                          "read. Fix: remove eval_data, or set evaluate: true and val_fraction: 0.")
+    return 1
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -130,6 +150,9 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         import json
 
         where, file = ("validation", "metrics_val.json") if attrs.get("split") == "val" else ("test", "metrics.json")
+        other = ctx.inputs.get("eval_data")
+        if other is not None and where == "test":
+            where = f"test on {other.stage}'s file"
         report.append(f"{where}, {attrs.get('protocol')}: rank-1 {v['rank1']:.1%}, mAP {v['mAP']:.1%} over "
                       f"{int(v['num_queries'])} queries ({final / file})")
         with open(ctx.work_dir / RUN / file, encoding="utf-8") as f:
@@ -145,8 +168,10 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 SPEC = StageSpec(
     name="train-reid", version=2,  # 2: torch threads pinned (threads, 2); timings out of the chunk
     description="train a re-ID model (strong baseline / IDE) on the exported HDF5; optional evaluation",
-    params=TrainReidParams, run_chunk=run_chunk, finalize=finalize,
-    inputs={"data": "export-hdf5.hdf5"},
+    params=TrainReidParams, run_chunk=run_chunk, finalize=finalize, plan=plan,
+    inputs={"data": "export-hdf5.hdf5", "eval_data": "", "init_model": ""},
+    optional_inputs=frozenset({"eval_data", "init_model"}),
+    unkeyed_if_unbound=frozenset({"eval_data", "init_model"}),
     outputs={"model": RUN, "weights": f"{RUN}/model.pt", "chunks": "chunks"},
     nonsemantic=NONSEMANTIC | {"eval_batch_size"},
 )

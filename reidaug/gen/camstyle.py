@@ -30,6 +30,8 @@ from reidaug.gen.loop import generator_weights, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 
 MODELS = ("cyclegan", "stargan")
+# route ends of a dataset-to-dataset model (domains: datasets) in CamStyleTranslator: not cameras
+SOURCE_DATASET, TARGET_DATASET = -1, -2
 SCHEDULE_UNITS = 100  # the LR schedule runs over this many "epochs" of iterations / 100 steps
 
 
@@ -38,14 +40,23 @@ class ModelJob:
     """One model to train: a CycleGAN for a camera pair, or one StarGAN for all cameras."""
 
     model: str
-    cameras: tuple[int, ...]  # (a, b) for a CycleGAN (A = camera a); all cameras for StarGAN
+    cameras: tuple[int, ...]  # (a, b) for a CycleGAN (A = camera a); all cameras for StarGAN; (0, 1) for datasets
+    domains: str = "cameras"  # "datasets": domain 0 = the source dataset's train images, 1 = the target's
 
     @property
     def name(self) -> str:
+        if self.domains == "datasets":
+            return f"{self.model}_source-target"
         return f"{self.model}_c" + "-c".join(str(c) for c in self.cameras)
 
+    def domain_name(self, d: int) -> str:
+        """How the sample grids and logs name domain ``d``: ``c3`` (a camera) or ``source`` / ``target``."""
+        return ("source", "target")[self.cameras.index(d)] if self.domains == "datasets" else f"c{d}"
 
-def plan_jobs(model: str, cameras: Sequence[int]) -> list[ModelJob]:
+
+def plan_jobs(model: str, cameras: Sequence[int], domains: str = "cameras") -> list[ModelJob]:
+    if domains == "datasets":  # one CycleGAN between the two datasets
+        return [ModelJob(model, (0, 1), "datasets")]
     cams = sorted(set(int(c) for c in cameras))
     if model == "cyclegan":
         return [ModelJob("cyclegan", (a, b)) for i, a in enumerate(cams) for b in cams[i + 1:]]
@@ -132,6 +143,7 @@ def build_model(job: ModelJob, hp: Mapping[str, Any], settings: TrainSettings):
             lambda_cycle=hp["lambda_cycle"], lambda_identity=hp["lambda_identity"], lr=hp["lr"],
             pool_size=hp["pool_size"], residual=hp.get("residual", False),
             lambda_foreground=hp.get("lambda_foreground", 0.0), lambda_feature=hp.get("lambda_feature", 0.0),
+            lambda_similarity=hp.get("lambda_similarity", 0.0), similarity_margin=hp.get("similarity_margin", 2.0),
             **common))
     return StarGAN(StarGANConfig(
         num_domains=len(job.cameras), g_conv_dim=hp["ngf"], d_conv_dim=hp["ndf"], g_repeat_num=hp["n_blocks"],
@@ -246,7 +258,7 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
     size = (int(hp["image_height"]), int(hp["image_width"]))
     for c in job.cameras:
         if c not in images or len(images[c]) == 0:
-            raise DataError(f"train-camstyle: camera {c} has no train images; a {job.model} for cameras "
+            raise DataError(f"train-camstyle: {job.domain_name(c)} has no train images; a {job.model} for cameras "
                             f"{list(job.cameras)} cannot be trained. Fix: list only cameras with train images "
                             f"(found: {sorted(images)}) in `cameras`.")
     model = build_model(job, hp, settings)
@@ -296,8 +308,8 @@ def train_model(job: ModelJob, images: Mapping[int, np.ndarray], hp: Mapping[str
 
 def generator_state(model, job: ModelJob) -> dict[str, Any]:
     """What inference needs: the generator weights (on the CPU) and the model config."""
-    return {"model": job.model, "cameras": list(job.cameras), "config": dataclasses.asdict(model.config),
-            "weights": generator_weights(model), "step": model.step}
+    return {"model": job.model, "cameras": list(job.cameras), "domains": job.domains,
+            "config": dataclasses.asdict(model.config), "weights": generator_weights(model), "step": model.step}
 
 
 def _sample_grid(model, job: ModelJob, fixed: Mapping[int, np.ndarray], out: Path, to_dev) -> None:
@@ -323,7 +335,7 @@ def _sample_grid(model, job: ModelJob, fixed: Mapping[int, np.ndarray], out: Pat
             others = [t for t in cams if t != c]
             for i in range(len(fixed[c])):
                 rows.append([fixed[c][i]] + [fakes[t][i] for t in others])
-                labels.append(f"c{c}#{i} -> c{','.join(map(str, others))}")
+                labels.append(f"{job.domain_name(c)}#{i} -> {','.join(job.domain_name(t) for t in others)}")
     ncols = max(len(r) for r in rows)
     image_grid(rows, out, row_labels=labels, col_labels=["real"] + [f"fake {j}" for j in range(1, ncols)])
 
@@ -347,8 +359,14 @@ class CamStyleTranslator:
         # (src, tgt) -> (net, domain, checksum, name)
         self.routes: dict[tuple[int, int], tuple[Any, Any, str, str]] = {}
         self.size: tuple[int, int] | None = None
+        self.domains: str | None = None  # "cameras" (CamStyle) or "datasets" (PTGAN / SPGAN), one per folder
         for f in files:
             state = load_torch(f, "generate-camstyle")
+            domains = state.get("domains", "cameras")  # files written before dataset transfer: cameras
+            if self.domains is not None and domains != self.domains:
+                raise DataError(f"generate-camstyle: {models_dir} mixes camera-style and dataset-to-dataset "
+                                "generators; one train-camstyle stage writes one kind. Fix: bind models to one stage.")
+            self.domains = domains
             net_by_name, cams = self._build(state), [int(c) for c in state["cameras"]]
             size = (int(state["config"]["image_height"]), int(state["config"]["image_width"]))
             if self.size is not None and size != self.size:
@@ -358,7 +376,10 @@ class CamStyleTranslator:
             for net in net_by_name.values():
                 to_device(net, device)
                 net.eval()
-            if state["model"] == "cyclegan":
+            if domains == "datasets":  # G_AB: source dataset -> target's style
+                self.routes[(SOURCE_DATASET, TARGET_DATASET)] = (net_by_name["G_AB"], None, state["checksum"], f.stem)
+                self.routes[(TARGET_DATASET, SOURCE_DATASET)] = (net_by_name["G_BA"], None, state["checksum"], f.stem)
+            elif state["model"] == "cyclegan":
                 a, b = cams
                 self.routes[(a, b)] = (net_by_name["G_AB"], None, state["checksum"], f.stem)
                 self.routes[(b, a)] = (net_by_name["G_BA"], None, state["checksum"], f.stem)
@@ -389,7 +410,8 @@ class CamStyleTranslator:
 
     @property
     def cameras(self) -> list[int]:
-        return sorted({s for s, _ in self.routes} | {t for _, t in self.routes})
+        """The cameras the generators translate between (none for a dataset-to-dataset model)."""
+        return sorted(c for c in {s for s, _ in self.routes} | {t for _, t in self.routes} if c >= 0)
 
     def checksum(self, source_cam: int, target_cam: int) -> str:
         return self.routes[(source_cam, target_cam)][2]

@@ -332,6 +332,27 @@ def plot_curves(log_path: Path, out_path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
+def init_from_model(model: ReIDModel, path: str | os.PathLike[str]) -> int:
+    """Copy into ``model`` every weight of the trained model at ``path`` (a run folder or model.pt) but its
+    identity classifier (another dataset's identities): pre-training on one dataset, fine-tuning on another.
+    The two must share backbone, head and bottleneck; returns how many tensors were copied."""
+    from reidaug.train.model import load_model
+
+    src = load_model(path)
+    mine, theirs = model.config.to_dict(), src.config.to_dict()
+    differ = [k for k in ("backbone", "head", "bottleneck", "last_stride", "backbone_options")
+              if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise ConfigError(
+            f"the model to fine-tune from ({path}) differs from this run in {', '.join(differ)} "
+            f"({', '.join(f'{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here' for k in differ)}); its weights do not "
+            "fit. Fix: train both with the same backbone, head and bottleneck options.")
+    own = model.state_dict()
+    take = {k: v for k, v in src.state_dict().items() if not k.startswith("classifier.") and k in own}
+    model.load_state_dict(take, strict=False)
+    return len(take)
+
+
 def _make_batch_sampler(config: TrainConfig, ds: Any) -> Any:
     if config.sampler == "pk":
         from reidaug.data.torchdata import PKSampler
@@ -407,6 +428,7 @@ def train(
     run_dir: str | os.PathLike[str],
     *,
     on_step: Callable[[int, int], None] | None = None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train a re-ID model on the train split of ``data_path``; outputs in ``run_dir``.
 
@@ -448,7 +470,7 @@ def train(
     else:
         torch.backends.cudnn.benchmark = device.type == "cuda"
     try:
-        return _train(config, cfg_dict, data_path, run, paths, fingerprint, device, amp, on_step)
+        return _train(config, cfg_dict, data_path, run, paths, fingerprint, device, amp, on_step, init_from)
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.backends.cudnn.benchmark = prev_bench
@@ -481,6 +503,7 @@ def _train(
     device: torch.device,
     amp: bool,
     on_step: Callable[[int, int], None] | None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     from reidaug.data.torchdata import ReidH5Dataset, build_transforms, normalize_batch, reid_collate
 
@@ -508,7 +531,12 @@ def _train(
                             bottleneck=config.resolved_bottleneck, dropout=config.dropout,
                             last_stride=config.last_stride, input_size=(config.height, config.width),
                             backbone_options=config.backbone_options)
-    model = build_model(model_cfg, config.pretrained).to(device)
+    model = build_model(model_cfg, config.pretrained)
+    if init_from is not None:  # fine-tuning: every weight but the identity classifier from a trained model
+        taken = init_from_model(model, init_from)
+        log.info("initialised %d of %d tensors from %s (the classifier starts fresh)", taken,
+                 len(model.state_dict()), init_from)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(config, model)
@@ -539,6 +567,7 @@ def _train(
             "amp": amp,
             "images_per_batch": config.images_per_batch,
             "model": model_cfg.to_dict(),
+            "init_from": None if init_from is None else str(init_from),
             "torch": torch.__version__,
         },
     }
