@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.eval.freid import freid_per_camera
+from reidaug.eval.freid import freid_overall, freid_per_camera
 from reidaug.eval.inputs import check_origins, check_rgb, image_list, int_array, refuse_any
 from reidaug.eval.judge import OSNetJudge, identity_consistency
 from reidaug.eval.ssim import mask_ssim, paired_ssim, ssim
@@ -104,6 +104,9 @@ def evaluate_generated(
         "freid": {str(c): v for c, v in freid_per_camera(fake_f, ft, fo, real_f, rc, eps=fd_eps).items()},
         "ssim": None,
     }
+    loose = ft < 0  # no target camera: unconditional samples, dataset-to-dataset translations
+    if loose.sum() >= 2:
+        result["freid_overall"] = freid_overall(fake_f[loose], fo[loose], real_f, eps=fd_eps)
     if gt_images is not None:
         if len(gt_images) != nf:
             raise DataError(f"gt_images: {len(gt_images)} entries for {nf} fakes; pass one per "
@@ -142,13 +145,23 @@ def format_report(result: dict[str, Any]) -> str:
         "| metric | fakes | baseline | notes |",
         "|---|---|---|---|",
     ]
+    fakes = ident.get("fakes") or {}  # none when no fake has an identity (LSRO)
     for key, label in (("rank1", "identity rank-1"), ("rank5", "identity rank-5"), ("mAP", "identity mAP")):
-        lines.append(f"| {label} | {_fmt(ident['fakes'].get(key))} | {_fmt(base.get(key))} | "
+        if not fakes and not base:
+            continue
+        lines.append(f"| {label} | {_fmt(fakes.get(key))} | {_fmt(base.get(key))} | "
                      f"{'baseline: origin images as queries' if key == 'rank1' else ''} |")
+    if ident.get("left_out"):
+        lines.append(f"| identity | - | - | {ident['left_out']} (not scored) |")
     for cam, e in sorted(result["freid"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"| FReID cam {cam} (lower is better) | {_fmt(e['fd'], 4)} | "
                      f"{_fmt(e['fd_baseline'], 4)} | {e['num_fakes']} fakes vs {e['num_real']} real; "
                      f"baseline: untransferred origins. {e['note']} |")
+    o = result.get("freid_overall")
+    if o:
+        lines.append(f"| FReID, fakes without a target camera, vs all real (lower is better) | {_fmt(o['fd'], 4)} | "
+                     f"{_fmt(o['fd_baseline'], 4)} | {o['num_fakes']} fakes vs {o['num_real']} real; two halves of "
+                     f"the real images: {_fmt(o['fd_real_halves'], 4)} (the floor at that N). {o['note']} |")
     s = result.get("ssim")
     if s:
         for key, label in (("", "SSIM vs ground truth"), ("mask_", "mask-SSIM vs ground truth")):

@@ -305,6 +305,33 @@ def test_evaluate_generated_report_is_json_and_markdown() -> None:
     assert "| FReID cam 1 (lower is better) |" in table and "| SSIM vs ground truth | 1.000 |" in table
 
 
+def test_unconditional_fakes_get_an_overall_freid_against_a_real_floor_and_no_identity_rows() -> None:
+    """LSRO's samples: no identity, origin or target camera. Their FReID is against all real images, beside
+    the distance between two halves of the real images; samples far from the real colours score worse."""
+    imgs, pids, cams = colour_set()
+    rng = np.random.default_rng(1)
+
+    def score(fakes):
+        n = len(fakes)
+        return evaluate_generated(fakes, -np.ones(n, int), -np.ones(n, int), -np.ones(n, int), -np.ones(n, int),
+                                  imgs, pids, cams, judge=ColourJudge())
+
+    near = score([imgs[i] for i in rng.permutation(len(imgs))[:12]])  # "perfect" samples: real images
+    far = score([np.full((32, 16, 3), (250, 5, 5), np.uint8) + rng.integers(0, 5, (32, 16, 3)).astype(np.uint8)
+                 for _ in range(12)])
+    json.dumps(far)
+    for res in (near, far):
+        o = res["freid_overall"]
+        assert res["freid"] == {} and res["identity"]["fakes"] is None
+        assert o["num_fakes"] == 12 and o["num_real"] == 24 and o["fd_baseline"] is None
+        assert o["fd_real_halves"] == near["freid_overall"]["fd_real_halves"]  # seeded: the same floor
+    assert near["freid_overall"]["fd"] < far["freid_overall"]["fd"]
+    table = format_report(far)
+    assert "identity rank-1" not in table and "12 fakes with no identity (not scored)" in table
+    assert "| FReID, fakes without a target camera, vs all real (lower is better) |" in table
+    assert "two halves of the real images" in table
+
+
 def test_evaluate_generated_checks_source_cameras() -> None:
     imgs, pids, cams = colour_set()
     with pytest.raises(DataError, match="another source camera than their origin"):

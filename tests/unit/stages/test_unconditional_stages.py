@@ -127,3 +127,22 @@ def test_a_killed_dcgan_training_resumes_to_the_same_generator(tmp_path):
     resumed = train_model(images, hp, settings, tmp_path / "b", tmp_path / "b.pt", cpu)
     assert resumed.resumed_from == 4 and resumed.checksum == straight.checksum
     assert (tmp_path / "a" / "losses.jsonl").read_text() == (tmp_path / "b" / "losses.jsonl").read_text()
+
+
+def test_score_fakes_gives_lsro_samples_an_overall_freid_with_the_real_judge(tmp_path, shared_dir):
+    """LSRO's samples have no identity or target camera: score-fakes scores them with FReID against all the
+    real train images, beside the floor of two real halves, and says the identity metric does not apply."""
+    judge = shared_dir / "models" / "osnet_x0_25_msmt17.onnx"
+    if not judge.is_file():
+        pytest.skip(f"OSNet judge not found at {judge}")
+    text = PIPELINE.replace("num_images: 10,", "num_images: 12,") + f"""\
+  score-fakes:
+    params: {{judge: {judge}}}
+"""
+    _, entries = run(tmp_path, text)
+    res = json.loads((entries["score-fakes"] / "metrics.json").read_text())
+    o = res["freid_overall"]
+    assert o["num_fakes"] == 12 and o["num_real"] == 12 and o["fd"] > 0 and o["fd_real_halves"] > 0
+    assert o["fd_baseline"] is None and res["freid"] == {} and res["identity"]["fakes"] is None
+    table = (entries["score-fakes"] / "metrics.md").read_text()
+    assert "12 fakes with no identity (not scored)" in table and "two halves of the real images" in table
