@@ -247,13 +247,14 @@ class Executor:
         prefix = f"{ctx.stage}-{ctx.key[:12]}"
         if self.kind in ("distributed", "address"):
             client = self._get_client()
-            if spec.resources:
-                self._check_resources(client, spec)
+            resources = chunk_resources(spec, ctx)
+            if resources:
+                self._check_resources(client, spec.name, resources)
             from distributed import as_completed
 
             futures = [
                 client.submit(execute_chunk, target, ctx, i, key=f"{prefix}-{i:05d}", pure=False,
-                              resources=dict(spec.resources) or None, retries=0)
+                              resources=resources or None, retries=0)
                 for i in todo
             ]
             try:
@@ -276,21 +277,55 @@ class Executor:
                 if isinstance(result, tuple) and len(result) == 2 and str(key).startswith(prefix):
                     on_done(*result)
 
-        num_workers = 1 if self.scheduler == "sync" else self.workers
+        num_workers = 1 if self.scheduler == "sync" else concurrent_chunks(self.workers, ctx)
+        if num_workers < self.workers and len(todo) > 1:
+            log.info("stage %s: %d chunks at a time, not %d: each runs torch on %d threads and this machine has %d "
+                     "cores", ctx.stage, num_workers, self.workers, ctx.params.threads, usable_cores())
         sched = "sync" if self.scheduler == "sync" else self.kind
         with _Progress():
             dask.compute(*tasks, scheduler=sched, num_workers=num_workers)
 
     @staticmethod
-    def _check_resources(client, spec: StageSpec) -> None:
+    def _check_resources(client, stage: str, resources: dict[str, float]) -> None:
         workers = client.scheduler_info().get("workers", {})
-        for res, amount in spec.resources.items():
+        for res, amount in resources.items():
             if not any(w.get("resources", {}).get(res, 0) >= amount for w in workers.values()):
                 raise ReidAugError(
-                    f"stage {spec.name} needs a worker with resource {res}={amount}, but none of the "
-                    f"{len(workers)} workers declares it. Start GPU workers with "
-                    f"`dask worker <scheduler address> --resources {res}={amount}`, or run with --scheduler threads."
+                    f"stage {stage} needs a worker with resource {res}={amount} (it computes on the GPU), but none "
+                    f"of the {len(workers)} workers declares it. Start GPU workers with "
+                    f"`dask worker <scheduler address> --resources {res}={amount}`, or set the stage's device: cpu, "
+                    "or run with --scheduler threads."
                 )
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's share), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def concurrent_chunks(workers: int, ctx: StageContext) -> int:
+    """How many chunks of a stage run at once on the local schedulers: ``workers``, but no more than
+    ``cores // threads`` for a stage that runs torch on ``threads`` CPU threads per chunk (its key pins the
+    thread count, so it is the concurrency that gives way): two chunks of 2 OpenMP threads each on 2 cores
+    ran 12x slower than one (BENCHMARKS.md, "CPU threads")."""
+    threads = getattr(ctx.params, "threads", None)
+    if not threads or ctx.numerics:  # no torch threads to share, or the chunks run on a GPU
+        return workers
+    return max(1, min(workers, usable_cores() // int(threads)))
+
+
+def chunk_resources(spec: StageSpec, ctx: StageContext) -> dict[str, float]:
+    """The dask resources a chunk of ``spec`` asks a worker for: the stage's own, plus ``GPU: 1`` when it
+    computes on CUDA (its key's numerics say so: device cuda, or auto where the run was planned on a
+    machine with CUDA; or a device param naming cuda), so a cluster never sends GPU work to a CPU worker."""
+    resources = dict(spec.resources)
+    device = str(getattr(ctx.params, "device", "") or "")
+    if (ctx.numerics or "").startswith("cuda") or device.startswith("cuda"):
+        resources.setdefault("GPU", 1)
+    return resources
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool):

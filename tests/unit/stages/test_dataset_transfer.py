@@ -229,7 +229,7 @@ def test_dataset_transfer_wiring_mistakes_are_located_errors(tmp_path, old, new,
 
 
 def test_eval_data_that_would_never_be_read_is_refused(tmp_path):
-    text = _edit(PIPE, "inputs: {data: export-translated.hdf5, eval_data: export-target.hdf5}\n        params: {",
-                 "inputs: {data: export-translated.hdf5, eval_data: export-target.hdf5}\n        params: {evaluate: false, ")
+    bound = "inputs: {data: export-translated.hdf5, eval_data: export-target.hdf5}\n        params: {"
+    text = _edit(PIPE, bound, bound + "evaluate: false, ")
     with pytest.raises(ConfigError, match=r"inputs.eval_data \(export-target\).*evaluate is false"):
         run(write(tmp_path, text), tmp_path / "ws", until="reid-translated")
