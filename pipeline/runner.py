@@ -312,7 +312,7 @@ def concurrent_chunks(workers: int, ctx: StageContext) -> int:
     thread count, so it is the concurrency that gives way): two chunks of 2 OpenMP threads each on 2 cores
     ran 12x slower than one (BENCHMARKS.md, "CPU threads")."""
     threads = getattr(ctx.params, "threads", None)
-    if not threads or ctx.numerics:  # no torch threads to share, or the chunks run on a GPU
+    if not threads or (ctx.numerics or "").startswith("cuda"):  # no torch threads to share, or on a GPU
         return workers
     return max(1, min(workers, usable_cores() // int(threads)))
 

@@ -203,8 +203,8 @@ def _translator(ctx: StageContext):
 
     p: GenerateCamStyleParams = ctx.params
     device = pick_device(p.device, "params.device")
-    return ctx.memo(f"translator|{device}|{p.amp}",
-                    lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp))
+    return ctx.memo(f"translator|{device}|{p.amp}|{p.cpu_bf16}",
+                    lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp, cpu_bf16=p.cpu_bf16))
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:

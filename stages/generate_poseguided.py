@@ -112,8 +112,9 @@ def _generator(ctx: StageContext):
 
     p: GeneratePoseGuidedParams = ctx.params
     device = pick_device(p.device, "params.device")
-    return ctx.memo(f"generator|{device}|{p.amp}",
-                    lambda: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=p.amp))
+    return ctx.memo(f"generator|{device}|{p.amp}|{p.cpu_bf16}",
+                    lambda: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=p.amp,
+                                                            cpu_bf16=p.cpu_bf16))
 
 
 def _pose_table(ctx: StageContext) -> PoseTable:

@@ -40,8 +40,9 @@ def _generator(ctx: StageContext):
 
     p: GenerateUnconditionalParams = ctx.params
     device = pick_device(p.device, "params.device")
-    return ctx.memo(f"generator|{device}|{p.amp}",
-                    lambda: UnconditionalGenerator.from_folder(ctx.input("models").path, device, amp=p.amp))
+    return ctx.memo(f"generator|{device}|{p.amp}|{p.cpu_bf16}",
+                    lambda: UnconditionalGenerator.from_folder(ctx.input("models").path, device, amp=p.amp,
+                                                               cpu_bf16=p.cpu_bf16))
 
 
 def fake_name(seed: int, index: int) -> str:

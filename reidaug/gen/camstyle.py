@@ -25,7 +25,7 @@ import numpy as np
 
 from reidaug.errors import DataError
 from reidaug.data.images import image_grid
-from reidaug.gen.common import autocast, images_to_device, to_device
+from reidaug.gen.common import autocast, images_to_device, inference_autocast, to_device
 from reidaug.gen.loop import generator_weights, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 
@@ -350,8 +350,9 @@ class CamStyleTranslator:
     model's size and returns the same shape. On CUDA: bf16 autocast (``amp``) and channels_last.
     """
 
-    def __init__(self, models_dir: Path, device: "torch.device", amp: bool = True) -> None:  # noqa: F821
-        self.device, self.amp = device, amp
+    def __init__(self, models_dir: Path, device: "torch.device", amp: bool = True,  # noqa: F821
+                 cpu_bf16: bool = False) -> None:
+        self.device, self.amp, self.cpu_bf16 = device, amp, cpu_bf16
         files = sorted(Path(models_dir).glob("*.pt"))
         if not files:
             raise DataError(f"generate-camstyle: no generator files (*.pt) in {models_dir}; bind models to a "
@@ -427,7 +428,7 @@ class CamStyleTranslator:
         import torch
 
         net, domain, _, _ = self.routes[(source_cam, target_cam)]
-        with torch.inference_mode(), autocast(self.device, self.amp):
+        with torch.inference_mode(), inference_autocast(self.device, self.amp, self.cpu_bf16):
             if domain is None:
                 y = net(x)
             else:

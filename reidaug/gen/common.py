@@ -61,6 +61,20 @@ def autocast(device: "torch.device", enabled: bool):  # noqa: F821
     return contextlib.nullcontext()
 
 
+def inference_autocast(device: "torch.device", amp: bool, cpu_bf16: bool = False):  # noqa: F821
+    """Generation's precision: bf16 autocast on CUDA when ``amp``, on the CPU when ``cpu_bf16`` (opt-in: other
+    bytes, so the stages key it), else FP32."""
+    import contextlib
+
+    import torch
+
+    if device.type == "cpu" and cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda" or not cpu_bf16:
+        return autocast(device, amp)
+    return contextlib.nullcontext()
+
+
 def to_device(net: "torch.nn.Module", device: "torch.device") -> "torch.nn.Module":  # noqa: F821
     """Move a network to ``device``; channels_last on CUDA (the generators' convolutions gain there)."""
     import torch

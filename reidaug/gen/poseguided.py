@@ -43,7 +43,7 @@ import numpy as np
 
 from reidaug.errors import DataError
 from reidaug.data.images import image_grid
-from reidaug.gen.common import autocast, images_to_device
+from reidaug.gen.common import autocast, images_to_device, inference_autocast
 from reidaug.gen.loop import Phase, generator_weights, load_generator, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 from reidaug.pose.keypoints import confident_mask, rescale_keypoints
@@ -402,18 +402,18 @@ class PoseGuidedGenerator:
 
     @classmethod
     def from_folder(cls, folder: Path, device: "torch.device", amp: bool = True,  # noqa: F821
-                    where: str = "input models") -> "PoseGuidedGenerator":
+                    where: str = "input models", cpu_bf16: bool = False) -> "PoseGuidedGenerator":
         """The generator of a ``train-posegan`` models folder, which holds exactly one ``*.pt``."""
         files = sorted(Path(folder).glob("*.pt"))
         if len(files) != 1:
             raise DataError(f"expected one generator file (*.pt) in {folder}, found "
                             f"{[f.name for f in files] or 'none'}. Fix: bind models to a train-posegan output "
                             "(models: train-posegan.models).")
-        return cls(files[0], device, amp=amp, where=where)
+        return cls(files[0], device, amp=amp, where=where, cpu_bf16=cpu_bf16)
 
     def __init__(self, model_file: Path, device: "torch.device", amp: bool = True,  # noqa: F821
-                 where: str = "generate-poseguided") -> None:
-        self.device, self.amp, self.where = device, amp, where
+                 where: str = "generate-poseguided", cpu_bf16: bool = False) -> None:
+        self.device, self.amp, self.where, self.cpu_bf16 = device, amp, where, cpu_bf16
         self.file = Path(model_file)
         state = load_torch(self.file, where)
         if state.get("model") not in MODELS or "weights" not in state:
@@ -449,7 +449,7 @@ class PoseGuidedGenerator:
         threshold = self.score_threshold if threshold is None else float(threshold)
         cond_kp = clean_keypoints(cond_kp, threshold)
         target_kp = clean_keypoints(target_kp, threshold)
-        with torch.inference_mode(), autocast(self.device, self.amp):
+        with torch.inference_mode(), inference_autocast(self.device, self.amp, self.cpu_bf16):
             if self.model_name == "pg2":
                 hm, _ = self.model.pose_maps(target_kp)
                 g1, g2 = self.model.generate(x, hm)

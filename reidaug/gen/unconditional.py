@@ -17,7 +17,7 @@ import numpy as np
 
 from reidaug.data.images import image_grid
 from reidaug.errors import DataError
-from reidaug.gen.common import autocast, images_to_device
+from reidaug.gen.common import autocast, images_to_device, inference_autocast
 from reidaug.gen.loop import generator_weights, load_generator, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 
@@ -135,10 +135,10 @@ class UnconditionalGenerator:
     """The generator of a ``train-dcgan`` output, ready for batches of fake indices."""
 
     def __init__(self, model_file: Path, device: "torch.device", amp: bool = True,  # noqa: F821
-                 where: str = "generate-unconditional") -> None:
+                 where: str = "generate-unconditional", cpu_bf16: bool = False) -> None:
         from reidaug.models.dcgan import DCGAN, DCGANConfig
 
-        self.device, self.amp, self.file = device, amp, Path(model_file)
+        self.device, self.amp, self.file, self.cpu_bf16 = device, amp, Path(model_file), cpu_bf16
         state = load_torch(self.file, where)
         if state.get("model") != MODEL or "weights" not in state:
             raise DataError(f"{where}: {self.file} is not a train-dcgan generator file (model = "
@@ -151,12 +151,12 @@ class UnconditionalGenerator:
 
     @classmethod
     def from_folder(cls, folder: Path, device: "torch.device", amp: bool = True,  # noqa: F821
-                    where: str = "input models") -> "UnconditionalGenerator":
+                    where: str = "input models", cpu_bf16: bool = False) -> "UnconditionalGenerator":
         f = Path(folder) / f"{MODEL}.pt"
         if not f.is_file():
             raise DataError(f"no {MODEL}.pt in {folder}. Fix: bind models to a train-dcgan output "
                             "(models: train-dcgan.models).")
-        return cls(f, device, amp=amp, where=where)
+        return cls(f, device, amp=amp, where=where, cpu_bf16=cpu_bf16)
 
     def noise(self, seed: int, indices: Iterable[int]) -> "torch.Tensor":  # noqa: F821
         """The noise of fakes number ``indices`` of ``seed``, on the device."""
@@ -168,7 +168,7 @@ class UnconditionalGenerator:
         """Noise ``(B, nz, 1, 1)`` on the device → uint8 ``(B, H, W, 3)`` on the device."""
         import torch
 
-        with torch.inference_mode(), autocast(self.device, self.amp):
+        with torch.inference_mode(), inference_autocast(self.device, self.amp, self.cpu_bf16):
             y = self.model.generate(z)
             return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
 

@@ -112,6 +112,7 @@ def test_resources_follow_the_numerics_of_the_key():
     assert chunk_resources(spec, ctx(None, device="cpu")) == {}
     assert chunk_resources(spec, ctx(None, device="auto")) == {}  # planned without CUDA: CPU work
     assert chunk_resources(spec, ctx("cuda-fp32", device="auto")) == {"GPU": 1}
+    assert chunk_resources(spec, ctx("cpu-bf16", device="cpu", cpu_bf16=True)) == {}
     assert chunk_resources(STAGES["demo-data"], ctx_of("demo-data")) == {}
 
 
@@ -139,6 +140,7 @@ def test_local_chunks_at_once_keep_torch_threads_within_the_cores(monkeypatch):
     assert concurrent_chunks(2, ctx(1)) == 2
     assert concurrent_chunks(4, ctx(4)) == 1  # never below one
     assert concurrent_chunks(2, ctx(2, "cuda-bf16")) == 2  # on the GPU the CPU threads are not the limit
+    assert concurrent_chunks(2, ctx(2, "cpu-bf16")) == 1  # bf16 on the CPU still runs on its threads
     assert concurrent_chunks(2, ctx_of("demo-data")) == 2  # no torch threads: every worker
     monkeypatch.setattr(runner, "usable_cores", lambda: 16)
     assert concurrent_chunks(4, ctx(2)) == 4

@@ -146,3 +146,27 @@ def test_score_fakes_gives_lsro_samples_an_overall_freid_with_the_real_judge(tmp
     assert o["fd_baseline"] is None and res["freid"] == {} and res["identity"]["fakes"] is None
     table = (entries["score-fakes"] / "metrics.md").read_text()
     assert "12 fakes with no identity (not scored)" in table and "two halves of the real images" in table
+
+
+def test_cpu_bf16_generation_is_opt_in_keyed_and_close_to_fp32(tmp_path):
+    """generate-*'s cpu_bf16: another key (numerics cpu-bf16), fakes within a few grey levels of FP32's."""
+    graph, entries = run(tmp_path)
+    text = PIPELINE.replace("batch_size: 3, threads: 1}", "batch_size: 3, threads: 1, cpu_bf16: true}")
+    (tmp_path / "bf16").mkdir()
+    graph16, entries16 = run(tmp_path / "bf16", text)
+    assert graph16.keys["generate-unconditional"] != graph.keys["generate-unconditional"]
+    assert graph16.keys["train-dcgan"] == graph.keys["train-dcgan"]  # training is untouched
+    assert graph16.material["generate-unconditional"]["numerics"] == "cpu-bf16"
+    assert "numerics" not in graph.material["generate-unconditional"]
+
+    import cv2
+
+    def images(entry):
+        return np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR).astype(int)
+                         for c in sorted((entry / "chunks").glob("*.h5")) for b in read_h5_chunk(c)[0]["image"]])
+
+    a, b = images(entries["generate-unconditional"]), images(entries16["generate-unconditional"])
+    diff = np.abs(a - b)
+    assert 0 < diff.max() <= 40 and diff.mean() < 4, (diff.max(), diff.mean())  # bf16 rounding, not another image
+    spec = STAGES["generate-unconditional"]
+    assert "cpu_bf16" not in spec.semantic_params(spec.params())  # old keys stay
