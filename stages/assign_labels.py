@@ -1,6 +1,7 @@
 """Stage ``assign-labels``: a soft training target for every train sample, by its source.
 
-Schemes (``schemes`` maps a set — ``real``, ``camstyle``, ``poseguided``, ``unconditional`` — to one of them):
+Schemes (``schemes`` maps a set — ``real``, ``camstyle``, ``poseguided``, ``unconditional``, ``dgnet`` — to one
+of them):
 
 - ``onehot`` — the identity label (real images);
 - ``lsr`` — label smoothing (Szegedy et al., CVPR 2016) with ``epsilon``: 1 - eps + eps/C on
@@ -10,7 +11,11 @@ Schemes (``schemes`` maps a set — ``real``, ``camstyle``, ``poseguided``, ``un
   vitro", ICCV 2017);
 - ``teacher`` — the softmax of a teacher re-ID model trained on the real images only, at
   ``temperature`` (DG-Net's dynamic soft labels, Zheng et al., CVPR 2019, here computed once):
-  its ``topk`` largest classes stored sparse, the remaining mass recorded by the writer.
+  its ``topk`` largest classes stored sparse, the remaining mass recorded by the writer. For the
+  ``dgnet`` set it is DG-Net's primary feature learning: the teacher's view of the swap, whose
+  appearance source's identity it should keep;
+- ``structure`` (``dgnet`` set only) — LSR with ``epsilon`` on the identity of the swap's *structure*
+  source: DG-Net's fine-grained feature mining target (what stays of person j besides the clothes).
 
 Labels are contiguous 0..C-1 over the sorted original train pids, the same map
 ``export-hdf5`` uses (:func:`reidaug.data.datasets.train_label_map`). The output is one chunk
@@ -28,13 +33,15 @@ from reidaug.pipeline.context import StageContext
 from reidaug.pipeline.stage import DEFAULT_THREADS, Params, StageSpec, numerics_of
 
 #: the sets this stage can label, and the input slot that provides each
-SET_SLOTS = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided", "unconditional": "unconditional"}
+SET_SLOTS = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided", "unconditional": "unconditional",
+             "dgnet": "dgnet"}
 DEFAULT_SCHEMES = {"real": "onehot", "camstyle": "lsr"}
 # defaults of sets added later: applied when used, not merged into `schemes`, so the keys of
 # pipelines that do not name them stay as they were
-LATER_DEFAULTS = {"poseguided": "lsr", "unconditional": "lsro"}  # unconditional: LSRO's fakes have no identity
+LATER_DEFAULTS = {"poseguided": "lsr", "unconditional": "lsro",  # unconditional: LSRO's fakes have no identity
+                  "dgnet": "lsr"}  # DG-Net's own: teacher (needs a teacher bound) or structure
 
-Scheme = Literal["onehot", "lsr", "lsro", "teacher"]
+Scheme = Literal["onehot", "lsr", "lsro", "teacher", "structure"]
 
 
 class AssignLabelsParams(Params):
@@ -61,6 +68,10 @@ class AssignLabelsParams(Params):
         for name in value:
             if name not in SET_SLOTS:
                 raise ValueError(f"a set name: {', '.join(SET_SLOTS)}; found {name!r}.{did_you_mean(name, SET_SLOTS)}")
+        wrong = sorted(k for k, v in value.items() if v == "structure" and k != "dgnet")
+        if wrong:
+            raise ValueError(f"the structure scheme labels a DG-Net swap by its structure source's identity; sets "
+                             f"{wrong} have no structure source. Fix: use it for the dgnet set only")
         return {**DEFAULT_SCHEMES, **value}
 
 
@@ -120,10 +131,18 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         f"train identities (e.g. pid {unknown[0]}, {paths[pids.index(unknown[0])]}); scheme {scheme!r} "
                         "needs one. Fix: use lsro for this set, or generate from the train split only.")
     labels = np.asarray([label_of.get(pid, -1) for pid in pids], np.int64)
+    target_labels = labels
+    if scheme == "structure":  # DG-Net's fine-grained target: the identity of the structure source
+        spids = [int(arrays["structure_pid"][r]) for r in rows]
+        missing = sorted({q for q in spids if q not in label_of})
+        if missing:
+            raise DataError(f"{set_name} chunk {i}: structure sources of identities that are not train identities "
+                            f"(e.g. pid {missing[0]}). Fix: generate the swaps from the train split of this ingest.")
+        target_labels = np.asarray([label_of[q] for q in spids], np.int64)
     probs = None
     if scheme == "teacher":
         probs = _teacher_probs(ctx, arrays, rows, c)
-    index_arr, value_arr = make_targets(scheme, labels if scheme != "lsro" else np.zeros(len(rows), np.int64), c,
+    index_arr, value_arr = make_targets(scheme, target_labels if scheme != "lsro" else np.zeros(len(rows), np.int64), c,
                                         epsilon=p.epsilon, probs=probs, topk=p.topk)
     out = {"path": paths, "label": labels, "target_index": index_arr, "target_value": value_arr}
     if probs is not None:  # how often the teacher agrees with the identity the fake keeps
@@ -165,6 +184,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
     report = []
     for name, e in counts.items():
         extra = {"lsr": f" (epsilon {p.epsilon})",
+                 "structure": f" (the structure source's identity, epsilon {p.epsilon})",
                  "teacher": f" (T {p.temperature}, top-{p.topk})"}.get(e["scheme"], "")
         line = f"{name}: {e['samples']} train samples labelled {e['scheme']}{extra}"
         if name in agree and agree[name][1]:
@@ -179,8 +199,9 @@ SPEC = StageSpec(
     name="assign-labels", version=1,
     description="soft targets per train sample by source: onehot, lsr, lsro or teacher",
     params=AssignLabelsParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
-    inputs={"dataset": "ingest.dataset", "camstyle": "", "poseguided": "", "unconditional": "", "teacher": ""},
-    optional_inputs=frozenset({"camstyle", "poseguided", "unconditional", "teacher"}),
-    unkeyed_if_unbound=frozenset({"poseguided", "unconditional"}),  # added later: keys without them stay
+    inputs={"dataset": "ingest.dataset", "camstyle": "", "poseguided": "", "unconditional": "", "dgnet": "",
+            "teacher": ""},
+    optional_inputs=frozenset({"camstyle", "poseguided", "unconditional", "dgnet", "teacher"}),
+    unkeyed_if_unbound=frozenset({"poseguided", "unconditional", "dgnet"}),  # added later: keys without them stay
     outputs={"labels": "chunks"},
 )

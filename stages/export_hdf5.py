@@ -3,7 +3,10 @@ label assignments) into one reidaug HDF5 file, format v1 (see docs/hdf5-format.m
 sets: ``camstyle`` (``generate-camstyle``), ``poseguided`` (``generate-poseguided``, stored with
 ``source = pose``, its canonical pose id in ``gen_pose_id`` and, when keypoints go in, the
 target pose as the fake's keypoints) and ``unconditional`` (``generate-unconditional``: LSRO's DCGAN
-samples, ``source = dcgan``, no identity, origin or camera).
+samples, ``source = dcgan``, no identity, origin or camera) and ``dgnet`` (``generate-dgnet``: DG-Net's swaps,
+``source = dgnet``, origin = the appearance source, whose identity they show; the structure source is in the
+fake's path and the stage's chunks). The later enum members (source ``dgnet``, label scheme ``structure``) go
+into a file only when it holds them, so other files keep their bytes.
 
 Train identities are relabelled to contiguous 0..C-1 (sorted original pid), as re-ID toolkits
 do; query and gallery keep label -1. Real images get one-hot targets and the file records
@@ -29,17 +32,18 @@ from reidaug.pipeline.stage import Params, StageSpec
 OUTPUT = "dataset.h5"
 SPLITS = ("train", "query", "gallery")
 # sets that can go into the file, and the upstream slot that provides each
-SET_SOURCES = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided", "unconditional": "unconditional"}
-# the HDF5 `source` enum value of each set (h5format.SOURCES)
-SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose", "unconditional": "dcgan"}
+SET_SOURCES = {"real": "dataset", "camstyle": "camstyle", "poseguided": "poseguided", "unconditional": "unconditional",
+               "dgnet": "dgnet"}
+# the HDF5 `source` enum value of each set (h5format.SOURCES, LATER_SOURCES)
+SET_ENUM = {"real": "real", "camstyle": "camstyle", "poseguided": "pose", "unconditional": "dcgan", "dgnet": "dgnet"}
 
 
 class ExportParams(Params):
     UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"resize"})  # added after v2 shipped
 
     sets: list[str] | None = Field(
-        None, description=("image sets that go in: real, camstyle, poseguided, unconditional (default: real + every "
-                            "bound set)"))
+        None, description=("image sets that go in: real, camstyle, poseguided, unconditional, dgnet (default: real + "
+                            "every bound set)"))
     splits: list[Literal["train", "query", "gallery"]] = Field(default_factory=lambda: list(SPLITS))
     encoding: Literal["raw", "jpeg", "png"] = Field("raw", description="raw = fixed HxWx3 uint8 (fastest to read)")
     image_height: int = Field(256, ge=8, le=2048)
@@ -156,6 +160,8 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     pose_chunks = poses.chunk_paths() if poses is not None else None
     label_of = train_label_map(dataset.iter_chunks())  # contiguous train labels (sorted pid)
     labels, width = _load_labels(ctx)
+    later = (["dgnet"] if "dgnet" in sets else []) + (
+        ["structure"] if any(v[0] == "structure" for v in labels.values()) else [])
 
     def targets(set_name: str, paths: list[str]) -> dict[str, Any]:
         """Scheme and sparse targets for train rows, from assign-labels (one-hot without it)."""
@@ -179,7 +185,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
         image_size=None if p.keep_native_size else (p.image_height, p.image_width),
         encoding=p.encoding, compression=p.compression, jpeg_quality=p.jpeg_quality, resize=p.resize,
         num_classes=len(label_of) or None, target_topk=max(DEFAULT_TARGET_TOPK, width),
-        attrs={"pipeline_key": stable_hash(stage_keys), "stage_keys": stage_keys},
+        attrs={"pipeline_key": stable_hash(stage_keys), "stage_keys": stage_keys}, later_members=later,
     )
     counts = {s: 0 for s in SPLITS} | {f"num_{s}": 0 for s in sets if s != "real"}
     train_row: dict[str, int] = {}  # path of a real train image -> its row (the origin of its fakes)
@@ -275,9 +281,9 @@ SPEC = StageSpec(
     description="collect the real images (and generated sets) into one HDF5 file (format v1)",
     params=ExportParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "keypoints": "", "camstyle": "", "poseguided": "", "unconditional": "",
-            "labels": ""},
-    optional_inputs=frozenset({"keypoints", "camstyle", "poseguided", "unconditional", "labels"}),
-    unkeyed_if_unbound=frozenset({"poseguided", "unconditional"}),  # added later: keys without them stay
+            "dgnet": "", "labels": ""},
+    optional_inputs=frozenset({"keypoints", "camstyle", "poseguided", "unconditional", "dgnet", "labels"}),
+    unkeyed_if_unbound=frozenset({"poseguided", "unconditional", "dgnet"}),  # added later: keys without them stay
     outputs={"hdf5": OUTPUT, "chunks": "chunks"},
     nonsemantic=frozenset({"output"}),
 )

@@ -31,6 +31,19 @@ SOURCES: dict[str, int] = {
 }
 #: ``label_scheme`` enum: how a training sample's soft target was made.
 LABEL_SCHEMES: dict[str, int] = {"onehot": 0, "lsr": 1, "lsro": 2, "teacher": 3}
+#: Enum members added after files existed. A file's enum holds one only when its writer declared it
+#: (``H5Writer(later_members=...)``), so the files of pipelines that never use them keep their bytes.
+LATER_SOURCES: dict[str, int] = {
+    "dgnet": 4,  # DG-Net appearance / structure swap (Zheng et al., CVPR 2019); origin = the appearance source
+}
+LATER_LABEL_SCHEMES: dict[str, int] = {
+    "structure": 4,  # DG-Net's fine-grained target: LSR on the identity of the swap's structure source
+}
+
+
+def enum_members(base: dict[str, int], later: dict[str, int], declared: Any) -> dict[str, int]:
+    """``base`` plus the members of ``later`` named in ``declared``."""
+    return {**base, **{k: v for k, v in later.items() if k in set(declared)}}
 ENCODINGS: tuple[str, ...] = ("raw", "jpeg", "png")
 TARGET_STORAGES: tuple[str, ...] = ("sparse", "dense")
 #: Keypoints are COCO-17 (x, y, score) in the stored image's pixel frame.

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from reidaug.data.h5format.schema import DEFAULT_TARGET_TOPK, LABEL_SCHEMES
+from reidaug.data.h5format.schema import DEFAULT_TARGET_TOPK, LABEL_SCHEMES, LATER_LABEL_SCHEMES
 from reidaug.errors import ConfigError, DataError, unknown_name
 
 
@@ -83,9 +83,9 @@ def make_targets(
     """
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     b = labels.size
-    if scheme not in LABEL_SCHEMES:
-        raise unknown_name("label scheme", scheme, LABEL_SCHEMES)
-    if scheme in ("onehot", "lsr"):
+    if scheme not in LABEL_SCHEMES and scheme not in LATER_LABEL_SCHEMES:
+        raise unknown_name("label scheme", scheme, {**LABEL_SCHEMES, **LATER_LABEL_SCHEMES})
+    if scheme in ("onehot", "lsr", "structure"):  # structure: LSR on the structure source's identity
         if b and (labels.min() < 0 or labels.max() >= num_classes):
             raise DataError(
                 f"{scheme} targets need labels in 0..{num_classes - 1}; found "

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -23,8 +23,9 @@ from reidaug import __version__
 from reidaug.data.h5format.schema import (
     CHECKSUM_ALGORITHM, COMMON_FIELDS, DEFAULT_COMPRESSION, DEFAULT_ENCODING, DEFAULT_IMAGE_SIZE,
     DEFAULT_JPEG_QUALITY, DEFAULT_PNG_LEVEL, DEFAULT_TARGET_TOPK, ENCODINGS, FORMAT_NAME,
-    FORMAT_VERSION, LABEL_SCHEMES, MASS_TOL, META_CHUNK, NUM_KEYPOINTS, RESERVED_ATTRS, RESIZE_MODES,
-    SOURCES, SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes,
+    FORMAT_VERSION, LABEL_SCHEMES, LATER_LABEL_SCHEMES, LATER_SOURCES, MASS_TOL, META_CHUNK, NUM_KEYPOINTS,
+    RESERVED_ATTRS, RESIZE_MODES, SOURCES, SPLITS, TARGET_STORAGES, TRAIN_SPLIT, dataset_sha256, element_bytes,
+    enum_members,
 )
 from reidaug.data.h5format.targets import densify_targets, make_targets
 from reidaug.data.images import letterbox
@@ -78,6 +79,9 @@ def _enum_codes(name: str, value: Any, n: int, mapping: Mapping[str, int]) -> np
         if not isinstance(v, str):
             raise DataError(f"append: {name} must be given by name (one of {sorted(mapping)}); found {v!r}.")
         if v not in mapping:
+            if v in LATER_SOURCES or v in LATER_LABEL_SCHEMES:
+                raise DataError(f"append: {name} {v!r} joined the format later, so a file holds it only when its "
+                                f"writer declares it. Fix: H5Writer(..., later_members=[{v!r}]).")
             raise unknown_name(name, v, mapping)
         codes.append(mapping[v])
     if len(codes) != n:
@@ -130,7 +134,14 @@ class H5Writer:
         target_storage: str = "sparse",
         target_topk: int = DEFAULT_TARGET_TOPK,
         resize: str = "stretch",
+        later_members: Iterable[str] = (),
     ) -> None:
+        unknown = sorted(set(later_members) - set(LATER_SOURCES) - set(LATER_LABEL_SCHEMES))
+        if unknown:
+            raise unknown_name("later enum member", unknown[0], {**LATER_SOURCES, **LATER_LABEL_SCHEMES})
+        # the enums of this file: the base members, plus the later ones it declares it may hold
+        self.sources = enum_members(SOURCES, LATER_SOURCES, later_members)
+        self.label_schemes = enum_members(LABEL_SCHEMES, LATER_LABEL_SCHEMES, later_members)
         if encoding not in ENCODINGS:
             raise unknown_name("image encoding", encoding, ENCODINGS)
         if target_storage not in TARGET_STORAGES:
@@ -255,7 +266,7 @@ class H5Writer:
                     f"append ({where}): labels must be -1 outside train; found "
                     f"{np.unique(cols['label'])[:5]}. Fix: leave label out for {split}."
                 )
-        src = _enum_codes("source", source, n, SOURCES)
+        src = _enum_codes("source", source, n, self.sources)
         real = src == SOURCES["real"]
         # -1: no camera, only for a fake with no identity (LSRO's unconditional samples)
         no_camera = (cols["camid"] == -1) & ~real & (np.asarray(cols["pid"]) == -1) & (cols["origin"] == -1)
@@ -289,7 +300,7 @@ class H5Writer:
 
         if is_train:
             schemes = _enum_codes("label_scheme", "onehot" if label_scheme is None else label_scheme, n,
-                                  LABEL_SCHEMES)
+                                  self.label_schemes)
             if label_scheme is None and (target_index is not None or target_probs is not None):
                 raise DataError(f"append ({where}): targets given without label_scheme.")
             tcols = self._targets(cols["label"], schemes, target_index, target_value, target_probs, n, where)
@@ -518,10 +529,10 @@ class H5Writer:
 
         for name, dt in COMMON_FIELDS.items():
             column(name, dt, (2,) if name == "native_hw" else ())
-        column("source", h5py.enum_dtype(SOURCES, basetype=np.uint8))
+        column("source", h5py.enum_dtype(self.sources, basetype=np.uint8))
         column("path", h5py.string_dtype("utf-8"))
         if split == TRAIN_SPLIT:
-            column("label_scheme", h5py.enum_dtype(LABEL_SCHEMES, basetype=np.uint8))
+            column("label_scheme", h5py.enum_dtype(self.label_schemes, basetype=np.uint8))
             if self.target_storage == "sparse":
                 column("target_index", np.int32, (self.target_topk,))
                 column("target_value", np.float16, (self.target_topk,))

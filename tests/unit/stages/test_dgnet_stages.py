@@ -124,3 +124,69 @@ def test_one_image_per_identity_or_an_unknown_backbone_is_a_clear_error(tmp_path
     with pytest.raises(UnknownNameError, match=r"stage 'train-dgnet'.*unknown app_backbone \"efficientnet_lite\"\. "
                                                r"Did you mean \"efficientnet_lite0\""):
         run(tmp_path, text)
+
+
+EXPORT = PIPELINE + """\
+  labels-structure:
+    uses: assign-labels
+    params: {schemes: {real: lsr, dgnet: structure}, epsilon: 0.2}
+    inputs: {dgnet: generate-dgnet.fakes}
+  export-structure:
+    uses: export-hdf5
+    params: {image_height: 64, image_width: 32}
+    inputs: {dgnet: generate-dgnet.fakes, labels: labels-structure.labels}
+  labels-appearance:
+    uses: assign-labels
+    params: {schemes: {real: lsr, dgnet: lsr}}
+    inputs: {dgnet: generate-dgnet.fakes}
+  export-appearance:
+    uses: export-hdf5
+    params: {image_height: 64, image_width: 32}
+    inputs: {dgnet: generate-dgnet.fakes, labels: labels-appearance.labels}
+  export-real:
+    uses: export-hdf5
+    params: {image_height: 64, image_width: 32}
+  reid:
+    uses: train-reid
+    inputs: {data: export-structure.hdf5}
+    params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, warmup_epochs: 0,
+             train_batch_size: 8, log_every: 2, num_workers: 0, evaluate: false}
+"""
+
+
+def test_swaps_export_with_the_appearance_or_the_structure_identity_as_target(tmp_path):
+    from reidaug.data.h5format import open_h5, verify
+
+    entries = run(tmp_path, EXPORT)
+    fakes = chunks(entries["generate-dgnet"])
+    for name in ("export-structure", "export-appearance", "export-real"):
+        assert verify(entries[name] / "dataset.h5") == [], name
+    with open_h5(entries["export-structure"] / "dataset.h5") as f:
+        m = f.meta("train")
+        assert "dgnet" in m.source_names.values() and "structure" in m.label_scheme_names.values()
+        dg = m.source == {v: k for k, v in m.source_names.items()}["dgnet"]
+        assert dg.sum() == len(fakes["path"]) and (m.origin[dg] >= 0).all()
+        assert (m.pid[m.origin[dg]] == m.pid[dg]).all()  # the origin is the appearance source: its identity
+        rows = np.flatnonzero(dg)
+        dense = f.targets("train", rows)
+        label_of = {int(p): int(lbl) for p, lbl in zip(m.pid[~m.is_fake], m.label[~m.is_fake])}
+        by_path = {p: k for k, p in enumerate(fakes["path"])}
+        for r, row in zip(rows, dense):
+            k = by_path[str(m.path[r])]
+            structure = label_of[int(fakes["structure_pid"][k])]
+            assert row.argmax() == structure != m.label[r]  # the target is the structure source's identity
+            assert row[structure] == pytest.approx(1 - 0.2 + 0.2 / f.info.num_classes, abs=2e-3)
+    with open_h5(entries["export-appearance"] / "dataset.h5") as f:
+        m = f.meta("train")
+        dg = np.flatnonzero(m.source == {v: k for k, v in m.source_names.items()}["dgnet"])
+        assert (f.targets("train", dg).argmax(axis=1) == m.label[dg]).all()  # appearance identity
+        assert "structure" not in m.label_scheme_names.values()  # declared only where used
+    with open_h5(entries["export-real"] / "dataset.h5") as f:
+        assert "dgnet" not in f.meta("train").source_names.values()  # a file without swaps keeps the old enum
+    summary = json.loads((entries["reid"] / "meta.json").read_text())["summary"]
+    assert summary["steps"] >= 1 and np.isfinite(summary["final_loss"])  # the trainer reads swaps like any fake
+
+
+def test_the_structure_scheme_is_for_dgnet_swaps_only():
+    with pytest.raises(Exception, match=r"structure scheme labels a DG-Net swap.*\['camstyle'\].*dgnet set only"):
+        STAGES["assign-labels"].params(schemes={"camstyle": "structure"})
