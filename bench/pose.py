@@ -22,19 +22,26 @@ Backends (reidaug.models.pose_estimators, all COCO-17, ``(B, 17, 3)`` = x, y, sc
     one backend are interleaved (b1, b32[, per-image], b1, b32, ...) so a busy neighbour slows
     them alike. mmpose runs with random weights (speed does not depend on the weights) on a
     smaller set (``--mmpose-images``; hrnet-w32 is ~100x slower than movenet), and its batched
-    ``predict`` (one ``test_step`` per batch) is set against mmpose's own ``inference_topdown`` once per crop
-    (``mmpose_predict_per_image``) on the same crops: the ratio is the speed-up of batching
-    (the project's goal is >= 2x on the CPU).
+    ``predict`` (one ``test_step`` per mini-batch of 8 crops on the CPU, channels-last input,
+    BatchNorm folded into a copy of the model) is set against mmpose's own ``inference_topdown``
+    once per crop (``mmpose_predict_per_image``) on the same crops: the ratio is the speed-up of batching
+    (the project's goal is >= 2x on the CPU). A fourth mmpose mode, ``b32_one_test_step``, is
+    the batched path as it was before the speed work (one ``test_step`` for all 32 crops, NCHW
+    input, BatchNorm not folded: ``forward_batch=None, channels_last=False, fuse_bn=False``) on
+    the same model, to show what the speed work brings. Each ratio is also given per round (a
+    round's modes ran back to back, so a busy neighbour slows them alike), median over rounds.
 (3) With CUDA, the mmpose speed table again on ``device=cuda`` (movenet and mediapipe are
     CPU-only); without CUDA it is skipped with a note in the JSON.
 
 Prints tables and writes JSON (default bench/results/pose.json).
 
     .venv/bin/python bench/pose.py [--limit N] [--speed-images 256] [--mmpose-images 128]
+        [--speed-backends "mmpose rtmpose-t"] [--threads 1]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import importlib.metadata
 import logging
@@ -163,14 +170,22 @@ def speed_backend(name: str, kw: dict[str, Any], images: list[np.ndarray], repea
     modes: dict[str, tuple[Predict, int]] = {"b1": (est.predict, 1), "b32": (est.predict, 32)}
     if per_image:
         modes["per_image_inference_topdown"] = (lambda ims: mmpose_predict_per_image(est, ims), 1)
+        if hasattr(est, "forward_batch"):  # the batched path before the speed work, same model
+            one_step = copy.copy(est)
+            one_step.forward_batch, one_step.channels_last, one_step.batch_model = None, False, est.model
+            modes["b32_one_test_step"] = (one_step.predict, 32)
     load_before = load_average()
     out: dict[str, Any] = {"build_s": build_s, **time_modes(modes, images, repeat),
                            "load_average_before": load_before, "load_average_after": load_average()}
     if per_image:
         ref = out["per_image_inference_topdown"]
-        for m in ("b1", "b32"):
+        for m in [m for m in ("b1", "b32", "b32_one_test_step") if m in out]:
             out[f"speedup_{m}_vs_per_image_median"] = out[m]["img_per_s_median"] / ref["img_per_s_median"]
             out[f"speedup_{m}_vs_per_image_best"] = out[m]["img_per_s_best"] / ref["img_per_s_best"]
+            out[f"speedup_{m}_vs_per_image_per_round"] = [
+                a / b for a, b in zip(out[m]["img_per_s_runs"], ref["img_per_s_runs"])]
+            out[f"speedup_{m}_vs_per_image_per_round_median"] = statistics.median(
+                out[f"speedup_{m}_vs_per_image_per_round"])
     close = getattr(est, "close", None)
     if close is not None:
         close()
@@ -193,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mmpose-images", type=int, default=128,
                     help="crops in the mmpose speed set (the first of the speed set)")
     ap.add_argument("--repeat", type=int, default=3, help="timed passes per mode (after one warm-up call)")
+    ap.add_argument("--speed-backends", nargs="+", default=None, metavar="LABEL",
+                    help="time only these backends (labels as printed, e.g. 'mmpose rtmpose-t'); default all")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran)")
@@ -201,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     load_start = load_average()
     t_start = time.perf_counter()
     data = Path(args.data)
@@ -247,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         speed_set = [images[i] for i in pick]
         mm_set = speed_set[: args.mmpose_images]
         for label, (name, kw) in {**quality_backends, **mmpose_backends}.items():
+            if args.speed_backends is not None and label not in args.speed_backends:
+                continue
             is_mm = name == "mmpose"
             speed[label] = speed_backend(name, kw, mm_set if is_mm else speed_set, args.repeat, per_image=is_mm)
             print(f"speed {label} (load {speed[label]['load_average_after'][0]:.1f}): " + ", ".join(
@@ -254,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True)
         if torch.cuda.is_available():
             for label, (name, kw) in mmpose_backends.items():
+                if args.speed_backends is not None and label not in args.speed_backends:
+                    continue
                 speed_cuda[label] = speed_backend(name, {**kw, "device": "cuda"}, mm_set, args.repeat,
                                                   per_image=True)
         else:
@@ -279,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"pairs {r['keypoint_pairs_counted']:6d}")
     if speed:
         hdr = (f"{'backend (CPU)':18s} {'imgs':>5s} {'b1 best/median':>16s} {'b32 best/median':>16s} "
-               f"{'per-image best/median':>22s} {'b32/per-image':>14s}")
-        print(f"\nspeed, images/s (best / median of {args.repeat}), torch threads {torch.get_num_threads()}")
+               f"{'per-image best/median':>22s} {'b32/per-image':>14s} {'old b32 best/median':>20s} "
+               f"{'old b32/per-image':>18s}")
+        print(f"\nspeed, images/s (best / median of {args.repeat}), torch threads {torch.get_num_threads()}; "
+              "x/per-image: ratio of medians / median of the per-round ratios; old b32: one test_step, NCHW, "
+              "BN not folded")
         print(hdr)
         print("-" * len(hdr))
 
@@ -288,10 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             return f"{s[m]['img_per_s_best']:.1f} / {s[m]['img_per_s_median']:.1f}" if m in s else "-"
 
         for label, s in speed.items():
-            ratio = (f"{s['speedup_b32_vs_per_image_median']:.2f}x" if "speedup_b32_vs_per_image_median" in s
-                     else "-")
+            def ratio_of(m: str, s: dict = s) -> str:
+                k = f"speedup_{m}_vs_per_image"
+                return f"{s[k + '_median']:.2f}x / {s[k + '_per_round_median']:.2f}x" if k + "_median" in s else "-"
+
+            ratio, old = ratio_of("b32"), ratio_of("b32_one_test_step")
             print(f"{label:18s} {s['b1']['images']:5d} {bm(s, 'b1'):>16s} {bm(s, 'b32'):>16s} "
-                  f"{bm(s, 'per_image_inference_topdown'):>22s} {ratio:>14s}")
+                  f"{bm(s, 'per_image_inference_topdown'):>22s} {ratio:>14s} "
+                  f"{bm(s, 'b32_one_test_step'):>20s} {old:>18s}")
         print(f"cuda: {cuda_note or 'see JSON speed_cuda'}")
 
     write_result(args.out, {
@@ -306,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"name": "CUHK01", "path": str(data), "crops": len(images), "unreadable": bad,
                  "shapes_hw": [list(s) for s in shapes]},
         "settings": {
-            "limit": args.limit, "repeat": args.repeat, "speed_images": args.speed_images,
+            "limit": args.limit, "repeat": args.repeat, "speed_backends": args.speed_backends,
+            "threads": args.threads, "speed_images": args.speed_images,
             "mmpose_images": args.mmpose_images, "quality_batch": QUALITY_BATCH,
             "conf": CONF, "min_keypoints": MIN_KEYPOINTS, "pck_threshold": PCK_THR,
             "backends": {k: v[1] for k, v in {**quality_backends, **mmpose_backends}.items()},
@@ -319,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             "speed": "fixed random set (seed 0); one warm-up call per mode, then --repeat rounds, "
                      "each one pass per mode, interleaved; images/s best and median. b1/b32: "
                      "predict() on batches of 1/32; per_image_inference_topdown: "
-                     "mmpose_predict_per_image (mmpose inference_topdown once per crop). Image "
+                     "mmpose_predict_per_image (mmpose inference_topdown once per crop); "
+                     "b32_one_test_step: mmpose predict() on batches of 32 as before the speed work "
+                     "(forward_batch=None, channels_last=False, BN not folded: one test_step, NCHW); "
+                     "speedup_*_per_round: the ratio within each round, and its median. Image "
                      "decoding is not timed (crops decoded beforehand).",
             "mmpose": "random_init=True (no trained checkpoint offline): speed only; test_cfg as "
                       "in the config (rtmpose-t: flip_test=True, i.e. two forwards per crop)",
