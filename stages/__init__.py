@@ -9,8 +9,9 @@ from reidaug.errors import unknown_name
 from reidaug.pipeline.stage import StageSpec
 from reidaug.stages import (assign_labels, cluster_poses, demo_data, evaluate_posefusion, export_hdf5, extract_pose,
                             filter_fakes, generate_camstyle, generate_colortransfer, generate_dgnet,
-                            generate_poseguided, generate_unconditional, ingest, score_fakes, score_posegan,
-                            selftest, train_camstyle, train_dcgan, train_dgnet, train_posegan, train_reid)
+                            generate_poseguided, generate_unconditional, ingest, score_dgnet, score_fakes,
+                            score_posegan, selftest, train_camstyle, train_dcgan, train_dgnet, train_posegan,
+                            train_reid)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -29,6 +30,7 @@ STAGES: dict[str, StageSpec] = {
         generate_unconditional.SPEC,
         train_dgnet.SPEC,
         generate_dgnet.SPEC,
+        score_dgnet.SPEC,
         assign_labels.SPEC,
         export_hdf5.SPEC,
         score_fakes.SPEC,

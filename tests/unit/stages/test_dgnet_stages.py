@@ -190,3 +190,19 @@ def test_swaps_export_with_the_appearance_or_the_structure_identity_as_target(tm
 def test_the_structure_scheme_is_for_dgnet_swaps_only():
     with pytest.raises(Exception, match=r"structure scheme labels a DG-Net swap.*\['camstyle'\].*dgnet set only"):
         STAGES["assign-labels"].params(schemes={"camstyle": "structure"})
+
+
+def test_score_dgnet_on_held_out_identities(tmp_path):
+    text = PIPELINE + "  score-dgnet: {params: {num_images: 6, grid: 3, threads: 1}}\n"
+    entries = run(tmp_path, text)
+    m = json.loads((entries["score-dgnet"] / "metrics.json").read_text())
+    real = chunks(entries["ingest"])
+    query_ids = set(real["pid"][real["split"] == "query"].tolist())
+    assert m["split"] == "query" and m["num_images"] == 6 and m["num_ids"] <= len(query_ids)
+    for k in ("ssim_self_reconstruction", "ssim_same_identity_reconstruction", "ssim_other_photo_baseline"):
+        assert m[k]["n"] == 6 and -1 <= m[k]["mean"] <= 1
+    assert (entries["score-dgnet"] / "swaps.png").stat().st_size > 500
+    report = json.loads((entries["score-dgnet"] / "meta.json").read_text())["summary"]["report"]
+    assert "never trained on" in report[0]
+    with pytest.raises(Exception, match="train holds the identities the generator learnt"):
+        run(tmp_path, PIPELINE + "  score-dgnet: {params: {split: train}}\n", ws="ws3")
