@@ -109,7 +109,7 @@ def _peak_bytes() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
 
 
-def worker(method: str, nq: int, ng: int, dim: int, seed: int) -> dict[str, Any]:
+def worker(method: str, nq: int, ng: int, dim: int, seed: int, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     from reidaug.eval.metrics import evaluate
@@ -127,22 +127,25 @@ def worker(method: str, nq: int, ng: int, dim: int, seed: int) -> dict[str, Any]
     if method == "naive":
         res = naive_evaluate(qf, gf, qp, gp, qc, gc)
     else:
-        m = evaluate(qf, gf, qp, gp, qc, gc, rerank=method == "rerank")
+        m = evaluate(qf, gf, qp, gp, qc, gc, rerank=method == "rerank", device=device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         res = {"rank1": m.rank(1), "mAP": m.mAP, "mINP": m.mINP, "num_queries": m.num_queries}
     seconds = time.perf_counter() - t0
     peak, source = _peak_bytes()
     return {"method": method, "num_query": nq, "num_gallery": ng, "dim": dim,
             "seconds": seconds, "rss_before_bytes": before, "peak_bytes": peak,
             "peak_delta_bytes": peak - before, "peak_source": source if reset else "ru_maxrss",
-            "torch_threads": torch.get_num_threads(), "metrics": res}
+            "torch_threads": torch.get_num_threads(), "device": device if method != "naive" else "cpu",
+            "metrics": res}
 
 
 # ------------------------------------------------------------------------------ the driver
 
 
-def run_one(method: str, nq: int, ng: int, dim: int, seed: int) -> dict[str, Any]:
+def run_one(method: str, nq: int, ng: int, dim: int, seed: int, device: str = "cpu") -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", method, "--nq", str(nq), "--ng", str(ng),
-           "--dim", str(dim), "--seed", str(seed)]
+           "--dim", str(dim), "--seed", str(seed), "--device", device]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         return {"method": method, "num_query": nq, "num_gallery": ng, "failed": True,
@@ -165,12 +168,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "eval.json"))
     ap.add_argument("--rerank", default="none",
                     help="QxG run with k1=20, k2=6 re-ranking (e.g. 3368x15913, Market-sized)")
+    ap.add_argument("--device", default="cpu", help="where evaluate() runs the blocked method: cpu | cuda")
     ap.add_argument("--worker", choices=("naive", "blocked", "rerank"), help=argparse.SUPPRESS)
     ap.add_argument("--nq", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ng", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.nq, args.ng, args.dim, args.seed)))
+        print(json.dumps(worker(args.worker, args.nq, args.ng, args.dim, args.seed, args.device)))
         return
 
     runs = []
@@ -182,7 +186,7 @@ def main() -> None:
     load_start = load_average()
     for method, nq, ng in plan:
         print(f"running {method} {nq}x{ng} ...", file=sys.stderr, flush=True)
-        runs.append(run_one(method, nq, ng, args.dim, args.seed))
+        runs.append(run_one(method, nq, ng, args.dim, args.seed, args.device))
     load_end = load_average()
 
     gib = 2.0**30

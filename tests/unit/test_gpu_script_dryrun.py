@@ -1,0 +1,43 @@
+"""bench/gpu/run_all.sh, the one prepared GPU call, in its CPU dry-run mode: the speed step (a generation
+benchmark and the evaluation benchmark) runs and writes its JSON, so the script is known to work before a
+GPU is lent. The whole dry run (every step, every generator) is the slow test."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("the dry run uses the project's .venv (scripts/setup.sh makes it)")
+    full = {**os.environ, "REIDAUG_GPU_DRYRUN": "1", "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(["bash", "bench/gpu/run_all.sh"], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=1500)
+
+
+def test_the_speed_step_runs_in_the_dry_run(tmp_path):
+    proc = dry_run(tmp_path, STEPS_TO_RUN="3", GENERATORS="pg2")
+    out = tmp_path / "out"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "3. speed" in log and "1. tests marked gpu" not in log and "done" in log
+    gen = json.loads((out / "generate_pg2.json").read_text())
+    assert gen, "bench/generate.py wrote nothing"
+    ev = json.loads((out / "eval.json").read_text())
+    assert all(not r.get("failed") for r in ev["runs"]) and {r["method"] for r in ev["runs"]} == {"naive", "blocked"}
+
+
+@pytest.mark.slow
+def test_the_whole_dry_run(tmp_path):
+    proc = dry_run(tmp_path)
+    out = tmp_path / "out"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("pytest_gpu.txt", "check_cuda.json", "generate_camstyle.json", "generate_pg2.json",
+                 "generate_deformable.json", "eval.json"):
+        assert (out / name).is_file(), name
