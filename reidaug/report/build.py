@@ -228,10 +228,12 @@ SECTIONS: dict[str, Callable[[Section, "_Context"], None]] = {
     "train-camstyle": _train_gan,
     "train-posegan": _train_gan,
     "train-dcgan": _train_gan,
+    "train-dgnet": _train_gan,
     "export-hdf5": _export,
     "score-fakes": _scores,
     "score-posegan": _scores,
     "evaluate-posefusion": _scores,
+    "score-dgnet": _scores,
     "train-reid": _train_reid,
 }
 
