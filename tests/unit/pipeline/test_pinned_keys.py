@@ -46,6 +46,25 @@ def test_the_campaigns_best_arm_as_one_pipeline_is_the_campaigns_own_stages() ->
     assert {name: campaign[twins.get(name, name)] for name in one} == one
 
 
+def test_the_seed_system_configs_share_the_campaigns_cached_stages(shared_dir) -> None:
+    """The LSRO, LSRO-controls, transfer and DG-Net configs run in the campaign's workspace on its ingest, real
+    export and real-only control (and the controls on LSRO's and CamStyle's fakes): the same keys, so those are
+    cached where the campaign ran and every arm is paired with the campaign's own control runs."""
+    campaign = keys_of("configs/ablations/cuhk01_campaign.yaml")
+    lsro = keys_of("configs/real/cuhk01_lsro.yaml")
+    camstyle = keys_of("configs/real/cuhk01_camstyle_id.yaml")
+    shared = ["ingest", "labels-real-lsr", "export-real"]
+    for config in ("configs/real/cuhk01_lsro.yaml", "configs/ablations/cuhk01_lsro_controls.yaml",
+                   "configs/real/synthetic_to_cuhk01.yaml", "configs/real/cuhk01_dgnet.yaml"):
+        keys = keys_of(config)
+        assert {n: keys[n] for n in shared} == {n: campaign[n] for n in shared}, config
+        controls = [n for n in keys if n.startswith(("real-re-e18-s", "reid-real-e18-s"))]
+        assert controls and all(keys[n] == campaign["real-re-e18-s" + n[-1]] for n in controls), config
+    controls = keys_of("configs/ablations/cuhk01_lsro_controls.yaml")
+    assert all(controls[f"reid-lsro-s{k}"] == lsro[f"reid-lsro-s{k}"] for k in range(3))
+    assert controls["generate-camstyle-id"] == camstyle["generate-camstyle-id"]
+
+
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(PROJECT_ROOT))
                                           for p in (PROJECT_ROOT / "configs").rglob("*.yaml")))
 def test_every_shipped_pipeline_loads_and_builds(config: str, request: pytest.FixtureRequest) -> None:
