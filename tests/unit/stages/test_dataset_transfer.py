@@ -182,7 +182,7 @@ def test_spgan_training_resumes_bit_identically(tmp_path):
 def test_siamese_loss_pulls_positive_pairs_and_pushes_negatives_to_the_margin():
     import torch
 
-    from models.cyclegan import contrastive_loss
+    from reidaug.models.cyclegan import contrastive_loss
 
     a = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
     assert contrastive_loss(a, a, True, 2.0).item() == pytest.approx(0.0, abs=1e-6)
