@@ -25,7 +25,7 @@ import numpy as np
 
 from reidaug.errors import DataError
 from reidaug.data.images import image_grid
-from reidaug.gen.common import autocast, images_to_device, inference_autocast, to_device
+from reidaug.gen.common import autocast, images_to_device, inference_autocast, to_uint8_images, to_device
 from reidaug.gen.loop import generator_weights, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 
@@ -435,7 +435,7 @@ class CamStyleTranslator:
                 c = torch.nn.functional.one_hot(torch.full((x.shape[0],), domain, dtype=torch.long,
                                                            device=x.device), self.num_domains).float()
                 y = net(x, c)
-            return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            return to_uint8_images(y)
 
     def translate(self, images: np.ndarray, source_cam: int, target_cam: int) -> np.ndarray:
         return self.translate_tensor(self.to_tensor(images), source_cam, target_cam).cpu().numpy()

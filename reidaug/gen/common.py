@@ -75,6 +75,14 @@ def inference_autocast(device: "torch.device", amp: bool, cpu_bf16: bool = False
     return contextlib.nullcontext()
 
 
+def to_uint8_images(y: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """A generator's output ``(B, 3, H, W)`` in [-1, 1] (any float dtype) → uint8 ``(B, H, W, 3)`` on its device:
+    clamped, scaled to 0..255 and rounded, the one conversion every generate stage stores."""
+    import torch
+
+    return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_device(net: "torch.nn.Module", device: "torch.device") -> "torch.nn.Module":  # noqa: F821
     """Move a network to ``device``; channels_last on CUDA (the generators' convolutions gain there)."""
     import torch

@@ -21,9 +21,9 @@ import numpy as np
 
 from reidaug.data.images import image_grid
 from reidaug.errors import DataError
-from reidaug.gen.common import autocast, images_to_device, inference_autocast
-from reidaug.gen.loop import generator_weights, load_generator, save_generator, train_loop
-from reidaug.io.checkpoint import load_torch
+from reidaug.gen.common import autocast, images_to_device, inference_autocast, to_uint8_images
+from reidaug.gen.loop import (generator_file, generator_weights, load_generator, read_generator_file, save_generator,
+                              train_loop)
 
 MODEL = "dgnet"
 PAIRS = ("random", "same-camera", "cross-camera")
@@ -259,10 +259,7 @@ class DGNetGenerator:
         from reidaug.models.dgnet import DGNet, DGNetConfig
 
         self.device, self.amp, self.file, self.cpu_bf16 = device, amp, Path(model_file), cpu_bf16
-        state = load_torch(self.file, where)
-        if state.get("model") != MODEL or "weights" not in state:
-            raise DataError(f"{where}: {self.file} is not a train-dgnet generator file (model = "
-                            f"{state.get('model')!r}). Fix: bind models to a train-dgnet output (train-dgnet.models).")
+        state = read_generator_file(self.file, MODEL, "train-dgnet", where)
         self.checksum: str = state["checksum"]
         # the file holds every weight: no ImageNet file is needed (or read) to rebuild the encoder
         config = DGNetConfig(**{**state["config"], "app_pretrained": "none"})
@@ -272,11 +269,7 @@ class DGNetGenerator:
     @classmethod
     def from_folder(cls, folder: Path, device: "torch.device", amp: bool = True,  # noqa: F821
                     where: str = "input models", cpu_bf16: bool = False) -> "DGNetGenerator":
-        f = Path(folder) / f"{MODEL}.pt"
-        if not f.is_file():
-            raise DataError(f"no {MODEL}.pt in {folder}. Fix: bind models to a train-dgnet output "
-                            "(models: train-dgnet.models).")
-        return cls(f, device, amp=amp, where=where, cpu_bf16=cpu_bf16)
+        return cls(generator_file(folder, MODEL, "train-dgnet"), device, amp=amp, where=where, cpu_bf16=cpu_bf16)
 
     def swap_tensor(self, appearance: "torch.Tensor", structure: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
         """Float ``(B, 3, H, W)`` in [-1, 1] twice on the device → uint8 ``(B, H, W, 3)`` on the device."""
@@ -284,7 +277,7 @@ class DGNetGenerator:
 
         with torch.inference_mode(), inference_autocast(self.device, self.amp, self.cpu_bf16):
             y = self.model.swap(appearance, structure)
-            return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            return to_uint8_images(y)
 
     def swap(self, appearance: np.ndarray, structure: np.ndarray) -> np.ndarray:
         """uint8 ``(B, H, W, 3)`` appearance and structure images at the model's size → the swaps, uint8."""

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from reidaug.gen.common import to_device
-from reidaug.io.checkpoint import state_checksum
+from reidaug.io.checkpoint import load_torch, state_checksum
 from reidaug.io import faults
 from reidaug.io.checkpoint import load_or_set_aside, remove_checkpoint, save_torch
 from reidaug.io.jsonl import JsonlLog
@@ -162,6 +162,30 @@ def load_generator(model: Any, state: Mapping[str, Any], file: Path, device: "to
     to_device(model, device)
     model.eval()
     return model
+
+
+def generator_file(folder: Path, model: str, trainer: str) -> Path:
+    """``<folder>/<model>.pt``, the one generator file a single-model training stage (``trainer``) writes; a
+    folder without it is a DataError naming the binding to fix."""
+    from reidaug.errors import DataError
+
+    f = Path(folder) / f"{model}.pt"
+    if not f.is_file():
+        raise DataError(f"no {model}.pt in {folder}. Fix: bind models to a {trainer} output "
+                        f"(models: {trainer}.models).")
+    return f
+
+
+def read_generator_file(file: Path, model: str, trainer: str, where: str) -> dict[str, Any]:
+    """The state :func:`save_generator` wrote to ``file`` for ``model``; another model's file, or one
+    without weights, is a DataError naming ``trainer``."""
+    from reidaug.errors import DataError
+
+    state = load_torch(file, where)
+    if state.get("model") != model or "weights" not in state:
+        raise DataError(f"{where}: {file} is not a {trainer} generator file (model = {state.get('model')!r}). "
+                        f"Fix: bind models to a {trainer} output ({trainer}.models).")
+    return state
 
 
 def save_generator(path: Path, state: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 
 from reidaug.errors import DataError
 from reidaug.data.images import image_grid
-from reidaug.gen.common import autocast, images_to_device, inference_autocast
+from reidaug.gen.common import autocast, images_to_device, inference_autocast, to_uint8_images
 from reidaug.gen.loop import Phase, generator_weights, load_generator, save_generator, train_loop
 from reidaug.io.checkpoint import load_torch
 from reidaug.pose.keypoints import confident_mask, rescale_keypoints
@@ -456,7 +456,7 @@ class PoseGuidedGenerator:
                 y = g1 if stage == "g1" else g2
             else:
                 y = self.model.generate(x, cond_kp, target_kp)
-            return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            return to_uint8_images(y)
 
     def generate(self, images: np.ndarray, cond_kp: np.ndarray, target_kp: np.ndarray,
                  stage: str = "final", threshold: float | None = None) -> np.ndarray:

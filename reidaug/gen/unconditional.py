@@ -17,9 +17,9 @@ import numpy as np
 
 from reidaug.data.images import image_grid
 from reidaug.errors import DataError
-from reidaug.gen.common import autocast, images_to_device, inference_autocast
-from reidaug.gen.loop import generator_weights, load_generator, save_generator, train_loop
-from reidaug.io.checkpoint import load_torch
+from reidaug.gen.common import autocast, images_to_device, inference_autocast, to_uint8_images
+from reidaug.gen.loop import (generator_file, generator_weights, load_generator, read_generator_file, save_generator,
+                              train_loop)
 
 MODEL = "dcgan"
 
@@ -139,10 +139,7 @@ class UnconditionalGenerator:
         from reidaug.models.dcgan import DCGAN, DCGANConfig
 
         self.device, self.amp, self.file, self.cpu_bf16 = device, amp, Path(model_file), cpu_bf16
-        state = load_torch(self.file, where)
-        if state.get("model") != MODEL or "weights" not in state:
-            raise DataError(f"{where}: {self.file} is not a train-dcgan generator file (model = "
-                            f"{state.get('model')!r}). Fix: bind models to a train-dcgan output (train-dcgan.models).")
+        state = read_generator_file(self.file, MODEL, "train-dcgan", where)
         self.checksum: str = state["checksum"]
         self.model = load_generator(DCGAN(DCGANConfig(**state["config"])), state, self.file, device, where,
                                     "train-dcgan")
@@ -152,11 +149,7 @@ class UnconditionalGenerator:
     @classmethod
     def from_folder(cls, folder: Path, device: "torch.device", amp: bool = True,  # noqa: F821
                     where: str = "input models", cpu_bf16: bool = False) -> "UnconditionalGenerator":
-        f = Path(folder) / f"{MODEL}.pt"
-        if not f.is_file():
-            raise DataError(f"no {MODEL}.pt in {folder}. Fix: bind models to a train-dcgan output "
-                            "(models: train-dcgan.models).")
-        return cls(f, device, amp=amp, where=where, cpu_bf16=cpu_bf16)
+        return cls(generator_file(folder, MODEL, "train-dcgan"), device, amp=amp, where=where, cpu_bf16=cpu_bf16)
 
     def noise(self, seed: int, indices: Iterable[int]) -> "torch.Tensor":  # noqa: F821
         """The noise of fakes number ``indices`` of ``seed``, on the device."""
@@ -170,7 +163,7 @@ class UnconditionalGenerator:
 
         with torch.inference_mode(), inference_autocast(self.device, self.amp, self.cpu_bf16):
             y = self.model.generate(z)
-            return y.float().clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            return to_uint8_images(y)
 
     def generate(self, seed: int, indices: Iterable[int]) -> np.ndarray:
         """Fakes number ``indices`` of ``seed``: uint8 ``(B, H, W, 3)``."""
