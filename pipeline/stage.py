@@ -15,7 +15,7 @@ workers, device), and resource needs (GPU). Three functions do the work:
     for ``meta.json``. Runs once, after every chunk exists.
 
 A source stage (no inputs that fix its key) also gives ``fingerprint(params, base_dir)``: a
-JSON-able description of its input files (relative path, size, mtime), which is its key.
+JSON-able description of its input files (relative path, size, sha256), which is its key.
 
 Parameters that many stages share are declared once here, as bases a stage's parameter class
 inherits: :class:`GPUExecParams` (device, amp), :class:`BatchedGPUParams` (plus batch_size and

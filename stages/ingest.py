@@ -13,8 +13,10 @@ they are (JPEG / PNG), else a lossless PNG of the converted pixels (grayscale, R
 palette), with path, pid, camid, original camera and split. Later stages decode them with
 :func:`reidaug.data.images.decode_stored`, never the loose files again.
 
-The key of a folder source is its fingerprint: relative path, size and mtime of every file
-(``content_hash: true`` hashes bytes instead of mtimes), so touching one file re-ingests.
+The key of a folder source is its fingerprint: relative path, size and sha256 of every file,
+so changing one byte re-ingests while a copied or re-synced dataset (new mtimes, same bytes) keeps
+its cache. Digests are remembered by stat (:mod:`reidaug.io.hashcache`), so only new or changed
+files are read at plan time.
 When the dataset comes from another stage (``inputs: {source: demo-data.dataset}``) the
 upstream key stands for it.
 """
@@ -53,13 +55,24 @@ class IngestParams(Params):
                                     description="format options, e.g. {num_train_ids: 485}; listed below")
     chunk_size: int = Field(512, ge=1, le=100_000, description="images per chunk")
     strict: bool = Field(False, description="fail on the first bad file instead of quarantining it")
-    content_hash: bool = Field(False, description="fingerprint file bytes (slow) instead of size + mtime")
+    content_hash: bool = Field(True, description=(
+        "kept so older YAMLs load: the fingerprint is always the files' bytes now (false is refused)"))
     max_pixels: int = Field(50_000_000, ge=1, description="larger images are quarantined as too-large")
     min_size: tuple[int, int] | None = Field(None, description=(
         "[height, width]: smaller images are quarantined as too-small (default: kept, with a warning "
         f"for those under {TINY[0]} x {TINY[1]} px)"))
 
     UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"min_size"})
+
+    @field_validator("content_hash")
+    @classmethod
+    def _bytes_always(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError(
+                "the fingerprint is always the files' bytes now (digests are remembered by stat, so a plan "
+                "reads only new or changed files); a size + mtime key lost the cache whenever the dataset was "
+                "copied. Delete content_hash from the YAML")
+        return value
 
     @field_validator("min_size")
     @classmethod
@@ -116,11 +129,14 @@ def _root(params: IngestParams, base_dir: Path, source=None) -> Path:
 
 
 def fingerprint(params: IngestParams, base_dir: Path) -> Any:
-    """Relative path, size and mtime (or sha256) of every file under the root."""
+    """Relative path, size and sha256 of every file under the root (digests remembered by stat)."""
     if params.root is None:
         return None
     root = _root(params, base_dir)
     from reidaug.data.datasets import looks_like_image
+    from reidaug.io.hashcache import FileHashes
+
+    hashes = FileHashes(root)
 
     rows = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -136,11 +152,17 @@ def fingerprint(params: IngestParams, base_dir: Path) -> Any:
             except OSError:  # dangling symlink: still part of what the user gave us
                 rows.append([rel, -1, 0])
                 continue
-            if params.content_hash:
-                with open(full, "rb") as f:
-                    rows.append([rel, st.st_size, hashlib.sha256(f.read()).hexdigest()])
-            else:
-                rows.append([rel, st.st_size, st.st_mtime_ns])
+            if not os.path.isfile(full):  # a FIFO or device under the root: part of the input, not read
+                rows.append([rel, st.st_size, "special"])
+                continue
+            try:
+                rows.append([rel, st.st_size, hashes.sha256(rel, st)])
+            except OSError as e:  # unreadable: ingest quarantines it; its key row says so
+                rows.append([rel, st.st_size, f"unreadable: {e.strerror}"])
+    hashes.save()
+    if hashes.read:
+        log.info("fingerprint of %s: read %d of %d files (the rest unchanged since the last plan)",
+                 root, hashes.read, len(hashes.new))
     out = {"format": params.format, "options": params.options, "files": rows}
     manifest = params.options.get("manifest") if isinstance(params.options, dict) else None
     if manifest:  # may live outside the root (an absolute path): its content is part of the key either way

@@ -11,6 +11,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("REIDAUG_SHARED", PROJECT_ROOT.parent / "shared"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _file_hash_cache(tmp_path_factory):
+    """Dataset file digests (reidaug.io.hashcache) go to a temporary folder, not the user's ~/.cache."""
+    old = os.environ.get("REIDAUG_HASH_CACHE")
+    os.environ["REIDAUG_HASH_CACHE"] = str(tmp_path_factory.mktemp("file-hashes"))
+    yield
+    if old is None:
+        os.environ.pop("REIDAUG_HASH_CACHE", None)
+    else:
+        os.environ["REIDAUG_HASH_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The ../shared folder with real data and models; skip (with why) where it is absent."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -56,15 +57,51 @@ def test_ingest_all_of_cuhk01(tmp_path, cuhk01_dir):
     assert {int(arrays["pid"][i])} == {int(Path(arrays["path"][i]).stem[:4])}
 
 
-def test_touching_one_file_changes_the_key(tmp_path):
+def test_the_key_is_the_bytes_not_the_mtimes(tmp_path):
+    """A re-synced or copied dataset (new mtimes, same bytes) keeps its key; one changed byte does not."""
     root = tmp_path / "data"
     bad_corpus(root)
     k1 = pipeline(tmp_path, root, "folder").keys["ingest"]
-    assert pipeline(tmp_path, root, "folder").keys["ingest"] == k1
     f = root / "0001" / "0001_c1s1_000001_00.jpg"
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert pipeline(tmp_path, root, "folder").keys["ingest"] == k1  # touched: same bytes, same key
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)  # new mtimes, inodes and root: the same dataset
+    assert pipeline(tmp_path, copy, "folder").keys["ingest"] == k1
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime as before: the stat cache must not be fooled
     assert pipeline(tmp_path, root, "folder").keys["ingest"] != k1
+
+
+def test_a_second_plan_reads_only_changed_files(tmp_path, monkeypatch):
+    from reidaug.io import hashcache
+
+    root = tmp_path / "data"
+    bad_corpus(root)
+    read: list[str] = []
+    real = hashcache.sha256_file
+    monkeypatch.setattr(hashcache, "sha256_file", lambda p: read.append(str(p)) or real(p))
+    k1 = pipeline(tmp_path, root, "folder").keys["ingest"]
+    first = len(read)
+    assert first > 10
+    read.clear()
+    assert pipeline(tmp_path, root, "folder").keys["ingest"] == k1
+    assert read == []  # every digest came from the stat cache
+    (root / "0001" / "0001_c1s1_000001_00.jpg").touch()
+    pipeline(tmp_path, root, "folder")
+    assert [Path(p).name for p in read] == ["0001_c1s1_000001_00.jpg"]
+
+
+def test_content_hash_false_is_refused_with_the_fix(tmp_path):
+    root = tmp_path / "data"
+    bad_corpus(root)
+    p = tmp_path / "p.yaml"
+    p.write_text(f"name: t\nstages:\n  ingest:\n    params: {{format: folder, root: {root}, content_hash: false}}\n")
+    with pytest.raises(ConfigError, match=r"(?s)content_hash.*always the files' bytes.*Delete content_hash"):
+        build_graph(load_pipeline(p), STAGES)
 
 
 def test_a_manifest_outside_the_root_is_part_of_the_key(tmp_path):
