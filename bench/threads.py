@@ -1,9 +1,9 @@
 """CPU thread budget on a real stage: chunks at once x torch threads per chunk (issue 16).
 
-The stage: ``generate-camstyle`` of the CUHK01 campaign (``configs/ablations/cuhk01_campaign.yaml``:
-the trained 128x64 CycleGAN renders the 1,940 train images in the other camera's style, 8 chunks),
+The stage: ``generate-camstyle-id`` of the CUHK01 campaign (``configs/ablations/cuhk01_campaign.yaml``:
+the trained identity-preserving 128x64 CycleGAN renders the 1,940 train images in the other camera's style, 8 chunks),
 run by the pipeline's own runner (threads scheduler) in a scratch workspace that hard-links the
-campaign's cached ``ingest`` and ``train-camstyle`` entries, so only the measured stage runs.
+campaign's cached ``ingest`` and ``train-camstyle-id`` entries, so only the measured stage runs.
 
 Rows (chunks at once x torch threads per chunk; ``threads`` is part of the key, so rows with other
 thread counts are other cache entries, each recomputed with ``--force``):
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from common import ROOT, add_run, command_line, cpu_model, load_average, machine
 
-STAGE = "generate-camstyle"
+STAGE = "generate-camstyle-id"
 ROWS = [("1x2", 1, 2, True), ("2x1", 2, 1, True), ("2x2 (runner)", 2, 2, True), ("2x2 uncapped", 2, 2, False)]
 
 
@@ -40,12 +40,12 @@ def scratch_workspace(campaign: Path, graph, into: Path) -> None:
     for name in graph.closure([STAGE]):
         if name == STAGE:
             continue
-        key = graph.keys[name]
-        src = campaign / "cache" / name / key[:2] / key
+        key, kind = graph.keys[name], graph.nodes[name].spec.name  # the cache is by stage kind, then key
+        src = campaign / "cache" / kind / key[:2] / key
         if not (src / "meta.json").is_file():
             raise SystemExit(f"{name} ({key[:12]}) is not cached in {campaign}: run the campaign's {name} first "
                              f"(reidaug stage {name} -c {graph.loaded.path} -w {campaign})")
-        dst = into / "cache" / name / key[:2] / key
+        dst = into / "cache" / kind / key[:2] / key
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst, copy_function=os.link)
 

@@ -186,7 +186,7 @@ def _pin_threads(ctx: StageContext, index: int) -> None:
     """torch's CPU threads are process-wide and change floating-point results: a stage with a
     ``threads`` param (part of its key) gets exactly that many for every chunk, whatever ran before
     it in this process or worker."""
-    threads = getattr(ctx.params, "threads", None)
+    threads = ctx.params.torch_threads()
     if threads is None:
         return
     import torch
@@ -280,7 +280,7 @@ class Executor:
         num_workers = 1 if self.scheduler == "sync" else concurrent_chunks(self.workers, ctx)
         if num_workers < self.workers and len(todo) > 1:
             log.info("stage %s: %d chunks at a time, not %d: each runs torch on %d threads and this machine has %d "
-                     "cores", ctx.stage, num_workers, self.workers, ctx.params.threads, usable_cores())
+                     "cores", ctx.stage, num_workers, self.workers, ctx.params.torch_threads(), usable_cores())
         sched = "sync" if self.scheduler == "sync" else self.kind
         with _Progress():
             dask.compute(*tasks, scheduler=sched, num_workers=num_workers)
@@ -311,7 +311,7 @@ def concurrent_chunks(workers: int, ctx: StageContext) -> int:
     ``cores // threads`` for a stage that runs torch on ``threads`` CPU threads per chunk (its key pins the
     thread count, so it is the concurrency that gives way): two chunks of 2 OpenMP threads each on 2 cores
     ran 12x slower than one (BENCHMARKS.md, "CPU threads")."""
-    threads = getattr(ctx.params, "threads", None)
+    threads = ctx.params.torch_threads()
     if not threads or (ctx.numerics or "").startswith("cuda"):  # no torch threads to share, or on a GPU
         return workers
     return max(1, min(workers, usable_cores() // int(threads)))

@@ -95,6 +95,12 @@ class Params(StrictNumbers):
         """Where this stage's arithmetic differs from the CPU FP32 reference (see :func:`numerics_of`)."""
         return None
 
+    def torch_threads(self) -> int | None:
+        """The torch CPU threads each chunk runs on (the runner pins them and runs at most
+        cores // threads chunks at once), or None for a stage that runs no torch on the CPU."""
+        threads = getattr(self, "threads", None)
+        return None if threads is None else int(threads)
+
 
 class GPUExecParams(Params):
     """Where a network runs. ``amp`` changes bf16 results on CUDA, so it stays in the key unless
@@ -111,20 +117,36 @@ class GPUExecParams(Params):
         return numerics_of(self.device, self.amp)
 
 
-#: generation batch sizes when ``batch_size`` is unset: bench/generate.py measured batch 8 at 94%
-#: of the CPU's FP32 ceiling (16: 74%) for 256 x 128; CUDA wants large batches
-CPU_BATCH, CUDA_BATCH = 8, 64
+#: generation batch sizes when ``batch_size`` is unset. CUDA wants large batches. On the CPU the best
+#: batch shrinks as the image grows (``bench/generate.py --no-gpu``, quiet 2-core VM, 2026-12-07,
+#: BENCHMARKS.md "CPU batch size"): CamStyle's CycleGAN at 256 x 128 is fastest at 2 (8 loses 8%, 16
+#: loses 17%: larger activations fall out of cache), at 128 x 64 at 4 (as PG2 at 128 x 64, whose batch
+#: 8 lost 7%). So the CPU default is the batch of about CPU_BATCH_PIXELS input pixels (256 x 128 -> 2),
+#: at most CPU_BATCH (128 x 64 -> 4). The fakes are bit-identical at every batch size (checked by that
+#: script), so the batch stays out of the key.
+CPU_BATCH, CUDA_BATCH = 4, 64
+CPU_BATCH_PIXELS = 65_536
+
+
+def cpu_batch_size(size: tuple[int, int] | None) -> int:
+    """The CPU default for a model whose input is ``size`` = (height, width) (None: :data:`CPU_BATCH`)."""
+    if size is None:
+        return CPU_BATCH
+    return max(1, min(CPU_BATCH, CPU_BATCH_PIXELS // max(1, int(size[0]) * int(size[1]))))
 
 
 class BatchedGPUParams(GPUExecParams):
     """A network run over batches: :meth:`batch_size_on` gives the size to use on a device."""
 
     batch_size: int | None = Field(None, ge=1, le=4096, description=(
-        f"images per model call (default: {CPU_BATCH} on the CPU, {CUDA_BATCH} on CUDA)"))
+        f"images per model call (default: {CUDA_BATCH} on CUDA; on the CPU about {CPU_BATCH_PIXELS:,} input "
+        f"pixels per call, at most {CPU_BATCH}: 2 at 256x128, {CPU_BATCH} at 128x64)"))
 
-    def batch_size_on(self, device: Any) -> int:
-        """``batch_size``, or the default for ``device`` (a ``torch.device``)."""
-        return self.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
+    def batch_size_on(self, device: Any, size: tuple[int, int] | None = None) -> int:
+        """``batch_size``, or the default for ``device`` (a ``torch.device``) and the model's input ``size``."""
+        if self.batch_size:
+            return self.batch_size
+        return CUDA_BATCH if device.type == "cuda" else cpu_batch_size(size)
 
 
 class OutputSize(Params):

@@ -18,12 +18,12 @@ runs the real mmpose code path with random weights (plumbing checks only).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import FileParam, Params, StageSpec
+from reidaug.pipeline.stage import DEFAULT_THREADS, FileParam, Params, StageSpec
 
 CONFIDENT = 12  # "a usable pose": at least this many keypoints above score_threshold
 
@@ -40,6 +40,15 @@ class ExtractPoseParams(Params):
     score_threshold: float = Field(0.3, ge=0, le=1, description="a keypoint above it counts as confident (stats)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
+    threads: int = Field(DEFAULT_THREADS, ge=1, le=256, description=(
+        "mmpose on the CPU: torch threads per chunk (in the key: results may differ by thread count); the "
+        "runner runs at most cores // threads chunks at once. The other backends run one thread per chunk"))
+
+    UNKEYED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"threads"})
+
+    def torch_threads(self) -> int | None:
+        """Only mmpose runs torch (on ``device: cuda`` its CPU threads do not matter)."""
+        return self.threads if self.backend == "mmpose" and self.device != "cuda" else None
 
     @model_validator(mode="after")
     def _backend_options(self) -> "ExtractPoseParams":

@@ -140,7 +140,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
     jobs.sort(key=lambda j: (source(j.row), j.target, j.row))  # batches of one (source, target) pair
     h, w = translator.size
-    batch_size = p.batch_size_on(translator.device)
+    batch_size = p.batch_size_on(translator.device, (h, w))
     batches = []
     for start in range(0, len(jobs), batch_size):
         group = jobs[start:start + batch_size]

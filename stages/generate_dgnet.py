@@ -78,7 +78,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     mine = [row_of[int(r)] for r, s in zip(arrays.get("record_index", []), arrays.get("split", []))
             if s == "train"]
     swaps, short = draw_swaps(train.labels, train.camids, mine, p.pairs, p.per_image, ctx.rng(index))
-    bs = p.batch_size_on(gen.device)
+    bs = p.batch_size_on(gen.device, gen.size)
     batches = [swaps[s:s + bs] for s in range(0, len(swaps), bs)]
 
     def prepare(batch):  # decode-free: the train split is in memory; to the device here, ahead of the model

@@ -261,7 +261,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     jobs, dropped = _jobs(ctx, index, arrays, threshold)
     h, w = gen.size
     out_hw = p.out_hw((h, w))
-    batch_size = p.batch_size_on(gen.device)
+    batch_size = p.batch_size_on(gen.device, (h, w))
     batches = [jobs[s:s + batch_size] for s in range(0, len(jobs), batch_size)]
     decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> (image at model size, keypoints there)
 

@@ -57,7 +57,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     p: GenerateUnconditionalParams = ctx.params
     gen = _generator(ctx)
     ids = list(range(index * p.chunk_size, min(p.num_images, (index + 1) * p.chunk_size)))
-    bs = p.batch_size_on(gen.device)
+    bs = p.batch_size_on(gen.device, gen.size)
     batches = [ids[s:s + bs] for s in range(0, len(ids), bs)]
     out_hw = p.out_hw(gen.size)
     pngs, seconds = generate_pngs(batches, lambda b: gen.noise(p.seed, b), gen.generate_tensor, gen.size, out_hw)

@@ -144,3 +144,27 @@ def test_local_chunks_at_once_keep_torch_threads_within_the_cores(monkeypatch):
     assert concurrent_chunks(2, ctx_of("demo-data")) == 2  # no torch threads: every worker
     monkeypatch.setattr(runner, "usable_cores", lambda: 16)
     assert concurrent_chunks(4, ctx(2)) == 4
+
+
+def test_extract_pose_caps_only_the_torch_backend(monkeypatch):
+    """mmpose runs torch in extract-pose: 2 chunks x 2 threads would oversubscribe 2 cores; MoveNet and
+    MediaPipe run one thread per chunk and keep every worker."""
+    import reidaug.pipeline.runner as runner
+
+    from reidaug.pipeline.context import StageContext
+
+    spec = STAGES["extract-pose"]
+
+    def ctx(**params):
+        return StageContext(stage="p", spec_name=spec.name, key="0" * 64, params=spec.params(**params), inputs={},
+                            work_dir=Path("."), base_dir=Path("."), num_chunks=4)
+
+    monkeypatch.setattr(runner, "usable_cores", lambda: 2)
+    mmpose = {"backend": "mmpose", "config": "rtmpose-t", "random_init": True}
+    assert concurrent_chunks(2, ctx(**mmpose)) == 1
+    assert concurrent_chunks(2, ctx(**mmpose, threads=1)) == 2
+    assert concurrent_chunks(2, ctx(**mmpose, device="cuda")) == 2
+    assert concurrent_chunks(2, ctx(backend="mediapipe")) == 2
+    # threads at its default stays out of the key (extract-pose keys made before the param are kept)
+    assert "threads" not in spec.semantic_params(spec.params(**mmpose))
+    assert spec.semantic_params(spec.params(**mmpose, threads=1))["threads"] == 1
