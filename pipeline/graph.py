@@ -16,9 +16,9 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from reidaug.errors import ConfigError, GraphError, HashError, did_you_mean
+from reidaug.errors import ConfigError, GraphError, did_you_mean
 from reidaug.pipeline.config import LoadedConfig, format_validation_error
-from reidaug.pipeline.hashing import canonicalize, stable_hash
+from reidaug.pipeline.hashing import Digest, canonicalize, stable_hash
 from reidaug.pipeline.stage import Params, StageSpec, parse_ref
 
 log = logging.getLogger(__name__)
@@ -219,11 +219,9 @@ def key_material(node: Node, upstream_keys: Mapping[str, str], base_dir: Path) -
     if numerics is not None:  # computed on CUDA (bf16 or fp32): other bytes than the CPU reference
         material["numerics"] = numerics
     if spec.fingerprint is not None:
-        try:
-            material["fingerprint"] = stable_hash(spec.fingerprint(node.params, base_dir),
-                                                  f"stage {node.name!r} input files")
-        except HashError:
-            raise
+        fp = spec.fingerprint(node.params, base_dir)
+        material["fingerprint"] = (str(fp) if isinstance(fp, Digest)  # hashed while it was made
+                                   else stable_hash(fp, f"stage {node.name!r} input files"))
     return material
 
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from reidaug.errors import HashError
 from reidaug.io.checkpoint import file_sha256
@@ -86,6 +86,32 @@ def canonical_json(value: Any, where: str = "value") -> str:
 def stable_hash(value: Any, where: str = "value") -> str:
     """sha256 hex digest of :func:`canonical_json`."""
     return hashlib.sha256(canonical_json(value, where).encode("ascii")).hexdigest()
+
+
+class Digest(str):
+    """A value already reduced to its :func:`stable_hash` (a fingerprint too large to hold whole,
+    hashed while it was made, by :func:`stable_hash_streamed`): the key uses it as it is."""
+
+
+def stable_hash_streamed(head: Mapping[str, Any], list_key: str, items: Iterable[Any],
+                         where: str = "value") -> Digest:
+    """``stable_hash({**head, list_key: list(items)})`` without ever holding the list or its JSON:
+    the canonical JSON is fed to sha256 piece by piece (the same bytes, so the same digest and keys).
+    For a dataset's per-file fingerprint, whose list grows with the dataset."""
+    if list_key in head:
+        raise HashError(f"cannot hash {where}: {list_key!r} is both the streamed list and a head key")
+    h = hashlib.sha256(b"{")
+    for i, key in enumerate(sorted([*head, list_key])):
+        h.update((("," if i else "") + json.dumps(key, ensure_ascii=True) + ":").encode("ascii"))
+        if key != list_key:
+            h.update(canonical_json(head[key], f"{where}.{key}").encode("ascii"))
+            continue
+        h.update(b"[")
+        for j, item in enumerate(items):
+            h.update(((b"," if j else b"") + canonical_json(item, f"{where}.{key}[{j}]").encode("ascii")))
+        h.update(b"]")
+    h.update(b"}")
+    return Digest(h.hexdigest())
 
 
 def seed_for(key: str, chunk: int) -> int:

@@ -26,9 +26,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import stat
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from pydantic import Field, field_validator, model_validator
 
@@ -40,6 +42,7 @@ from reidaug.pipeline.stage import Params, StageSpec
 log = logging.getLogger(__name__)
 
 RECORDS = "records.json"
+RECORDS_DIR = "records"
 QUARANTINE = "quarantine.json"
 
 
@@ -129,47 +132,57 @@ def _root(params: IngestParams, base_dir: Path, source=None) -> Path:
 
 
 def fingerprint(params: IngestParams, base_dir: Path) -> Any:
-    """Relative path, size and sha256 of every file under the root (digests remembered by stat)."""
+    """Relative path, size and sha256 of every file under the root (digests remembered by stat),
+    hashed as the folder is walked: the canonical JSON of ``{format, options, files: [[rel, size,
+    sha256], ...], manifest_sha256}`` is never held whole, so planning a 1M-image set needs no
+    more memory than a 1k one (the same digest as hashing it whole: the keys are those of before)."""
     if params.root is None:
         return None
     root = _root(params, base_dir)
-    from reidaug.data.datasets import looks_like_image
     from reidaug.io.hashcache import FileHashes
+    from reidaug.pipeline.hashing import stable_hash_streamed
 
+    head: dict[str, Any] = {"format": params.format, "options": params.options}
+    manifest = params.options.get("manifest") if isinstance(params.options, dict) else None
+    if manifest:  # may live outside the root (an absolute path): its content is part of the key either way
+        path = Path(manifest).expanduser()
+        path = path if path.is_absolute() else root / path
+        head["manifest_sha256"] = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
     hashes = FileHashes(root)
+    try:
+        digest = stable_hash_streamed(head, "files", _file_rows(root, hashes), "ingest input files")
+    finally:
+        hashes.save()
+    if hashes.read:
+        log.info("fingerprint of %s: read %d of %d files (the rest unchanged since the last plan)",
+                 root, hashes.read, hashes.count)
+    return digest
 
-    rows = []
+
+def _file_rows(root: Path, hashes: Any) -> Iterator[list[Any]]:
+    """``[rel, size, sha256]`` per file under ``root`` in a fixed order (folders and names sorted)."""
+    from reidaug.data.datasets import looks_like_image
+
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
         for name in dirnames:  # a folder named like an image is quarantined: it is part of the input
             if looks_like_image(name):  # (a row only where one exists, so other datasets keep their keys)
-                rows.append([os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/") + "/", "dir", 0])
+                yield [os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/") + "/", "dir", 0]
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             try:
                 st = os.stat(full)
             except OSError:  # dangling symlink: still part of what the user gave us
-                rows.append([rel, -1, 0])
+                yield [rel, -1, 0]
                 continue
-            if not os.path.isfile(full):  # a FIFO or device under the root: part of the input, not read
-                rows.append([rel, st.st_size, "special"])
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device under the root: part of the input, not read
+                yield [rel, st.st_size, "special"]
                 continue
             try:
-                rows.append([rel, st.st_size, hashes.sha256(rel, st)])
+                yield [rel, st.st_size, hashes.sha256(rel, st)]
             except OSError as e:  # unreadable: ingest quarantines it; its key row says so
-                rows.append([rel, st.st_size, f"unreadable: {e.strerror}"])
-    hashes.save()
-    if hashes.read:
-        log.info("fingerprint of %s: read %d of %d files (the rest unchanged since the last plan)",
-                 root, hashes.read, len(hashes.new))
-    out = {"format": params.format, "options": params.options, "files": rows}
-    manifest = params.options.get("manifest") if isinstance(params.options, dict) else None
-    if manifest:  # may live outside the root (an absolute path): its content is part of the key either way
-        path = Path(manifest).expanduser()
-        path = path if path.is_absolute() else root / path
-        out["manifest_sha256"] = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
-    return out
+                yield [rel, st.st_size, f"unreadable: {e.strerror}"]
 
 
 def _strict_fail(items: list[dict[str, str]], where: str) -> DataError:
@@ -202,9 +215,19 @@ def plan(ctx: StageContext) -> int:
         for r in result.records
     ]
     skipped = [{"path": q.path, "reason": q.reason, "detail": q.detail} for q in result.skipped]
-    write_json(ctx.work_dir / RECORDS, {"root": str(root), "records": records, "parse_quarantine": quarantined,
+    num_chunks = (len(records) + p.chunk_size - 1) // p.chunk_size
+    # one records file per chunk: a chunk reads its own 512 rows, not the whole dataset's (at 100k images
+    # every chunk parsing all records was most of ingest's time and held the list twice per worker)
+    (ctx.work_dir / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
+    for index in range(num_chunks):
+        write_json(_chunk_records(ctx, index), records[index * p.chunk_size:(index + 1) * p.chunk_size])
+    write_json(ctx.work_dir / RECORDS, {"root": str(root), "num_records": len(records), "parse_quarantine": quarantined,
                                         "skipped": skipped, "counts": result.counts})
-    return (len(records) + p.chunk_size - 1) // p.chunk_size
+    return num_chunks
+
+
+def _chunk_records(ctx: StageContext, index: int) -> Path:
+    return ctx.work_dir / RECORDS_DIR / f"{index:05d}.json"
 
 
 def _load_records(ctx: StageContext) -> dict[str, Any]:
@@ -218,9 +241,9 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.data.images import ImageCheckError, decode_image, encode_png
 
     p: IngestParams = ctx.params
-    data = _load_records(ctx)
-    root = Path(data["root"])
-    rows = data["records"][index * p.chunk_size:(index + 1) * p.chunk_size]
+    root = Path(_load_records(ctx)["root"])
+    with open(_chunk_records(ctx, index), encoding="utf-8") as f:
+        rows = json.load(f)
     keep: dict[str, list] = {k: [] for k in ("path", "pid", "camid", "orig_camid", "split", "image", "height",
                                              "width", "conversions", "record_index")}
     bad: list[dict[str, str]] = []
@@ -312,6 +335,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         log.warning("%s", warning)
         report.append("WARNING: " + warning)
     (ctx.work_dir / RECORDS).unlink()  # the chunks hold everything; keep the entry lean
+    shutil.rmtree(ctx.work_dir / RECORDS_DIR, ignore_errors=True)
     return {
         "images": total, "splits": splits, "quarantined": dict(sorted(by_reason.items())),
         "conversions": dict(sorted(conversions.items())), "parse_counts": data["counts"], "report": report,

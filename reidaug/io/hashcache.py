@@ -8,25 +8,26 @@ so each file's digest is remembered beside its ``(size, mtime_ns, ctime_ns, inod
 whose stat is unchanged is not read again; any change of the four (``os.utime`` changes ctime,
 so even a write that restores the old mtime is seen) re-reads it.
 
-The memory lives outside the workspace, one JSON file per dataset root, under
-``$REIDAUG_HASH_CACHE`` (default ``$XDG_CACHE_HOME/reidaug/file-hashes``, i.e.
-``~/.cache/reidaug/file-hashes``). Losing it only costs one re-read; an unwritable folder is
-logged and skipped, never an error. It never decides a key on its own: a digest is used only when
-the file's current stat equals the remembered one.
+The memory is one SQLite file per dataset root, under ``$REIDAUG_HASH_CACHE`` (default
+``$XDG_CACHE_HOME/reidaug/file-hashes``, i.e. ``~/.cache/reidaug/file-hashes``): looked up one file
+at a time, so a plan's memory does not grow with the dataset. Losing it only costs one re-read; a
+folder that cannot be written (or a damaged file) is logged and skipped, never an error. It never
+decides a key on its own: a digest is used only when the file's current stat equals the remembered
+one. Rows of files that were deleted stay (a few bytes each) and are never used again: a new file
+at that path has another ctime.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
+import sqlite3
 from pathlib import Path
-
-from reidaug.io.atomic import write_text
 
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
+FLUSH = 2000  # digests read before they are written to the cache
 
 
 def cache_dir() -> Path:
@@ -45,48 +46,69 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _signature(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 class FileHashes:
-    """Digests of the files under one root, read back from and saved to the stat cache.
+    """Digests of the files under one root, read from and written to the stat cache.
 
-    >>> hashes = FileHashes(root); digest = hashes.sha256("0001/a.jpg", os.stat(...)); hashes.save()
+    >>> hashes = FileHashes(root)
+    >>> digest = hashes.sha256("0001/a.jpg", os.stat(root / "0001/a.jpg"))
+    >>> hashes.save()
     """
 
     def __init__(self, root: Path):
         self.root = Path(root)
         real = os.path.realpath(self.root)
-        self.path = cache_dir() / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.json"
-        self.old: dict[str, list] = {}
-        self.new: dict[str, list] = {}
-        self.read = 0  # files whose bytes were read this time (the rest came from the cache)
+        self.path = cache_dir() / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.sqlite"
+        self.read = 0  # files whose bytes were read (the rest came from the cache)
+        self.count = 0  # files asked for
+        self._pending: list[tuple] = []
+        self._db: sqlite3.Connection | None = None
         try:
-            data = json.loads(self.path.read_text())
-            if data.get("root") == real and isinstance(data.get("files"), dict):
-                self.old = data["files"]
-        except (OSError, ValueError, AttributeError):
-            pass  # no cache yet, or a damaged one: everything is read
-        self._real = real
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=60)
+            db.execute("CREATE TABLE IF NOT EXISTS files (rel TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                       "ctime_ns INTEGER, ino INTEGER, sha256 TEXT)")
+            db.execute("CREATE TABLE IF NOT EXISTS root (path TEXT)")
+            db.execute("INSERT INTO root SELECT ? WHERE NOT EXISTS (SELECT 1 FROM root)", (real,))
+            db.commit()
+            self._db = db
+        except (OSError, sqlite3.Error) as e:  # read-only home, damaged file: hash, just do not remember
+            log.debug("file-hash cache %s not used: %s", self.path, e)
 
     def sha256(self, rel: str, st: os.stat_result) -> str:
         sig = _signature(st)
-        hit = self.old.get(rel)
-        if isinstance(hit, list) and len(hit) == 5 and hit[:4] == sig:
-            digest = hit[4]
-        else:
-            digest = sha256_file(self.root / rel)
-            self.read += 1
-        self.new[rel] = [*sig, digest]
+        self.count += 1
+        hit = None
+        if self._db is not None:
+            try:
+                hit = self._db.execute("SELECT size, mtime_ns, ctime_ns, ino, sha256 FROM files WHERE rel = ?",
+                                       (rel,)).fetchone()
+            except sqlite3.Error as e:
+                log.debug("file-hash cache %s: %s", self.path, e)
+        if hit is not None and tuple(hit[:4]) == sig:
+            return str(hit[4])
+        digest = sha256_file(self.root / rel)
+        self.read += 1
+        self._pending.append((rel, *sig, digest))
+        if len(self._pending) >= FLUSH:
+            self._flush()
         return digest
 
+    def _flush(self) -> None:
+        if self._db is not None and self._pending:
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", self._pending)
+                self._db.commit()
+            except sqlite3.Error as e:
+                log.debug("file-hash cache %s not written: %s", self.path, e)
+        self._pending.clear()
+
     def save(self) -> None:
-        """Remember this walk's files (files gone since the last walk are forgotten)."""
-        if self.new == self.old:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(self.path, json.dumps({"root": self._real, "files": self.new}, separators=(",", ":")))
-        except OSError as e:  # a read-only home: hashing still works, it is just not remembered
-            log.debug("file-hash cache not written to %s: %s", self.path, e)
+        """Write what is left and close."""
+        self._flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -64,3 +64,22 @@ def test_seed_depends_on_key_and_chunk_only():
     assert seed_for("k" * 64, 3) == seed_for("k" * 64, 3)
     assert seed_for("k" * 64, 3) != seed_for("k" * 64, 4)
     assert 0 <= seed_for("a", 0) < 2**63
+
+
+def test_a_streamed_hash_equals_the_hash_of_the_whole_value():
+    """A dataset fingerprint is hashed while its folder is walked: same digest as hashing it whole, so the
+    keys made before (and every cache under them) stay."""
+    from reidaug.pipeline.hashing import Digest, stable_hash_streamed
+
+    head = {"format": "market1501", "options": {"split_seed": 0, "ratio": 0.5, "names": ["é", "b"]},
+            "manifest_sha256": None}
+    rows = [["0001/a.jpg", 10, "ab" * 32], ["dir.jpg/", "dir", 0], ["ü/x.png", -1, 0], ["z", 3, "unreadable: x"]]
+    got = stable_hash_streamed(head, "files", iter(rows))
+    assert isinstance(got, Digest)
+    assert got == stable_hash({**head, "files": rows})
+    assert stable_hash_streamed({}, "files", iter([])) == stable_hash({"files": []})
+    assert stable_hash_streamed(head, "files", iter(rows[:-1])) != got
+    with pytest.raises(HashError, match="both the streamed list and a head key"):
+        stable_hash_streamed({"files": 1}, "files", iter([]))
+    with pytest.raises(HashError, match=r"files\[0\]"):
+        stable_hash_streamed({}, "files", iter([[float("nan")]]))
