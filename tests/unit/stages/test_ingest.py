@@ -1,6 +1,7 @@
 """The ingest stage end to end: real CUHK01, the bad-input corpus, strictness, fingerprint keys."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -238,3 +239,31 @@ def test_a_folder_named_like_an_image_changes_the_key_and_is_quarantined(tmp_pat
     entry = run_pipeline(graph, tmp_path / "ws", options=RunOptions(workers=1)).results[0].entry
     q = json.loads((entry / "quarantine.json").read_text())
     assert q["counts"] == {"not-a-file": 1} and q["quarantined"][0]["path"] == "0001/0001_c1s1_000009_00.jpg"
+
+
+def test_a_chunk_reads_only_its_own_records(tmp_path):
+    """plan() writes one records file per chunk; a chunk never loads the whole dataset's records (at 100k
+    images that made ingest superlinear and held the list twice per worker: BENCHMARKS.md, "Scale")."""
+    from reidaug.pipeline.context import StageContext
+    from stages import ingest
+
+    root = tmp_path / "data"
+    bad_corpus(root)
+    spec = STAGES["ingest"]
+    work = tmp_path / "entry"
+    work.mkdir()
+    ctx = StageContext(stage="ingest", spec_name="ingest", key="0" * 64,
+                       params=spec.params(format="folder", root=str(root), chunk_size=2), inputs={},
+                       work_dir=work, base_dir=tmp_path)
+    n = ingest.plan(ctx)
+    assert n >= 3
+    header = json.loads((work / ingest.RECORDS).read_text())
+    assert "records" not in header and header["num_records"] > 2 * (n - 1)
+    per_chunk = [json.loads((work / ingest.RECORDS_DIR / f"{i:05d}.json").read_text()) for i in range(n)]
+    assert [len(r) for r in per_chunk[:-1]] == [2] * (n - 1) and sum(map(len, per_chunk)) == header["num_records"]
+    (work / ingest.RECORDS_DIR / f"{1:05d}.json").unlink()  # chunk 0 must not need chunk 1's rows
+    ctx = dataclasses.replace(ctx, num_chunks=n)
+    ingest.run_chunk(ctx, 0)
+    assert ctx.chunk_path(0).is_file()
+    with pytest.raises(FileNotFoundError):
+        ingest.run_chunk(ctx, 1)
