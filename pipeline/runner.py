@@ -310,7 +310,8 @@ def concurrent_chunks(workers: int, ctx: StageContext) -> int:
     """How many chunks of a stage run at once on the local schedulers: ``workers``, but no more than
     ``cores // threads`` for a stage that runs torch on ``threads`` CPU threads per chunk (its key pins the
     thread count, so it is the concurrency that gives way): two chunks of 2 OpenMP threads each on 2 cores
-    ran 12x slower than one (BENCHMARKS.md, "CPU threads")."""
+    ran 12x slower than one on a loaded machine; on a quiet one the cap costs nothing (bench/threads.py,
+    BENCHMARKS.md "CPU thread budget on a real stage")."""
     threads = ctx.params.torch_threads()
     if not threads or (ctx.numerics or "").startswith("cuda"):  # no torch threads to share, or on a GPU
         return workers
