@@ -333,12 +333,24 @@ class H5Writer:
         self._commit.__exit__(DataError, aborted, None)  # removes the temp file, leaves the final path
         log.debug("aborted %s; removed %s", self.path, self._tmp.name)
 
+    def _flush_in_order(self) -> None:
+        """HDF5 places a dirty chunk in the file when it is flushed; at close it flushes the open datasets in
+        the order their handles happen to be held (the garbage collector's), so equal contents could be laid
+        out two ways. Flushing every dataset by name first makes the file's bytes depend on its contents only."""
+        import h5py
+
+        names: list[str] = []
+        self._f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        for name in sorted(names):
+            self._f[name].flush()
+
     def close(self) -> None:
         """Check cross-field invariants, write checksums and attributes, move into place."""
         if self._closed:
             return
         try:
             self._finalize()
+            self._flush_in_order()
             self._f.close()
             with open(self._tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
