@@ -24,9 +24,10 @@ import os
 import sqlite3
 from pathlib import Path
 
+from reidaug.io.checkpoint import file_sha256
+
 log = logging.getLogger(__name__)
 
-BLOCK = 1 << 20
 FLUSH = 2000  # digests read before they are written to the cache
 
 
@@ -36,14 +37,6 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "reidaug" / "file-hashes"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(BLOCK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -90,7 +83,7 @@ class FileHashes:
                 log.debug("file-hash cache %s: %s", self.path, e)
         if hit is not None and tuple(hit[:4]) == sig:
             return str(hit[4])
-        digest = sha256_file(self.root / rel)
+        digest = file_sha256(self.root / rel)
         self.read += 1
         self._pending.append((rel, *sig, digest))
         if len(self._pending) >= FLUSH:

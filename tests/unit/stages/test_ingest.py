@@ -83,8 +83,8 @@ def test_a_second_plan_reads_only_changed_files(tmp_path, monkeypatch):
     root = tmp_path / "data"
     bad_corpus(root)
     read: list[str] = []
-    real = hashcache.sha256_file
-    monkeypatch.setattr(hashcache, "sha256_file", lambda p: read.append(str(p)) or real(p))
+    real = hashcache.file_sha256
+    monkeypatch.setattr(hashcache, "file_sha256", lambda p: read.append(str(p)) or real(p))
     k1 = pipeline(tmp_path, root, "folder").keys["ingest"]
     first = len(read)
     assert first > 10
