@@ -194,9 +194,13 @@ def train_command(data: str, out: str, config_file: str | None, sets: tuple[str,
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True,
               help="test: the query/gallery splits; val: the train identities the run held out (val_fraction), "
                    "to metrics_val.json.")
+@click.option("--on-disk/--in-memory", "features_on_disk", default=None,
+              help="Write the features to disk and rank them block by block, so memory does not grow with the test "
+                   "set (default: on disk when query + gallery features exceed 128 MiB). Same metrics either way.")
 def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: str, flip: bool, flip_fusion: str,
                      rerank: bool, k1: int, k2: int, lambda_value: float, metric: str, max_rank: int,
-                     block_size: int | None, batch_size: int, device: str, workers: int, split: str) -> None:
+                     block_size: int | None, batch_size: int, device: str, workers: int, split: str,
+                     features_on_disk: bool | None) -> None:
     """Evaluate the model of RUN_DIR on the query and gallery splits of a reidaug HDF5 file.
 
     Writes metrics.json (rank-1/5/10, mAP, mINP, CMC, protocol, the data's pipeline_key, the
@@ -210,7 +214,7 @@ def evaluate_command(run_dir: str, data: str | None, out: str | None, protocol: 
     report = evaluate_run(run_dir, data, out, protocol=protocol, flip=flip, flip_fusion=flip_fusion, metric=metric,
                           rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, max_rank=max_rank,
                           block_size=block_size, batch_size=batch_size, device=device, num_workers=workers,
-                          split=split)
+                          split=split, features_on_disk=features_on_disk)
     r = report.record
     click.echo(f"{r['model']['backbone']} model of {run_dir} on {r['data']['path']}")
     click.echo(f"protocol {r['protocol']} ({r['protocol_reason']}); metric {r['metric']}, flip "

@@ -107,6 +107,15 @@ def distance_blocks(
         yield start, stop, dist
 
 
+def block_distances(qb: torch.Tensor, gb: torch.Tensor, metric: str) -> torch.Tensor:
+    """(B, Gb) distances of a query block to a gallery block, row for row the arithmetic of
+    :func:`distance_blocks` (which normalises or squares the whole gallery once instead)."""
+    if metric == "cosine":
+        return (torch.nn.functional.normalize(qb, dim=1) @ torch.nn.functional.normalize(gb, dim=1).T).neg_().add_(1.0)
+    dist = (qb @ gb.T).mul_(-2.0).add_((gb * gb).sum(dim=1)[None, :]).add_((qb * qb).sum(dim=1, keepdim=True))
+    return dist.clamp_(min=0.0).sqrt_()
+
+
 def pairwise_distances(
     qf: Any,
     gf: Any,

@@ -45,6 +45,21 @@ match flags in sorted order, about :data:`BYTES_PER_BLOCK_ELEMENT` bytes per blo
 is then computed from the positions of the matches only (few per query), not from dense
 cumulative sums. Re-ranking (``rerank=True``) is the exception: k-reciprocal encoding needs the
 (Q+G)^2 distances; see :mod:`reidaug.eval.rerank`.
+
+Features on disk (flat memory)
+------------------------------
+When the query or gallery features are a :class:`~reidaug.io.rowfile.RowFile` (what
+``extract_features(out=...)`` writes), neither set is ever held whole and no query's full ranking
+is built: memory depends on the block sizes, not on Q or G. A query's positives are few, and the
+1-based rank of a positive among the kept gallery images is one plus the number of kept images
+that sort before it, so counting is enough. Every distance gets an exact int64 sort key: the
+float32 bits made order-preserving in the high half, the gallery index in the low half, so the
+key order is the stable (distance, gallery index) order of the in-memory path, ties included.
+Per block of query rows, two passes over the gallery blocks: the first gathers the keys of each
+query's positives and same-camera removals (and the single-shot draws), the second sorts each
+(queries x gallery block) key block and counts, with ``searchsorted``, the keys before each
+positive. Rank, AP, INP and the single-shot CMC follow from those counts exactly as from the full
+sort. Distances are computed in float32 (the file's rows are converted if stored wider).
 """
 from __future__ import annotations
 
@@ -56,8 +71,9 @@ import numpy as np
 import torch
 
 from reidaug.errors import ConfigError, DataError, unknown_name
-from reidaug.eval.distance import check_metric, distance_blocks, query_gallery
+from reidaug.eval.distance import block_distances, check_metric, distance_blocks, query_gallery, resolve_device
 from reidaug.eval.inputs import check_positive_int
+from reidaug.io.rowfile import RowFile
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +84,9 @@ AUTO_BLOCK_BYTES = 1 << 30
 #: values (4) and indices (8), gathered gallery pids (4), flags (1), and the sort's scratch.
 BYTES_PER_BLOCK_ELEMENT = 32
 MAX_AUTO_BLOCK_ROWS = 2048
+#: Working set of one (query block x gallery block) of the on-disk path, and its block shapes.
+STREAM_BLOCK_BYTES = 256 << 20
+STREAM_QUERY_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -179,27 +198,35 @@ class _SingleShot:
         self.repeats = repeats
         self.seed = seed
 
+    def draw(self, q_index: int, qp: int, qc: int) -> np.ndarray | None:
+        """Gallery index of each identity's sample, (repeats, identities), the query's own identity
+        drawn among its kept images; None for a query without a match. Seeded by the query's index."""
+        k = int(np.searchsorted(self.ids, qp))
+        if k >= len(self.ids) or self.ids[k] != qp:
+            return None  # identity absent from the gallery
+        members = self.by_id[self.start[k]:self.start[k] + self.count[k]]
+        positives = members[self.gc[members] != qc]  # same pid, other camera
+        if positives.size == 0:
+            return None
+        rng = np.random.default_rng([self.seed, int(q_index)])
+        u = rng.random((self.repeats, len(self.ids)))  # (R, P): one draw per identity per repeat
+        pick = self.start[None, :] + np.floor(u * self.count[None, :]).astype(np.int64)
+        chosen = self.by_id[pick]  # (R, P) gallery index of each identity's sample
+        # the query's own identity is drawn among its kept images only
+        chosen[:, k] = positives[np.floor(u[:, k] * positives.size).astype(np.int64)]
+        return chosen
+
     def ranks(self, dist: np.ndarray, q_index: np.ndarray, qp: np.ndarray, qc: np.ndarray
               ) -> np.ndarray:
         """0-based rank of the sampled match, (B, repeats); -1 for queries with no match."""
         b = dist.shape[0]
-        n_ids, r = len(self.ids), self.repeats
-        out = np.full((b, r), -1, dtype=np.int64)
+        out = np.full((b, self.repeats), -1, dtype=np.int64)
         q_id = np.searchsorted(self.ids, qp)
         for i in range(b):
-            k = q_id[i]
-            if k >= n_ids or self.ids[k] != qp[i]:
-                continue  # identity absent from the gallery
-            members = self.by_id[self.start[k]:self.start[k] + self.count[k]]
-            positives = members[self.gc[members] != qc[i]]  # same pid, other camera
-            if positives.size == 0:
+            chosen = self.draw(int(q_index[i]), qp[i], qc[i])
+            if chosen is None:
                 continue
-            rng = np.random.default_rng([self.seed, int(q_index[i])])
-            u = rng.random((r, n_ids))  # (R, P): one draw per identity per repeat
-            pick = self.start[None, :] + np.floor(u * self.count[None, :]).astype(np.int64)
-            chosen = self.by_id[pick]  # (R, P) gallery index of each identity's sample
-            # the query's own identity is drawn among its kept images only
-            chosen[:, k] = positives[np.floor(u[:, k] * positives.size).astype(np.int64)]
+            k = q_id[i]
             d = dist[i, chosen]  # (R, P)
             d_pos = d[:, k:k + 1]
             g_pos = chosen[:, k:k + 1]
@@ -246,7 +273,9 @@ def evaluate(
     ``lambda_value``; it needs the (Q+G)^2 distance matrix and refuses above
     ``rerank_max_bytes`` (default :data:`reidaug.eval.rerank.DEFAULT_MAX_BYTES`).
     ``repeats``/``seed``: draws of the single-gallery-shot protocol. Raises DataError when no
-    query has a valid match.
+    query has a valid match. ``qf`` / ``gf`` may be :class:`~reidaug.io.rowfile.RowFile` s: then
+    the features are read a block at a time and memory stays flat in Q and G (module docstring;
+    ``block_size`` is then the query rows per block, default :data:`STREAM_QUERY_ROWS`).
     """
     if protocol not in PROTOCOLS:
         raise unknown_name("evaluation protocol", str(protocol), PROTOCOLS)
@@ -255,6 +284,14 @@ def evaluate(
     check_positive_int(repeats, "repeats")
     if block_size is not None:
         check_positive_int(block_size, "block_size", " or None (auto)")
+    if isinstance(qf, RowFile) or isinstance(gf, RowFile):
+        if rerank:  # k-reciprocal encoding needs every distance: the features are read whole
+            qf = qf.read() if isinstance(qf, RowFile) else qf
+            gf = gf.read() if isinstance(gf, RowFile) else gf
+        else:
+            return _evaluate_streamed(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=protocol,
+                                      max_rank=max_rank, query_rows=block_size, device=device, repeats=repeats,
+                                      seed=seed, junk_pid=junk_pid)
     q, g = query_gallery(qf, gf, device)
     n_q, n_g_all = q.shape[0], g.shape[0]
     qp = _labels(q_pids, "q_pids", n_q, "person id")
@@ -326,6 +363,11 @@ def evaluate(
             hist += np.bincount(np.minimum(ranks.ravel(), max_rank),
                                 minlength=max_rank + 1)[:max_rank + 1] / repeats
         LOG.debug("evaluated queries %d-%d of %d", start, stop, n_q)
+    return _summary(hist, ap_sum, inp_sum, n_valid, n_q, max_rank, protocol)
+
+
+def _summary(hist: np.ndarray, ap_sum: float, inp_sum: float, n_valid: int, n_q: int, max_rank: int,
+             protocol: str) -> Metrics:
     n_skipped = n_q - n_valid
     if n_valid == 0:
         raise DataError(
@@ -347,3 +389,148 @@ def evaluate(
         protocol=protocol,
     )
 
+
+
+# ----------------------------------------------------------------------- features on disk
+
+
+def _sort_keys(dist: torch.Tensor, gallery_index: torch.Tensor) -> torch.Tensor:
+    """int64 keys whose order is the (distance, gallery index) order: the float32 bits made
+    order-preserving (negative floats: every bit but the sign flipped) in the high 32 bits, the
+    index in the low 32. dist (B, Gb) float32; gallery_index (Gb,) int64, < 2**32."""
+    bits = (dist + 0.0).contiguous().view(torch.int32)  # + 0.0: -0.0 becomes +0.0 (they compare equal)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return (bits << 32) | gallery_index[None, :]
+
+
+def _rows(src: Any, start: int, stop: int) -> np.ndarray:
+    return src.block(start, stop) if isinstance(src, RowFile) else np.asarray(src[start:stop])
+
+
+def _padded(lists: list[np.ndarray]) -> np.ndarray:
+    """Rows of different lengths as one (B, M) int64 array, -1 where a row is shorter."""
+    width = max((len(x) for x in lists), default=0)
+    out = np.full((len(lists), width), -1, dtype=np.int64)
+    for i, x in enumerate(lists):
+        out[i, :len(x)] = x
+    return out
+
+
+def _evaluate_streamed(
+    qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, *, metric: str, protocol: str,
+    max_rank: int, query_rows: int | None, device: Any, repeats: int, seed: int, junk_pid: int | None,
+) -> Metrics:
+    """:func:`evaluate` by counting, gallery block by gallery block (module docstring)."""
+    dev = resolve_device(device, None)
+    n_q, n_g_all = len(qf), len(gf)
+    d_q = qf.shape[1]
+    if gf.shape[1] != d_q:
+        raise DataError(f"feature size differs: query features are {d_q}-d, gallery features {gf.shape[1]}-d. "
+                        "Extract both with the same model.")
+    if n_g_all >= 2**32:
+        raise DataError(f"gallery of {n_g_all} images: the on-disk ranking indexes at most 2**32 - 1")
+    qp = _labels(q_pids, "q_pids", n_q, "person id")
+    qc = _labels(q_camids, "q_camids", n_q, "camera id")
+    gp = _labels(g_pids, "g_pids", n_g_all, "person id")
+    gc = _labels(g_camids, "g_camids", n_g_all, "camera id")
+    if n_q == 0:
+        raise DataError("query set is empty: nothing to evaluate. Pass at least one query.")
+    keep = gp != junk_pid if junk_pid is not None else np.ones(n_g_all, bool)
+    kept_rows = np.flatnonzero(keep)  # gallery position (after junk removal) -> file row
+    n_g = len(kept_rows)
+    if n_g == 0:
+        raise DataError(
+            f"gallery is empty{' after removing junk (pid %d)' % junk_pid if n_g_all else ''}: "
+            f"nothing to rank against. Pass gallery features."
+        )
+    if n_g < n_g_all:
+        LOG.info("removed %d junk gallery images (pid %d) from every ranking", n_g_all - n_g, junk_pid)
+    if max_rank > n_g:
+        LOG.info("max_rank %d > gallery size %d: CMC clipped to %d ranks", max_rank, n_g, n_g)
+        max_rank = n_g
+    q_rows = int(query_rows) if query_rows is not None else STREAM_QUERY_ROWS
+    g_rows = int(max(1, STREAM_BLOCK_BYTES // (BYTES_PER_BLOCK_ELEMENT * q_rows)))
+    # the kept gallery grouped by identity (as _SingleShot groups it), in gallery order
+    ids, gid = np.unique(gp[kept_rows], return_inverse=True)
+    by_id = kept_rows[np.argsort(gid, kind="stable")]
+    count = np.bincount(gid, minlength=len(ids))
+    start_of = np.cumsum(count) - count
+    single = _SingleShot(gp[kept_rows], gc[kept_rows], repeats, seed) if protocol == "cuhk03-sgs" else None
+    junk_t = torch.from_numpy(~keep).to(dev)
+    big = torch.iinfo(torch.int64).max  # a junk image's key: after every real key, never counted
+
+
+    def block_keys(qb: torch.Tensor, gs: int, ge: int) -> torch.Tensor:
+        """Sort keys of query block ``qb`` against gallery rows [gs, ge); junk images get ``big``."""
+        gb = torch.from_numpy(_rows(gf, gs, ge)).to(dev, torch.float32)
+        key = _sort_keys(block_distances(qb, gb, metric), torch.arange(gs, ge, dtype=torch.int64, device=dev))
+        return key.masked_fill_(junk_t[gs:ge][None, :], big)
+
+    hist = np.zeros(max_rank + 1, dtype=np.float64)
+    ap_sum = inp_sum = 0.0
+    n_valid = 0
+    for qs in range(0, n_q, q_rows):
+        qe = min(qs + q_rows, n_q)
+        b = qe - qs
+        qb = torch.from_numpy(_rows(qf, qs, qe)).to(dev, torch.float32)
+        pos, excl = [], []
+        for i in range(qs, qe):
+            k = np.searchsorted(ids, qp[i])
+            if junk_pid is not None and qp[i] == junk_pid or k >= len(ids) or ids[k] != qp[i]:
+                members = np.empty(0, np.int64)
+            else:
+                members = by_id[start_of[k]:start_of[k] + count[k]]
+            same_cam = gc[members] == qc[i]
+            pos.append(members[~same_cam])
+            excl.append(members[same_cam])
+        need = [_padded(pos), _padded(excl)]
+        if single is not None:  # the single-shot draws, as file rows (-1: the query has no draw)
+            draws = np.full((b, repeats, len(ids)), -1, dtype=np.int64)
+            for r, i in enumerate(range(qs, qe)):
+                chosen = single.draw(i, qp[i], qc[i])
+                if chosen is not None:
+                    draws[r] = kept_rows[chosen]
+            need.append(draws.reshape(b, -1))
+        widths = [x.shape[1] for x in need]
+        need_t = torch.from_numpy(np.concatenate(need, axis=1)).to(dev)  # (B, M) file rows, -1 padding
+        keys = torch.full(need_t.shape, big, dtype=torch.int64, device=dev)
+        blocks = [(gs, min(gs + g_rows, n_g_all)) for gs in range(0, n_g_all, g_rows)]
+
+        for gs, ge in blocks:  # pass 1: the keys of every needed gallery image
+            inside = (need_t >= gs) & (need_t < ge)
+            if bool(inside.any()):
+                r, c = inside.nonzero(as_tuple=True)
+                keys[r, c] = block_keys(qb, gs, ge)[r, need_t[r, c] - gs]
+        n_pos, n_ex = widths[0], widths[1]
+        pos_keys = keys[:, :n_pos].contiguous()  # (B, P); padding keeps `big`
+        before = torch.zeros((b, n_pos), dtype=torch.int64, device=dev)
+        if n_pos:
+            for gs, ge in blocks:  # pass 2: how many gallery images sort before each positive
+                sorted_keys = torch.sort(block_keys(qb, gs, ge), dim=1).values
+                before += torch.searchsorted(sorted_keys, pos_keys)
+        ex_keys = keys[:, n_pos:n_pos + n_ex]  # (B, E)
+        removed_before = (ex_keys[:, None, :] < pos_keys[:, :, None]).sum(dim=2)  # (B, P)
+        pos_valid = need_t[:, :n_pos] >= 0
+        rank = torch.where(pos_valid, before - removed_before + 1, torch.iinfo(torch.int64).max)
+        rank = torch.sort(rank, dim=1).values.to(torch.float64)  # (B, P) ascending, padding last
+        num_pos = pos_valid.sum(dim=1)
+        hit = torch.arange(1, n_pos + 1, dtype=torch.float64, device=dev)[None, :]
+        ok = hit <= num_pos[:, None]
+        ap = torch.where(ok, hit / rank, 0.0).sum(dim=1) / num_pos.clamp(min=1)
+        last = torch.gather(rank, 1, (num_pos - 1).clamp(min=0)[:, None])[:, 0] if n_pos else rank.new_ones(b)
+        inp = num_pos.to(torch.float64) / last
+        valid = (num_pos > 0).cpu().numpy()
+        n_valid += int(valid.sum())
+        ap_sum += float(ap.cpu().numpy()[valid].sum())
+        inp_sum += float(inp.cpu().numpy()[valid].sum())
+        if single is None:
+            first = rank[:, 0].cpu().numpy()[valid].astype(np.int64) if n_pos else np.empty(0, np.int64)
+            hist += np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank + 1]
+        else:
+            drawn = keys[:, n_pos + n_ex:].reshape(b, repeats, len(ids))
+            own = torch.from_numpy(np.searchsorted(ids, qp[qs:qe]).clip(max=len(ids) - 1)).to(dev)
+            own_key = torch.gather(drawn, 2, own[:, None, None].expand(b, repeats, 1))  # (B, R, 1)
+            ranks = (drawn < own_key).sum(dim=2).cpu().numpy()[valid]  # (valid, R) 0-based
+            hist += np.bincount(np.minimum(ranks.ravel(), max_rank), minlength=max_rank + 1)[:max_rank + 1] / repeats
+        LOG.debug("evaluated queries %d-%d of %d (features on disk)", qs, qe, n_q)
+    return _summary(hist, ap_sum, inp_sum, n_valid, n_q, max_rank, protocol)

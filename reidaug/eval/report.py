@@ -24,6 +24,7 @@ move), and timings. Both files are written atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -31,7 +32,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 CMC_PLOT = "cmc.png"
 PROTOCOL_CHOICES = ("auto", "market", "cuhk03-sgs")
+#: ``features_on_disk=None`` keeps query + gallery features in memory up to this size, and writes
+#: larger sets to disk and ranks them block by block (flat memory; reidaug.eval.metrics).
+FEATURES_IN_MEMORY_BYTES = 128 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +100,7 @@ def evaluate_run(
     num_workers: int = 0,
     split: str = "test",
     flip_beside: bool = True,
+    features_on_disk: bool | None = None,
 ) -> EvalReport:
     """Evaluate the model of ``run_dir`` on the query/gallery splits of ``data_path``
     (``split="test"``), or on the train identities its training held out (``split="val"``,
@@ -147,6 +152,7 @@ def evaluate_run(
                           f"against the others); protocol {protocol!r} needs a query/gallery split. Fix: leave "
                           "the protocol at market")
     with open_h5(data) as f:
+        num_test = sum(f.num_samples(s) for s in ("query", "gallery") if s in f.splits)
         missing = [s for s in ("query", "gallery") if s not in f.splits] if split == "test" else []
         if missing:
             raise DataError(
@@ -155,85 +161,111 @@ def evaluate_run(
             )
         pipeline_key = f.info.pipeline_key
         has_train = "train" in f.splits
+        f_train = f.num_samples("train") if has_train else 0
     model = load_model(run)  # DataError when model.pt is missing or not a reidaug model
     same_as_training = trained_on is not None and trained_on.resolve() == data.resolve()
-
-    t_feat = time.perf_counter()
-    kw = dict(batch_size=batch_size, device=device, num_workers=num_workers, flip_fusion=flip_fusion)
-
-    def features(with_flip: bool):
-        """(query, gallery) features, pids and camids; the validation split is its own gallery."""
-        if held_out is None:
-            return (extract_features(model, data, "query", flip=with_flip, **kw),
-                    extract_features(model, data, "gallery", flip=with_flip, **kw))
-        q = extract_features(model, data, "train", sources=["real"], pids=held_out, flip=with_flip, **kw)
-        return q, q
-
-    (qf, q_pids, q_camids), (gf, g_pids, g_camids) = features(flip)
-    features_s = time.perf_counter() - t_feat
-
-    if held_out is not None:
-        chosen, why = "market", "validation: each held-out image against the others"
-    elif protocol == "auto":
-        chosen, why = choose_protocol(q_camids, g_camids)
-    else:
-        chosen, why = protocol, "given"
-
-    def metrics(qf, gf):
-        return evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=chosen,
-                        max_rank=max_rank, block_size=block_size, rerank=rerank, k1=k1, k2=k2,
-                        lambda_value=lambda_value)
-
-    t_eval = time.perf_counter()
-    m = metrics(qf, gf)
-    eval_s = time.perf_counter() - t_eval
-    beside = None
-    if flip_beside:  # the same evaluation with the other flip setting, reported beside the main one
-        (qf2, _, _), (gf2, _, _) = features(not flip)
-        m2 = metrics(qf2, gf2)
-        beside = {"flip": not flip, "rank1": float(m2.rank(1)), "mAP": float(m2.mAP)}
-
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)
-    # beside metrics.json: a relative name, so the run folder can move (the train-reid stage
-    # evaluates in its partial cache folder, renamed into place afterwards)
-    model_ref = "model.pt" if out.resolve() == run.resolve() else str(model_path.resolve())
-    record: dict[str, Any] = dict(m.as_dict())
-    record.update(
-        split=split,
-        validation=None if held_out is None else {"identities": len(held_out), "pids": held_out},
-        protocol=chosen,
-        protocol_reason=why,
-        metric=metric,
-        flip=bool(flip),
-        flip_fusion=flip_fusion,
-        flip_beside=beside,
-        rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
-        num_query_images=int(len(q_pids)),
-        num_gallery_images=int(len(g_pids)),
-        feature_dim=int(qf.shape[1]),
-        cmc=[round(float(x), 6) for x in m.cmc],
-        data={"path": str(data.resolve()), "pipeline_key": pipeline_key,
-              "train_fingerprint": data_fingerprint(data) if has_train else None,
-              "same_as_training": same_as_training},
-        model={"path": model_ref, "sha256": file_sha256(model_path),
-               "backbone": model.config.backbone, "head": model.config.head,
-               "input_size": list(model.config.input_size), "num_classes": model.config.num_classes},
-        timings={"features_s": round(features_s, 3), "evaluate_s": round(eval_s, 3),
-                 "total_s": round(time.perf_counter() - t0, 3)},
-        device=str(device),
-        reidaug=__version__,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-    metrics_path, plot_path = out / METRICS_FILE, out / CMC_PLOT
-    if held_out is not None:  # beside the test metrics, never over them
-        metrics_path, plot_path = out / "metrics_val.json", out / "cmc_val.png"
-    title = f"{model.config.backbone} on {data.name} ({chosen}{', re-ranked' if rerank else ''})"
-    plot_cmc(m.cmc, plot_path, title=title, mAP=m.mAP)
-    write_json(metrics_path, record)
-    log.info("evaluated %s on %s: rank-1 %.4f, mAP %.4f (%s, %d queries) in %.1f s", run, data.name,
-             m.rank(1), m.mAP, chosen, m.num_queries, time.perf_counter() - t0)
-    return EvalReport(record, metrics_path, plot_path)
+    if features_on_disk is None:
+        n_images = f_train if held_out is not None else num_test
+        features_on_disk = n_images * model.feature_dim * 4 > FEATURES_IN_MEMORY_BYTES
+    with _scratch(out if features_on_disk else None) as scratch:
+
+        t_feat = time.perf_counter()
+        kw = dict(batch_size=batch_size, device=device, num_workers=num_workers, flip_fusion=flip_fusion)
+
+        def features(with_flip: bool):
+            """(query, gallery) features, pids and camids; the validation split is its own gallery."""
+            def to(name: str) -> Path | None:
+                return scratch / f"{name}-flip{int(with_flip)}.npy" if scratch is not None else None
+
+            if held_out is None:
+                return (extract_features(model, data, "query", flip=with_flip, out=to("query"), **kw),
+                        extract_features(model, data, "gallery", flip=with_flip, out=to("gallery"), **kw))
+            q = extract_features(model, data, "train", sources=["real"], pids=held_out, flip=with_flip,
+                                 out=to("val"), **kw)
+            return q, q
+
+        (qf, q_pids, q_camids), (gf, g_pids, g_camids) = features(flip)
+        features_s = time.perf_counter() - t_feat
+
+        if held_out is not None:
+            chosen, why = "market", "validation: each held-out image against the others"
+        elif protocol == "auto":
+            chosen, why = choose_protocol(q_camids, g_camids)
+        else:
+            chosen, why = protocol, "given"
+
+        def metrics(qf, gf):
+            return evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric=metric, protocol=chosen,
+                            max_rank=max_rank, block_size=block_size, rerank=rerank, k1=k1, k2=k2,
+                            lambda_value=lambda_value)
+
+        t_eval = time.perf_counter()
+        m = metrics(qf, gf)
+        eval_s = time.perf_counter() - t_eval
+        beside = None
+        if flip_beside:  # the same evaluation with the other flip setting, reported beside the main one
+            (qf2, _, _), (gf2, _, _) = features(not flip)
+            m2 = metrics(qf2, gf2)
+            beside = {"flip": not flip, "rank1": float(m2.rank(1)), "mAP": float(m2.mAP)}
+
+        # beside metrics.json: a relative name, so the run folder can move (the train-reid stage
+        # evaluates in its partial cache folder, renamed into place afterwards)
+        model_ref = "model.pt" if out.resolve() == run.resolve() else str(model_path.resolve())
+        record: dict[str, Any] = dict(m.as_dict())
+        record.update(
+            split=split,
+            validation=None if held_out is None else {"identities": len(held_out), "pids": held_out},
+            protocol=chosen,
+            protocol_reason=why,
+            metric=metric,
+            flip=bool(flip),
+            flip_fusion=flip_fusion,
+            flip_beside=beside,
+            rerank={"k1": k1, "k2": k2, "lambda": lambda_value} if rerank else None,
+            num_query_images=int(len(q_pids)),
+            num_gallery_images=int(len(g_pids)),
+            feature_dim=int(qf.shape[1]),
+            cmc=[round(float(x), 6) for x in m.cmc],
+            data={"path": str(data.resolve()), "pipeline_key": pipeline_key,
+                  "train_fingerprint": data_fingerprint(data) if has_train else None,
+                  "same_as_training": same_as_training},
+            model={"path": model_ref, "sha256": file_sha256(model_path),
+                   "backbone": model.config.backbone, "head": model.config.head,
+                   "input_size": list(model.config.input_size), "num_classes": model.config.num_classes},
+            timings={"features_s": round(features_s, 3), "evaluate_s": round(eval_s, 3),
+                     "total_s": round(time.perf_counter() - t0, 3)},
+            device=str(device),
+            reidaug=__version__,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        metrics_path, plot_path = out / METRICS_FILE, out / CMC_PLOT
+        if held_out is not None:  # beside the test metrics, never over them
+            metrics_path, plot_path = out / "metrics_val.json", out / "cmc_val.png"
+        title = f"{model.config.backbone} on {data.name} ({chosen}{', re-ranked' if rerank else ''})"
+        plot_cmc(m.cmc, plot_path, title=title, mAP=m.mAP)
+        write_json(metrics_path, record)
+        log.info("evaluated %s on %s: rank-1 %.4f, mAP %.4f (%s, %d queries) in %.1f s", run, data.name,
+                 m.rank(1), m.mAP, chosen, m.num_queries, time.perf_counter() - t0)
+        return EvalReport(record, metrics_path, plot_path)
+
+
+@contextlib.contextmanager
+def _scratch(parent: Path | None) -> Iterator[Path | None]:
+    """A temporary folder in ``parent`` for on-disk features (a temp name, so what a killed run
+    leaves is recognisable as such), removed afterwards; None when ``parent`` is None."""
+    from reidaug.io.atomic import remove, temp_path_for
+
+    if parent is None:
+        yield None
+        return
+    path = temp_path_for(parent / "features")
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        remove(path)
 
 
 def _held_out_ids(run: Path) -> list[int]:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from reidaug.errors import ConfigError, unknown_name
+from reidaug.io.rowfile import RowFile, RowWriter, write_rows
 from reidaug.train.model import ReIDModel, load_model
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,12 @@ def extract_features(
     input_size: tuple[int, int] | None = None,
     sources: Sequence[str] | None = None,
     pids: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[np.ndarray | RowFile, np.ndarray, np.ndarray]:
     """Features of every image of ``split`` -> ``(features (N, D) float32, pids (N,), camids (N,))``.
+    With ``out`` (a ``.npy`` path) the features are written there batch by batch and returned as a
+    :class:`~reidaug.io.rowfile.RowFile`, so memory does not grow with N
+    (:func:`reidaug.eval.metrics.evaluate` ranks such files block by block).
     ``sources`` / ``pids`` narrow the images as :class:`~reidaug.data.torchdata.ReidH5Dataset` does
     (a validation split: ``split="train", sources=["real"], pids=held-out ids``).
 
@@ -85,7 +90,7 @@ def extract_features(
     (each view weighs the same under the cosine distance). pids / camids are int64, in file order.
     A model passed in is moved to ``device`` (and left there, in its original train/eval mode).
     """
-    from reidaug.data.torchdata import ReidH5Dataset, build_transforms, normalize_batch, reid_collate
+    from reidaug.data.torchdata import ReidH5Dataset, build_transforms, reid_collate
 
     if batch_size < 1:
         raise ConfigError(f"extract_features: batch_size must be >= 1; found {batch_size}.")
@@ -97,20 +102,35 @@ def extract_features(
                            sources=sources, pids=pids)
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             collate_fn=reid_collate, pin_memory=dev.type == "cuda")
-        feats = np.empty((len(ds), model.feature_dim), np.float32)
-        done = 0
-        for batch in loader:
-            img = normalize_batch(batch["img"].to(dev, non_blocking=True))  # (B, 3, H, W)
-            f = model(img)  # (B, D)
-            if flip and flip_fusion == "mean":
-                f = (f + model(img.flip(3))) * 0.5
-            elif flip:
-                f = F.normalize(f, dim=1) + F.normalize(model(img.flip(3)), dim=1)
-            n = f.shape[0]
-            feats[done : done + n] = f.float().cpu().numpy()
-            done += n
-    log.info("extracted %d %s features of dim %d from %s (flip=%s)", done, split, feats.shape[1], data_path, flip)
+        shape = (len(ds), model.feature_dim)
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(write_rows(out, shape)) if out is not None else np.empty(shape, np.float32)
+            done = _extract(model, dev, loader, flip, flip_fusion, sink)
+    log.info("extracted %d %s features of dim %d from %s (flip=%s)", done, split, shape[1], data_path, flip)
+    feats = RowFile.open(out) if out is not None else sink
     return feats, ds.pids.astype(np.int64), ds.camids.astype(np.int64)
+
+
+def _extract(model: ReIDModel, dev: torch.device, loader: DataLoader, flip: bool, flip_fusion: str,
+             sink: np.ndarray | RowWriter) -> int:
+    """Run the loader's batches through the model into ``sink`` (an array or a row file) in order."""
+    from reidaug.data.torchdata import normalize_batch
+
+    done = 0
+    for batch in loader:
+        img = normalize_batch(batch["img"].to(dev, non_blocking=True))  # (B, 3, H, W)
+        f = model(img)  # (B, D)
+        if flip and flip_fusion == "mean":
+            f = (f + model(img.flip(3))) * 0.5
+        elif flip:
+            f = F.normalize(f, dim=1) + F.normalize(model(img.flip(3)), dim=1)
+        rows = f.float().cpu().numpy()
+        if isinstance(sink, np.ndarray):
+            sink[done : done + rows.shape[0]] = rows
+        else:
+            sink.append(rows)
+        done += rows.shape[0]
+    return done
 
 
 @torch.no_grad()

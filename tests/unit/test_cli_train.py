@@ -96,6 +96,25 @@ def test_evaluate_on_another_file_with_options(trained, data, tmp_path: Path) ->
     assert code == 0 and json.loads((out_dir / "metrics.json").read_text())["protocol_reason"] == "given"
 
 
+def test_evaluate_on_disk_gives_the_in_memory_metrics_and_leaves_no_features(trained, data, tmp_path: Path) -> None:
+    run, _ = trained
+    got = {}
+    for mode in ("--in-memory", "--on-disk"):
+        out_dir = tmp_path / mode.strip("-")
+        for protocol in ("market", "cuhk03-sgs"):
+            code, out = _run("evaluate", str(run), "--data", str(data["mixed"]), "--out", str(out_dir), mode,
+                             "--protocol", protocol, "--block-size", "4")
+            assert code == 0, out
+            m = json.loads((out_dir / "metrics.json").read_text())
+            got[mode, protocol] = (m["cmc"], m["mAP"], m["mINP"], m["flip_beside"])
+        assert sorted(p.name for p in out_dir.iterdir()) == ["cmc.png", "metrics.json"]  # the features are gone
+    for protocol in ("market", "cuhk03-sgs"):
+        mem, disk = got["--in-memory", protocol], got["--on-disk", protocol]
+        np.testing.assert_allclose(disk[0], mem[0], atol=1e-6)
+        assert disk[1] == pytest.approx(mem[1], abs=1e-9) and disk[2] == pytest.approx(mem[2], abs=1e-9)
+        assert disk[3]["mAP"] == pytest.approx(mem[3]["mAP"], abs=1e-9)
+
+
 def test_config_file_then_options_then_set(data, tmp_path: Path) -> None:
     cfg = tmp_path / "train.yaml"
     cfg.write_text("epochs: 5\nlr: 1e-2\nlog_every: 1\nhead: ide\n")  # "1e-2" is a YAML string: coerced
