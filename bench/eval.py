@@ -9,6 +9,9 @@ Methods
   ``eval_market1501`` pattern): the full Q x G float32 distance matrix in numpy, a full
   ``np.argsort`` of it (int64, Q x G), then a per-query loop over the sorted match flags.
 - ``blocked``: ``reidaug.eval.evaluate`` (auto block size, torch CPU, Market protocol).
+- ``disk``: the same ``evaluate`` on features in ``.npy`` row files (``reidaug.io.rowfile``, written
+  before the measured call and dropped from memory): gallery block by gallery block, counting
+  what sorts before each positive, so neither feature set is ever in memory.
 - ``rerank`` (only with ``--rerank QxG``): ``evaluate(..., rerank=True)``, k1=20, k2=6,
   lambda 0.3, which holds the dense (Q+G)^2 matrix by design.
 
@@ -115,6 +118,20 @@ def worker(method: str, nq: int, ng: int, dim: int, seed: int, device: str = "cp
     from reidaug.eval.metrics import evaluate
 
     qf, gf, qp, gp, qc, gc = make_data(nq, ng, dim, seed)
+    tmp = None
+    if method == "disk":  # features to row files, out of memory before the measured call
+        import gc as _gc
+        import tempfile
+        from pathlib import Path
+
+        from reidaug.io.rowfile import RowFile, write_rows
+
+        tmp = tempfile.TemporaryDirectory(prefix="reidaug-eval-")
+        for name, a in (("q", qf), ("g", gf)):
+            with write_rows(Path(tmp.name) / f"{name}.npy", a.shape) as w:
+                w.append(a)
+        qf, gf = RowFile.open(Path(tmp.name) / "q.npy"), RowFile.open(Path(tmp.name) / "g.npy")
+        _gc.collect()
     reset = False
     try:  # reset the peak-RSS counter so it measures the evaluation call only
         with open("/proc/self/clear_refs", "w") as fh:
@@ -133,6 +150,8 @@ def worker(method: str, nq: int, ng: int, dim: int, seed: int, device: str = "cp
         res = {"rank1": m.rank(1), "mAP": m.mAP, "mINP": m.mINP, "num_queries": m.num_queries}
     seconds = time.perf_counter() - t0
     peak, source = _peak_bytes()
+    if tmp is not None:
+        tmp.cleanup()
     return {"method": method, "num_query": nq, "num_gallery": ng, "dim": dim,
             "seconds": seconds, "rss_before_bytes": before, "peak_bytes": peak,
             "peak_delta_bytes": peak - before, "peak_source": source if reset else "ru_maxrss",
@@ -161,7 +180,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="2000x10000,5000x25000",
-                    help="QxG sizes run with both methods (comma separated)")
+                    help="QxG sizes run with each of --methods (comma separated)")
     ap.add_argument("--big", default="20000x100000", help="QxG run blocked only ('none': skip)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
@@ -169,7 +188,9 @@ def main() -> None:
     ap.add_argument("--rerank", default="none",
                     help="QxG run with k1=20, k2=6 re-ranking (e.g. 3368x15913, Market-sized)")
     ap.add_argument("--device", default="cpu", help="where evaluate() runs the blocked method: cpu | cuda")
-    ap.add_argument("--worker", choices=("naive", "blocked", "rerank"), help=argparse.SUPPRESS)
+    ap.add_argument("--methods", default="naive,blocked,disk", help="methods run at --sizes (comma separated)")
+    ap.add_argument("--big-methods", default="blocked,disk", help="methods run at --big")
+    ap.add_argument("--worker", choices=("naive", "blocked", "disk", "rerank"), help=argparse.SUPPRESS)
     ap.add_argument("--nq", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ng", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,9 +199,9 @@ def main() -> None:
         return
 
     runs = []
-    plan = [(m, *parse_size(s)) for s in args.sizes.split(",") if s for m in ("naive", "blocked")]
+    plan = [(m, *parse_size(s)) for s in args.sizes.split(",") if s for m in args.methods.split(",")]
     if args.big.lower() != "none":
-        plan.append(("blocked", *parse_size(args.big)))
+        plan += [(m, *parse_size(args.big)) for m in args.big_methods.split(",")]
     if args.rerank.lower() != "none":
         plan.append(("rerank", *parse_size(args.rerank)))
     load_start = load_average()
@@ -190,7 +211,7 @@ def main() -> None:
     load_end = load_average()
 
     gib = 2.0**30
-    print(f"\n{'method':<8} {'Q x G':>14} {'time s':>8} {'peak delta GiB':>15} "
+    print(f"\n{'method':<8} {'Q x G':>14} {'time s':>8} {'peak delta GiB':>15} {'peak GiB':>9} "
           f"{'rank1':>7} {'mAP':>7} {'mINP':>7}")
     for r in runs:
         size = f"{r['num_query']}x{r['num_gallery']}"
@@ -199,7 +220,7 @@ def main() -> None:
             continue
         m = r["metrics"]
         print(f"{r['method']:<8} {size:>14} {r['seconds']:>8.1f} "
-              f"{r['peak_delta_bytes'] / gib:>15.2f} {m['rank1']:>7.4f} {m['mAP']:>7.4f} "
+              f"{r['peak_delta_bytes'] / gib:>15.2f} {r['peak_bytes'] / gib:>9.2f} {m['rank1']:>7.4f} {m['mAP']:>7.4f} "
               f"{m['mINP']:>7.4f}")
 
     import torch

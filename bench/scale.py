@@ -36,6 +36,7 @@ from typing import Any
 from common import ROOT, SHARED, add_run, command_line, cpu_model, load_average, machine
 
 STAGES = ["ingest", "extract-pose", "assign-labels", "export-hdf5"]
+ALL_STEPS = [*STAGES, "loader", "evaluate"]
 MOVENET = SHARED / "models" / "movenet_singlepose_lightning_int8.tflite"
 CAMS, PER_CAM = 2, 10
 
@@ -73,6 +74,21 @@ def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}; see {log}")
     return {"seconds": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def prepare_data(work: Path, n: int, ids: int, base_size: int, log: Path) -> dict[str, Any]:
+    """``work/data-N``: kept if there, the ``base_size`` render replicated for its multiples, else rendered."""
+    data, base = work / f"data-{n}", work / f"data-{base_size}"
+    if (data / "meta.json").is_file() or (data / "REPLICATED").is_file():
+        return {"seconds": None, "peak_rss_mib": None, "cached": True}
+    if n > base_size and n % base_size == 0 and (base / "meta.json").is_file():
+        t0 = time.perf_counter()
+        replicate(base, n // base_size, base_size // (CAMS * PER_CAM), data)
+        return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mib": None,
+                "replicated": f"{n // base_size} x data-{base_size}"}
+    shutil.rmtree(data, ignore_errors=True)  # a killed render's leftovers
+    return run_measured([reidaug(), "demo-data", str(data), "--num-ids", str(ids), "--num-cams", str(CAMS),
+                         "--images-per-id-per-cam", str(PER_CAM), "--seed", "0"], log)
 
 
 def pipeline_yaml(data: Path, export: Path) -> str:
@@ -157,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "larger sizes that are multiples of this are this set replicated (hard links, identities renumbered): "
         "rendering 100k synthetic people takes ~20 CPU minutes and measures nothing"))
     ap.add_argument("--keep", action="store_true", help="keep cached stages (default: measure every stage afresh)")
+    ap.add_argument("--steps", default=",".join(ALL_STEPS), help=(
+        "steps to measure (comma-separated, of " + ", ".join(ALL_STEPS) + "); loader and evaluate alone reuse "
+        "the exports an earlier full run left in --work"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "images" / "scale.png"))
     ap.add_argument("--loader-epoch", help=argparse.SUPPRESS)  # internal: the loader step's subprocess
@@ -171,44 +190,50 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "scale.log"
-    steps: dict[str, list[dict[str, Any]]] = {s: [] for s in ["generate-data", *STAGES, "loader", "evaluate"]}
+    wanted = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(ALL_STEPS))
+    if unknown:
+        raise SystemExit(f"--steps: unknown {', '.join(unknown)}; known: {', '.join(ALL_STEPS)}")
+    stages = [s for s in STAGES if s in wanted]
+    steps: dict[str, list[dict[str, Any]]] = {s: [] for s in ["generate-data", *ALL_STEPS]
+                                              if s in wanted or (s == "generate-data" and stages)}
     model = work / "model"
     for n in sizes:
         ids = max(2, n // (CAMS * PER_CAM))
         data, ws, export = work / f"data-{n}", work / f"ws-{n}", work / f"scale-{n}.h5"
-        if not args.keep:  # a cached stage would be measured as its cache lookup
+        if not stages:  # loader / evaluate alone: on the export of an earlier full run
+            if not export.is_file():
+                raise SystemExit(f"{export} is missing: run the full chain first (without --steps)")
+            shutil.rmtree(work / f"eval-{n}", ignore_errors=True)
+        elif not args.keep:  # a cached stage would be measured as its cache lookup
             for p in (ws, export, work / f"eval-{n}"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        base = work / f"data-{args.base}"
-        if (data / "meta.json").is_file() or (data / "REPLICATED").is_file():
-            r = {"seconds": None, "peak_rss_mib": None, "cached": True}
-        elif n > args.base and n % args.base == 0 and (base / "meta.json").is_file():
-            t0 = time.perf_counter()
-            replicate(base, n // args.base, args.base // (CAMS * PER_CAM), data)
-            r = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mib": None,
-                 "replicated": f"{n // args.base} x data-{args.base}"}
-        else:
-            shutil.rmtree(data, ignore_errors=True)  # a killed render's leftovers
-            r = run_measured([reidaug(), "demo-data", str(data), "--num-ids", str(ids), "--num-cams", str(CAMS),
-                              "--images-per-id-per-cam", str(PER_CAM), "--seed", "0"], log)
-        steps["generate-data"].append({"images": ids * CAMS * PER_CAM, **r})
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        if stages:
+            steps["generate-data"].append({"images": ids * CAMS * PER_CAM,
+                                           **prepare_data(work, n, ids, args.base, log)})
         cfg = work / f"scale-{n}.yaml"
         cfg.write_text(pipeline_yaml(data, export))
-        for stage in STAGES:
+        for stage in stages:
             r = run_measured([reidaug(), "-q", "stage", stage, "-c", str(cfg), "-w", str(ws)], log)
             r["stage_seconds"] = stage_seconds(ws, stage)
             steps[stage].append(r)
             print(f"{n:>7} {stage:<14} {r['seconds']:>8.1f} s {r['peak_rss_mib']:>8.0f} MiB", flush=True)
-        steps["loader"].append(run_measured([sys.executable, __file__, "--loader-epoch", str(export)], log))
+        if "loader" in steps:
+            r = run_measured([sys.executable, __file__, "--loader-epoch", str(export)], log)
+            steps["loader"].append(r)
+            print(f"{n:>7} {'loader':<14} {r['seconds']:>8.1f} s {r['peak_rss_mib']:>8.0f} MiB", flush=True)
+        if "evaluate" not in steps:
+            continue
         if not (model / "model.pt").is_file():  # the evaluated model: one epoch on the smallest set (not timed)
             run_measured([reidaug(), "train", str(export), "-o", str(model), "--height", "128", "--width", "64",
                           "--epochs", "1", "--set", "warmup_epochs=0"], log)
         r = run_measured([reidaug(), "evaluate", str(model), "--data", str(export), "-o", str(work / f"eval-{n}"),
                           "--device", "cpu"], log)
         steps["evaluate"].append(r)
-        for step in ("loader", "evaluate"):
-            print(f"{n:>7} {step:<14} {steps[step][-1]['seconds']:>8.1f} s "
-                  f"{steps[step][-1]['peak_rss_mib']:>8.0f} MiB", flush=True)
+        print(f"{n:>7} {'evaluate':<14} {r['seconds']:>8.1f} s {r['peak_rss_mib']:>8.0f} MiB", flush=True)
     result = {
         "benchmark": "scale", "sizes": sizes, "steps": steps, "machine": machine(cpu=cpu_model()),
         "command": command_line(), "load_before": load_avg, "load_after": load_average(),
@@ -219,10 +244,17 @@ def main(argv: list[str] | None = None) -> int:
         "stage_time_slope": {s: slope(sizes, [r["stage_seconds"] for r in rows]) for s, rows in steps.items()
                              if rows and "stage_seconds" in rows[0]},
         "memory_ratio_largest_to_smallest": {s: round(rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"], 2)
-                                             for s, rows in steps.items() if rows[0]["peak_rss_mib"]},
+                                             for s, rows in steps.items()
+                                             if rows and rows[0]["peak_rss_mib"] and rows[-1]["peak_rss_mib"]},
     }
-    add_run(args.out, "scale", f"{'/'.join(str(s) for s in sizes)} images", result)
-    plot(result, Path(args.plot))
+    label = f"{'/'.join(str(s) for s in sizes)} images" + ("" if wanted == ALL_STEPS else f", {'+'.join(wanted)}")
+    add_run(args.out, "scale", label, result)
+    if wanted != ALL_STEPS:  # the plot shows the whole chain: the full run of these sizes, these steps replaced
+        full = json.loads(Path(args.out).read_text())["runs"].get(f"{'/'.join(str(s) for s in sizes)} images")
+        if full is not None:
+            plot({**result, "steps": {**full["steps"], **steps}}, Path(args.plot))
+    else:
+        plot(result, Path(args.plot))
     print("time slope (log-log, per size step):", result["time_slope"])
     print("stage's own time slope:", result["stage_time_slope"])
     print("peak memory, largest / smallest size:", result["memory_ratio_largest_to_smallest"])

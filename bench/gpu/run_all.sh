@@ -11,9 +11,11 @@
 #   3. the speed rows of BENCHMARKS.md (speed issue): each generation stage (CamStyle's CycleGAN at
 #      256 x 128, PG2 and Deformable GAN at 128 x 64) against its model alone and the batch-1 reference
 #      loop, with the measured matmul ceiling (bench/generate.py on the synthetic people: CUHK01 does not
-#      travel); evaluation at 20k x 100k on the GPU (bench/eval.py --device cuda).
+#      travel); evaluation at 20k x 100k on the GPU (bench/eval.py --device cuda); the re-ID trainer's
+#      steps/s at 128 x 64 and 256 x 128, fp32 and AMP (bench/train_speed.py).
 # Every step has its own time limit, so one that overruns still leaves the others' files.
-# Writes $OUT/log.txt, $OUT/pytest_gpu.txt, $OUT/check_cuda.json, $OUT/generate_*.json, $OUT/eval.json;
+# Writes $OUT/log.txt, $OUT/pytest_gpu.txt, $OUT/check_cuda.json, $OUT/generate_*.json, $OUT/eval.json,
+# $OUT/train_speed.json;
 # copy them to bench/results/gpu_<date>/ and the numbers into BENCHMARKS.md.
 #   REIDAUG_GPU_DRYRUN=1 OUT=/tmp/gpu-out bash bench/gpu/run_all.sh   # CPU smoke test with .venv
 #   STEPS_TO_RUN="3" GENERATORS="pg2" ...                              # some steps / generators only
@@ -29,7 +31,7 @@ if [[ -n "${REIDAUG_GPU_DRYRUN:-}" ]]; then
   PY=$PWD/.venv/bin/python; REIDAUG=$PWD/.venv/bin/reidaug; DEVICE=cpu; STEPS=${STEPS:-16}; MARK="gpu or not gpu"
   TESTS=tests/unit/models/test_base.py
   GEN_ARGS="--quick --no-gpu --images 4 --data synthetic"; EVAL_ARGS="--sizes 200x1000 --big none --device cpu"
-  GEN_LIMIT=240; CHECK_LIMIT=420
+  GEN_LIMIT=240; CHECK_LIMIT=420; TRAIN_ARGS="--device cpu --sizes 32x16 --ids 16 --per-cam 4 --epochs 2 --workers 0"
 else
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
@@ -39,6 +41,7 @@ else
   GEN_ARGS="--no-cpu --data synthetic --gpu-images 1024 --rounds 2"
   EVAL_ARGS="--sizes 2000x10000 --big 20000x100000 --device cuda"
   GEN_LIMIT=60; CHECK_LIMIT=200  # uncalibrated: no GPU lent since the speed steps joined
+  TRAIN_ARGS="--device cuda --sizes 128x64,256x128 --epochs 3 --workers 8"
 fi
 say "environment"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
@@ -66,5 +69,9 @@ for g in ${GENERATORS:-camstyle pg2 deformable}; do
     || echo "generate $g: failed or out of time"
 done
 timeout 120 $PY bench/eval.py $EVAL_ARGS --out "$OUT/eval.json" 2>&1 | tail -8 || echo "eval: failed or out of time"
+for amp in "" "--amp"; do  # the re-ID trainer's steps/s, fp32 and mixed precision
+  timeout 90 $PY bench/train_speed.py $TRAIN_ARGS $amp --out "$OUT/train_speed.json" 2>&1 | tail -3 \
+    || echo "train_speed $amp: failed or out of time"
+done
 fi
 say "done"

@@ -84,8 +84,10 @@ AUTO_BLOCK_BYTES = 1 << 30
 #: values (4) and indices (8), gathered gallery pids (4), flags (1), and the sort's scratch.
 BYTES_PER_BLOCK_ELEMENT = 32
 MAX_AUTO_BLOCK_ROWS = 2048
-#: Working set of one (query block x gallery block) of the on-disk path, and its block shapes.
-STREAM_BLOCK_BYTES = 256 << 20
+#: On-disk path: working set of one (query block x gallery block) of keys, the bytes of one gallery
+#: block's features (read, then normalised or squared: about three copies at once), query rows per block.
+STREAM_BLOCK_BYTES = 128 << 20
+STREAM_FEATURE_BYTES = 32 << 20
 STREAM_QUERY_ROWS = 256
 
 
@@ -403,8 +405,17 @@ def _sort_keys(dist: torch.Tensor, gallery_index: torch.Tensor) -> torch.Tensor:
     return (bits << 32) | gallery_index[None, :]
 
 
-def _rows(src: Any, start: int, stop: int) -> np.ndarray:
-    return src.block(start, stop) if isinstance(src, RowFile) else np.asarray(src[start:stop])
+def _rows(src: Any, start: int, stop: int, name: str) -> np.ndarray:
+    """Rows [start, stop) of a row file or an array, checked finite (as the in-memory path checks all)."""
+    rows = src.block(start, stop) if isinstance(src, RowFile) else np.asarray(src[start:stop])
+    bad = ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        where = f" in {src.path}" if isinstance(src, RowFile) else ""
+        raise DataError(
+            f"{name}{where}: rows {', '.join(str(start + i) for i in np.flatnonzero(bad)[:5])} contain NaN or inf. "
+            f"Check the model output (a diverged checkpoint or a division by a zero norm) before evaluating."
+        )
+    return rows
 
 
 def _padded(lists: list[np.ndarray]) -> np.ndarray:
@@ -449,7 +460,8 @@ def _evaluate_streamed(
         LOG.info("max_rank %d > gallery size %d: CMC clipped to %d ranks", max_rank, n_g, n_g)
         max_rank = n_g
     q_rows = int(query_rows) if query_rows is not None else STREAM_QUERY_ROWS
-    g_rows = int(max(1, STREAM_BLOCK_BYTES // (BYTES_PER_BLOCK_ELEMENT * q_rows)))
+    g_rows = int(max(1, min(STREAM_BLOCK_BYTES // (BYTES_PER_BLOCK_ELEMENT * q_rows),
+                            STREAM_FEATURE_BYTES // (4 * max(1, d_q)))))
     # the kept gallery grouped by identity (as _SingleShot groups it), in gallery order
     ids, gid = np.unique(gp[kept_rows], return_inverse=True)
     by_id = kept_rows[np.argsort(gid, kind="stable")]
@@ -462,7 +474,7 @@ def _evaluate_streamed(
 
     def block_keys(qb: torch.Tensor, gs: int, ge: int) -> torch.Tensor:
         """Sort keys of query block ``qb`` against gallery rows [gs, ge); junk images get ``big``."""
-        gb = torch.from_numpy(_rows(gf, gs, ge)).to(dev, torch.float32)
+        gb = torch.from_numpy(_rows(gf, gs, ge, "gallery features")).to(dev, torch.float32)
         key = _sort_keys(block_distances(qb, gb, metric), torch.arange(gs, ge, dtype=torch.int64, device=dev))
         return key.masked_fill_(junk_t[gs:ge][None, :], big)
 
@@ -472,7 +484,7 @@ def _evaluate_streamed(
     for qs in range(0, n_q, q_rows):
         qe = min(qs + q_rows, n_q)
         b = qe - qs
-        qb = torch.from_numpy(_rows(qf, qs, qe)).to(dev, torch.float32)
+        qb = torch.from_numpy(_rows(qf, qs, qe, "query features")).to(dev, torch.float32)
         pos, excl = [], []
         for i in range(qs, qe):
             k = np.searchsorted(ids, qp[i])

@@ -1,6 +1,6 @@
 """bench/gpu/run_all.sh, the one prepared GPU call, in its CPU dry-run mode: the speed step (a generation
-benchmark and the evaluation benchmark) runs and writes its JSON, so the script is known to work before a
-GPU is lent. The whole dry run (every step, every generator) is the slow test."""
+benchmark, the evaluation benchmark and the re-ID trainer's speed) runs and writes its JSON, so the script is
+known to work before a GPU is lent. The whole dry run (every step, every generator) is the slow test."""
 from __future__ import annotations
 
 import json
@@ -30,7 +30,12 @@ def test_the_speed_step_runs_in_the_dry_run(tmp_path):
     gen = json.loads((out / "generate_pg2.json").read_text())
     assert gen, "bench/generate.py wrote nothing"
     ev = json.loads((out / "eval.json").read_text())
-    assert all(not r.get("failed") for r in ev["runs"]) and {r["method"] for r in ev["runs"]} == {"naive", "blocked"}
+    assert all(not r.get("failed") for r in ev["runs"])
+    assert {r["method"] for r in ev["runs"]} == {"naive", "blocked", "disk"}
+    runs = json.loads((out / "train_speed.json").read_text())["runs"]
+    assert set(runs) == {"cpu 32x16", "cpu amp 32x16"}, runs.keys()
+    assert all(r["rows"][0]["images_per_s_median"] > 0 and r["rows"][0]["steps"] == 2 * r["rows"][0]["steps_per_epoch"]
+               for r in runs.values())
 
 
 @pytest.mark.slow
@@ -39,5 +44,5 @@ def test_the_whole_dry_run(tmp_path):
     out = tmp_path / "out"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("pytest_gpu.txt", "check_cuda.json", "generate_camstyle.json", "generate_pg2.json",
-                 "generate_deformable.json", "eval.json"):
+                 "generate_deformable.json", "eval.json", "train_speed.json"):
         assert (out / name).is_file(), name

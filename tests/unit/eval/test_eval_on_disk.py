@@ -131,3 +131,8 @@ def test_on_disk_errors_name_the_mistake(tmp_path: Path) -> None:
         evaluate(q, g, [0, 1], [0, 0, 1], [0, 0], [1, 1, 1, 1])
     with pytest.raises(DataError, match="none of the 2 queries"):
         evaluate(q, g, [0, 1], [5, 5, 6, 6], [0, 0], [1, 1, 1, 1])
+    bad = np.zeros((4, 3), np.float32)
+    bad[2, 1] = np.nan
+    g = rows_file(tmp_path / "nan.npy", bad)
+    with pytest.raises(DataError, match=r"gallery features in .*nan.npy: rows 2 contain NaN"):
+        evaluate(q, g, [0, 1], [0, 0, 1, 1], [0, 0], [1, 1, 1, 1])

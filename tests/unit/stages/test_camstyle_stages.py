@@ -325,7 +325,7 @@ def test_residual_is_keyed_only_when_set_and_is_a_cyclegan_option():
 
 
 def test_thread_count_is_pinned_and_keyed_so_schedulers_agree(tmp_path):
-    """Training bytes depend on torch's CPU thread count. The stage pins it (``threads``, default 2,
+    """Training bytes can depend on torch's CPU thread count. The stage pins it (``threads``, default 2,
     in the key when set), so the threads scheduler (torch's default: the core count) and dask
     worker processes (which start torch at 1 thread) give the same generator for one key, and
     another thread count is another key."""
@@ -343,7 +343,8 @@ def test_thread_count_is_pinned_and_keyed_so_schedulers_agree(tmp_path):
     threads = models(graph, tmp_path / "threads", "threads")
     processes = models(graph, tmp_path / "processes", "processes")
     assert threads == processes
-    assert models(one, tmp_path / "one", "threads") != threads  # the count does change the bytes
+    # whether 1 thread gives other bytes than 2 depends on the CPU's kernels: it did on the VM of 2026-12-06
+    # and did not on the (slower) one of 2026-12-07, so the key, not the bytes, is what is asserted above
 
 
 def test_a_cuda_run_is_another_key_than_the_cpu_one(tmp_path, monkeypatch):
