@@ -22,7 +22,6 @@ upstream key stands for it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -139,6 +138,7 @@ def fingerprint(params: IngestParams, base_dir: Path) -> Any:
     if params.root is None:
         return None
     root = _root(params, base_dir)
+    from reidaug.io.checkpoint import file_sha256
     from reidaug.io.hashcache import FileHashes
     from reidaug.pipeline.hashing import stable_hash_streamed
 
@@ -147,7 +147,7 @@ def fingerprint(params: IngestParams, base_dir: Path) -> Any:
     if manifest:  # may live outside the root (an absolute path): its content is part of the key either way
         path = Path(manifest).expanduser()
         path = path if path.is_absolute() else root / path
-        head["manifest_sha256"] = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None)
+        head["manifest_sha256"] = file_sha256(path) if path.is_file() else None  # block-wise, the same digest
     hashes = FileHashes(root)
     try:
         digest = stable_hash_streamed(head, "files", _file_rows(root, hashes), "ingest input files")
