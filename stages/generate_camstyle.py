@@ -199,12 +199,10 @@ def _translator(ctx: StageContext):
     """The generators of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks
     reuse them."""
     from reidaug.gen.camstyle import CamStyleTranslator
-    from reidaug.gen.common import pick_device
+    from reidaug.gen.common import generator_once
 
-    p: GenerateCamStyleParams = ctx.params
-    device = pick_device(p.device, "params.device")
-    return ctx.memo(f"translator|{device}|{p.amp}|{p.cpu_bf16}",
-                    lambda: CamStyleTranslator(ctx.input("models").path, device, amp=p.amp, cpu_bf16=p.cpu_bf16))
+    return generator_once(ctx, "translator",
+                          lambda device, **kw: CamStyleTranslator(ctx.input("models").path, device, **kw))
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:

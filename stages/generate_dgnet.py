@@ -37,14 +37,11 @@ def plan(ctx: StageContext) -> int:
 
 
 def _generator(ctx: StageContext):
-    from reidaug.gen.common import pick_device
+    from reidaug.gen.common import generator_once
     from reidaug.gen.dgnet import DGNetGenerator
 
-    p: GenerateDGNetParams = ctx.params
-    device = pick_device(p.device, "params.device")
-    return ctx.memo(f"generator|{device}|{p.amp}|{p.cpu_bf16}",
-                    lambda: DGNetGenerator.from_folder(ctx.input("models").path, device, amp=p.amp,
-                                                       cpu_bf16=p.cpu_bf16))
+    return generator_once(ctx, "generator",
+                          lambda device, **kw: DGNetGenerator.from_folder(ctx.input("models").path, device, **kw))
 
 
 def _train_split(ctx: StageContext, size: tuple[int, int]):

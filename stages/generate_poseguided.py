@@ -107,14 +107,11 @@ class Fake(NamedTuple):
 
 def _generator(ctx: StageContext):
     """The generator of the models input on ``params.device``, loaded once per thread (ctx.memo): chunks reuse it."""
-    from reidaug.gen.common import pick_device
+    from reidaug.gen.common import generator_once
     from reidaug.gen.poseguided import PoseGuidedGenerator
 
-    p: GeneratePoseGuidedParams = ctx.params
-    device = pick_device(p.device, "params.device")
-    return ctx.memo(f"generator|{device}|{p.amp}|{p.cpu_bf16}",
-                    lambda: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, amp=p.amp,
-                                                            cpu_bf16=p.cpu_bf16))
+    return generator_once(ctx, "generator",
+                          lambda device, **kw: PoseGuidedGenerator.from_folder(ctx.input("models").path, device, **kw))
 
 
 def _pose_table(ctx: StageContext) -> PoseTable:

@@ -4,7 +4,7 @@ Everything here is model-agnostic, so CamStyle and the pose-guided generators tr
 generate the same way:
 
 - :func:`pick_device` — ``auto`` means CUDA when there is one; asking for CUDA without one is a
-  clear error.
+  clear error. :func:`generator_once` — a generate stage's model on that device, loaded once per thread.
 - :func:`to_device` / :func:`images_to_device` / :func:`autocast` — networks and image batches
   on the device (channels_last, pinned memory and bf16 on CUDA).
 - :func:`overlapped` — run ``prepare`` (decode, resize), ``compute`` (the model) and ``finish``
@@ -48,6 +48,16 @@ def pick_device(device: str, where: str) -> "torch.device":  # noqa: F821
     if device == "cpu":
         return torch.device("cpu")
     raise ConfigError(f"{where}: device must be auto, cpu, cuda or cuda:N; found {device!r}.")
+
+
+def generator_once(ctx: Any, kind: str, load: Callable[..., T]) -> T:
+    """A generate stage's model, loaded once per thread (``ctx.memo``) and shared by its chunks:
+    ``load(device, amp=..., cpu_bf16=...)`` with the stage's ``params.device`` (:func:`pick_device`),
+    ``params.amp`` and ``params.cpu_bf16``, which are also the memo key with ``kind``."""
+    p = ctx.params
+    device = pick_device(p.device, "params.device")
+    return ctx.memo(f"{kind}|{device}|{p.amp}|{p.cpu_bf16}",
+                    lambda: load(device, amp=p.amp, cpu_bf16=p.cpu_bf16))
 
 
 def autocast(device: "torch.device", enabled: bool):  # noqa: F821
