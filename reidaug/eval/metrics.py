@@ -138,6 +138,33 @@ def _labels(x: Any, name: str, n: int, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _checked_labels(
+    q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, n_q: int, n_g: int, junk_pid: int | None, max_rank: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Labels as int64 arrays checked against the feature counts, the mask of gallery images that are
+    not junk, and ``max_rank`` clipped to the kept gallery; an empty query set or kept gallery is a
+    DataError. Returns ``(qp, qc, gp, gc, keep, max_rank)``."""
+    qp = _labels(q_pids, "q_pids", n_q, "person id")
+    qc = _labels(q_camids, "q_camids", n_q, "camera id")
+    gp = _labels(g_pids, "g_pids", n_g, "person id")
+    gc = _labels(g_camids, "g_camids", n_g, "camera id")
+    if n_q == 0:
+        raise DataError("query set is empty: nothing to evaluate. Pass at least one query.")
+    keep = gp != junk_pid if junk_pid is not None else np.ones(n_g, bool)
+    n_kept = int(keep.sum())
+    if n_kept < n_g:
+        LOG.info("removed %d junk gallery images (pid %d) from every ranking", n_g - n_kept, junk_pid)
+    if n_kept == 0:
+        raise DataError(
+            f"gallery is empty{' after removing junk (pid %d)' % junk_pid if n_g else ''}: "
+            f"nothing to rank against. Pass gallery features."
+        )
+    if max_rank > n_kept:
+        LOG.info("max_rank %d > gallery size %d: CMC clipped to %d ranks", max_rank, n_kept, n_kept)
+        max_rank = n_kept
+    return qp, qc, gp, gc, keep, max_rank
+
+
 # ---------------------------------------------------------------------------------- ranking
 
 
@@ -295,30 +322,13 @@ def evaluate(
                                       max_rank=max_rank, query_rows=block_size, device=device, repeats=repeats,
                                       seed=seed, junk_pid=junk_pid)
     q, g = query_gallery(qf, gf, device)
-    n_q, n_g_all = q.shape[0], g.shape[0]
-    qp = _labels(q_pids, "q_pids", n_q, "person id")
-    qc = _labels(q_camids, "q_camids", n_q, "camera id")
-    gp = _labels(g_pids, "g_pids", n_g_all, "person id")
-    gc = _labels(g_camids, "g_camids", n_g_all, "camera id")
-    if n_q == 0:
-        raise DataError("query set is empty: nothing to evaluate. Pass at least one query.")
-
-    if junk_pid is not None:
-        keep = gp != junk_pid
-        if not keep.all():
-            LOG.info("removed %d junk gallery images (pid %d) from every ranking",
-                     int((~keep).sum()), junk_pid)
-            keep_t = torch.from_numpy(np.flatnonzero(keep)).to(g.device)
-            g, gp, gc = g[keep_t], gp[keep], gc[keep]
+    n_q = q.shape[0]
+    qp, qc, gp, gc, keep, max_rank = _checked_labels(q_pids, g_pids, q_camids, g_camids, n_q, g.shape[0],
+                                                     junk_pid, max_rank)
+    if not keep.all():
+        keep_t = torch.from_numpy(np.flatnonzero(keep)).to(g.device)
+        g, gp, gc = g[keep_t], gp[keep], gc[keep]
     n_g = g.shape[0]
-    if n_g == 0:
-        raise DataError(
-            f"gallery is empty{' after removing junk (pid %d)' % junk_pid if n_g_all else ''}: "
-            f"nothing to rank against. Pass gallery features."
-        )
-    if max_rank > n_g:
-        LOG.info("max_rank %d > gallery size %d: CMC clipped to %d ranks", max_rank, n_g, n_g)
-        max_rank = n_g
     rows = int(block_size) if block_size is not None else _auto_block_rows(n_g)
 
     if rerank:
@@ -440,34 +450,16 @@ def _evaluate_streamed(
                         "Extract both with the same model.")
     if n_g_all >= 2**32:
         raise DataError(f"gallery of {n_g_all} images: the on-disk ranking indexes at most 2**32 - 1")
-    qp = _labels(q_pids, "q_pids", n_q, "person id")
-    qc = _labels(q_camids, "q_camids", n_q, "camera id")
-    gp = _labels(g_pids, "g_pids", n_g_all, "person id")
-    gc = _labels(g_camids, "g_camids", n_g_all, "camera id")
-    if n_q == 0:
-        raise DataError("query set is empty: nothing to evaluate. Pass at least one query.")
-    keep = gp != junk_pid if junk_pid is not None else np.ones(n_g_all, bool)
+    qp, qc, gp, gc, keep, max_rank = _checked_labels(q_pids, g_pids, q_camids, g_camids, n_q, n_g_all,
+                                                     junk_pid, max_rank)
     kept_rows = np.flatnonzero(keep)  # gallery position (after junk removal) -> file row
-    n_g = len(kept_rows)
-    if n_g == 0:
-        raise DataError(
-            f"gallery is empty{' after removing junk (pid %d)' % junk_pid if n_g_all else ''}: "
-            f"nothing to rank against. Pass gallery features."
-        )
-    if n_g < n_g_all:
-        LOG.info("removed %d junk gallery images (pid %d) from every ranking", n_g_all - n_g, junk_pid)
-    if max_rank > n_g:
-        LOG.info("max_rank %d > gallery size %d: CMC clipped to %d ranks", max_rank, n_g, n_g)
-        max_rank = n_g
     q_rows = int(query_rows) if query_rows is not None else STREAM_QUERY_ROWS
     g_rows = int(max(1, min(STREAM_BLOCK_BYTES // (BYTES_PER_BLOCK_ELEMENT * q_rows),
                             STREAM_FEATURE_BYTES // (4 * max(1, d_q)))))
-    # the kept gallery grouped by identity (as _SingleShot groups it), in gallery order
-    ids, gid = np.unique(gp[kept_rows], return_inverse=True)
-    by_id = kept_rows[np.argsort(gid, kind="stable")]
-    count = np.bincount(gid, minlength=len(ids))
-    start_of = np.cumsum(count) - count
-    single = _SingleShot(gp[kept_rows], gc[kept_rows], repeats, seed) if protocol == "cuhk03-sgs" else None
+    # the kept gallery grouped by identity, in gallery order (file rows); also the single-shot draws
+    groups = _SingleShot(gp[kept_rows], gc[kept_rows], repeats, seed)
+    ids, by_id, count, start_of = groups.ids, kept_rows[groups.by_id], groups.count, groups.start
+    single = groups if protocol == "cuhk03-sgs" else None
     junk_t = torch.from_numpy(~keep).to(dev)
     big = torch.iinfo(torch.int64).max  # a junk image's key: after every real key, never counted
 

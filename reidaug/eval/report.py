@@ -152,7 +152,6 @@ def evaluate_run(
                           f"against the others); protocol {protocol!r} needs a query/gallery split. Fix: leave "
                           "the protocol at market")
     with open_h5(data) as f:
-        num_test = sum(f.num_samples(s) for s in ("query", "gallery") if s in f.splits)
         missing = [s for s in ("query", "gallery") if s not in f.splits] if split == "test" else []
         if missing:
             raise DataError(
@@ -161,16 +160,15 @@ def evaluate_run(
             )
         pipeline_key = f.info.pipeline_key
         has_train = "train" in f.splits
-        f_train = f.num_samples("train") if has_train else 0
+        n_images = (f.num_samples("train") if held_out is not None  # features to extract, for features_on_disk
+                    else sum(f.num_samples(s) for s in ("query", "gallery")))
     model = load_model(run)  # DataError when model.pt is missing or not a reidaug model
     same_as_training = trained_on is not None and trained_on.resolve() == data.resolve()
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)
     if features_on_disk is None:
-        n_images = f_train if held_out is not None else num_test
         features_on_disk = n_images * model.feature_dim * 4 > FEATURES_IN_MEMORY_BYTES
     with _scratch(out if features_on_disk else None) as scratch:
-
         t_feat = time.perf_counter()
         kw = dict(batch_size=batch_size, device=device, num_workers=num_workers, flip_fusion=flip_fusion)
 
