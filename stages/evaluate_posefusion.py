@@ -7,7 +7,9 @@ pieces: a ``train-reid`` model, an exported file whose query and gallery images 
 (export-hdf5 with ``inputs.keypoints``), a ``train-posegan`` generator and ``cluster-poses``' canonical
 poses. It reports rank-1 / rank-5 / mAP for the unfused feature, max fusion and mean fusion with the
 same model (``metrics.json``, ``metrics.md``), and draws a few originals beside their pose images
-(``pose_fusion.png``). Cached like any stage; nothing is written into the model or the file.
+(``pose_fusion.png``). Cached and resumable like any stage: each chunk of ``chunk_size`` query or
+gallery images keeps its features in its chunk file, and ``finalize`` ranks them; nothing is written
+into the model or the file.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from reidaug.pipeline.stage import BatchedGPUParams, StageSpec
 METRICS = "metrics.json"
 TABLE = "metrics.md"
 PICTURE = "pose_fusion.png"
+SPLITS = ("query", "gallery")
 
 
 class EvaluatePoseFusionParams(BatchedGPUParams):
@@ -31,10 +34,38 @@ class EvaluatePoseFusionParams(BatchedGPUParams):
     min_keypoints: int = Field(8, ge=0, le=17, description=(
         "an image whose own pose has fewer keypoints above the generator's threshold is not re-posed: its fused "
         "feature is the unfused one (counted in the report)"))
+    chunk_size: int = Field(256, ge=1, le=65_536, description=(
+        "query or gallery images per chunk, the unit of resume and of parallel work (1 + k generated views and "
+        "features each; the pictures come from the first query chunk); in the key, since it sets where the "
+        "batches start"))
 
 
 def _ingest_key(handle) -> str | None:
     return ((handle.meta.get("material") or {}).get("inputs") or {}).get("dataset")
+
+
+def _layout(path, chunk_size: int) -> list[tuple[str, int, int]]:
+    """``(split, start, stop)`` of every chunk: the query images, then the gallery's, ``chunk_size`` at a
+    time. Checks what the chunks will need: stretched images, both splits present and with keypoints."""
+    from reidaug.data.h5format import open_h5
+    from reidaug.errors import DataError
+
+    out = []
+    with open_h5(path) as f:
+        if f.info.image_resize == "pad":
+            raise DataError(f"{path}: its images are letterboxed (export-hdf5 resize: pad), but the pose generator "
+                            "trained on stretched images. Fix: evaluate on an export with resize: stretch.")
+        for split in SPLITS:
+            n = f.num_samples(split) if split in f.splits else 0
+            if n == 0:
+                raise DataError(f"{path}: split {split!r} is {'empty' if split in f.splits else 'missing'} "
+                                f"(splits: {', '.join(f.splits)}), and pose fusion evaluates query against gallery. "
+                                "Fix: bind data to an export-hdf5 stage that writes the query and gallery splits.")
+            if "keypoints" not in f.h5[split]:
+                raise DataError(f"{path}: split {split!r} has no keypoints, and pose fusion needs each image's pose. "
+                                "Fix: bind the export-hdf5 stage's inputs.keypoints to extract-pose.keypoints.")
+            out += [(split, a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+    return out
 
 
 def plan(ctx: StageContext) -> int:
@@ -48,97 +79,112 @@ def plan(ctx: StageContext) -> int:
             f"the file ({ctx.inputs['data'].stage}) and the pose generator ({ctx.inputs['generator'].stage}) come from "
             "different ingest outputs, so the generator may have trained on identities that are test identities "
             "here. Fix: bind both to stages that read the same ingest stage (the same split).")
-    return 1
+    return len(_layout(ctx.input("data").path, ctx.params.chunk_size))
 
 
-def _split(path, split: str) -> tuple[list[Any], Any, Any, Any]:
+def _split(path, split: str, start: int = 0, stop: int | None = None) -> tuple[list[Any], Any, Any, Any]:
+    """Images ``start:stop`` of ``split`` (RGB uint8), their keypoints (NaN as 0), pids and camera ids."""
     import numpy as np
 
     from reidaug.data.h5format import open_h5
-    from reidaug.errors import DataError
 
     with open_h5(path) as f:
-        if f.info.image_resize == "pad":
-            raise DataError(f"{path}: its images are letterboxed (export-hdf5 resize: pad), but the pose generator "
-                            "trained on stretched images. Fix: evaluate on an export with resize: stretch.")
         m = f.meta(split)
-        if m.keypoints is None:
-            raise DataError(f"{path}: split {split!r} has no keypoints, and pose fusion needs each image's pose. "
-                            "Fix: bind the export-hdf5 stage's inputs.keypoints to extract-pose.keypoints.")
-        images = [f.read_image(split, i) for i in range(len(m))]
-        return images, np.nan_to_num(m.keypoints).astype(np.float32), m.pid.astype(np.int64), m.camid.astype(np.int64)
+        stop = len(m) if stop is None else stop
+        images = [f.read_image(split, i) for i in range(start, stop)]
+        kp = np.nan_to_num(m.keypoints[start:stop]).astype(np.float32)
+        return images, kp, m.pid[start:stop].astype(np.int64), m.camid[start:stop].astype(np.int64)
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
+    """Chunk ``index``: its images' unfused, max and mean features (and, in the first query chunk, the
+    pictures), in its chunk file; :func:`finalize` ranks them."""
     import json
 
-    from reidaug.data.images import image_grid
-    from reidaug.eval.metrics import evaluate
+    import numpy as np
+
     from reidaug.gen.common import pick_device
     from reidaug.gen.posefusion import FUSIONS, canonical_in_frame, fused_features
     from reidaug.gen.poseguided import PoseGuidedGenerator
-    from reidaug.io.atomic import write_json, write_text
     from reidaug.train.model import load_model
 
     p: EvaluatePoseFusionParams = ctx.params
     device = pick_device(p.device, "params.device")
-    model = load_model(ctx.input("model").path)
-    gen = PoseGuidedGenerator.from_folder(ctx.input("generator").path, device, amp=p.amp)
+    model = ctx.memo(f"model|{device}", lambda: load_model(ctx.input("model").path))
+    gen = ctx.memo(f"generator|{device}|{p.amp}",
+                   lambda: PoseGuidedGenerator.from_folder(ctx.input("generator").path, device, amp=p.amp))
     canonical = json.loads(ctx.input("canonical").path.read_text(encoding="utf-8"))
     poses = canonical_in_frame(canonical, gen.size)
     data = ctx.input("data").path
-    bs = p.batch_size_on(device)
+    split, start, stop = _layout(data, p.chunk_size)[index]
+    images, kp, pids, camids = _split(data, split, start, stop)
+    keep = min(p.pictures, stop - start) if (split, start) == ("query", 0) else 0
+    r = fused_features(model, gen, images, kp, poses, batch_size=p.batch_size_on(device, gen.size), device=device,
+                       flip=p.flip, keep_pictures=keep, min_keypoints=p.min_keypoints)
+    arrays = {f"feat_{fusion}": r.features[fusion].astype(np.float32) for fusion in FUSIONS}
+    arrays |= {"pid": pids, "camid": camids}
+    if r.pose_images is not None:
+        arrays["pictures"] = r.pose_images
+    ctx.write_chunk(index, arrays, {"split": split, "start": start, "stop": stop, "no_pose": r.no_pose,
+                                    "k": len(poses), "generator": {"model": gen.model_name,
+                                                                   "checksum": gen.checksum},
+                                    "size": list(gen.size)})
+
+
+def finalize(ctx: StageContext) -> dict[str, Any]:
+    import numpy as np
+
+    from reidaug.data.images import image_grid
+    from reidaug.eval.metrics import evaluate
+    from reidaug.gen.posefusion import FUSIONS
+    from reidaug.io.atomic import write_json, write_text
+
+    p: EvaluatePoseFusionParams = ctx.params
+    parts: dict[str, list[tuple[dict, dict]]] = {split: [] for split in SPLITS}
+    for arrays, attrs in ctx.iter_own_chunks():
+        parts[attrs["split"]].append((arrays, attrs))
+    joined = {split: {name: np.concatenate([a[name] for a, _ in chunks])
+                      for name in ("pid", "camid", *(f"feat_{f}" for f in FUSIONS))}
+              for split, chunks in parts.items()}
+    first = parts["query"][0][1]
+    k, size = first["k"], tuple(first["size"])
+    no_pose = {split: sum(attrs["no_pose"] for _, attrs in chunks) for split, chunks in parts.items()}
+    q, g = joined["query"], joined["gallery"]
     out: dict[str, Any] = {}
-    fused = {}
-    for split in ("query", "gallery"):
-        images, kp, pids, camids = _split(data, split)
-        r = fused_features(model, gen, images, kp, poses, batch_size=bs, device=device, flip=p.flip,
-                           keep_pictures=p.pictures if split == "query" else 0, min_keypoints=p.min_keypoints)
-        fused[split] = (r, pids, camids)
-    q, g = fused["query"], fused["gallery"]
     for fusion in FUSIONS:
-        m = evaluate(q[0].features[fusion], g[0].features[fusion], q[1], g[1], q[2], g[2], metric=p.metric,
-                     protocol=p.protocol)
+        m = evaluate(q[f"feat_{fusion}"], g[f"feat_{fusion}"], q["pid"], g["pid"], q["camid"], g["camid"],
+                     metric=p.metric, protocol=p.protocol)
         out[fusion] = {"rank1": m.rank(1), "rank5": m.rank(5), "rank10": m.rank(10), "mAP": m.mAP,
                        "mINP": m.mINP, "num_queries": m.num_queries}
-    record = {"fusions": out, "k": len(poses), "metric": p.metric, "protocol": p.protocol, "flip": p.flip,
-              "generator": {"model": gen.model_name, "checksum": gen.checksum}, "num_query": len(q[1]),
-              "num_gallery": len(g[1]), "not_reposed": {"query": q[0].no_pose, "gallery": g[0].no_pose,
-                                                        "min_keypoints": p.min_keypoints},
+    record = {"fusions": out, "k": k, "metric": p.metric, "protocol": p.protocol, "flip": p.flip,
+              "generator": first["generator"], "num_query": len(q["pid"]), "num_gallery": len(g["pid"]),
+              "not_reposed": {"query": no_pose["query"], "gallery": no_pose["gallery"],
+                              "min_keypoints": p.min_keypoints},
               "note": "one real-only re-ID model extracts all 1 + k features (PN-GAN trains its pose-view "
                       "features on synthesised images)"}
     write_json(ctx.work_dir / METRICS, record)
     lines = ["| feature | rank-1 (%) | rank-5 (%) | mAP (%) |", "|---|---|---|---|"]
-    names = {"none": "original only", "max": f"max over 1 + {len(poses)} poses (PN-GAN)",
-             "mean": f"mean over 1 + {len(poses)} poses"}
+    names = {"none": "original only", "max": f"max over 1 + {k} poses (PN-GAN)", "mean": f"mean over 1 + {k} poses"}
     for fusion in FUSIONS:
         x = out[fusion]
         lines.append(f"| {names[fusion]} | {100 * x['rank1']:.1f} | {100 * x['rank5']:.1f} | {100 * x['mAP']:.1f} |")
     write_text(ctx.work_dir / TABLE, "\n".join(lines) + "\n")
-    pics = q[0].pose_images
+    pics = parts["query"][0][0].get("pictures")
     if pics is not None:
         image_grid([list(row) for row in pics], ctx.work_dir / PICTURE,
-                   col_labels=["query"] + [f"pose {j}" for j in range(len(poses))], cell_hw=gen.size)
-    ctx.write_chunk(index, {"k": len(poses)})
-
-
-def finalize(ctx: StageContext) -> dict[str, Any]:
-    import json
-
-    record = json.loads((ctx.work_dir / METRICS).read_text(encoding="utf-8"))
-    f = record["fusions"]
-    report = [f"pose fusion ({record['protocol']}, {record['metric']}, {record['num_query']} queries, "
-              f"k = {record['k']} canonical poses): rank-1 / mAP "
-              + "; ".join(f"{name} {100 * f[name]['rank1']:.1f} / {100 * f[name]['mAP']:.1f}"
-                          for name in ("none", "max", "mean")),
-              f"not re-posed (own pose under {record['not_reposed']['min_keypoints']} keypoints, unfused feature "
-              f"kept): {record['not_reposed']['query']} queries, {record['not_reposed']['gallery']} gallery images",
+                   col_labels=["query"] + [f"pose {j}" for j in range(k)], cell_hw=size)
+    report = [f"pose fusion ({p.protocol}, {p.metric}, {len(q['pid'])} queries, k = {k} canonical poses): "
+              "rank-1 / mAP " + "; ".join(f"{name} {100 * out[name]['rank1']:.1f} / {100 * out[name]['mAP']:.1f}"
+                                          for name in FUSIONS),
+              f"not re-posed (own pose under {p.min_keypoints} keypoints, unfused feature kept): "
+              f"{no_pose['query']} queries, {no_pose['gallery']} gallery images",
               f"table: {TABLE}; picture: {PICTURE} in this entry"]
-    return {k: {"rank1": v["rank1"], "mAP": v["mAP"]} for k, v in f.items()} | {"report": report}
+    return {name: {"rank1": v["rank1"], "mAP": v["mAP"]} for name, v in out.items()} | {"report": report}
 
 
 SPEC = StageSpec(
-    name="evaluate-posefusion", version=1,
+    # 2: chunks of chunk_size query / gallery images (resumable, parallel), ranked in finalize
+    name="evaluate-posefusion", version=2,
     description="PN-GAN's test-time pose fusion: query and gallery features max / mean over the canonical poses",
     params=EvaluatePoseFusionParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"model": "train-reid.model", "data": "export-hdf5.hdf5", "generator": "train-posegan.models",

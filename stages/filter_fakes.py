@@ -74,8 +74,8 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         "(not LSRO's unconditional samples)")
     model, device = _model(ctx)
     if n:
-        probs = predict_probs(model, [decode_stored(b) for b in arrays["image"]], batch_size=p.batch_size_on(device),
-                              device=device)
+        probs = predict_probs(model, [decode_stored(b) for b in arrays["image"]],
+                              batch_size=p.batch_size_on(device, model.config.input_size), device=device)
         if probs.shape[1] != len(label_of):
             raise DataError(f"the gate model ({ctx.input('model').path}) predicts {probs.shape[1]} identities, but "
                             f"this dataset's train split has {len(label_of)}. Fix: train it on the real images of the "

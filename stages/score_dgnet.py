@@ -63,7 +63,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
                         "needs another image of the person. Fix: score on a split with several images per identity.")
     pick = np.sort(rng.choice(usable, size=min(p.num_images, len(usable)), replace=False))
     partner = np.asarray([rng.choice(by_label[held.labels[i]][by_label[held.labels[i]] != i]) for i in pick])
-    bs = p.batch_size_on(device)
+    bs = p.batch_size_on(device, gen.size)
     self_rec, cross_rec = [], []
     for s in range(0, len(pick), bs):
         x = held.images[pick[s:s + bs]]

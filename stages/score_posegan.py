@@ -115,7 +115,7 @@ def score(ctx: StageContext) -> dict[str, Any]:
     threshold = gen.score_threshold if p.score_threshold is None else p.score_threshold
     data, plan_ = held_out_pairs(ctx, gen.size, threshold)
     a, b = plan_.pairs[:, 0], plan_.pairs[:, 1]
-    bs = p.batch_size_on(gen.device)
+    bs = p.batch_size_on(gen.device, gen.size)
     fakes = np.zeros((len(a),) + data.images.shape[1:], np.uint8)
     g1 = np.zeros_like(fakes) if gen.model_name == "pg2" else None
     for s in range(0, len(a), bs):

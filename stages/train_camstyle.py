@@ -314,6 +314,8 @@ def _all_cameras(by_cam: dict[int, Any], where) -> Any:
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
+    from reidaug.gen.common import run_record, timing_text
+
     p: TrainCamStyleParams = ctx.params
     models, report = [], []
     for (arrays, attrs), stats in zip(ctx.iter_own_chunks(), ctx.own_stats()):
@@ -321,11 +323,12 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         models.append({"name": attrs["model"], "cameras": cams, "checksum": attrs["checksum"],
                        "steps": int(arrays["steps"]), "num_images": [int(n) for n in arrays["num_images"]],
                        "last_losses": attrs["last_losses"],
-                       **{k: stats[k] for k in ("seconds", "images_per_s", "resumed_from") if k in stats}})
+                       **run_record(stats, "images_per_s")})
         losses = attrs["last_losses"]
         shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items())
                           if k in ("G", "D_A", "D_B", "D", "cycle_A", "G_rec"))
-        report.append(f"{attrs['model']}: {int(arrays['steps'])} steps{_timing(stats, 'img/s', 'images_per_s')}; "
+        timing = timing_text(stats, "img/s", "images_per_s")
+        report.append(f"{attrs['model']}: {int(arrays['steps'])} steps{timing}; "
                       f"last losses: {shown}")
         if p.lambda_foreground > 0:
             fg = ", ".join(f"{k} {v:.3f}" for k, v in sorted(losses.items()) if k.startswith("fg_"))
@@ -345,17 +348,6 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         report.insert(0, f"dataset-to-dataset: {ctx.inputs['dataset'].stage} (source, domain A) -> "
                          f"{ctx.inputs['target'].stage} (target, domain B)")
     return {"model": p.model, "domains": p.domains, "models": models, "report": report}
-
-
-def _timing(stats: dict[str, Any], unit: str, rate_key: str) -> str:
-    """`` in 120 s on cpu (8.1 img/s), resumed from step 500`` from a chunk's run record ('' if none)."""
-    if not stats:
-        return ""
-    text = f" in {float(stats.get('seconds', 0)):.0f} s on {stats.get('device', '?')} " \
-           f"({float(stats.get(rate_key, 0)):.1f} {unit})"
-    if stats.get("resumed_from") is not None:
-        text += f", resumed from step {stats['resumed_from']}"
-    return text
 
 
 SPEC = StageSpec(

@@ -80,24 +80,23 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
+    from reidaug.gen.common import run_record, timing_text
     from reidaug.gen.unconditional import MODEL
 
     p: TrainDCGANParams = ctx.params
     arrays, attrs = next(ctx.iter_own_chunks())
     stats = next(iter(ctx.own_stats()), {})
     losses = {k: round(float(v), 4) for k, v in (attrs.get("last_losses") or {}).items()}
-    seconds = stats.get("seconds")
-    rate = stats.get("images_per_s", 0)
-    timing = f" in {seconds:.0f} s on {stats.get('device')} ({rate:.1f} img/s)" if seconds else ""
     report = [
         f"{MODEL}: {int(arrays['steps'])} steps of {p.train_batch} on {int(arrays['train_images'])} train images"
-        + timing + "; last losses: " + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()),
+        + timing_text(stats, "img/s", "images_per_s") + "; last losses: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()),
         f"generator: {MODELS_DIR}/{MODEL}.pt (checksum {attrs['checksum'][:12]}); sample grids and loss log: "
         f"{TRAIN_DIR}/{MODEL}/",
     ]
     return {"model": MODEL, "checksum": attrs["checksum"], "steps": int(arrays["steps"]),
             "train_images": int(arrays["train_images"]), "last_losses": losses,
-            **{k: stats[k] for k in ("seconds", "images_per_s", "resumed_from") if k in stats}, "report": report}
+            **run_record(stats, "images_per_s"), "report": report}
 
 
 SPEC = StageSpec(

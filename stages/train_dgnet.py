@@ -95,27 +95,26 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
+    from reidaug.gen.common import run_record, timing_text
     from reidaug.gen.dgnet import MODEL
 
     p: TrainDGNetParams = ctx.params
     arrays, attrs = next(ctx.iter_own_chunks())
     stats = next(iter(ctx.own_stats()), {})
     losses = {k: round(float(v), 4) for k, v in (attrs.get("last_losses") or {}).items()}
-    seconds = stats.get("seconds")
-    timing = (f" in {seconds:.0f} s on {stats.get('device')} ({stats.get('images_per_s', 0):.1f} img/s)"
-              if seconds else "")
     shown = ", ".join(f"{k} {losses[k]:.3f}" for k in ("rec_x", "rec_xp", "rec_a", "rec_s", "id_real", "id_fake",
                                                        "G_adv", "D") if k in losses)
     report = [
         f"{MODEL}: {int(arrays['steps'])} steps of {p.train_batch} triplets on {int(arrays['train_images'])} train "
-        f"images of {int(arrays['train_ids'])} identities{timing}; last losses: {shown}",
+        f"images of {int(arrays['train_ids'])} identities{timing_text(stats, 'img/s', 'images_per_s')}; "
+        f"last losses: {shown}",
         f"generator: {MODELS_DIR}/{MODEL}.pt (checksum {attrs['checksum'][:12]}); swap-matrix grids and loss log: "
         f"{TRAIN_DIR}/{MODEL}/",
     ]
     return {"model": MODEL, "checksum": attrs["checksum"], "steps": int(arrays["steps"]),
             "train_images": int(arrays["train_images"]), "train_ids": int(arrays["train_ids"]),
             "last_losses": losses,
-            **{k: stats[k] for k in ("seconds", "images_per_s", "resumed_from") if k in stats}, "report": report}
+            **run_record(stats, "images_per_s"), "report": report}
 
 
 SPEC = StageSpec(

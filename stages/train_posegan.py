@@ -182,7 +182,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
     p: TrainPoseGANParams = ctx.params
-    from reidaug.stages.train_camstyle import _timing
+    from reidaug.gen.common import run_record, timing_text
 
     arrays, attrs = next(ctx.iter_own_chunks())
     stats = ctx.own_stats()[0]
@@ -192,7 +192,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
     stages = f" ({attrs['steps_g1']} G1 + {int(arrays['steps']) - attrs['steps_g1']} G2)" if p.model == "pg2" else ""
     report = [
         f"{p.model}: {int(arrays['steps'])} steps{stages} of {attrs['train_batch']} pairs"
-        f"{_timing(stats, 'pairs/s', 'pairs_per_s')}; last losses: {shown}",
+        f"{timing_text(stats, 'pairs/s', 'pairs_per_s')}; last losses: {shown}",
         f"pairs: {c['pairs']} (of {c['candidate_pairs']}) from {c['identities_with_pairs']} of {c['identities']} train "
         f"identities; {c['usable_poses']} of {c['images']} train poses usable (>= {p.min_keypoints} keypoints above "
         f"{p.score_threshold}), {c['unusable_poses']} not; {c['same_pose_pairs_left_out']} same-pose pairs left out",
@@ -201,7 +201,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
     ]
     return {"model": p.model, "checksum": attrs["checksum"], "steps": int(arrays["steps"]),
             "steps_g1": attrs["steps_g1"], "pairs": c, "last_losses": losses,
-            **{k: stats[k] for k in ("seconds", "pairs_per_s", "resumed_from") if k in stats},
+            **run_record(stats, "pairs_per_s"),
             "report": report}
 
 

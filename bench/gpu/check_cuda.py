@@ -7,7 +7,8 @@ mid-training on CUDA and resumed, and generation on CUDA against the same genera
 Steps, on the synthetic dataset (no pose model needed: its ground-truth keypoints go through
 extract-pose's ``openpose-csv`` backend):
 1. one pipeline: CycleGAN and StarGAN CamStyle (train + generate), PG2 and Deformable GAN
-   (train + canonical-pose fakes), labels, HDF5 export, and a short train-reid, all ``device: cuda``;
+   (train + canonical-pose fakes), LSRO's DCGAN (train + samples), DG-Net (train + swaps), labels,
+   HDF5 export, and a short train-reid, all ``device: cuda``;
    the run is SIGKILLed once a training checkpoint exists, then resumed to the end;
 2. each generator file re-run on the CPU and on CUDA (fp32 and bf16) on the same inputs: the
    largest pixel difference;
@@ -70,13 +71,26 @@ stages:
     uses: generate-poseguided
     params: {{targets: canonical, device: {device}}}
     inputs: {{models: train-deformable.models}}
+  train-dcgan:
+    params: {{image_height: 64, image_width: 32, nz: 32, ngf: 16, ndf: 16, iterations: {steps}, train_batch: 16,
+             checkpoint_every: {ckpt}, sample_every: {steps}, device: {device}}}
+  generate-unconditional:
+    params: {{num_images: 64, chunk_size: 32, seed: 0, device: {device}}}
+  train-dgnet:
+    params: {{image_height: 64, image_width: 32, app_backbone: tiny, app_pretrained: none, app_dim: 32, struct_dim: 8,
+             n_res: 2, mlp_dim: 64, ndf: 16, d_res: 1, iterations: {steps}, train_batch: 4,
+             checkpoint_every: {ckpt}, sample_every: {steps}, device: {device}}}
+  generate-dgnet:
+    params: {{pairs: cross-camera, per_image: 1, seed: 0, device: {device}}}
   assign-labels:
-    params: {{schemes: {{real: onehot, camstyle: lsr, poseguided: lsr}}}}
-    inputs: {{camstyle: generate-camstyle.fakes, poseguided: generate-poseguided.fakes}}
+    params: {{schemes: {{real: onehot, camstyle: lsr, poseguided: lsr, unconditional: lsro, dgnet: lsr}}}}
+    inputs: {{camstyle: generate-camstyle.fakes, poseguided: generate-poseguided.fakes,
+             unconditional: generate-unconditional.fakes, dgnet: generate-dgnet.fakes}}
   export-hdf5:
     params: {{encoding: raw, image_height: 128, image_width: 64}}
     inputs: {{keypoints: extract-pose.keypoints, camstyle: generate-camstyle.fakes,
-             poseguided: generate-poseguided.fakes, labels: assign-labels.labels}}
+             poseguided: generate-poseguided.fakes, unconditional: generate-unconditional.fakes,
+             dgnet: generate-dgnet.fakes, labels: assign-labels.labels}}
   train-reid:
     params: {{backbone: efficientnet_lite0, height: 128, width: 64, p: 6, k: 4, epochs: 2, lr: 0.001,
              warmup_epochs: 1, milestones: [1], num_workers: 0, evaluate: true, device: {device}}}
@@ -175,7 +189,9 @@ def compare_generators(ws: Path, device: str) -> dict[str, dict]:
     import torch
 
     from reidaug.gen.camstyle import CamStyleTranslator
+    from reidaug.gen.dgnet import DGNetGenerator
     from reidaug.gen.poseguided import PoseGuidedGenerator
+    from reidaug.gen.unconditional import UnconditionalGenerator
 
     rng = np.random.default_rng(0)
     report: dict[str, dict] = {}
@@ -190,6 +206,14 @@ def compare_generators(ws: Path, device: str) -> dict[str, dict]:
                 img = rng.integers(0, 255, (4, h, w, 3), dtype=np.uint8)
                 kp = standing_pose(h, w, 4)
                 runs[f"{dev}{'-bf16' if amp else ''}"] = gen.generate(img, kp, kp[::-1].copy())
+            elif kind == "train-dcgan":
+                runs[f"{dev}{'-bf16' if amp else ''}"] = UnconditionalGenerator.from_folder(
+                    folder, torch.device(dev), amp=amp).generate(0, range(4))
+            elif kind == "train-dgnet":
+                gen = DGNetGenerator.from_folder(folder, torch.device(dev), amp=amp)
+                h, w = gen.size
+                img = rng.integers(0, 255, (8, h, w, 3), dtype=np.uint8)
+                runs[f"{dev}{'-bf16' if amp else ''}"] = gen.swap(img[:4], img[4:])
             else:
                 tr = CamStyleTranslator(folder, torch.device(dev), amp=amp)
                 img = rng.integers(0, 255, (4, 64, 32, 3), dtype=np.uint8)

@@ -74,3 +74,14 @@ def test_state_checksum_of_a_channels_last_model_equals_the_contiguous_one():
     net = net.to(memory_format=torch.channels_last)
     assert net[0].weight.stride()[-1] != 1  # the layout that broke the byte view
     assert state_checksum(net.state_dict()) == before
+
+
+def test_a_training_summary_says_how_long_how_fast_and_where_it_resumed():
+    from reidaug.gen.common import run_record, timing_text
+
+    stats = {"seconds": 120.4, "device": "cpu", "images_per_s": 8.06, "resumed_from": 500, "threads": 2}
+    assert timing_text(stats, "img/s", "images_per_s") == " in 120 s on cpu (8.1 img/s), resumed from step 500"
+    assert timing_text({**stats, "resumed_from": None}, "img/s", "images_per_s") == " in 120 s on cpu (8.1 img/s)"
+    assert timing_text({}, "img/s", "images_per_s") == ""  # a chunk finished by an older version: no record
+    assert run_record(stats, "images_per_s") == {"seconds": 120.4, "images_per_s": 8.06, "resumed_from": 500}
+    assert run_record({"seconds": 3.0}, "pairs_per_s") == {"seconds": 3.0}

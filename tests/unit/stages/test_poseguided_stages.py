@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reidaug.data.h5format import open_h5, verify
-from reidaug.errors import ConfigError, StageError
+from reidaug.errors import ConfigError, DataError, StageError
 from reidaug.pipeline.config import load_pipeline
 from reidaug.pipeline.context import read_h5_chunk
 from reidaug.pipeline.graph import build_graph
@@ -575,8 +575,47 @@ def test_pose_fusion_without_keypoints_in_the_file_is_a_clear_error(tmp_path, sy
         "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
         "inputs: {data: export-real.hdf5}}\n"
         "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-real.hdf5}}\n"))
-    with pytest.raises(StageError, match="has no keypoints.*inputs.keypoints to extract-pose.keypoints"):
+    # found while planning, before any image is generated
+    with pytest.raises(DataError, match="planning.*split 'query' has no keypoints.*inputs.keypoints to "
+                                        "extract-pose.keypoints"):
         run(tmp_path, text)
+
+
+def test_pose_fusion_resumes_only_the_missing_chunk_with_identical_results(tmp_path, synthetic):
+    """evaluate-posefusion in chunks of 4 images (6 queries and 12 gallery images: 2 + 3 chunks) gives
+    the features of one chunk per split; killed with two chunks missing, the re-run computes only those,
+    the kept chunk files are not rewritten, and chunks and metrics come out byte for byte as before."""
+    extra = ("train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
+             "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0, "
+             "eval_flip: false, eval_metric: cosine, eval_protocol: market}, inputs: {data: export-hdf5.hdf5}}\n"
+             "evaluate-posefusion: {params: {batch_size: 4, pictures: 2, threads: 1, chunk_size: 4}}\n"
+             "fusion-whole: {uses: evaluate-posefusion, params: {batch_size: 4, pictures: 2, threads: 1}}\n")
+    text = pipeline(synthetic, extra=extra)
+    entries, _ = run(tmp_path, text)
+    entry, whole = entries["evaluate-posefusion"], entries["fusion-whole"]
+    parts = [read_h5_chunk(p) for p in sorted((entry / "chunks").glob("*.h5"))]
+    assert [(a["split"], a["start"], a["stop"]) for _, a in parts] == [
+        ("query", 0, 4), ("query", 4, 6), ("gallery", 0, 4), ("gallery", 4, 8), ("gallery", 8, 12)]
+    assert parts[0][0]["pictures"].shape[:2] == (2, 4) and "pictures" not in parts[1][0]
+    one = [read_h5_chunk(p)[0] for p in sorted((whole / "chunks").glob("*.h5"))]
+    for name in ("feat_none", "feat_max", "feat_mean", "pid", "camid"):  # split into chunks, joined in order
+        for split, single in zip((parts[:2], parts[2:]), one):
+            np.testing.assert_allclose(np.concatenate([c[name] for c, _ in split]), single[name], atol=1e-5)
+    chunked, single = (json.loads((e / "metrics.json").read_text())["fusions"] for e in (entry, whole))
+    for fusion in ("none", "max", "mean"):
+        assert chunked[fusion] == pytest.approx(single[fusion])
+
+    files = {p.relative_to(entry).as_posix(): p.read_bytes()
+             for p in [entry / "metrics.json", entry / "metrics.md", *sorted((entry / "chunks").glob("*.h5"))]}
+    partial = entry.with_name(entry.name + ".partial")
+    entry.rename(partial)  # as a killed run leaves it: no meta.json, no metrics, two chunks never written
+    for name in ("meta.json", "metrics.json", "metrics.md", "chunks/00001.h5", "chunks/00004.h5"):
+        (partial / name).unlink()
+    kept = (partial / "chunks" / "00000.h5").stat().st_mtime_ns
+    entries, _ = run(tmp_path, text)
+    again = entries["evaluate-posefusion"]
+    assert again == entry and (again / "chunks" / "00000.h5").stat().st_mtime_ns == kept
+    assert {name: (again / name).read_bytes() for name in files} == files
 
 
 def test_pose_fusion_refuses_a_generator_from_another_ingest(tmp_path, synthetic):
