@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The real-data runs behind BENCHMARKS.md's "Seed systems on CUHK01" tables (issues 18 and 19), one after
+# the other, each resumable: a killed or timed-out run continues where it stopped when this is run again
+# (every stage is cached; the GAN and re-ID trainings resume from their last checkpoint).
+#
+#   OMP_NUM_THREADS=2 bash bench/seed_systems.sh                 # all of them, in the order below
+#   OMP_NUM_THREADS=2 bash bench/seed_systems.sh fusion transfer # some of them
+#   DRY=1 bash bench/seed_systems.sh                             # only `reidaug status` of each: what is left
+#
+# Needs ../shared/data/cuhk01 and ../shared/models (MoveNet, the judge) beside the repository, as the configs
+# say. CPU budget measured on the 2-core VMs (2026-12-06/07; the second VM ran about 2.3x slower):
+#   fusion    configs/real/cuhk01_posegan.yaml -> evaluate-posefusion: PG2 5,000 steps, a real-only re-ID model,
+#             1 + 8 views of 1,944 test images (~1.5-2 h on the slower VM)
+#   transfer  configs/real/synthetic_to_cuhk01.yaml: three CycleGANs and 21 re-ID arms (~3.5 h fast, ~8 h slow)
+#   dgnet     configs/real/cuhk01_dgnet.yaml: DG-Net 3,000 steps and 9 re-ID arms (~2-3 h fast)
+#   lsro      configs/real/cuhk01_lsro.yaml (measured: its cache makes this a no-op unless the workspace is new)
+# Each finished run's table goes to bench/results/<name>_cuhk01.json (`reidaug compare` / the fusion metrics).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REIDAUG=${REIDAUG:-.venv/bin/reidaug}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+declare -A CONFIG=([fusion]=configs/real/cuhk01_posegan.yaml [transfer]=configs/real/synthetic_to_cuhk01.yaml
+                   [dgnet]=configs/real/cuhk01_dgnet.yaml [lsro]=configs/real/cuhk01_lsro.yaml)
+declare -A BASELINE=([transfer]=syn-raw [dgnet]=real-re-e18 [lsro]=reid-real-e18)
+RUNS=("$@")
+[[ ${#RUNS[@]} -gt 0 ]] || RUNS=(fusion transfer dgnet lsro)
+for name in "${RUNS[@]}"; do
+  if [[ -z "${CONFIG[$name]:-}" ]]; then
+    echo "unknown run '$name': expected one of ${!CONFIG[*]}" >&2
+    exit 2
+  fi
+done
+
+for name in "${RUNS[@]}"; do
+  config=${CONFIG[$name]}
+  echo "== $(date -u +%FT%TZ) $name: $config"
+  if [[ -n "${DRY:-}" ]]; then
+    "$REIDAUG" status "$config"
+    continue
+  fi
+  if [[ $name == fusion ]]; then  # the PG2 config also generates training fakes; the fusion table needs none
+    "$REIDAUG" run "$config" --until evaluate-posefusion
+    table=$("$REIDAUG" status "$config")  # "evaluate-posefusion  <key12>  cached ..." and "workspace: <dir>"
+    key=$(awk '$1 == "evaluate-posefusion" {print $2}' <<<"$table")
+    ws=$(awk '$1 == "workspace:" {print $2}' <<<"$table")
+    cp "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*/metrics.json bench/results/posefusion_cuhk01.json
+    cat "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*/metrics.md
+  else
+    "$REIDAUG" run "$config"
+    "$REIDAUG" compare "$config" -b "${BASELINE[$name]}" --format json -o "bench/results/${name}_cuhk01.json"
+    "$REIDAUG" compare "$config" -b "${BASELINE[$name]}"
+  fi
+done
