@@ -13,11 +13,13 @@
 #             1 + 8 views of 1,944 test images (~1.5-2 h on the slower VM)
 #   transfer  configs/real/synthetic_to_cuhk01.yaml: three CycleGANs and 21 re-ID arms (~3.5 h fast, ~8 h slow)
 #   dgnet     configs/real/cuhk01_dgnet.yaml: DG-Net 3,000 steps and 9 re-ID arms (~2-3 h fast)
-#   lsro      configs/real/cuhk01_lsro.yaml (measured: its cache makes this a no-op unless the workspace is new)
-# Each finished run's table goes to bench/results/<name>_cuhk01.json (`reidaug compare` / the fusion metrics).
+#   lsro      configs/real/cuhk01_lsro.yaml (already measured; with its cache in place the run only checks it)
+# Tables: bench/results/{posefusion,transfer,dgnet,lsro}_cuhk01.json (`reidaug compare`; the fusion stage's
+# metrics.json), or under $RESULTS. Needs bash 4 (associative arrays).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REIDAUG=${REIDAUG:-.venv/bin/reidaug}
+RESULTS=${RESULTS:-bench/results}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 declare -A CONFIG=([fusion]=configs/real/cuhk01_posegan.yaml [transfer]=configs/real/synthetic_to_cuhk01.yaml
@@ -26,7 +28,7 @@ declare -A BASELINE=([transfer]=syn-raw [dgnet]=real-re-e18 [lsro]=reid-real-e18
 RUNS=("$@")
 [[ ${#RUNS[@]} -gt 0 ]] || RUNS=(fusion transfer dgnet lsro)
 for name in "${RUNS[@]}"; do
-  if [[ -z "${CONFIG[$name]:-}" ]]; then
+  if [[ -z $name || -z "${CONFIG[$name]:-}" ]]; then
     echo "unknown run '$name': expected one of ${!CONFIG[*]}" >&2
     exit 2
   fi
@@ -42,13 +44,22 @@ for name in "${RUNS[@]}"; do
   if [[ $name == fusion ]]; then  # the PG2 config also generates training fakes; the fusion table needs none
     "$REIDAUG" run "$config" --until evaluate-posefusion
     table=$("$REIDAUG" status "$config")  # "evaluate-posefusion  <key12>  cached ..." and "workspace: <dir>"
-    key=$(awk '$1 == "evaluate-posefusion" {print $2}' <<<"$table")
-    ws=$(awk '$1 == "workspace:" {print $2}' <<<"$table")
-    cp "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*/metrics.json bench/results/posefusion_cuhk01.json
-    cat "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*/metrics.md
+    key=$(awk '$1 == "evaluate-posefusion" && $3 == "cached" {print $2}' <<<"$table")
+    ws=$(sed -n 's/^workspace: //p' <<<"$table")
+    entry=""
+    for d in "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*; do  # the finished entry, not a .partial
+      [[ -n $key && -f $d/meta.json && $d != *.partial ]] && entry=$d
+    done
+    if [[ -z $entry ]]; then
+      echo "no finished evaluate-posefusion entry of $config in '${ws}' (key '${key}'); reidaug status says:" >&2
+      echo "$table" >&2
+      exit 1
+    fi
+    cp "$entry/metrics.json" "$RESULTS/posefusion_cuhk01.json"
+    cat "$entry/metrics.md"
   else
     "$REIDAUG" run "$config"
-    "$REIDAUG" compare "$config" -b "${BASELINE[$name]}" --format json -o "bench/results/${name}_cuhk01.json"
+    "$REIDAUG" compare "$config" -b "${BASELINE[$name]}" --format json -o "$RESULTS/${name}_cuhk01.json"
     "$REIDAUG" compare "$config" -b "${BASELINE[$name]}"
   fi
 done

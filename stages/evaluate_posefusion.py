@@ -30,14 +30,14 @@ class EvaluatePoseFusionParams(BatchedGPUParams):
     metric: Literal["cosine", "euclidean"] = Field("cosine", description="distance between fused features")
     protocol: Literal["market", "cuhk03-sgs"] = Field("market", description="evaluation protocol")
     flip: bool = Field(False, description="also fuse each view with its mirror image (the mean of the two)")
-    pictures: int = Field(6, ge=1, le=64, description="query images drawn beside their pose images")
+    pictures: int = Field(6, ge=1, le=64, description=(
+        "query images drawn beside their pose images (from the first query chunk: at most chunk_size)"))
     min_keypoints: int = Field(8, ge=0, le=17, description=(
         "an image whose own pose has fewer keypoints above the generator's threshold is not re-posed: its fused "
         "feature is the unfused one (counted in the report)"))
     chunk_size: int = Field(256, ge=1, le=65_536, description=(
         "query or gallery images per chunk, the unit of resume and of parallel work (1 + k generated views and "
-        "features each; the pictures come from the first query chunk); in the key, since it sets where the "
-        "batches start"))
+        "features each); in the key, since chunk files of one layout cannot be resumed under another"))
 
 
 def _ingest_key(handle) -> str | None:
@@ -116,10 +116,12 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     canonical = json.loads(ctx.input("canonical").path.read_text(encoding="utf-8"))
     poses = canonical_in_frame(canonical, gen.size)
     data = ctx.input("data").path
-    split, start, stop = _layout(data, p.chunk_size)[index]
+    split, start, stop = ctx.memo("layout", lambda: _layout(data, p.chunk_size))[index]
     images, kp, pids, camids = _split(data, split, start, stop)
     keep = min(p.pictures, stop - start) if (split, start) == ("query", 0) else 0
-    r = fused_features(model, gen, images, kp, poses, batch_size=p.batch_size_on(device, gen.size), device=device,
+    # one batch size for both networks: the CPU default of the larger input (generator or re-ID model)
+    size = max(tuple(gen.size), tuple(model.config.input_size), key=lambda hw: hw[0] * hw[1])
+    r = fused_features(model, gen, images, kp, poses, batch_size=p.batch_size_on(device, size), device=device,
                        flip=p.flip, keep_pictures=keep, min_keypoints=p.min_keypoints)
     arrays = {f"feat_{fusion}": r.features[fusion].astype(np.float32) for fusion in FUSIONS}
     arrays |= {"pid": pids, "camid": camids}

@@ -9,7 +9,8 @@ extract-pose's ``openpose-csv`` backend):
 1. one pipeline: CycleGAN and StarGAN CamStyle (train + generate), PG2 and Deformable GAN
    (train + canonical-pose fakes), LSRO's DCGAN (train + samples), DG-Net (train + swaps), labels,
    HDF5 export, and a short train-reid, all ``device: cuda``;
-   the run is SIGKILLed once a training checkpoint exists, then resumed to the end;
+   the run is SIGKILLed at each generator training's first checkpoint and resumed, until a run goes
+   to the end (every generator is killed and resumed once);
 2. each generator file re-run on the CPU and on CUDA (fp32 and bf16) on the same inputs: the
    largest pixel difference;
 3. the same pipeline uninterrupted in a second workspace: are the resumed generators' checksums
@@ -132,34 +133,42 @@ def main() -> None:
     pipe.write_text(PIPELINE.format(data=data, csv=csv, steps=args.steps, ckpt=max(args.steps // 4, 1),
                                     device=args.device))
 
-    # -- 1. killed on CUDA once a training checkpoint exists, then resumed ----------------------
+    # -- 1. killed once in each generator's training (at its first checkpoint), resumed each time ---------
     ws = work / "ws-killed"
     t0 = time.time()
-    proc = subprocess.Popen([args.reidaug, "run", str(pipe), "-w", str(ws)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    killed_at = None
-    while proc.poll() is None and time.time() - t0 < 300:
-        ckpts = list((ws / "cache").glob("train-*/*/*.partial/**/checkpoint.pt")) if ws.exists() else []
-        if ckpts:
-            time.sleep(1.0)
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed_at = [str(c.relative_to(ws)) for c in ckpts]
+    kills: list[dict] = []
+    while True:
+        proc = subprocess.Popen([args.reidaug, "run", str(pipe), "-w", str(ws)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        killed = None
+        while proc.poll() is None and time.time() - t0 < 900:
+            done = {k["training"] for k in kills}
+            fresh = [c for c in (ws / "cache").glob("train-*/*/*.partial/**/checkpoint.pt")
+                     if training_of(c, ws) not in done] if ws.exists() else []
+            if fresh:  # checkpoints are written atomically: one that exists is whole; kill before the next step
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = training_of(fresh[0], ws)
+                break
+            time.sleep(0.05)
+        output = proc.communicate()[0]
+        if killed is None:  # this run went to the end without a new training to kill: the last resume
             break
-        time.sleep(0.2)
-    output = proc.communicate()[0]
-    if killed_at is None:
+        kills.append({"training": killed, "after_s": round(time.time() - t0, 1)})
+    if not kills:
         sys.exit(f"the pipeline ended (rc {proc.returncode}) before any training checkpoint:\n{output[-4000:]}")
-    result["killed"] = {"after_s": round(time.time() - t0, 1), "checkpoints": killed_at,
-                        "rc": proc.returncode}
-    t1 = time.time()
-    r = sh([args.reidaug, "run", str(pipe), "-w", str(ws)])
-    result["resumed"] = {"rc": r.returncode, "seconds": round(time.time() - t1, 1),
-                         "resume_lines": [ln for ln in r.stderr.splitlines() if "resum" in ln][:10],
-                         "tail": r.stderr.splitlines()[-25:]}
-    print(r.stderr[-4000:], flush=True)
+    result["killed"] = kills
+    trainings = {training_of(m, ws) for m in (ws / "cache").glob("train-*/*/*/meta.json")}
+    result["finished_before_a_kill"] = sorted(trainings - {k["training"] for k in kills})  # too fast to catch
+    result["resumed"] = {"rc": proc.returncode, "seconds": round(time.time() - t0, 1),
+                         "resume_lines": [ln for ln in output.splitlines() if "resum" in ln][:20],
+                         "tail": output.splitlines()[-25:]}
+    save(out, result)
+    print(output[-4000:], flush=True)
 
     # -- 2. each generator on the CPU vs the device -----------------------------------------
     result["generators"] = compare_generators(ws, args.device)
+
+    save(out, result)
 
     # -- 3. uninterrupted run: same generator checksums? --------------------------------------
     ws2 = work / "ws-straight"
@@ -170,8 +179,19 @@ def main() -> None:
     result["resume_equals_straight"] = {k: a.get(k) == b.get(k) for k in sorted(set(a) | set(b))}
     metrics = sorted(ws.glob("cache/train-reid/*/*/run/metrics.json"))
     result["reid_metrics"] = json.loads(metrics[0].read_text()) if metrics else None
-    (out / "check_cuda.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    save(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "resumed"}, indent=1, default=str))
+
+
+def save(out: Path, result: dict) -> None:
+    """check_cuda.json as far as the check got (a step that runs out of time keeps the ones before)."""
+    (out / "check_cuda.json").write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def training_of(checkpoint: Path, ws: Path) -> str:
+    """``train-posegan/9b23f7df`` of ``cache/train-posegan/9b/9b23f7df….partial/train/pg2/checkpoint.pt``."""
+    parts = checkpoint.relative_to(ws / "cache").parts
+    return f"{parts[0]}/{parts[2][:8]}"
 
 
 def checksums(ws: Path) -> dict[str, str]:

@@ -31,3 +31,59 @@ def test_the_dry_mode_shows_each_runs_stages_and_workspace(shared_dir):
     assert "configs/real/cuhk01_posegan.yaml" in proc.stdout
     rows = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert {"train-posegan", "reid-real", "evaluate-posefusion", "workspace:"} <= rows
+
+
+STUB = """#!/usr/bin/env bash
+# stands in for the reidaug CLI: records its calls; status prints a table like the real one
+echo "$*" >> "$CALLS"
+case "$1" in
+  status) printf 'stage                key           state\\n' ;
+          printf 'evaluate-posefusion  %s  %s\\n' "$KEY" "$STATE" ;
+          printf 'workspace: %s\\n' "$WS" ;;
+  compare) if [[ "$*" == *--format\\ json* ]]; then out=${@: -1}; echo '{"runs": []}' > "$out"; fi ;;
+esac
+"""
+
+
+@pytest.fixture
+def stub(tmp_path):
+    cli = tmp_path / "reidaug"
+    cli.write_text(STUB)
+    cli.chmod(0o755)
+    ws = tmp_path / "my workspace"  # a space in the path
+    key = "3914f4aeac54"
+    entry = ws / "cache" / "evaluate-posefusion" / key[:2] / (key + "0" * 52)
+    entry.mkdir(parents=True)
+    (entry / "meta.json").write_text("{}")
+    (entry / "metrics.json").write_text('{"fusions": {}}')
+    (entry / "metrics.md").write_text("| feature | rank-1 (%) |\n")
+    stale = entry.with_name(entry.name + ".partial")  # a partial entry of the same key is never the result
+    stale.mkdir()
+    (stale / "meta.json").write_text("{}")
+    results = tmp_path / "results"
+    results.mkdir()
+    env = {"REIDAUG": str(cli), "CALLS": str(tmp_path / "calls"), "KEY": key, "STATE": "cached", "WS": str(ws),
+           "RESULTS": str(results)}
+    return env, entry, results
+
+
+def test_fusion_copies_the_finished_entrys_metrics_and_the_others_write_their_compare_table(stub):
+    env, entry, results = stub
+    proc = script("fusion", "transfer", **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (results / "posefusion_cuhk01.json").read_text() == '{"fusions": {}}'
+    assert "| feature | rank-1 (%) |" in proc.stdout
+    assert (results / "transfer_cuhk01.json").read_text().strip() == '{"runs": []}'
+    calls = Path(env["CALLS"]).read_text().splitlines()
+    assert calls[0] == "run configs/real/cuhk01_posegan.yaml --until evaluate-posefusion"
+    assert "run configs/real/synthetic_to_cuhk01.yaml" in calls
+    assert any(c.startswith("compare configs/real/synthetic_to_cuhk01.yaml -b syn-raw") for c in calls)
+
+
+def test_fusion_without_a_finished_entry_says_so_and_stops(stub):
+    env, entry, results = stub
+    proc = script("fusion", "transfer", **{**env, "STATE": "partial"})
+    assert proc.returncode == 1
+    assert "no finished evaluate-posefusion entry of configs/real/cuhk01_posegan.yaml" in proc.stderr
+    assert not (results / "posefusion_cuhk01.json").exists()
+    assert "synthetic_to_cuhk01" not in Path(env["CALLS"]).read_text()  # stopped before the next run

@@ -606,16 +606,35 @@ def test_pose_fusion_resumes_only_the_missing_chunk_with_identical_results(tmp_p
         assert chunked[fusion] == pytest.approx(single[fusion])
 
     files = {p.relative_to(entry).as_posix(): p.read_bytes()
-             for p in [entry / "metrics.json", entry / "metrics.md", *sorted((entry / "chunks").glob("*.h5"))]}
+             for p in [entry / "metrics.json", entry / "metrics.md", entry / "pose_fusion.png",
+                       *sorted((entry / "chunks").glob("*.h5"))]}
     partial = entry.with_name(entry.name + ".partial")
     entry.rename(partial)  # as a killed run leaves it: no meta.json, no metrics, two chunks never written
-    for name in ("meta.json", "metrics.json", "metrics.md", "chunks/00001.h5", "chunks/00004.h5"):
-        (partial / name).unlink()
-    kept = (partial / "chunks" / "00000.h5").stat().st_mtime_ns
+    for name in ("meta.json", "metrics.json", "metrics.md", "pose_fusion.png", "chunks/00000.h5", "chunks/00004.h5"):
+        (partial / name).unlink()  # chunk 0 holds the pictures
+    kept = (partial / "chunks" / "00001.h5").stat().st_mtime_ns
     entries, _ = run(tmp_path, text)
     again = entries["evaluate-posefusion"]
-    assert again == entry and (again / "chunks" / "00000.h5").stat().st_mtime_ns == kept
+    assert again == entry and (again / "chunks" / "00001.h5").stat().st_mtime_ns == kept
     assert {name: (again / name).read_bytes() for name in files} == files
+
+
+def test_pose_fusion_refuses_a_file_without_query_or_with_letterboxed_images(tmp_path, synthetic):
+    """Found while planning, before any image is generated: a file without a query split (one exported for
+    training), and one whose images are letterboxed (the generator trained on stretched ones)."""
+    reid = ("train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
+            "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
+            "inputs: {data: export-hdf5.hdf5}}\n")
+    fusion = "evaluate-posefusion: {params: {batch_size: 4, threads: 1}, inputs: {data: export-eval.hdf5}}\n"
+    export = ("export-eval: {uses: export-hdf5, params: {image_height: 64, image_width: 32, %s}, "
+              "inputs: {keypoints: extract-pose.keypoints}}\n")
+    ws = tmp_path / "ws"
+    with pytest.raises(DataError, match=r"planning.*split 'query' is missing \(splits: train, gallery\).*Fix: bind "
+                                        "data to an export-hdf5 stage that writes the query and gallery splits"):
+        run(tmp_path, pipeline(synthetic, extra=reid + export % "splits: [train, gallery]" + fusion), ws)
+    with pytest.raises(DataError, match=r"planning.*letterboxed \(export-hdf5 resize: pad\).*Fix: evaluate on an "
+                                        "export with resize: stretch"):
+        run(tmp_path, pipeline(synthetic, extra=reid + export % "resize: pad" + fusion), ws)
 
 
 def test_pose_fusion_refuses_a_generator_from_another_ingest(tmp_path, synthetic):
