@@ -74,6 +74,16 @@ def chunks(entry: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]}
 
 
+def tiny_reid(data: str, evaluation: bool = False) -> str:
+    """A train-reid stage line: the tiny backbone on ``data`` for a few seconds (with ``evaluation``, the
+    market / cosine / no-flip evaluation that pose fusion's unfused row is compared with)."""
+    params = ("backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8, "
+              "num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0")
+    if evaluation:
+        params += ", eval_flip: false, eval_metric: cosine, eval_protocol: market"
+    return f"train-reid: {{params: {{{params}}}, inputs: {{data: {data}}}}}\n"
+
+
 def summary(entry: Path) -> dict:
     return json.loads((entry / "meta.json").read_text())["summary"]
 
@@ -536,10 +546,8 @@ def test_score_posegan_splits_are_held_out_ones(synthetic, tmp_path):
 
 
 def test_pose_fusion_reports_unfused_max_and_mean_with_one_model(tmp_path, synthetic):
-    extra = ("train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
-             "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0, "
-             "eval_flip: false, eval_metric: cosine, eval_protocol: market}, inputs: {data: export-hdf5.hdf5}}\n"
-             "evaluate-posefusion: {params: {batch_size: 8, pictures: 2, threads: 1}}\n")
+    extra = (tiny_reid("export-hdf5.hdf5", evaluation=True)
+             + "evaluate-posefusion: {params: {batch_size: 8, pictures: 2, threads: 1}}\n")
     entries, _ = run(tmp_path, pipeline(synthetic, extra=extra))
     e = entries["evaluate-posefusion"]
     m = json.loads((e / "metrics.json").read_text())
@@ -571,10 +579,8 @@ def test_pose_fusion_reports_unfused_max_and_mean_with_one_model(tmp_path, synth
 def test_pose_fusion_without_keypoints_in_the_file_is_a_clear_error(tmp_path, synthetic):
     text = pipeline(synthetic, extra=(
         "export-real: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32}}\n"
-        "train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
-        "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
-        "inputs: {data: export-real.hdf5}}\n"
-        "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-real.hdf5}}\n"))
+        + tiny_reid("export-real.hdf5")
+        + "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-real.hdf5}}\n"))
     # found while planning, before any image is generated
     with pytest.raises(DataError, match="planning.*split 'query' has no keypoints.*inputs.keypoints to "
                                         "extract-pose.keypoints"):
@@ -585,10 +591,8 @@ def test_pose_fusion_resumes_only_the_missing_chunk_with_identical_results(tmp_p
     """evaluate-posefusion in chunks of 4 images (6 queries and 12 gallery images: 2 + 3 chunks) gives
     the features of one chunk per split; killed with two chunks missing, the re-run computes only those,
     the kept chunk files are not rewritten, and chunks and metrics come out byte for byte as before."""
-    extra = ("train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
-             "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0, "
-             "eval_flip: false, eval_metric: cosine, eval_protocol: market}, inputs: {data: export-hdf5.hdf5}}\n"
-             "evaluate-posefusion: {params: {batch_size: 4, pictures: 2, threads: 1, chunk_size: 4}}\n"
+    extra = (tiny_reid("export-hdf5.hdf5", evaluation=True)
+             + "evaluate-posefusion: {params: {batch_size: 4, pictures: 2, threads: 1, chunk_size: 4}}\n"
              "fusion-whole: {uses: evaluate-posefusion, params: {batch_size: 4, pictures: 2, threads: 1}}\n")
     text = pipeline(synthetic, extra=extra)
     entries, _ = run(tmp_path, text)
@@ -622,9 +626,7 @@ def test_pose_fusion_resumes_only_the_missing_chunk_with_identical_results(tmp_p
 def test_pose_fusion_refuses_a_file_without_query_or_with_letterboxed_images(tmp_path, synthetic):
     """Found while planning, before any image is generated: a file without a query split (one exported for
     training), and one whose images are letterboxed (the generator trained on stretched ones)."""
-    reid = ("train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
-            "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
-            "inputs: {data: export-hdf5.hdf5}}\n")
+    reid = tiny_reid("export-hdf5.hdf5")
     fusion = "evaluate-posefusion: {params: {batch_size: 4, threads: 1}, inputs: {data: export-eval.hdf5}}\n"
     export = ("export-eval: {uses: export-hdf5, params: {image_height: 64, image_width: 32, %s}, "
               "inputs: {keypoints: extract-pose.keypoints}}\n")
@@ -644,9 +646,7 @@ def test_pose_fusion_refuses_a_generator_from_another_ingest(tmp_path, synthetic
         "inputs: {dataset: ingest-b.dataset}}\n"
         "export-b: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32}, "
         "inputs: {dataset: ingest-b.dataset, keypoints: extract-pose-b.keypoints}}\n"
-        "train-reid: {params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
-        "train_batch_size: 8, num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0}, "
-        "inputs: {data: export-b.hdf5}}\n"
-        "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-b.hdf5}}\n")
+        + tiny_reid("export-b.hdf5")
+        + "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-b.hdf5}}\n")
     with pytest.raises(ConfigError, match="different ingest outputs.*may have trained on identities"):
         run(tmp_path, pipeline(synthetic, generate="", tail=False, extra=extra))
