@@ -14,7 +14,9 @@
 #   transfer  configs/real/synthetic_to_cuhk01.yaml: three CycleGANs and 21 re-ID arms (~3.5 h fast, ~8 h slow)
 #   dgnet     configs/real/cuhk01_dgnet.yaml: DG-Net 3,000 steps and 9 re-ID arms (~2-3 h fast)
 #   lsro      configs/real/cuhk01_lsro.yaml (already measured; with its cache in place the run only checks it)
-# Tables: bench/results/{posefusion,transfer,dgnet,lsro}_cuhk01.json (`reidaug compare`; the fusion stage's
+#   pnfusion  configs/real/cuhk01_posegan.yaml -> evaluate-pnfusion: PN-GAN's two models (8 x 1,944 canonical
+#             fakes, a re-ID model on them, the 1 + 8 views again; ~1 h fast)
+# Tables: bench/results/{posefusion,transfer,dgnet,lsro,pnfusion}_cuhk01.json (`reidaug compare`; the fusion stage's
 # metrics.json), or under $RESULTS. Needs bash 4 (associative arrays).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +25,14 @@ RESULTS=${RESULTS:-bench/results}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 declare -A CONFIG=([fusion]=configs/real/cuhk01_posegan.yaml [transfer]=configs/real/synthetic_to_cuhk01.yaml
-                   [dgnet]=configs/real/cuhk01_dgnet.yaml [lsro]=configs/real/cuhk01_lsro.yaml)
+                   [dgnet]=configs/real/cuhk01_dgnet.yaml [lsro]=configs/real/cuhk01_lsro.yaml
+                   [pnfusion]=configs/real/cuhk01_posegan.yaml)
+# the fusion runs: one evaluate-posefusion stage each, whose metrics.json is the table
+declare -A STAGE=([fusion]=evaluate-posefusion [pnfusion]=evaluate-pnfusion)
+declare -A TABLE=([fusion]=posefusion_cuhk01.json [pnfusion]=pnfusion_cuhk01.json)
 declare -A BASELINE=([transfer]=syn-raw [dgnet]=real-re-e18 [lsro]=reid-real-e18)
 RUNS=("$@")
-[[ ${#RUNS[@]} -gt 0 ]] || RUNS=(fusion transfer dgnet lsro)
+[[ ${#RUNS[@]} -gt 0 ]] || RUNS=(fusion transfer dgnet lsro pnfusion)
 for name in "${RUNS[@]}"; do
   if [[ -z $name || -z "${CONFIG[$name]:-}" ]]; then
     echo "unknown run '$name': expected one of ${!CONFIG[*]}" >&2
@@ -41,21 +47,23 @@ for name in "${RUNS[@]}"; do
     "$REIDAUG" status "$config"
     continue
   fi
-  if [[ $name == fusion ]]; then  # the PG2 config also generates training fakes; the fusion table needs none
-    "$REIDAUG" run "$config" --until evaluate-posefusion
-    table=$("$REIDAUG" status "$config")  # "evaluate-posefusion  <key12>  cached ..." and "workspace: <dir>"
-    key=$(awk '$1 == "evaluate-posefusion" && $3 == "cached" {print $2}' <<<"$table")
+  if [[ -n "${STAGE[$name]:-}" ]]; then  # the PG2 config has other stages; the fusion table needs only its own
+    stage=${STAGE[$name]}
+    "$REIDAUG" run "$config" --until "$stage"
+    table=$("$REIDAUG" status "$config")  # "<stage>  <key12>  cached ..." and "workspace: <dir>"
+    key=$(awk -v s="$stage" '$1 == s && $3 == "cached" {print $2}' <<<"$table")
     ws=$(sed -n 's/^workspace: //p' <<<"$table")
     entry=""
+    # entries live under the stage kind's name (evaluate-posefusion), whatever the instance is called
     for d in "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*; do  # the finished entry, not a .partial
       [[ -n $key && -f $d/meta.json && $d != *.partial ]] && entry=$d
     done
     if [[ -z $entry ]]; then
-      echo "no finished evaluate-posefusion entry of $config in '${ws}' (key '${key}'); reidaug status says:" >&2
+      echo "no finished $stage entry of $config in '${ws}' (key '${key}'); reidaug status says:" >&2
       echo "$table" >&2
       exit 1
     fi
-    cp "$entry/metrics.json" "$RESULTS/posefusion_cuhk01.json"
+    cp "$entry/metrics.json" "$RESULTS/${TABLE[$name]}"
     cat "$entry/metrics.md"
   else
     "$REIDAUG" run "$config"

@@ -7,9 +7,11 @@ pieces: a ``train-reid`` model, an exported file whose query and gallery images 
 (export-hdf5 with ``inputs.keypoints``), a ``train-posegan`` generator and ``cluster-poses``' canonical
 poses. It reports rank-1 / rank-5 / mAP for the unfused feature, max fusion and mean fusion with the
 same model (``metrics.json``, ``metrics.md``), and draws a few originals beside their pose images
-(``pose_fusion.png``). Cached and resumable like any stage: each chunk of ``chunk_size`` query or
-gallery images keeps its features in its chunk file, and ``finalize`` ranks them; nothing is written
-into the model or the file.
+(``pose_fusion.png``). Bind ``pose_model`` to a second ``train-reid`` model (PN-GAN's, trained on the
+canonical-pose fakes) and the pose views are read by it, the fused feature being the original's feature
+joined to the pooled pose views' (:mod:`reidaug.gen.posefusion`). Cached and resumable like any stage:
+each chunk of ``chunk_size`` query or gallery images keeps its features in its chunk file, and
+``finalize`` ranks them; nothing is written into the model or the file.
 """
 from __future__ import annotations
 
@@ -89,11 +91,11 @@ def _split(path, split: str, start: int = 0, stop: int | None = None) -> tuple[l
     from reidaug.data.h5format import open_h5
 
     with open_h5(path) as f:
-        m = f.meta(split)
-        stop = len(m) if stop is None else stop
+        stop = f.num_samples(split) if stop is None else stop
+        m = f.rows(split, start, stop, ("keypoints", "pid", "camid"))  # this chunk's rows only
         images = [f.read_image(split, i) for i in range(start, stop)]
-        kp = np.nan_to_num(m.keypoints[start:stop]).astype(np.float32)
-        return images, kp, m.pid[start:stop].astype(np.int64), m.camid[start:stop].astype(np.int64)
+        kp = np.nan_to_num(m["keypoints"]).astype(np.float32)
+        return images, kp, m["pid"].astype(np.int64), m["camid"].astype(np.int64)
 
 
 def run_chunk(ctx: StageContext, index: int) -> None:
@@ -111,6 +113,8 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     p: EvaluatePoseFusionParams = ctx.params
     device = pick_device(p.device, "params.device")
     model = ctx.memo(f"model|{device}", lambda: load_model(ctx.input("model").path))
+    bound = ctx.inputs.get("pose_model")
+    pose_model = None if bound is None else ctx.memo(f"pose_model|{device}", lambda: load_model(bound.path))
     gen = ctx.memo(f"generator|{device}|{p.amp}",
                    lambda: PoseGuidedGenerator.from_folder(ctx.input("generator").path, device, amp=p.amp))
     canonical = json.loads(ctx.input("canonical").path.read_text(encoding="utf-8"))
@@ -119,18 +123,20 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     split, start, stop = ctx.memo("layout", lambda: _layout(data, p.chunk_size))[index]
     images, kp, pids, camids = _split(data, split, start, stop)
     keep = min(p.pictures, stop - start) if (split, start) == ("query", 0) else 0
-    # one batch size for both networks: the CPU default of the larger input (generator or re-ID model)
-    size = max(tuple(gen.size), tuple(model.config.input_size), key=lambda hw: hw[0] * hw[1])
+    # one batch size for all networks: the CPU default of the largest input (generator or re-ID models)
+    sizes = [tuple(gen.size), *(tuple(m.config.input_size) for m in (model, pose_model) if m is not None)]
+    size = max(sizes, key=lambda hw: hw[0] * hw[1])
     r = fused_features(model, gen, images, kp, poses, batch_size=p.batch_size_on(device, size), device=device,
-                       flip=p.flip, keep_pictures=keep, min_keypoints=p.min_keypoints)
+                       flip=p.flip, keep_pictures=keep, min_keypoints=p.min_keypoints, pose_model=pose_model)
     arrays = {f"feat_{fusion}": r.features[fusion].astype(np.float32) for fusion in FUSIONS}
     arrays |= {"pid": pids, "camid": camids}
     if r.pose_images is not None:
         arrays["pictures"] = r.pose_images
-    ctx.write_chunk(index, arrays, {"split": split, "start": start, "stop": stop, "no_pose": r.no_pose,
-                                    "k": len(poses), "generator": {"model": gen.model_name,
-                                                                   "checksum": gen.checksum},
-                                    "size": list(gen.size)})
+    attrs = {"split": split, "start": start, "stop": stop, "no_pose": r.no_pose, "k": len(poses),
+             "generator": {"model": gen.model_name, "checksum": gen.checksum}, "size": list(gen.size)}
+    if pose_model is not None:  # only then: chunk files of one-model runs keep their bytes
+        attrs["pose_model"] = True
+    ctx.write_chunk(index, arrays, attrs)
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -150,6 +156,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
               for split, chunks in parts.items()}
     first = parts["query"][0][1]
     k, size = first["k"], tuple(first["size"])
+    two = bool(first.get("pose_model", False))
     no_pose = {split: sum(attrs["no_pose"] for _, attrs in chunks) for split, chunks in parts.items()}
     q, g = joined["query"], joined["gallery"]
     out: dict[str, Any] = {}
@@ -164,9 +171,15 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
                               "min_keypoints": p.min_keypoints},
               "note": "one real-only re-ID model extracts all 1 + k features (PN-GAN trains its pose-view "
                       "features on synthesised images)"}
+    if two:  # (one-model records keep their bytes)
+        record |= {"pose_model": True,
+                   "note": "model reads the originals, pose_model the k pose views; fused = [original ; pooled "
+                           "views], each half unit-length (PN-GAN's two models)"}
     write_json(ctx.work_dir / METRICS, record)
     lines = ["| feature | rank-1 (%) | rank-5 (%) | mAP (%) |", "|---|---|---|---|"]
-    names = {"none": "original only", "max": f"max over 1 + {k} poses (PN-GAN)", "mean": f"mean over 1 + {k} poses"}
+    names = ({"none": "original only", "max": f"[original ; max over {k} poses, pose model] (PN-GAN)",
+              "mean": f"[original ; mean over {k} poses, pose model]"} if two else
+             {"none": "original only", "max": f"max over 1 + {k} poses (PN-GAN)", "mean": f"mean over 1 + {k} poses"})
     for fusion in FUSIONS:
         x = out[fusion]
         lines.append(f"| {names[fusion]} | {100 * x['rank1']:.1f} | {100 * x['rank5']:.1f} | {100 * x['mAP']:.1f} |")
@@ -178,7 +191,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
     report = [f"pose fusion ({p.protocol}, {p.metric}, {len(q['pid'])} queries, k = {k} canonical poses): "
               "rank-1 / mAP " + "; ".join(f"{name} {100 * out[name]['rank1']:.1f} / {100 * out[name]['mAP']:.1f}"
                                           for name in FUSIONS),
-              f"not re-posed (own pose under {p.min_keypoints} keypoints, unfused feature kept): "
+              f"not re-posed (own pose under {p.min_keypoints} keypoints, "
+              f"{'the pose model reads the original' if two else 'unfused feature kept'}): "
               f"{no_pose['query']} queries, {no_pose['gallery']} gallery images",
               f"table: {TABLE}; picture: {PICTURE} in this entry"]
     return {name: {"rank1": v["rank1"], "mAP": v["mAP"]} for name, v in out.items()} | {"report": report}
@@ -190,6 +204,8 @@ SPEC = StageSpec(
     description="PN-GAN's test-time pose fusion: query and gallery features max / mean over the canonical poses",
     params=EvaluatePoseFusionParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"model": "train-reid.model", "data": "export-hdf5.hdf5", "generator": "train-posegan.models",
-            "canonical": "cluster-poses.canonical"},
+            "canonical": "cluster-poses.canonical", "pose_model": ""},
+    # PN-GAN's second model for the pose views; added later: keys without it stay as they were
+    optional_inputs=frozenset({"pose_model"}), unkeyed_if_unbound=frozenset({"pose_model"}),
     outputs={"metrics": METRICS, "table": TABLE, "picture": PICTURE, "chunks": "chunks"},
 )

@@ -139,6 +139,29 @@ class H5File:
             )
         return self._meta[split]
 
+    def rows(self, split: str, start: int, stop: int, fields: Sequence[str]) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of the per-sample ``fields`` of ``split``, read from disk without the rest.
+
+        For chunked stages that need a slice of a large split: :meth:`meta` decodes every path and
+        reads every field of the whole split. ``path`` comes back as a list of str; ``keypoints`` is
+        an error if the split has none (optional fields are not padded here).
+        """
+        g = self._group(split)
+        n = int(g["pid"].shape[0])
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"{self.path}: {split} has {n} rows; rows {start}:{stop} are out of range.")
+        known = (*COMMON_FIELDS, "source", "path", "label_scheme", "keypoints")
+        out: dict[str, Any] = {}
+        for name in fields:
+            if name not in known:
+                raise unknown_name(f"per-sample field of {self.path}", name, known)
+            if name not in g:
+                raise DataError(f"{self.path}: split {split!r} has no {name!r} dataset (it is optional and was "
+                                "not exported). Fix: re-export with that input bound to export-hdf5.")
+            ds = g[name].asstr() if name == "path" else g[name]
+            out[name] = list(ds[start:stop]) if name == "path" else ds[start:stop]
+        return out
+
     def read_image(self, split: str, i: int) -> np.ndarray:
         """Image ``i`` of ``split`` as RGB uint8 (H, W, 3), decoded if stored as jpeg/png."""
         ds = self._images[split] if split in self._images else self._group(split)["images"]

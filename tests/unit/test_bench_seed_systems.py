@@ -39,6 +39,7 @@ echo "$*" >> "$CALLS"
 case "$1" in
   status) printf 'stage                key           state\\n' ;
           printf 'evaluate-posefusion  %s  %s\\n' "$KEY" "$STATE" ;
+          printf 'evaluate-pnfusion    %s  cached\\n' "$KEY2" ;
           printf 'workspace: %s\\n' "$WS" ;;
   compare) if [[ "$*" == *--format\\ json* ]]; then out=${@: -1}; echo '{"runs": []}' > "$out"; fi ;;
 esac
@@ -60,10 +61,16 @@ def stub(tmp_path):
     stale = entry.with_name(entry.name + ".partial")  # a partial entry of the same key is never the result
     stale.mkdir()
     (stale / "meta.json").write_text("{}")
+    key2 = "d113e0dbfd2d"  # evaluate-pnfusion: an evaluate-posefusion entry under another instance name
+    pn = ws / "cache" / "evaluate-posefusion" / key2[:2] / (key2 + "1" * 52)
+    pn.mkdir(parents=True)
+    (pn / "meta.json").write_text("{}")
+    (pn / "metrics.json").write_text('{"pose_model": true}')
+    (pn / "metrics.md").write_text("| [original ; max over 8 poses, pose model] (PN-GAN) |\n")
     results = tmp_path / "results"
     results.mkdir()
-    env = {"REIDAUG": str(cli), "CALLS": str(tmp_path / "calls"), "KEY": key, "STATE": "cached", "WS": str(ws),
-           "RESULTS": str(results)}
+    env = {"REIDAUG": str(cli), "CALLS": str(tmp_path / "calls"), "KEY": key, "KEY2": key2, "STATE": "cached",
+           "WS": str(ws), "RESULTS": str(results)}
     return env, entry, results
 
 
@@ -87,3 +94,14 @@ def test_fusion_without_a_finished_entry_says_so_and_stops(stub):
     assert "no finished evaluate-posefusion entry of configs/real/cuhk01_posegan.yaml" in proc.stderr
     assert not (results / "posefusion_cuhk01.json").exists()
     assert "synthetic_to_cuhk01" not in Path(env["CALLS"]).read_text()  # stopped before the next run
+
+
+def test_pnfusion_runs_until_its_own_stage_and_copies_that_entrys_metrics(stub):
+    env, entry, results = stub
+    proc = script("pnfusion", **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (results / "pnfusion_cuhk01.json").read_text() == '{"pose_model": true}'
+    assert not (results / "posefusion_cuhk01.json").exists()
+    assert "pose model] (PN-GAN)" in proc.stdout
+    first = Path(env["CALLS"]).read_text().splitlines()[0]
+    assert first == "run configs/real/cuhk01_posegan.yaml --until evaluate-pnfusion"

@@ -74,14 +74,17 @@ def chunks(entry: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.asarray(c[k]) for c in parts]) for k in parts[0]}
 
 
-def tiny_reid(data: str, evaluation: bool = False) -> str:
+def tiny_reid(data: str, evaluation: bool = False, name: str = "train-reid", seed: int | None = None) -> str:
     """A train-reid stage line: the tiny backbone on ``data`` for a few seconds (with ``evaluation``, the
     market / cosine / no-flip evaluation that pose fusion's unfused row is compared with)."""
     params = ("backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8, "
               "num_workers: 0, threads: 1, random_erasing: false, warmup_epochs: 0")
     if evaluation:
         params += ", eval_flip: false, eval_metric: cosine, eval_protocol: market"
-    return f"train-reid: {{params: {{{params}}}, inputs: {{data: {data}}}}}\n"
+    if seed is not None:
+        params += f", seed: {seed}"
+    uses = "" if name == "train-reid" else "uses: train-reid, "
+    return f"{name}: {{{uses}params: {{{params}}}, inputs: {{data: {data}}}}}\n"
 
 
 def summary(entry: Path) -> dict:
@@ -575,6 +578,52 @@ def test_pose_fusion_reports_unfused_max_and_mean_with_one_model(tmp_path, synth
     assert (e / "pose_fusion.png").stat().st_size > 500 and "max over 1 + 3 poses" in (e / "metrics.md").read_text()
     assert "pose fusion (market, cosine" in summary(e)["report"][0]
 
+
+
+def test_pose_fusion_with_a_pose_model_joins_the_original_to_the_pooled_pose_views(tmp_path, synthetic):
+    """PN-GAN's two models: ``model`` reads the original, ``pose_model`` the k pose views; the fused
+    feature is [unit(original) ; unit(pool of the views)] / sqrt 2, and the unfused row is unchanged."""
+    extra = (tiny_reid("export-hdf5.hdf5", evaluation=True)
+             + tiny_reid("export-hdf5.hdf5", name="reid-pose", seed=1)
+             + "evaluate-posefusion: {params: {batch_size: 8, pictures: 2, threads: 1}, "
+               "inputs: {pose_model: reid-pose.model}}\n"
+             + "fusion-one: {uses: evaluate-posefusion, params: {batch_size: 8, pictures: 2, threads: 1}}\n")
+    entries, _ = run(tmp_path, pipeline(synthetic, extra=extra))
+    e, one = entries["evaluate-posefusion"], entries["fusion-one"]
+    m = json.loads((e / "metrics.json").read_text())
+    assert m["pose_model"] is True and "two models" in m["note"]
+    assert "pose_model" not in json.loads((one / "metrics.json").read_text())  # one-model records as before
+    assert m["fusions"]["none"] == json.loads((one / "metrics.json").read_text())["fusions"]["none"]
+    assert "[original ; max over 3 poses, pose model] (PN-GAN)" in (e / "metrics.md").read_text()
+    import torch
+
+    import cv2
+
+    from reidaug.gen.posefusion import canonical_in_frame, fused_features
+    from reidaug.gen.poseguided import PoseGuidedGenerator
+    from reidaug.pose.keypoints import rescale_keypoints
+    from reidaug.stages.evaluate_posefusion import _split
+    from reidaug.train.features import image_features
+    from reidaug.train.model import load_model
+
+    gen = PoseGuidedGenerator.from_folder(entries["train-posegan"] / "models", torch.device("cpu"))
+    poses = canonical_in_frame(json.loads((entries["cluster-poses"] / "canonical_poses.json").read_text()), gen.size)
+    images, kp, _, _ = _split(entries["export-hdf5"] / "dataset.h5", "query")
+    model, pose_model = load_model(entries["train-reid"] / "run"), load_model(entries["reid-pose"] / "run")
+    r = fused_features(model, gen, images[:5], kp[:5], poses, batch_size=8, pose_model=pose_model)
+    d = r.features["none"].shape[1]
+    assert r.features["max"].shape == (5, 2 * d) and r.no_pose == 0
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(r.features["max"][:, :d] * np.sqrt(2), unit(r.features["none"]), atol=1e-5)
+    h, w = gen.size  # the pose views by hand: each image re-posed by the generator, read by the pose model
+    cond = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in images[:5]])
+    cond_kp = np.stack([rescale_keypoints(k_, im.shape[:2], (h, w)) for k_, im in zip(kp[:5], images[:5])])
+    views = np.stack([image_features(pose_model, list(gen.generate(cond, cond_kp, np.repeat(p[None], 5, 0))),
+                                     batch_size=8) for p in poses])
+    np.testing.assert_allclose(r.features["max"][:, d:] * np.sqrt(2), unit(views.max(0)), atol=1e-4)
+    np.testing.assert_allclose(r.features["mean"][:, d:] * np.sqrt(2), unit(views.mean(0)), atol=1e-4)
+    stage = read_h5_chunk(sorted((e / "chunks").glob("*.h5"))[0])[0]  # the stage computed the same
+    np.testing.assert_allclose(stage["feat_max"][:5], r.features["max"], atol=1e-4)
 
 def test_pose_fusion_without_keypoints_in_the_file_is_a_clear_error(tmp_path, synthetic):
     text = pipeline(synthetic, extra=(
