@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from reidaug.errors import DataError
 from reidaug.io.atomic import atomic_path, write_png
 from reidaug.pose.keypoints import rescale_keypoints
 
-__all__ = ["summary", "verify", "grid", "pose_grid", "fakes_grid", "Problem"]
+__all__ = ["summary", "verify", "grid", "pose_grid", "fakes_grid", "compare_fakes_grid", "Problem"]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -208,3 +209,53 @@ def fakes_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
             width = max(width, len(rows[-1]))
     cols = ["real"] + [f"fake {j}" for j in range(1, width)]
     return image_grid(rows, Path(out_png), row_labels=labels, col_labels=cols, cell_hw=(128, 64))
+
+
+def compare_fakes_grid(real: str | os.PathLike[str], files: Mapping[str, str | os.PathLike[str]],
+                       out_png: str | os.PathLike[str], *, split: str = "train", count: int = 8, seed: int = 0,
+                       source: str | None = None) -> Path:
+    """Write a PNG of ``count`` real images of ``real`` (first column), each beside its fake in every file of
+    ``files`` (label -> file: one column each, in order): what each generator made of the same image, e.g.
+    CycleGAN, PTGAN and SPGAN renders of one synthetic person.
+
+    A fake's origin is matched to ``real``'s image by the path the export stored for it, so the files need
+    not share row order, only the ingest. Only origins with a fake in every file are drawn; their first
+    fake (by source, then target camera / pose) stands for each file.
+    """
+    if not files:
+        raise DataError("compare_fakes_grid: no files to compare. Give at least one LABEL=FILE.")
+    with open_h5(real) as f:
+        m = f.meta(split)
+        row_of = {p: i for i, p in enumerate(m.path) if m.origin[i] < 0}
+    firsts: list[dict[str, int]] = []  # per file: real path -> row of its first fake
+    for label, path in files.items():
+        with open_h5(path) as f:
+            fm = f.meta(split)
+            fake = np.flatnonzero(fm.origin >= 0)
+            if source is not None:
+                fake = fake[np.isin(fm.source[fake], [c for c, n in fm.source_names.items() if n == source])]
+            if fake.size == 0:
+                raise DataError(f"{path} ({label}): split {split!r} has no fakes"
+                                f"{' of source ' + repr(source) if source else ''} to compare. Fix: give an "
+                                "export that includes the generated set (export-hdf5 sets: [real, <source>]).")
+            first: dict[str, int] = {}
+            for i in sorted(fake, key=lambda i: (int(fm.source[i]), int(fm.gen_target_camid[i]),
+                                                  int(fm.gen_pose_id[i]), int(i))):
+                first.setdefault(fm.path[int(fm.origin[i])], int(i))
+            firsts.append(first)
+    common = sorted(set(row_of).intersection(*firsts))
+    if not common:
+        raise DataError(f"no image of {real} ({split}) has a fake in every file of {', '.join(files)} (origins "
+                        "are matched by path). Fix: compare exports made from the same ingest as the real file.")
+    rng = np.random.default_rng(seed)
+    pick = [common[j] for j in np.sort(rng.choice(len(common), size=min(count, len(common)), replace=False))]
+    rows: list[list[np.ndarray]] = [[] for _ in pick]
+    with open_h5(real) as f:
+        for r, p in enumerate(pick):
+            rows[r].append(f.read_image(split, row_of[p]))
+        labels = [f"id {m.pid[row_of[p]]} c{m.camid[row_of[p]]}" for p in pick]
+    for first, path in zip(firsts, files.values()):
+        with open_h5(path) as f:
+            for r, p in enumerate(pick):
+                rows[r].append(f.read_image(split, first[p]))
+    return image_grid(rows, Path(out_png), row_labels=labels, col_labels=["real", *files], cell_hw=(128, 64))

@@ -510,13 +510,31 @@ def demo_data(out_dir, num_ids, num_cams, images_per_id_per_cam, height, width, 
 @click.option("--split", default="train", show_default=True, help="Split for --grid and --poses.")
 @click.option("--per-cell", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Images per source x camera cell.")
-def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
+@click.option("--compare", "compare", multiple=True, metavar="LABEL=FILE",
+              help="With --compare-png: a column of FILE's fakes of FILE's real images (matched by path), "
+                   "e.g. --compare CycleGAN=a.h5 --compare PTGAN=b.h5. Repeat for more columns.")
+@click.option("--compare-png", type=click.Path(dir_okay=False),
+              help="Write 8 real images of FILE, each beside its fake in every --compare file.")
+def inspect(file, do_verify, grid_png, poses_png, split, per_cell, compare, compare_png):
     """Summary of a reidaug HDF5 file (splits, ids, images, cameras, sources, label schemes, sizes)."""
-    from reidaug.data.inspect import fakes_grid, grid, pose_grid, summary, verify
+    from reidaug.data.inspect import compare_fakes_grid, fakes_grid, grid, pose_grid, summary, verify
 
     path = Path(file)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}. Give the path of an HDF5 file written by export-hdf5.")
+    if bool(compare) != bool(compare_png):  # before any output: a half-given comparison is a typo
+        raise ConfigError("--compare and --compare-png go together: --compare LABEL=FILE (one or more) names the "
+                          "files, --compare-png PATH the picture. Fix: give both, or neither.")
+    columns: dict[str, Path] = {}
+    for item in compare:
+        label, sep, other = item.partition("=")
+        if not sep or not label or not other:
+            raise ConfigError(f"--compare {item!r}: expected LABEL=FILE (e.g. PTGAN=export-ptgan.h5).")
+        if label in columns:
+            raise ConfigError(f"--compare: the label {label!r} is given twice; each column needs its own label.")
+        if not Path(other).is_file():
+            raise ConfigError(f"--compare {item!r}: no such file: {other}. Give an HDF5 file written by export-hdf5.")
+        columns[label] = Path(other)
     click.echo(summary(path))
     if do_verify:
         problems = verify(path)
@@ -534,6 +552,9 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell):
     if poses_png:
         out = pose_grid(path, poses_png, split=split)
         click.echo(f"wrote {out}")
+    if compare_png:
+        out = compare_fakes_grid(path, columns, compare_png, split=split)
+        click.echo(f"wrote {out} (real images of {path.name}, each beside its fake in {', '.join(columns)})")
 
 
 @main.command("score-fakes")
