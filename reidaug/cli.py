@@ -565,11 +565,14 @@ def inspect(file, do_verify, grid_png, poses_png, split, per_cell, compare, comp
 @click.option("--synthetic-root", type=click.Path(file_okay=False),
               help="The demo-data folder the file was made from: SSIM against the true image of each fake.")
 @click.option("--source", "sources", multiple=True, help="Score only fakes of this source (repeatable).")
+@click.option("--target", "target", type=click.Path(dir_okay=False),
+              help="An export of the dataset the fakes were translated into (PTGAN / SPGAN): FReID to its real "
+                   "train images beside the untranslated origins'. Needs --judge.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write metrics.json and metrics.md here.")
-def score_fakes_command(file, judge, synthetic_root, sources, out_dir):
+def score_fakes_command(file, judge, synthetic_root, sources, target, out_dir):
     """Score the fakes of an exported HDF5 file: identity consistency (external judge), FReID, SSIM."""
+    from reidaug.eval.generation import score_generated_file
     from reidaug.io.atomic import write_json, write_text
-    from reidaug.stages.score_fakes import score
 
     path = Path(file)
     if not path.is_file():
@@ -577,7 +580,10 @@ def score_fakes_command(file, judge, synthetic_root, sources, out_dir):
     if judge is not None and not Path(judge).is_file():
         raise ConfigError(f"--judge {judge}: no such file. Give an ONNX re-ID model, e.g. torchreid's osnet_x0_25 "
                           "exported to ONNX (../shared/models/osnet_x0_25_msmt17.onnx in this workplace).")
-    result = score(path, judge, synthetic_root=synthetic_root, sources=list(sources) or None)
+    if target is not None and not Path(target).is_file():
+        raise ConfigError(f"--target {target}: no such file. Give an HDF5 export of the target dataset.")
+    result = score_generated_file(path, judge, synthetic_root=synthetic_root, sources=list(sources) or None,
+                                  target=target)
     click.echo(result["report"].rstrip("\n"))
     if out_dir:
         out = Path(out_dir)

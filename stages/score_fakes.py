@@ -10,7 +10,10 @@ with :func:`reidaug.eval.generation.score_generated_file` (this stage only binds
 - FReID per target camera: Fréchet distance between the judge's features of the fakes for
   camera c and of the real images of camera c, beside the untransferred origins';
 - SSIM (and mask-SSIM) against the true image where one exists: bind ``synthetic`` to the
-  ``demo-data`` output, whose renderer draws every person under every camera style.
+  ``demo-data`` output, whose renderer draws every person under every camera style;
+- for dataset-to-dataset translations (PTGAN / SPGAN): bind ``target`` to an export of the target
+  dataset, and FReID is also measured against its real train images (the style the fakes were
+  translated into), beside the untranslated origins'.
 
 Without ``judge`` only SSIM is computed (and the report says so). Writes ``metrics.json`` and
 ``metrics.md`` (a table, also printed in the run summary).
@@ -42,13 +45,22 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.io.atomic import write_json, write_text
 
     p: ScoreFakesParams = ctx.params
-    synthetic = ctx.inputs.get("synthetic")
+    synthetic, target = ctx.inputs.get("synthetic"), ctx.inputs.get("target")
     result = score_generated_file(ctx.input("hdf5").path, p.judge.path if p.judge is not None else None,
                                   synthetic_root=synthetic.path if synthetic is not None else None,
-                                  sources=p.sources, fd_eps=p.fd_eps)
+                                  sources=p.sources, fd_eps=p.fd_eps,
+                                  target=target.path if target is not None else None)
     write_json(ctx.work_dir / METRICS, {k: v for k, v in result.items() if k != "report"})
     write_text(ctx.work_dir / TABLE, result["report"])
     ctx.write_chunk(index, {"done": 1}, attrs={"report": json.dumps(result["report"])})
+
+
+def _check_bindings(params: ScoreFakesParams, bound: frozenset[str]) -> str | None:
+    if "target" in bound and params.judge is None:
+        return ("inputs.target is bound, but FReID to the target needs the judge's features and params.judge is "
+                "not set. Fix: set judge: to an ONNX re-ID model (e.g. ../shared/models/osnet_x0_25_msmt17.onnx), "
+                "or unbind target.")
+    return None
 
 
 def finalize(ctx: StageContext) -> dict[str, Any]:
@@ -60,7 +72,9 @@ SPEC = StageSpec(
     name="score-fakes", version=1,
     description="identity consistency (external judge), FReID and SSIM of the fakes in an exported file",
     params=ScoreFakesParams, run_chunk=run_chunk, finalize=finalize,
-    inputs={"hdf5": "export-hdf5.hdf5", "synthetic": ""},
-    optional_inputs=frozenset({"synthetic"}),
+    inputs={"hdf5": "export-hdf5.hdf5", "synthetic": "", "target": ""},
+    optional_inputs=frozenset({"synthetic", "target"}),
+    unkeyed_if_unbound=frozenset({"target"}),  # added later: keys without it stay as they were
+    check_bindings=_check_bindings,
     outputs={"metrics": METRICS, "table": TABLE},
 )

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reidaug.errors import ConfigError, DataError
-from reidaug.eval.freid import freid_overall, freid_per_camera
+from reidaug.eval.freid import freid_overall, freid_per_camera, freid_to_target
 from reidaug.eval.inputs import check_origins, check_rgb, image_list, int_array, refuse_any
 from reidaug.eval.judge import OSNetJudge, identity_consistency
 from reidaug.eval.ssim import mask_ssim, paired_ssim, ssim
@@ -58,6 +58,7 @@ def evaluate_generated(
     gt_images: Sequence[np.ndarray | None] | None = None,
     gt_masks: Sequence[np.ndarray | None] | None = None,
     fd_eps: float = 0.0,
+    target_images: Sequence[np.ndarray] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every generation metric of the module docstring, as a JSON-ready dict.
 
@@ -67,6 +68,8 @@ def evaluate_generated(
     model. ``gt_images``: optional ground truth per fake (None entries: none), giving SSIM of
     fake vs truth beside SSIM of the untransferred origin vs truth; references are resized to
     the fake's size. ``gt_masks``: optional body masks (H, W) per fake for mask-SSIM.
+    ``target_images``: the images of the dataset the fakes were translated into (PTGAN / SPGAN's target),
+    giving ``freid_target`` (:func:`reidaug.eval.freid.freid_to_target`).
     """
     fakes = image_list(fake_images, "fake_images")
     reals = image_list(real_images, "real_images")
@@ -107,6 +110,12 @@ def evaluate_generated(
     loose = ft < 0  # no target camera: unconditional samples, dataset-to-dataset translations
     if loose.sum() >= 2:
         result["freid_overall"] = freid_overall(fake_f[loose], fo[loose], real_f, eps=fd_eps)
+    if target_images is not None:
+        target = image_list(target_images, "target_images")
+        if len(target) < 2:
+            raise DataError(f"target_images: {len(target)} image(s); FReID to the target needs at least 2.")
+        result["freid_target"] = freid_to_target(fake_f, fo, real_f, judge.features(target), eps=fd_eps)
+        result["identity_translated"] = _identity_among(fake_f, fp, fo, real_f)
     if gt_images is not None:
         if len(gt_images) != nf:
             raise DataError(f"gt_images: {len(gt_images)} entries for {nf} fakes; pass one per "
@@ -127,6 +136,21 @@ def evaluate_generated(
             "num_without_gt": nf - len(idx),
         }
     return result
+
+
+def _identity_among(fake_f: np.ndarray, fp: np.ndarray, fo: np.ndarray, real_f: np.ndarray) -> dict[str, Any] | None:
+    """Each translated image as a query among the other translated images, the set a re-ID model trains on
+    (a judge reads fakes and gallery in one style there), beside the same among their untranslated origins."""
+    keep = (fp >= 0) & (fo >= 0)
+    if keep.sum() < 2:
+        return None
+    own = np.arange(int(keep.sum()), dtype=np.int64)  # each query excludes itself
+    pids = fp[keep]
+    fakes = identity_consistency(fake_f[keep], pids, own, fake_f[keep], pids).fakes
+    origins = identity_consistency(real_f[fo[keep]], pids, own, real_f[fo[keep]], pids).fakes
+    return {"protocol": "each translated image as a query among the other translated images, itself excluded; "
+                        "baseline: the same among their untranslated origins",
+            "fakes": fakes, "baseline": origins, "num": int(keep.sum())}
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -162,6 +186,17 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"| FReID, fakes without a target camera, vs all real (lower is better) | {_fmt(o['fd'], 4)} | "
                      f"{_fmt(o['fd_baseline'], 4)} | {o['num_fakes']} fakes vs {o['num_real']} real; two halves of "
                      f"the real images: {_fmt(o['fd_real_halves'], 4)} (the floor at that N). {o['note']} |")
+    w = result.get("identity_translated")
+    if w:
+        lines.append(f"| identity among the translated images, rank-1 / mAP | {_fmt(w['fakes']['rank1'])} / "
+                     f"{_fmt(w['fakes']['mAP'])} | {_fmt(w['baseline']['rank1'])} / {_fmt(w['baseline']['mAP'])} | "
+                     f"{w['num']} images; baseline: the same among their untranslated origins |")
+    t = result.get("freid_target")
+    if t:
+        lines.append(f"| FReID vs the target dataset (lower is better) | {_fmt(t['fd'], 4)} | "
+                     f"{_fmt(t['fd_baseline'], 4)} | {t['num_fakes']} fakes vs {t['num_target']} target images; "
+                     f"baseline: untranslated origins; two halves of the target: {_fmt(t['fd_target_halves'], 4)} "
+                     f"(the floor at that N). {t['note']} |")
     s = result.get("ssim")
     if s:
         for key, label in (("", "SSIM vs ground truth"), ("mask_", "mask-SSIM vs ground truth")):
@@ -268,20 +303,26 @@ def score_generated_file(
     synthetic_root: str | os.PathLike[str] | None = None,
     sources: Sequence[str] | None = None,
     fd_eps: float = 0.0,
+    target: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score the fakes of the train split of ``h5_path``: the result dict, ``report`` (markdown) in it.
 
     With ``judge`` (an :class:`OSNetJudge` or its ONNX model) every metric of
     :func:`evaluate_generated`; without it only SSIM against the ground truth that
-    ``synthetic_root`` gives (and a report that says what was skipped).
+    ``synthetic_root`` gives (and a report that says what was skipped). ``target``: an export of the
+    dataset the fakes were translated into (PTGAN / SPGAN); its real train images give FReID to the target.
     """
     import cv2
 
     data = read_generated_h5(h5_path, sources=sources, synthetic_root=synthetic_root)
     if judge is not None:
-        result = evaluate_generated(**data.arrays(), judge=judge, fd_eps=fd_eps)
+        target_images = None if target is None else read_real_images(target)
+        result = evaluate_generated(**data.arrays(), judge=judge, fd_eps=fd_eps, target_images=target_images)
         result["report"] = format_report(result)
         return result
+    if target is not None:
+        raise ConfigError(f"FReID to the target ({target}) needs a judge model to extract features. Fix: set "
+                          "judge: to an ONNX re-ID model (e.g. ../shared/models/osnet_x0_25_msmt17.onnx).")
     gts = data.gt_images
     if gts is None:
         return {"ssim": None, "report": "no judge model and no ground truth: nothing to score. Set judge: to an ONNX "
@@ -302,3 +343,17 @@ def score_generated_file(
                         f"{result['ssim']['baseline']:.3f} (n={len(idx)}); identity and FReID skipped: no judge "
                         "model given (params.judge)\n") if len(idx) else "no fake has a ground truth\n"
     return result
+
+
+def read_real_images(path: str | os.PathLike[str], split: str = "train") -> list[np.ndarray]:
+    """The real (not generated) images of ``split`` of an exported file, in row order."""
+    from reidaug.data.h5format import open_h5
+
+    with open_h5(path) as f:
+        if split not in f.splits:
+            raise DataError(f"{path}: no {split!r} split (splits: {', '.join(f.splits)}). Fix: give an export "
+                            f"that writes the {split} split.")
+        real = np.flatnonzero(~f.meta(split).is_fake)
+        if len(real) == 0:
+            raise DataError(f"{path}: split {split!r} has no real images.")
+        return [f.read_image(split, int(i)) for i in real]
