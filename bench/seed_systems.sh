@@ -16,8 +16,9 @@
 #   lsro      configs/real/cuhk01_lsro.yaml (already measured; with its cache in place the run only checks it)
 #   pnfusion  configs/real/cuhk01_posegan.yaml -> evaluate-pnfusion: PN-GAN's two models (8 x 1,944 canonical
 #             fakes, a re-ID model on them, the 1 + 8 views again; ~1 h fast)
-# Tables: bench/results/{posefusion,transfer,dgnet,lsro,pnfusion}_cuhk01.json (`reidaug compare`; the fusion stage's
-# metrics.json), or under $RESULTS. Needs bash 4 (associative arrays).
+# Tables: bench/results/{posefusion,transfer,dgnet,lsro,pnfusion}_cuhk01.json (`reidaug compare`; the fusion
+# stage's metrics.json) and {transfer,dgnet,lsro}_scores_cuhk01.json (the generation scores), or under $RESULTS.
+# Needs bash 4 (associative arrays).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REIDAUG=${REIDAUG:-.venv/bin/reidaug}
@@ -30,6 +31,9 @@ declare -A CONFIG=([fusion]=configs/real/cuhk01_posegan.yaml [transfer]=configs/
 # the fusion runs: one evaluate-posefusion stage each, whose metrics.json is the table
 declare -A STAGE=([fusion]=evaluate-posefusion [pnfusion]=evaluate-pnfusion)
 declare -A TABLE=([fusion]=posefusion_cuhk01.json [pnfusion]=pnfusion_cuhk01.json)
+# the generation scores of a run, written beside its re-ID table as <run>_scores_cuhk01.json
+declare -A SCORES=([transfer]="score-cyclegan score-ptgan score-spgan" [dgnet]="score-dgnet-heldout score-swaps"
+                   [lsro]="score-lsro")
 declare -A BASELINE=([transfer]=syn-raw [dgnet]=real-re-e18 [lsro]=reid-real-e18)
 RUNS=("$@")
 [[ ${#RUNS[@]} -gt 0 ]] || RUNS=(fusion transfer dgnet lsro pnfusion)
@@ -40,6 +44,24 @@ for name in "${RUNS[@]}"; do
   fi
 done
 
+# entry STAGE: the finished cache entry of STAGE of $config (never a .partial), or exit 1 saying why
+entry() {
+  local stage=$1 table key ws d found=""
+  table=$("$REIDAUG" status "$config")  # "<stage>  <key12>  cached ..." and "workspace: <dir>"
+  key=$(awk -v s="$stage" '$1 == s && $3 == "cached" {print $2}' <<<"$table")
+  ws=$(sed -n 's/^workspace: //p' <<<"$table")
+  # entries live under the stage kind's folder (evaluate-posefusion, score-fakes), whatever the instance is called
+  for d in "$ws"/cache/*/"${key:0:2}"/"$key"*; do
+    [[ -n $key && -f $d/meta.json && $d != *.partial ]] && found=$d
+  done
+  if [[ -z $found ]]; then
+    echo "no finished $stage entry of $config in '${ws}' (key '${key}'); reidaug status says:" >&2
+    echo "$table" >&2
+    exit 1
+  fi
+  echo "$found"
+}
+
 for name in "${RUNS[@]}"; do
   config=${CONFIG[$name]}
   echo "== $(date -u +%FT%TZ) $name: $config"
@@ -48,26 +70,35 @@ for name in "${RUNS[@]}"; do
     continue
   fi
   if [[ -n "${STAGE[$name]:-}" ]]; then  # the PG2 config has other stages; the fusion table needs only its own
-    stage=${STAGE[$name]}
-    "$REIDAUG" run "$config" --until "$stage"
-    table=$("$REIDAUG" status "$config")  # "<stage>  <key12>  cached ..." and "workspace: <dir>"
-    key=$(awk -v s="$stage" '$1 == s && $3 == "cached" {print $2}' <<<"$table")
-    ws=$(sed -n 's/^workspace: //p' <<<"$table")
-    entry=""
-    # entries live under the stage kind's name (evaluate-posefusion), whatever the instance is called
-    for d in "$ws"/cache/evaluate-posefusion/"${key:0:2}"/"$key"*; do  # the finished entry, not a .partial
-      [[ -n $key && -f $d/meta.json && $d != *.partial ]] && entry=$d
-    done
-    if [[ -z $entry ]]; then
-      echo "no finished $stage entry of $config in '${ws}' (key '${key}'); reidaug status says:" >&2
-      echo "$table" >&2
-      exit 1
-    fi
-    cp "$entry/metrics.json" "$RESULTS/${TABLE[$name]}"
-    cat "$entry/metrics.md"
+    "$REIDAUG" run "$config" --until "${STAGE[$name]}"
+    found=$(entry "${STAGE[$name]}")
+    cp "$found/metrics.json" "$RESULTS/${TABLE[$name]}"
+    cat "$found/metrics.md"
   else
     "$REIDAUG" run "$config"
     "$REIDAUG" compare "$config" -b "${BASELINE[$name]}" --format json -o "$RESULTS/${name}_cuhk01.json"
     "$REIDAUG" compare "$config" -b "${BASELINE[$name]}"
+    if [[ -n "${SCORES[$name]:-}" ]]; then  # the generation scores beside the re-ID table: {stage: metrics.json}
+      stages=(${SCORES[$name]})
+      entries=()
+      for stage in "${stages[@]}"; do entries+=("$(entry "$stage")"); done  # all found before anything is written
+      out="$RESULTS/${name}_scores_cuhk01.json"
+      sep=""
+      {
+        printf '{'
+        for i in "${!stages[@]}"; do
+          printf '%s\n"%s": ' "$sep" "${stages[$i]}"
+          cat "${entries[$i]}/metrics.json"
+          sep=","
+        done
+        printf '\n}\n'
+      } > "$out.tmp"
+      mv "$out.tmp" "$out"
+      for i in "${!stages[@]}"; do
+        echo "-- ${stages[$i]}"
+        table="${entries[$i]}/metrics.md"  # score-dgnet writes no table: its JSON then
+        if [[ -f $table ]]; then cat "$table"; else cat "${entries[$i]}/metrics.json"; echo; fi
+      done
+    fi
   fi
 done
