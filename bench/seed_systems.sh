@@ -14,8 +14,8 @@
 #   transfer  configs/real/synthetic_to_cuhk01.yaml: three CycleGANs and 21 re-ID arms (~3.5 h fast, ~8 h slow)
 #   dgnet     configs/real/cuhk01_dgnet.yaml: DG-Net 3,000 steps and 9 re-ID arms (~2-3 h fast)
 #   lsro      configs/real/cuhk01_lsro.yaml (already measured; with its cache in place the run only checks it)
-#   pnfusion  configs/real/cuhk01_posegan.yaml -> evaluate-pnfusion: PN-GAN's two models (8 x 1,944 canonical
-#             fakes, a re-ID model on them, the 1 + 8 views again; ~1 h fast)
+#   pnfusion  configs/real/cuhk01_posegan.yaml -> evaluate-pnfusion: PN-GAN's two models (8 x 1,940 canonical
+#             fakes, a re-ID model on them, the 1 + 8 views of 1,944 test images again; ~1 h fast)
 # Tables: bench/results/{posefusion,transfer,dgnet,lsro,pnfusion}_cuhk01.json (`reidaug compare`; the fusion
 # stage's metrics.json) and {transfer,dgnet,lsro}_scores_cuhk01.json (the generation scores), or under $RESULTS.
 # Needs bash 4 (associative arrays).
@@ -45,9 +45,8 @@ for name in "${RUNS[@]}"; do
 done
 
 # entry STAGE: the finished cache entry of STAGE of $config (never a .partial), or exit 1 saying why
-entry() {
-  local stage=$1 table key ws d found=""
-  table=$("$REIDAUG" status "$config")  # "<stage>  <key12>  cached ..." and "workspace: <dir>"
+entry() {  # reads $table, the run's `reidaug status` ("<stage>  <key12>  cached ..." and "workspace: <dir>")
+  local stage=$1 key ws d found=""
   key=$(awk -v s="$stage" '$1 == s && $3 == "cached" {print $2}' <<<"$table")
   ws=$(sed -n 's/^workspace: //p' <<<"$table")
   # entries live under the stage kind's folder (evaluate-posefusion, score-fakes), whatever the instance is called
@@ -71,6 +70,7 @@ for name in "${RUNS[@]}"; do
   fi
   if [[ -n "${STAGE[$name]:-}" ]]; then  # the PG2 config has other stages; the fusion table needs only its own
     "$REIDAUG" run "$config" --until "${STAGE[$name]}"
+    table=$("$REIDAUG" status "$config")
     found=$(entry "${STAGE[$name]}")
     cp "$found/metrics.json" "$RESULTS/${TABLE[$name]}"
     cat "$found/metrics.md"
@@ -80,6 +80,7 @@ for name in "${RUNS[@]}"; do
     "$REIDAUG" compare "$config" -b "${BASELINE[$name]}"
     if [[ -n "${SCORES[$name]:-}" ]]; then  # the generation scores beside the re-ID table: {stage: metrics.json}
       stages=(${SCORES[$name]})
+      table=$("$REIDAUG" status "$config")
       entries=()
       for stage in "${stages[@]}"; do entries+=("$(entry "$stage")"); done  # all found before anything is written
       out="$RESULTS/${name}_scores_cuhk01.json"

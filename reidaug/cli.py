@@ -507,7 +507,7 @@ def demo_data(out_dir, num_ids, num_cams, images_per_id_per_cam, height, width, 
               help="Write a picture of samples by source and camera "
                    "(and, with fakes, NAME_fakes.png: origins and their fakes).")
 @click.option("--poses", "poses_png", type=click.Path(dir_okay=False), help="Write skeleton overlays on 16 crops.")
-@click.option("--split", default="train", show_default=True, help="Split for --grid and --poses.")
+@click.option("--split", default="train", show_default=True, help="Split for --grid, --poses and --compare-png.")
 @click.option("--per-cell", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Images per source x camera cell.")
 @click.option("--compare", "compare", multiple=True, metavar="LABEL=FILE",

@@ -36,7 +36,8 @@ class EvaluatePoseFusionParams(BatchedGPUParams):
         "query images drawn beside their pose images (from the first query chunk: at most chunk_size)"))
     min_keypoints: int = Field(8, ge=0, le=17, description=(
         "an image whose own pose has fewer keypoints above the generator's threshold is not re-posed: its fused "
-        "feature is the unfused one (counted in the report)"))
+        "feature is the unfused one (with a pose_model: its pose half is the pose model's feature of the "
+        "original; counted in the report)"))
     chunk_size: int = Field(256, ge=1, le=65_536, description=(
         "query or gallery images per chunk, the unit of resume and of parallel work (1 + k generated views and "
         "features each); in the key, since chunk files of one layout cannot be resumed under another"))

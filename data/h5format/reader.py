@@ -156,8 +156,9 @@ class H5File:
             if name not in known:
                 raise unknown_name(f"per-sample field of {self.path}", name, known)
             if name not in g:
-                raise DataError(f"{self.path}: split {split!r} has no {name!r} dataset (it is optional and was "
-                                "not exported). Fix: re-export with that input bound to export-hdf5.")
+                raise DataError(f"{self.path}: split {split!r} has no {name!r} dataset (an optional one, absent from "
+                                "this export: keypoints need export-hdf5's inputs.keypoints, label_scheme exists in "
+                                "the train split only). Fix: read a field the split has, or re-export.")
             ds = g[name].asstr() if name == "path" else g[name]
             out[name] = list(ds[start:stop]) if name == "path" else ds[start:stop]
         return out

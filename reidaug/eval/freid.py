@@ -119,6 +119,23 @@ def freid_per_camera(
 
 
 
+def _against(ff: np.ndarray, fo: np.ndarray, rf: np.ndarray, ref: np.ndarray, eps: float,
+             seed: int) -> tuple[float | None, float | None, float | None, list[str]]:
+    """FD(fakes, ref), FD(the fakes' origins in ``rf``, ref), FD of two random halves of ``ref`` (the floor
+    at that N), and the notes: the part :func:`freid_overall` and :func:`freid_to_target` share."""
+    src = fo[fo >= 0]
+    fd, fd_base = (frechet_distance(a, ref, eps=eps) if len(a) >= 2 and len(ref) >= 2 else None
+                   for a in (ff, rf[src]))
+    perm = np.random.default_rng(seed).permutation(len(ref))
+    half = len(ref) // 2
+    floor = frechet_distance(ref[perm[:half]], ref[perm[half:2 * half]], eps=eps) if half >= 2 else None
+    notes = [] if len(src) else ["no origins (unconditional samples): no baseline"]
+    d = ref.shape[1] if ref.ndim == 2 else 0
+    if min(len(ff), half) <= d:
+        notes.append(f"N <= D={d}: covariance rank-deficient, FD biased upward")
+    return fd, fd_base, floor, notes
+
+
 def freid_overall(fake_feats: Any, fake_origins: Any, real_feats: Any, *, eps: float = 0.0,
                   seed: int = 0) -> dict[str, Any]:
     """FReID of fakes that belong to no target camera (LSRO's unconditional samples, a dataset-to-dataset
@@ -129,25 +146,11 @@ def freid_overall(fake_feats: Any, fake_origins: Any, real_feats: Any, *, eps: f
     a perfect generator would sit near at that N: a floor to read ``fd`` against (FD grows as N shrinks, so
     compare numbers at like N).
     """
-    ff = np.asarray(fake_feats)
-    rf = np.asarray(real_feats)
+    ff, rf = np.asarray(fake_feats), np.asarray(real_feats)
     fo = int_array(fake_origins, "fake_origins", ff.shape[0])
-    d = rf.shape[1] if rf.ndim == 2 else 0
-    out: dict[str, Any] = {"num_fakes": int(len(ff)), "num_real": int(len(rf))}
-    notes = []
-    src = fo[fo >= 0]
-    for key, a, b in (("fd", ff, rf), ("fd_baseline", rf[src], rf)):
-        out[key] = frechet_distance(a, b, eps=eps) if len(a) >= 2 and len(b) >= 2 else None
-    if not len(src):
-        notes.append("no origins (unconditional samples): no baseline")
-    perm = np.random.default_rng(seed).permutation(len(rf))
-    half = len(rf) // 2
-    out["fd_real_halves"] = (frechet_distance(rf[perm[:half]], rf[perm[half:2 * half]], eps=eps)
-                             if half >= 2 else None)
-    if min(len(ff), half) <= d:
-        notes.append(f"N <= D={d}: covariance rank-deficient, FD biased upward")
-    out["note"] = "; ".join(notes)
-    return out
+    fd, fd_base, floor, notes = _against(ff, fo, rf, rf, eps, seed)
+    return {"num_fakes": int(len(ff)), "num_real": int(len(rf)), "fd": fd, "fd_baseline": fd_base,
+            "fd_real_halves": floor, "note": "; ".join(notes)}
 
 
 def freid_to_target(fake_feats: Any, fake_origins: Any, real_feats: Any, target_feats: Any, *, eps: float = 0.0,
@@ -160,21 +163,8 @@ def freid_to_target(fake_feats: Any, fake_origins: Any, real_feats: Any, target_
     that N. Lower is closer to the target's style; read it beside the identity metrics, since a generator
     that drops the person can also come close.
     """
-    ff = np.asarray(fake_feats)
-    rf = np.asarray(real_feats)
-    tf = np.asarray(target_feats)
+    ff, rf, tf = np.asarray(fake_feats), np.asarray(real_feats), np.asarray(target_feats)
     fo = int_array(fake_origins, "fake_origins", ff.shape[0])
-    d = tf.shape[1] if tf.ndim == 2 else 0
-    src = fo[fo >= 0]
-    out: dict[str, Any] = {"num_fakes": int(len(ff)), "num_target": int(len(tf))}
-    for key, a in (("fd", ff), ("fd_baseline", rf[src])):
-        out[key] = frechet_distance(a, tf, eps=eps) if len(a) >= 2 and len(tf) >= 2 else None
-    perm = np.random.default_rng(seed).permutation(len(tf))
-    half = len(tf) // 2
-    out["fd_target_halves"] = (frechet_distance(tf[perm[:half]], tf[perm[half:2 * half]], eps=eps)
-                               if half >= 2 else None)
-    notes = [] if len(src) else ["no origins: no baseline"]
-    if min(len(ff), half) <= d:
-        notes.append(f"N <= D={d}: covariance rank-deficient, FD biased upward")
-    out["note"] = "; ".join(notes)
-    return out
+    fd, fd_base, floor, notes = _against(ff, fo, rf, tf, eps, seed)
+    return {"num_fakes": int(len(ff)), "num_target": int(len(tf)), "fd": fd, "fd_baseline": fd_base,
+            "fd_target_halves": floor, "note": "; ".join(notes)}

@@ -115,7 +115,7 @@ def evaluate_generated(
         if len(target) < 2:
             raise DataError(f"target_images: {len(target)} image(s); FReID to the target needs at least 2.")
         result["freid_target"] = freid_to_target(fake_f, fo, real_f, judge.features(target), eps=fd_eps)
-        result["identity_translated"] = _identity_among(fake_f, fp, fo, real_f)
+        result["identity_translated"] = _identity_among(fake_f, fp, fo, real_f, rp)
     if gt_images is not None:
         if len(gt_images) != nf:
             raise DataError(f"gt_images: {len(gt_images)} entries for {nf} fakes; pass one per "
@@ -138,19 +138,26 @@ def evaluate_generated(
     return result
 
 
-def _identity_among(fake_f: np.ndarray, fp: np.ndarray, fo: np.ndarray, real_f: np.ndarray) -> dict[str, Any] | None:
+def _identity_among(fake_f: np.ndarray, fp: np.ndarray, fo: np.ndarray, real_f: np.ndarray,
+                    rp: np.ndarray) -> dict[str, Any] | None:
     """Each translated image as a query among the other translated images, the set a re-ID model trains on
-    (a judge reads fakes and gallery in one style there), beside the same among their untranslated origins."""
+    (a judge reads query and gallery in one style there), beside the same among their untranslated origins.
+    Images made from the query's own origin are excluded with it (an origin with several fakes would
+    otherwise find its siblings): the origin is each image's "camera" under the Market rule."""
+    from reidaug.eval.judge import metrics_dict
+    from reidaug.eval.metrics import evaluate
+
     keep = (fp >= 0) & (fo >= 0)
-    if keep.sum() < 2:
+    origins = np.unique(fo[keep])
+    if len(origins) < 2:
         return None
-    own = np.arange(int(keep.sum()), dtype=np.int64)  # each query excludes itself
-    pids = fp[keep]
-    fakes = identity_consistency(fake_f[keep], pids, own, fake_f[keep], pids).fakes
-    origins = identity_consistency(real_f[fo[keep]], pids, own, real_f[fo[keep]], pids).fakes
-    return {"protocol": "each translated image as a query among the other translated images, itself excluded; "
-                        "baseline: the same among their untranslated origins",
-            "fakes": fakes, "baseline": origins, "num": int(keep.sum())}
+    kw = dict(metric="cosine", max_rank=50)
+    fakes = evaluate(fake_f[keep], fake_f[keep], fp[keep], fp[keep], fo[keep], fo[keep], **kw)
+    base = evaluate(real_f[origins], real_f[origins], rp[origins], rp[origins], origins, origins, **kw)
+    return {"protocol": "each translated image as a query among the other translated images, those of its own "
+                        "origin excluded; baseline: the same among their untranslated origins",
+            "fakes": metrics_dict(fakes), "baseline": metrics_dict(base), "num": int(keep.sum()),
+            "num_origins": int(len(origins))}
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -190,7 +197,7 @@ def format_report(result: dict[str, Any]) -> str:
     if w:
         lines.append(f"| identity among the translated images, rank-1 / mAP | {_fmt(w['fakes']['rank1'])} / "
                      f"{_fmt(w['fakes']['mAP'])} | {_fmt(w['baseline']['rank1'])} / {_fmt(w['baseline']['mAP'])} | "
-                     f"{w['num']} images; baseline: the same among their untranslated origins |")
+                     f"{w['num']} images of {w['num_origins']} origins; baseline: the same among the origins |")
     t = result.get("freid_target")
     if t:
         lines.append(f"| FReID vs the target dataset (lower is better) | {_fmt(t['fd'], 4)} | "
@@ -314,15 +321,16 @@ def score_generated_file(
     """
     import cv2
 
+    if target is not None and judge is None:  # before the file is read
+        raise ConfigError(f"FReID to the target ({target}) needs a judge model to extract features. Fix: give "
+                          "the judge (params.judge, or --judge): an ONNX re-ID model such as "
+                          "../shared/models/osnet_x0_25_msmt17.onnx.")
     data = read_generated_h5(h5_path, sources=sources, synthetic_root=synthetic_root)
     if judge is not None:
         target_images = None if target is None else read_real_images(target)
         result = evaluate_generated(**data.arrays(), judge=judge, fd_eps=fd_eps, target_images=target_images)
         result["report"] = format_report(result)
         return result
-    if target is not None:
-        raise ConfigError(f"FReID to the target ({target}) needs a judge model to extract features. Fix: set "
-                          "judge: to an ONNX re-ID model (e.g. ../shared/models/osnet_x0_25_msmt17.onnx).")
     gts = data.gt_images
     if gts is None:
         return {"ssim": None, "report": "no judge model and no ground truth: nothing to score. Set judge: to an ONNX "

@@ -164,7 +164,8 @@ class IdentityConsistency:
     num_fakes_with_origin: int
 
 
-def _metrics_dict(m: Any) -> dict[str, Any]:
+def metrics_dict(m: Any) -> dict[str, Any]:
+    """The identity metrics of a :func:`reidaug.eval.metrics.evaluate` result, as JSON-ready numbers."""
     d = m.as_dict()  # rank5 is absent (None here) when the gallery has fewer than 5 images
     return {k: d.get(k) for k in ("rank1", "rank5", "mAP", "mINP", "num_queries", "num_skipped")}
 
@@ -207,6 +208,6 @@ def identity_consistency(
     baseline = None
     if has.any():
         src = fo[has]
-        baseline = _metrics_dict(evaluate(rf[src], rf, rp[src], rp, src, g_cam, **kw))
-    return IdentityConsistency(_metrics_dict(fakes), baseline, int(has.sum()))
+        baseline = metrics_dict(evaluate(rf[src], rf, rp[src], rp, src, g_cam, **kw))
+    return IdentityConsistency(metrics_dict(fakes), baseline, int(has.sum()))
 

@@ -98,10 +98,12 @@ def fused_features(reid_model: Any, generator: Any, images: Sequence[np.ndarray]
             feats["mean"].append(np.where(posable[:, None], stack.mean(axis=0), original))
         else:  # PN-GAN's two models: [original ; pooled pose views], each half unit-length
             stack = np.stack(views)  # (k, B, D')
-            own = features(pose_model, batch)  # the pose half of an image that cannot be re-posed
+            # the pose half of an image that cannot be re-posed: the pose model's feature of the original
+            own = None if posable.all() else features(pose_model, [b for b, ok in zip(batch, posable) if not ok])
             for name, pooled in (("max", stack.max(axis=0)), ("mean", stack.mean(axis=0))):
-                feats[name].append(np.concatenate([_unit(original), _unit(np.where(posable[:, None], pooled, own))],
-                                                  axis=1) / np.sqrt(2.0))
+                if own is not None:
+                    pooled[~posable] = own
+                feats[name].append(np.concatenate([_unit(original), _unit(pooled)], axis=1) / np.sqrt(2.0))
         for b in range(len(batch)):
             if len(pictures) < keep_pictures:
                 pictures.append([cond[b], *[p[b] for p in posed]])

@@ -40,7 +40,8 @@ case "$1" in
   status) printf 'stage                key           state\\n' ;
           printf 'evaluate-posefusion  %s  %s\\n' "$KEY" "$STATE" ;
           printf 'evaluate-pnfusion    %s  cached\\n' "$KEY2" ;
-          for n in cyclegan ptgan spgan; do printf 'score-%s  %s  cached\\n' "$n" "$SCOREKEY"; done ;
+          i=0; for n in cyclegan ptgan spgan; do
+            printf 'score-%s  %s%s  cached\\n' "$n" "$SCOREKEY" $i; i=$((i+1)); done ;
           printf 'workspace: %s\\n' "$WS" ;;
   compare) if [[ "$*" == *--format\\ json* ]]; then out=${@: -1}; echo '{"runs": []}' > "$out"; fi ;;
 esac
@@ -68,12 +69,13 @@ def stub(tmp_path):
     (pn / "meta.json").write_text("{}")
     (pn / "metrics.json").write_text('{"pose_model": true}')
     (pn / "metrics.md").write_text("| [original ; max over 8 poses, pose model] (PN-GAN) |\n")
-    score_key = "bf116f26194b"  # one score-fakes entry stands for the three score stages
-    score = ws / "cache" / "score-fakes" / score_key[:2] / (score_key + "2" * 52)
-    score.mkdir(parents=True)
-    (score / "meta.json").write_text("{}")
-    (score / "metrics.json").write_text('{"freid_target": {"fd": 0.5}}')
-    (score / "metrics.md").write_text("| FReID vs the target dataset (lower is better) |\n")
+    score_key = "bf116f26194"  # + the stage's index: score-cyclegan, score-ptgan, score-spgan
+    for i in range(3):
+        score = ws / "cache" / "score-fakes" / score_key[:2] / (f"{score_key}{i}" + "2" * 52)
+        score.mkdir(parents=True)
+        (score / "meta.json").write_text("{}")
+        (score / "metrics.json").write_text(f'{{"freid_target": {{"fd": {i}}}}}')
+        (score / "metrics.md").write_text(f"| FReID vs the target dataset (lower is better) | {i} |\n")
     results = tmp_path / "results"
     results.mkdir()
     env = {"REIDAUG": str(cli), "CALLS": str(tmp_path / "calls"), "KEY": key, "KEY2": key2, "SCOREKEY": score_key,
@@ -90,7 +92,8 @@ def test_fusion_copies_the_finished_entrys_metrics_and_the_others_write_their_co
     assert (results / "transfer_cuhk01.json").read_text().strip() == '{"runs": []}'
     import json  # the three score stages' metrics, one JSON object keyed by stage
     scores = json.loads((results / "transfer_scores_cuhk01.json").read_text())
-    assert scores == {f"score-{n}": {"freid_target": {"fd": 0.5}} for n in ("cyclegan", "ptgan", "spgan")}
+    names = ("cyclegan", "ptgan", "spgan")
+    assert scores == {f"score-{n}": {"freid_target": {"fd": i}} for i, n in enumerate(names)}
     assert "-- score-spgan" in proc.stdout and "FReID vs the target dataset" in proc.stdout
     calls = Path(env["CALLS"]).read_text().splitlines()
     assert calls[0] == "run configs/real/cuhk01_posegan.yaml --until evaluate-posefusion"
@@ -120,7 +123,7 @@ def test_pnfusion_runs_until_its_own_stage_and_copies_that_entrys_metrics(stub):
 
 def test_a_missing_score_entry_stops_with_its_name_and_leaves_no_partial_table(stub):
     env, entry, results = stub
-    proc = script("transfer", **{**env, "SCOREKEY": "000000000000"})
+    proc = script("transfer", **{**env, "SCOREKEY": "00000000000"})
     assert proc.returncode == 1
     assert "no finished score-cyclegan entry of configs/real/synthetic_to_cuhk01.yaml" in proc.stderr
     assert list(results.glob("transfer_scores_cuhk01.json*")) == []

@@ -359,6 +359,7 @@ def _write_holding_handles(path: Path, order: str) -> bytes:
 def test_equal_contents_give_equal_bytes_whatever_order_open_handles_are_flushed_in(tmp_path, monkeypatch):
     """Resume promises the same bytes; the layout must not depend on which handles the GC still holds."""
     assert _write_holding_handles(tmp_path / "a.h5", "sorted") == _write_holding_handles(tmp_path / "b.h5", "reverse")
-    # the forcing is real: without the writer's ordered flush the two layouts differ
+    # the forcing is real: without the writer's ordered flush the two layouts differ (HDF5 1.14 / h5py 3)
     monkeypatch.setattr(H5Writer, "_flush_in_order", lambda self: None)
-    assert _write_holding_handles(tmp_path / "c.h5", "sorted") != _write_holding_handles(tmp_path / "d.h5", "reverse")
+    if _write_holding_handles(tmp_path / "c.h5", "sorted") == _write_holding_handles(tmp_path / "d.h5", "reverse"):
+        pytest.skip("this HDF5 lays out equal contents alike in either flush order: the guard above is vacuous here")

@@ -624,6 +624,12 @@ def test_pose_fusion_with_a_pose_model_joins_the_original_to_the_pooled_pose_vie
     np.testing.assert_allclose(r.features["mean"][:, d:] * np.sqrt(2), unit(views.mean(0)), atol=1e-4)
     stage = read_h5_chunk(sorted((e / "chunks").glob("*.h5"))[0])[0]  # the stage computed the same
     np.testing.assert_allclose(stage["feat_max"][:5], r.features["max"], atol=1e-4)
+    # no image re-posable (18 of 17 keypoints): the pose half is the pose model's feature of the original
+    r = fused_features(model, gen, images[:5], kp[:5], poses, batch_size=8, pose_model=pose_model, min_keypoints=18)
+    assert r.no_pose == 5
+    own = unit(image_features(pose_model, images[:5], batch_size=8))
+    for fusion in ("max", "mean"):
+        np.testing.assert_allclose(r.features[fusion][:, d:] * np.sqrt(2), own, atol=1e-5)
 
 def test_pose_fusion_without_keypoints_in_the_file_is_a_clear_error(tmp_path, synthetic):
     text = pipeline(synthetic, extra=(
