@@ -82,7 +82,31 @@ def plan(ctx: StageContext) -> int:
             f"the file ({ctx.inputs['data'].stage}) and the pose generator ({ctx.inputs['generator'].stage}) come from "
             "different ingest outputs, so the generator may have trained on identities that are test identities "
             "here. Fix: bind both to stages that read the same ingest stage (the same split).")
+    pose = ctx.inputs.get("pose_model")
+    trained_on = _training_stage_keys(pose.path) if pose is not None else None
+    if data and trained_on is not None and data.split(":")[0] not in trained_on:
+        raise ConfigError(
+            f"the pose model ({pose.stage}) trained on a file that does not come from this file's ingest "
+            f"({ctx.inputs['data'].stage}), so it may have trained on identities that are test identities here. "
+            "Fix: train it on an export of the same ingest stage (the same split), e.g. its canonical-pose fakes.")
     return len(_layout(ctx.input("data").path, ctx.params.chunk_size))
+
+
+def _training_stage_keys(run_dir) -> set[str] | None:
+    """The cache keys of every stage behind the file a train-reid model trained on (its root attribute
+    ``stage_keys``), or None when its run config or that file cannot be read (moved: nothing to check)."""
+    import json
+    from pathlib import Path
+
+    from reidaug.data.h5format import open_h5
+    from reidaug.errors import DataError
+
+    try:
+        resolved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))["resolved"]
+        with open_h5(resolved["data"]) as f:
+            return set(f.info.stage_keys.values())
+    except (OSError, KeyError, ValueError, TypeError, DataError):
+        return None
 
 
 def _split(path, split: str, start: int = 0, stop: int | None = None) -> tuple[list[Any], Any, Any, Any]:

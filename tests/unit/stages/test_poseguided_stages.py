@@ -705,3 +705,18 @@ def test_pose_fusion_refuses_a_generator_from_another_ingest(tmp_path, synthetic
         + "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {data: export-b.hdf5}}\n")
     with pytest.raises(ConfigError, match="different ingest outputs.*may have trained on identities"):
         run(tmp_path, pipeline(synthetic, generate="", tail=False, extra=extra))
+
+
+def test_pose_fusion_refuses_a_pose_model_trained_on_another_ingest(tmp_path, synthetic):
+    """PN-GAN's pose model must not have seen the test identities: one trained on an export of another ingest
+    (another split, for all the stage knows) is refused while planning."""
+    extra = (
+        "ingest-b: {uses: ingest, params: {format: market1501, chunk_size: 8}, inputs: {source: demo-data.dataset}}\n"
+        "export-b: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32}, "
+        "inputs: {dataset: ingest-b.dataset}}\n"
+        + tiny_reid("export-hdf5.hdf5", evaluation=True)
+        + tiny_reid("export-b.hdf5", name="reid-b")
+        + "evaluate-posefusion: {params: {batch_size: 8, threads: 1}, inputs: {pose_model: reid-b.model}}\n")
+    with pytest.raises(ConfigError, match=r"pose model \(reid-b\) trained on a file that does not come from this "
+                                          r"file's ingest.*Fix"):
+        run(tmp_path, pipeline(synthetic, extra=extra))
