@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reidaug.data.h5format import Problem, open_h5, verify
+from reidaug.data.h5format import Problem, SplitMeta, open_h5, verify
 from reidaug.data.images import image_grid
 from reidaug.errors import DataError
 from reidaug.io.atomic import atomic_path, write_png
@@ -178,6 +178,15 @@ def pose_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
     return write_png(out_png, sheet)  # a failed encode raises DataError, never an empty file
 
 
+def _fakes_of(m: SplitMeta, source: str | None) -> np.ndarray:
+    """Rows of ``m``'s fakes that have an origin (of ``source`` only, when given), in the order the grids
+    show them: by source, then target camera / pose, then row."""
+    rows = np.flatnonzero(m.origin >= 0)
+    if source is not None:
+        rows = rows[np.isin(m.source[rows], [c for c, n in m.source_names.items() if n == source])]
+    return rows[np.lexsort((rows, m.gen_pose_id[rows], m.gen_target_camid[rows], m.source[rows]))]
+
+
 def fakes_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
                split: str = "train", count: int = 8, seed: int = 0, source: str | None = None) -> Path | None:
     """Write a PNG of ``count`` real images (first column) each followed by its fakes.
@@ -190,18 +199,14 @@ def fakes_grid(path: str | os.PathLike[str], out_png: str | os.PathLike[str], *,
     rng = np.random.default_rng(seed)
     with open_h5(path) as f:
         m = f.meta(split)
-        fake_rows = np.flatnonzero(m.origin >= 0)
-        if source is not None:
-            codes = [c for c, n in m.source_names.items() if n == source]
-            fake_rows = fake_rows[np.isin(m.source[fake_rows], codes)]
+        fake_rows = _fakes_of(m, source)
         if fake_rows.size == 0:
             return None
         origins = np.unique(m.origin[fake_rows])
         pick = np.sort(rng.choice(origins, size=min(count, origins.size), replace=False))
         rows, labels, width = [], [], 1
         for o in pick:
-            fakes = fake_rows[m.origin[fake_rows] == o]
-            fakes = sorted(fakes, key=lambda i: (int(m.source[i]), int(m.gen_target_camid[i]), int(m.gen_pose_id[i])))
+            fakes = fake_rows[m.origin[fake_rows] == o]  # in display order already
             rows.append([f.read_image(split, int(o))] + [f.read_image(split, int(i)) for i in fakes])
             targets = [f"c{m.gen_target_camid[i]}" if m.gen_target_camid[i] >= 0 else
                        (f"p{m.gen_pose_id[i]}" if m.gen_pose_id[i] >= 0 else "?") for i in fakes]
@@ -231,16 +236,13 @@ def compare_fakes_grid(real: str | os.PathLike[str], files: Mapping[str, str | o
     for label, path in files.items():
         with open_h5(path) as f:
             fm = f.meta(split)
-            fake = np.flatnonzero(fm.origin >= 0)
-            if source is not None:
-                fake = fake[np.isin(fm.source[fake], [c for c, n in fm.source_names.items() if n == source])]
+            fake = _fakes_of(fm, source)
             if fake.size == 0:
                 raise DataError(f"{path} ({label}): split {split!r} has no fakes"
                                 f"{' of source ' + repr(source) if source else ''} to compare. Fix: give an "
                                 "export that includes the generated set (export-hdf5 sets: [real, <source>]).")
             first: dict[str, int] = {}
-            for i in sorted(fake, key=lambda i: (int(fm.source[i]), int(fm.gen_target_camid[i]),
-                                                  int(fm.gen_pose_id[i]), int(i))):
+            for i in fake:
                 first.setdefault(fm.path[int(fm.origin[i])], int(i))
             firsts.append(first)
     common = sorted(set(row_of).intersection(*firsts))
