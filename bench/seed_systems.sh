@@ -6,6 +6,15 @@
 #   OMP_NUM_THREADS=2 bash bench/seed_systems.sh                 # all of them, in the order below
 #   OMP_NUM_THREADS=2 bash bench/seed_systems.sh fusion transfer # some of them
 #   DRY=1 bash bench/seed_systems.sh                             # only `reidaug status` of each: what is left
+#   UNTIL="syn-raw-s0 real-re-e18-s0" bash bench/seed_systems.sh transfer   # those stages (and what they
+#                                                                # need), in that order; then the table so far
+#
+# Records: after each step the measuring stages' reports (metrics, run config, log; no weights) are kept by
+# `reidaug archive` in bench/results/records (or $RECORDS), keyed like the cache, and the tables read stages
+# missing from this machine's cache from there (`compare --records`). Commit the records: a campaign longer
+# than one machine's life (the cache is lost with it) continues on the next one, where only the stages
+# without a record are left to run (a GAN a missing arm needs is retrained; the trainings are deterministic
+# at their pinned thread count, so a retrained model is the one that was lost).
 #
 # Needs ../shared/data/cuhk01 and ../shared/models (MoveNet, the judge) beside the repository, as the configs
 # say. CPU budget measured on the 2-core VMs (2026-12-06/07; the second VM ran about 2.3x slower):
@@ -23,6 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REIDAUG=${REIDAUG:-.venv/bin/reidaug}
 RESULTS=${RESULTS:-bench/results}
+RECORDS=${RECORDS:-bench/results/records}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 declare -A CONFIG=([fusion]=configs/real/cuhk01_posegan.yaml [transfer]=configs/real/synthetic_to_cuhk01.yaml
@@ -43,6 +53,10 @@ for name in "${RUNS[@]}"; do
     exit 2
   fi
 done
+if [[ -n "${UNTIL:-}" && ( ${#RUNS[@]} -ne 1 || -n "${STAGE[${RUNS[0]}]:-}" ) ]]; then
+  echo "UNTIL names stages of one table run (transfer, dgnet or lsro); got runs: ${RUNS[*]}" >&2
+  exit 2
+fi
 
 # entry STAGE: the finished cache entry of STAGE of $config (never a .partial), or exit 1 saying why
 entry() {  # reads $table, the run's `reidaug status` ("<stage>  <key12>  cached ..." and "workspace: <dir>")
@@ -53,8 +67,14 @@ entry() {  # reads $table, the run's `reidaug status` ("<stage>  <key12>  cached
   for d in "$ws"/cache/*/"${key:0:2}"/"$key"*; do
     [[ -n $key && -f $d/meta.json && $d != *.partial ]] && found=$d
   done
+  if [[ -z $found && -n $key ]]; then  # not in this cache: a record of the same key (another machine's run)
+    key=$("$REIDAUG" status "$config" --full-keys | awk -v s="$stage" '$1 == s {print $2}')
+    for d in "$RECORDS"/*/"$key"; do
+      [[ -n $key && -f $d/meta.json ]] && found=$d
+    done
+  fi
   if [[ -z $found ]]; then
-    echo "no finished $stage entry of $config in '${ws}' (key '${key}'); reidaug status says:" >&2
+    echo "no finished $stage entry of $config in '${ws}' nor record in '${RECORDS}' (key '${key}'); reidaug status says:" >&2
     echo "$table" >&2
     exit 1
   fi
@@ -70,14 +90,24 @@ for name in "${RUNS[@]}"; do
   fi
   if [[ -n "${STAGE[$name]:-}" ]]; then  # the PG2 config has other stages; the fusion table needs only its own
     "$REIDAUG" run "$config" --until "${STAGE[$name]}"
+    "$REIDAUG" archive "$config" --to "$RECORDS"
     table=$("$REIDAUG" status "$config")
     found=$(entry "${STAGE[$name]}")
     cp "$found/metrics.json" "$RESULTS/${TABLE[$name]}"
     cat "$found/metrics.md"
   else
-    "$REIDAUG" run "$config"
-    "$REIDAUG" compare "$config" -b "${BASELINE[$name]}" --format json -o "$RESULTS/${name}_cuhk01.json"
-    "$REIDAUG" compare "$config" -b "${BASELINE[$name]}"
+    if [[ -n "${UNTIL:-}" ]]; then
+      for target in $UNTIL; do
+        echo "-- $(date -u +%FT%TZ) until $target"
+        "$REIDAUG" run "$config" --until "$target"
+        "$REIDAUG" archive "$config" --to "$RECORDS"
+      done
+    else
+      "$REIDAUG" run "$config"
+      "$REIDAUG" archive "$config" --to "$RECORDS"
+    fi
+    "$REIDAUG" compare "$config" --records "$RECORDS" -b "${BASELINE[$name]}" --format json -o "$RESULTS/${name}_cuhk01.json"
+    "$REIDAUG" compare "$config" --records "$RECORDS" -b "${BASELINE[$name]}"
     if [[ -n "${SCORES[$name]:-}" ]]; then  # the generation scores beside the re-ID table: {stage: metrics.json}
       stages=(${SCORES[$name]})
       table=$("$REIDAUG" status "$config")

@@ -385,7 +385,8 @@ def list_stages(name):
 @click.argument("pipeline")
 @click.option("--workspace", "-w", type=click.Path(file_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
-def status(pipeline, workspace, sets):
+@click.option("--full-keys", is_flag=True, help="Whole keys (64 hex digits) instead of their first 12.")
+def status(pipeline, workspace, sets, full_keys):
     """Table of stage, key, state (cached / partial n/m / missing), outputs, size, last run."""
     from reidaug.pipeline.cache import Cache, dir_size
 
@@ -406,7 +407,7 @@ def status(pipeline, workspace, sets):
         else:
             state, path, when = "missing", None, ""
         size = _human(dir_size(path)) if path else "-"
-        rows.append((name, key[:12], state, ", ".join(node.spec.outputs), size, when))
+        rows.append((name, key if full_keys else key[:12], state, ", ".join(node.spec.outputs), size, when))
     _table(rows)
     click.echo(f"workspace: {ws}")
 
@@ -418,18 +419,22 @@ def status(pipeline, workspace, sets):
 @click.option("--baseline", "-b", help="Arm to take paired differences against (a run name without -s<seed>).")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here instead of the terminal.")
-def compare(sources, workspace, sets, baseline, fmt, output):
+@click.option("--records", type=click.Path(file_okay=False, exists=True),
+              help="Records folder (`reidaug archive --to`): a stage not in the cache is read from its record.")
+def compare(sources, workspace, sets, baseline, fmt, output, records):
     """Table of re-ID runs: the params that differ, rank-1 / rank-5 / mAP (mean ± std over the seeds of
     runs that differ only by seed) and, with --baseline, paired differences per seed.
 
     SOURCES: run folders (`reidaug train -o`), train-reid cache entries, or pipeline YAMLs (their
-    train-reid stages, read from the cache; nothing is trained)."""
+    train-reid stages, read from the cache, or with --records from a record of the same key; nothing
+    is trained)."""
     from reidaug.eval.compare import Run, compare as compare_runs, read_run, render
 
     runs = []
     for src in sources:
         if src.endswith((".yaml", ".yml")) or _bundled(src) is not None:
             from reidaug.pipeline.cache import Cache
+            from reidaug.pipeline.records import find_record
 
             loaded, graph = _load(src, sets)
             cache = Cache(_workspace(loaded, workspace))
@@ -440,6 +445,8 @@ def compare(sources, workspace, sets, baseline, fmt, output):
                 data = node.inputs["data"][0]
                 if cache.state(node.spec.name, key).status == "cached":
                     runs.append(read_run(cache.entry_dir(node.spec.name, key) / "run", name=name, data_label=data))
+                elif (record := find_record(records, node.spec.name, key)) is not None:
+                    runs.append(read_run(record / "run", name=name, data_label=data))
                 else:
                     runs.append(Run(name=name, folder=Path(), seed=int(node.params.seed), params={}, data="",
                                     data_label=data, evaluation={}, metrics=None, status="missing"))
@@ -453,6 +460,58 @@ def compare(sources, workspace, sets, baseline, fmt, output):
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--to", "dest", required=True, type=click.Path(file_okay=False),
+              help="Records folder (e.g. bench/results/records, committed beside the code).")
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), help="Workspace of the pipeline YAML.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="The same overrides the run used.")
+@click.option("--kind", "kinds", multiple=True, metavar="STAGE_KIND",
+              help="Stage kinds to keep (repeatable; default: the measuring ones, train-reid and the score "
+                   "and evaluate stages).")
+@click.option("--max-file-kb", default=2048, show_default=True, type=click.IntRange(1),
+              help="Report files larger than this are left out (and named).")
+def archive(pipeline, dest, workspace, sets, kinds, max_file_kb):
+    """Keep the records of a pipeline's finished measuring stages: each cache entry's meta.json and text
+    reports (metrics, run config, training log), no weights or images, under the cache's key in DEST.
+
+    Records outlive the machine: `reidaug compare PIPELINE --records DEST` reads a train-reid stage that
+    is not in the cache from its record of the same key, so a table can be assembled from runs made on
+    several machines (a changed param, input or version has another key and finds no record)."""
+    from reidaug.pipeline.cache import Cache
+    from reidaug.pipeline.records import describe, find_record, kinds_or_default, save_record
+    from reidaug.stages import STAGES
+
+    loaded, graph = _load(pipeline, sets)
+    cache = Cache(_workspace(loaded, workspace))
+    wanted = kinds_or_default(kinds)
+    unknown = [k for k in wanted if k not in STAGES]
+    if unknown:
+        raise ConfigError(f"--kind {', '.join(unknown)}: not a stage kind. Known: {', '.join(sorted(STAGES))}")
+    Path(dest).mkdir(parents=True, exist_ok=True)  # compare --records needs the folder, even while empty
+    written = unchanged = earlier = missing = 0
+    for name, node in graph.nodes.items():
+        kind = node.spec.name
+        if kind not in wanted:
+            continue
+        key = graph.keys[name]
+        if cache.state(kind, key).status != "cached":
+            if find_record(dest, kind, key) is not None:
+                earlier += 1  # finished on another machine (or before a cache gc)
+            else:
+                missing += 1
+            continue
+        saved = save_record(cache.entry_dir(kind, key), dest, kind, key, stage=name, pipeline=str(loaded.path),
+                            max_bytes=max_file_kb << 10)
+        if saved.status == "written":
+            written += 1
+            click.echo(f"{name} ({key[:12]}): {describe(saved)} -> {saved.path}")
+        else:
+            unchanged += 1
+    click.echo(f"records in {dest}: {written} written, {unchanged} unchanged, {earlier} recorded earlier (not in "
+               f"this cache), {missing} stages neither finished nor recorded")
 
 
 @main.command()

@@ -79,7 +79,7 @@ def stub(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     env = {"REIDAUG": str(cli), "CALLS": str(tmp_path / "calls"), "KEY": key, "KEY2": key2, "SCOREKEY": score_key,
-           "STATE": "cached", "WS": str(ws), "RESULTS": str(results)}
+           "STATE": "cached", "WS": str(ws), "RESULTS": str(results), "RECORDS": str(tmp_path / "records")}
     return env, entry, results
 
 
@@ -98,7 +98,9 @@ def test_fusion_copies_the_finished_entrys_metrics_and_the_others_write_their_co
     calls = Path(env["CALLS"]).read_text().splitlines()
     assert calls[0] == "run configs/real/cuhk01_posegan.yaml --until evaluate-posefusion"
     assert "run configs/real/synthetic_to_cuhk01.yaml" in calls
-    assert any(c.startswith("compare configs/real/synthetic_to_cuhk01.yaml -b syn-raw") for c in calls)
+    assert any(c.startswith("compare configs/real/synthetic_to_cuhk01.yaml --records ") and " -b syn-raw" in c
+               for c in calls)
+    assert "archive configs/real/cuhk01_posegan.yaml --to " + env["RECORDS"] in calls
 
 
 def test_fusion_without_a_finished_entry_says_so_and_stops(stub):
@@ -127,3 +129,41 @@ def test_a_missing_score_entry_stops_with_its_name_and_leaves_no_partial_table(s
     assert proc.returncode == 1
     assert "no finished score-cyclegan entry of configs/real/synthetic_to_cuhk01.yaml" in proc.stderr
     assert list(results.glob("transfer_scores_cuhk01.json*")) == []
+
+
+def test_until_runs_the_named_stages_in_order_archiving_after_each_then_the_table_with_records(stub):
+    env, entry, results = stub
+    proc = script("transfer", **env, UNTIL="syn-raw-s0 real-re-e18-s0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = Path(env["CALLS"]).read_text().splitlines()
+    config, records = "configs/real/synthetic_to_cuhk01.yaml", env["RECORDS"]
+    assert calls[:4] == [f"run {config} --until syn-raw-s0", f"archive {config} --to {records}",
+                         f"run {config} --until real-re-e18-s0", f"archive {config} --to {records}"]
+    assert f"run {config}" not in calls  # not the whole config
+    assert any(c.startswith(f"compare {config} --records {records} -b syn-raw") for c in calls)
+
+
+def test_until_is_refused_for_several_runs_or_a_fusion_run(stub):
+    env, entry, results = stub
+    for runs in (("transfer", "dgnet"), ("fusion",)):
+        proc = script(*runs, **env, UNTIL="syn-raw-s0")
+        assert proc.returncode == 2 and "UNTIL names stages of one table run" in proc.stderr
+    assert not Path(env["CALLS"]).exists()
+
+
+def test_a_score_stage_missing_from_the_cache_is_read_from_its_record(stub, tmp_path):
+    env, entry, results = stub
+    import json
+    import shutil
+
+    cache = Path(env["WS"]) / "cache" / "score-fakes"
+    shutil.rmtree(cache)  # the machine that scored them is gone; their records remain
+    for i in range(3):
+        rec = Path(env["RECORDS"]) / "score-fakes" / f"{env['SCOREKEY']}{i}"  # the stub's "full" key
+        rec.mkdir(parents=True)
+        (rec / "meta.json").write_text("{}")
+        (rec / "metrics.json").write_text(f'{{"from_record": {i}}}')
+    proc = script("transfer", **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = json.loads((results / "transfer_scores_cuhk01.json").read_text())
+    assert scores == {f"score-{n}": {"from_record": i} for i, n in enumerate(("cyclegan", "ptgan", "spgan"))}
