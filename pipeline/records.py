@@ -14,8 +14,11 @@ for each finished entry of the measuring stages, its ``meta.json`` and its text 
 (:func:`find_record`). A record is found only through its key, so a changed param, input or stage
 version finds none: a table assembled from records of several machines is the table one machine
 would have computed, provided the stages are deterministic (the trainer is, at its pinned thread
-count). Records are never cache entries: no stage reads one as an input, and a record without its
-weights cannot resume or feed anything.
+count, on one CPU type; another CPU's math library may pick other kernels and round differently).
+A record is written once: archiving an entry whose record exists keeps the record and compares their
+metrics files, so a re-run on another machine that measured something else is reported (``differs``),
+never silently replaced. Records are never cache entries: no stage reads one as an input, and a record
+without its weights cannot resume or feed anything.
 """
 from __future__ import annotations
 
@@ -41,9 +44,10 @@ MEASURING_KINDS = ("train-reid", "score-fakes", "score-dgnet", "score-posegan", 
 @dataclasses.dataclass(frozen=True)
 class Saved:
     path: Path
-    status: str  # "written" | "unchanged" (a record of this key with the same meta.json was there)
+    status: str  # "written" | "unchanged" (the record was there, same metrics) | "differs" (kept; see differs)
     files: tuple[str, ...]  # relative paths kept
     left_out: tuple[tuple[str, int], ...]  # report files over the size limit: (relative path, bytes)
+    differs: tuple[str, ...] = ()  # metrics files whose content differs between the entry and its record
 
 
 def record_dir(root: str | os.PathLike[str], kind: str, key: str) -> Path:
@@ -71,8 +75,8 @@ def _report_files(entry: Path, max_bytes: int) -> tuple[list[str], list[tuple[st
 
 def save_record(entry: str | os.PathLike[str], root: str | os.PathLike[str], kind: str, key: str, *,
                 stage: str, pipeline: str, max_bytes: int = MAX_FILE_BYTES) -> Saved:
-    """Copy the finished cache ``entry`` of ``kind`` / ``key``'s reports to ``root``; the record is
-    replaced whole (atomically) unless one with the same ``meta.json`` is already there."""
+    """Copy the finished cache ``entry`` of ``kind`` / ``key``'s reports to ``root`` (atomically, whole),
+    unless its record is there: then the record stays, and the metrics files that differ are named."""
     entry = Path(entry)
     meta_path = entry / META
     if not meta_path.is_file():
@@ -82,8 +86,10 @@ def save_record(entry: str | os.PathLike[str], root: str | os.PathLike[str], kin
         raise ValueError(f"{meta_path} is the entry of key {meta.get('key')!r}, not {key!r}")
     dest = record_dir(root, kind, key)
     keep, left_out = _report_files(entry, max_bytes)
-    if (dest / META).is_file() and (dest / META).read_bytes() == meta_path.read_bytes():
-        return Saved(dest, "unchanged", tuple(keep), tuple(left_out))
+    if find_record(root, kind, key) is not None:
+        differs = tuple(rel for rel in keep if Path(rel).name.startswith("metrics") and rel.endswith(".json")
+                        and (not (dest / rel).is_file() or (dest / rel).read_bytes() != (entry / rel).read_bytes()))
+        return Saved(dest, "differs" if differs else "unchanged", tuple(keep), tuple(left_out), differs)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest, replace_dir=True) as tmp:
         tmp.mkdir()

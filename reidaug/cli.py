@@ -491,7 +491,7 @@ def archive(pipeline, dest, workspace, sets, kinds, max_file_kb):
     if unknown:
         raise ConfigError(f"--kind {', '.join(unknown)}: not a stage kind. Known: {', '.join(sorted(STAGES))}")
     Path(dest).mkdir(parents=True, exist_ok=True)  # compare --records needs the folder, even while empty
-    written = unchanged = earlier = missing = 0
+    written = unchanged = differ = earlier = missing = 0
     for name, node in graph.nodes.items():
         kind = node.spec.name
         if kind not in wanted:
@@ -508,10 +508,16 @@ def archive(pipeline, dest, workspace, sets, kinds, max_file_kb):
         if saved.status == "written":
             written += 1
             click.echo(f"{name} ({key[:12]}): {describe(saved)} -> {saved.path}")
+        elif saved.status == "differs":
+            differ += 1
+            click.echo(f"warning: {name} ({key[:12]}): this cache's {', '.join(saved.differs)} differ from the "
+                       f"record in {saved.path}, made by another run of the same key (kept as it is). The stage "
+                       "is not deterministic across these machines, or the record was edited: compare the two; "
+                       "delete the record to keep this run's instead", err=True)
         else:
             unchanged += 1
-    click.echo(f"records in {dest}: {written} written, {unchanged} unchanged, {earlier} recorded earlier (not in "
-               f"this cache), {missing} stages neither finished nor recorded")
+    click.echo(f"records in {dest}: {written} written, {unchanged} unchanged, {differ} differ, {earlier} recorded "
+               f"earlier (not in this cache), {missing} stages neither finished nor recorded")
 
 
 @main.command()

@@ -40,10 +40,17 @@ def test_a_record_keeps_the_text_reports_only_and_names_what_was_too_big(tmp_pat
     assert find_record(tmp_path / "rec", "train-reid", key) == saved.path
     assert find_record(tmp_path / "rec", "train-reid", "ab" + "2" * 62) is None
     assert find_record(None, "train-reid", key) is None
-    # archiving again changes nothing (a committed record is not rewritten with a new date)
+    # archiving again changes nothing (a committed record is not rewritten with a new date), even when
+    # the entry was recomputed elsewhere (another meta.json: timings, date) with the same metrics
     before = (saved.path / "record.json").read_bytes()
+    (entry / "meta.json").write_text(json.dumps({"key": key, "stage": "train-reid", "created": "later"}))
     again = save_record(entry, tmp_path / "rec", "train-reid", key, stage="s0", pipeline="p.yaml")
     assert again.status == "unchanged" and (saved.path / "record.json").read_bytes() == before
+    # a re-run that measured something else is named, and the record is kept
+    (entry / "run" / "metrics.json").write_text('{"rank1": 0.49}')
+    other = save_record(entry, tmp_path / "rec", "train-reid", key, stage="s0", pipeline="p.yaml")
+    assert other.status == "differs" and other.differs == ("run/metrics.json",)
+    assert json.loads((saved.path / "run" / "metrics.json").read_text()) == {"rank1": 0.5}
 
 
 def test_a_record_whose_meta_names_another_key_is_not_found(tmp_path: Path) -> None:
@@ -80,7 +87,7 @@ def test_compare_reads_archived_runs_of_another_workspace_by_key(tmp_path: Path)
         assert ran.exit_code == 0, ran.output
     out = CliRunner().invoke(main, ["archive", str(yaml), "-w", str(first), "--to", str(records)])
     assert out.exit_code == 0, out.output
-    assert "2 written, 0 unchanged, 0 recorded earlier (not in this cache), 1 stages neither" in out.output
+    assert "2 written, 0 unchanged, 0 differ, 0 recorded earlier (not in this cache), 1 stages neither" in out.output
     assert not list(records.rglob("model.pt")) and len(list(records.rglob("metrics.json"))) == 2
     cached = CliRunner().invoke(main, ["compare", str(yaml), "-w", str(first), "--format", "json"])
     status = CliRunner().invoke(main, ["status", str(yaml), "-w", str(first), "--full-keys"])
@@ -102,7 +109,8 @@ def test_compare_reads_archived_runs_of_another_workspace_by_key(tmp_path: Path)
     assert table["paired"]["fast"]["seeds"] == ["0"]
 
     out = CliRunner().invoke(main, ["archive", str(yaml), "-w", str(second), "--to", str(records)])
-    assert "1 written, 0 unchanged, 2 recorded earlier (not in this cache), 0 stages neither" in out.output, out.output
+    summary = "1 written, 0 unchanged, 0 differ, 2 recorded earlier (not in this cache), 0 stages neither"
+    assert summary in out.output, out.output
     (tmp_path / "other").mkdir()  # base unchanged, fast with another lr: another key, no record
     changed = _pipeline(tmp_path / "other", lr_fast=0.02)
     out = CliRunner().invoke(main, ["compare", str(changed), "-w", str(tmp_path / "ws3"), "--records", str(records),
