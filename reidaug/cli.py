@@ -443,10 +443,12 @@ def compare(sources, workspace, sets, baseline, fmt, output, records):
                     continue
                 key = graph.keys[name]
                 data = node.inputs["data"][0]
+                labels = {"data_label": data, "init_label": _arm_of(node.inputs.get("init_model")),
+                          "eval_label": _arm_of(node.inputs.get("eval_data"), strip_seed=False)}
                 if cache.state(node.spec.name, key).status == "cached":
-                    runs.append(read_run(cache.entry_dir(node.spec.name, key) / "run", name=name, data_label=data))
+                    runs.append(read_run(cache.entry_dir(node.spec.name, key) / "run", name=name, **labels))
                 elif (record := find_record(records, node.spec.name, key)) is not None:
-                    runs.append(read_run(record / "run", name=name, data_label=data))
+                    runs.append(read_run(record / "run", name=name, **labels))
                 else:
                     runs.append(Run(name=name, folder=Path(), seed=int(node.params.seed), params={}, data="",
                                     data_label=data, evaluation={}, metrics=None, status="missing"))
@@ -460,6 +462,17 @@ def compare(sources, workspace, sets, baseline, fmt, output, records):
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+def _arm_of(binding, strip_seed: bool = True) -> str | None:
+    """The stage an input slot is bound to (``syn-raw-s0.model`` -> ``syn-raw``; its seed suffix off)."""
+    from reidaug.eval.compare import SEED_SUFFIX
+
+    if not binding:
+        return None
+    stage = str(binding[0]).rsplit(".", 1)[0]
+    m = SEED_SUFFIX.match(stage) if strip_seed else None
+    return m["arm"] if m else stage
 
 
 @main.command()

@@ -34,8 +34,9 @@ SEED_SUFFIX = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 # training params that never change a result (the trainer's NONSEMANTIC, and the thread count), plus the
 # seed (what an arm varies)
 _NOT_COMPARED = NONSEMANTIC | {"threads", "seed"}
-# evaluation settings an arm's runs must share (a different one is another arm)
-_EVAL_KEYS = ("split", "protocol", "metric", "flip")
+# evaluation settings an arm's runs must share (a different one is another arm); eval_data: the file tested
+# on when it is not the training file (train on one dataset, test on another)
+_EVAL_KEYS = ("split", "protocol", "metric", "flip", "eval_data")
 
 
 @dataclasses.dataclass
@@ -51,6 +52,8 @@ class Run:
     evaluation: dict[str, Any]  # split, protocol, metric, flip
     metrics: dict[str, float] | None  # rank1, rank5, mAP (fractions); None: not evaluated
     status: str = "done"  # done | not evaluated | missing (a pipeline stage not in the cache)
+    init: str = ""  # what the weights started from (fine-tuning), as grouped: "" for the usual start
+    init_label: str = ""  # ... and as the table names it
 
 
 @dataclasses.dataclass
@@ -72,8 +75,16 @@ class Arm:
         return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0}
 
 
-def read_run(folder: str | Path, name: str | None = None, data_label: str | None = None) -> Run:
-    """A run folder (``config.json`` + ``metrics.json`` or ``metrics_val.json``) as a :class:`Run`."""
+def read_run(folder: str | Path, name: str | None = None, data_label: str | None = None,
+             init_label: str | None = None, eval_label: str | None = None) -> Run:
+    """A run folder (``config.json`` + ``metrics.json`` or ``metrics_val.json``) as a :class:`Run`.
+
+    A fine-tuned run (``init_from``, a ``train-reid`` ``init_model``) is another arm than the same recipe
+    started from ImageNet, and fine-tunings of different pre-trainings are different arms: ``init_label``
+    names the pre-training arm (the CLI passes the init stage's name without its seed); without it the
+    pre-training run's own folder is read when it is there (its arm signature), else its path stands.
+    Likewise a run tested on another file than it trained on (``eval_data``) differs by that file
+    (``eval_label``, else the file's fingerprint)."""
     folder = Path(folder)
     if (folder / "run" / "config.json").is_file() and not (folder / "config.json").is_file():
         folder = folder / "run"  # a train-reid cache entry: its run folder
@@ -95,14 +106,32 @@ def read_run(folder: str | Path, name: str | None = None, data_label: str | None
         if (folder / file).is_file():
             m = json.loads((folder / file).read_text())
             metrics = {k: float(m[k]) for k in METRIC_KEYS if m.get(k) is not None}
+            tested = m.get("data") if isinstance(m.get("data"), dict) else {}
+            other = tested.get("same_as_training") is False
             evaluation = {"split": split, "protocol": m.get("protocol"), "metric": m.get("metric"),
-                          "flip": bool(m.get("flip", False))}
+                          "flip": bool(m.get("flip", False)),
+                          "eval_data": (eval_label or str(tested.get("train_fingerprint") or tested.get("path"))[:12])
+                          if other else "-"}
             status = "done"
             break
+    init, label = "", ""
+    if init_from := resolved.get("init_from"):
+        init, label = _init_of(str(init_from), init_label)
     return Run(name=name or folder.name, folder=folder, seed=seed, params=params,
                data=str(resolved.get("data_fingerprint") or data_path),
                data_label=data_label or (Path(data_path).name if data_path else "?"),
-               evaluation=evaluation, metrics=metrics, status=status)
+               evaluation=evaluation, metrics=metrics, status=status, init=init, init_label=label)
+
+
+def _init_of(init_from: str, label: str | None) -> tuple[str, str]:
+    """(grouping signature, display label) of the run a fine-tuning started from."""
+    if label:
+        return f"arm:{label}", label
+    try:
+        pre = read_run(init_from)
+    except (ConfigError, DataError, OSError):
+        return f"path:{init_from}", Path(init_from).parent.name[:12] or init_from
+    return f"run:{_signature(pre)}", f"a run on {pre.data_label}"
 
 
 def _defaults() -> dict[str, Any]:
@@ -113,8 +142,8 @@ def _defaults() -> dict[str, Any]:
 
 
 def _signature(run: Run) -> str:
-    return json.dumps([run.params, run.data, [run.evaluation.get(k) for k in _EVAL_KEYS]], sort_keys=True,
-                      default=str)
+    return json.dumps([run.params, run.data, [run.evaluation.get(k) for k in _EVAL_KEYS], run.init],
+                      sort_keys=True, default=str)
 
 
 def _arm_name(runs: Sequence[Run]) -> str:
@@ -156,6 +185,8 @@ def differing_params(arms: Sequence[Arm]) -> list[str]:
     out = [k for k in keys if len({json.dumps(r.params.get(k), sort_keys=True, default=str) for r in firsts}) > 1]
     if len({r.data for r in firsts}) > 1:
         out.append("data")
+    if len({r.init for r in firsts}) > 1:
+        out.append("init")
     for k in _EVAL_KEYS:
         if len({str(r.evaluation.get(k)) for r in firsts}) > 1:
             out.append(k)
@@ -201,6 +232,8 @@ def paired_markdown(diffs: dict[str, dict[str, Any]], baseline: str) -> list[str
 def _value(run: Run, key: str) -> Any:
     if key == "data":
         return run.data_label
+    if key == "init":
+        return run.init_label or "-"
     if key in _EVAL_KEYS:
         return run.evaluation.get(key)
     return run.params.get(key)

@@ -114,3 +114,44 @@ def test_cli_reads_a_pipelines_train_reid_stages_from_the_cache(tmp_path: Path) 
     rec = json.loads(target.read_text())
     assert rec["columns"] == ["lr"] and set(rec["arms"]) == {"base", "fast"}
     assert rec["paired"]["fast"]["seeds"] == ["0"]
+
+
+def _finetune(root: Path, name: str, seed: int, rank1: float, init: Path | str, **kw) -> Path:
+    d = fake_run(root, name, seed, rank1, rank1 + 0.02, **kw)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["resolved"]["init_from"] = str(init)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_fine_tunings_are_their_own_arms_by_what_they_started_from(tmp_path: Path) -> None:
+    """Same recipe and data as the real-only runs: started from a pre-training it is another arm, and
+    fine-tunings of two pre-trainings (other data) are two arms, seeds of each together; a pre-training
+    whose folder is gone stands by its path (never merged with another)."""
+    real = [fake_run(tmp_path, f"real-s{s}", s, 0.40 + s / 100, 0.43) for s in (0, 1)]
+    raw = [fake_run(tmp_path, f"pre-raw-s{s}", s, 0.10, 0.12, data="fp-syn") for s in (0, 1)]
+    sp = [fake_run(tmp_path, f"pre-sp-s{s}", s, 0.08, 0.10, data="fp-sp") for s in (0, 1)]
+    ft = [*(_finetune(tmp_path, f"ft-raw-s{s}", s, 0.53, raw[s]) for s in (0, 1)),
+          *(_finetune(tmp_path, f"ft-sp-s{s}", s, 0.50, sp[s]) for s in (0, 1)),
+          _finetune(tmp_path, "ft-gone-s0", 0, 0.51, tmp_path / "nowhere" / "run")]
+    rec = compare([read_run(p) for p in (*real, *ft)], baseline="real")
+    assert {a: v["n"] for a, v in rec["arms"].items()} == {"real": 2, "ft-raw": 2, "ft-sp": 2, "ft-gone": 1}
+    assert rec["columns"] == ["init"]
+    assert rec["arms"]["ft-raw"]["params"]["init"] == "a run on fp-syn.h5"
+    assert rec["arms"]["real"]["params"]["init"] == "-"
+    # the CLI's label (the init stage's arm) groups the same way and names it
+    labelled = [read_run(ft[s], init_label="pre-raw") for s in (0, 1)]
+    rec = compare([read_run(p) for p in real] + labelled)
+    assert rec["arms"]["ft-raw"]["n"] == 2 and rec["arms"]["ft-raw"]["params"]["init"] == "pre-raw"
+
+
+def test_runs_tested_on_another_file_are_another_arm(tmp_path: Path) -> None:
+    own = fake_run(tmp_path, "own-s0", 0, 0.6, 0.5, data="fp-syn")
+    other = fake_run(tmp_path, "cross-s0", 0, 0.1, 0.12, data="fp-syn")
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["data"] = {"same_as_training": False, "train_fingerprint": "fp-target-0123456789"}
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    rec = compare([read_run(own), read_run(other, eval_label="export-real")])
+    assert set(rec["arms"]) == {"own", "cross"} and rec["columns"] == ["eval_data"]
+    assert rec["arms"]["cross"]["params"]["eval_data"] == "export-real"
+    assert read_run(other).evaluation["eval_data"] == "fp-target-01"  # the fingerprint, shortened
