@@ -12,9 +12,10 @@
 # Records: after each step the measuring stages' reports (metrics, run config, log; no weights) are kept by
 # `reidaug archive` in bench/results/records (or $RECORDS), keyed like the cache, and the tables read stages
 # missing from this machine's cache from there (`compare --records`). Commit the records: a campaign longer
-# than one machine's life (the cache is lost with it) continues on the next one, where only the stages
-# without a record are left to run (a GAN a missing arm needs is retrained; the trainings are deterministic
-# at their pinned thread count, so a retrained model is the one that was lost).
+# than one machine's life (the cache is lost with it) continues on the next one. An UNTIL target that has a
+# record is skipped (a plain run without UNTIL runs the whole config, recorded stages included); what a
+# missing target needs is retrained (the trainings are deterministic at their pinned thread count: measured
+# across two VMs, so a retrained model is the one that was lost).
 #
 # Needs ../shared/data/cuhk01 and ../shared/models (MoveNet, the judge) beside the repository, as the configs
 # say. CPU budget measured on the 2-core VMs (2026-12-06/07; the second VM ran about 2.3x slower):
@@ -58,21 +59,29 @@ if [[ -n "${UNTIL:-}" && ( ${#RUNS[@]} -ne 1 || -n "${STAGE[${RUNS[0]}]:-}" ) ]]
   exit 2
 fi
 
-# entry STAGE: the finished cache entry of STAGE of $config (never a .partial), or exit 1 saying why
-entry() {  # reads $table, the run's `reidaug status` ("<stage>  <key12>  cached ..." and "workspace: <dir>")
+# key_of STAGE: the stage's whole key in $table (`reidaug status --full-keys`: "<stage>  <key>  <state> ...")
+key_of() { awk -v s="$1" '$1 == s {print $2}' <<<"$table"; }
+
+# recorded KEY: the record of KEY under $RECORDS (a run on another machine, or before a cache gc), if any
+recorded() {
+  local d found=""
+  for d in "$RECORDS"/*/"$1"; do [[ -n $1 && -f $d/meta.json ]] && found=$d; done
+  echo "$found"
+}
+
+# entry STAGE: the finished cache entry of STAGE of $config (never a .partial), else its record, else exit 1
+# saying why
+entry() {  # reads $table, the run's `reidaug status --full-keys` (and its "workspace: <dir>")
   local stage=$1 key ws d found=""
-  key=$(awk -v s="$stage" '$1 == s && $3 == "cached" {print $2}' <<<"$table")
+  key=$(key_of "$stage")
   ws=$(sed -n 's/^workspace: //p' <<<"$table")
   # entries live under the stage kind's folder (evaluate-posefusion, score-fakes), whatever the instance is called
-  for d in "$ws"/cache/*/"${key:0:2}"/"$key"*; do
-    [[ -n $key && -f $d/meta.json && $d != *.partial ]] && found=$d
-  done
-  if [[ -z $found && -n $key ]]; then  # not in this cache: a record of the same key (another machine's run)
-    key=$("$REIDAUG" status "$config" --full-keys | awk -v s="$stage" '$1 == s {print $2}')
-    for d in "$RECORDS"/*/"$key"; do
+  if [[ $(awk -v s="$stage" '$1 == s {print $3}' <<<"$table") == cached ]]; then  # not partial, not damaged
+    for d in "$ws"/cache/*/"${key:0:2}"/"$key"; do
       [[ -n $key && -f $d/meta.json ]] && found=$d
     done
   fi
+  [[ -n $found ]] || found=$(recorded "$key")
   if [[ -z $found ]]; then
     echo "no finished $stage entry of $config in '${ws}' nor record in '${RECORDS}' (key '${key}'); reidaug status says:" >&2
     echo "$table" >&2
@@ -91,13 +100,19 @@ for name in "${RUNS[@]}"; do
   if [[ -n "${STAGE[$name]:-}" ]]; then  # the PG2 config has other stages; the fusion table needs only its own
     "$REIDAUG" run "$config" --until "${STAGE[$name]}"
     "$REIDAUG" archive "$config" --to "$RECORDS"
-    table=$("$REIDAUG" status "$config")
+    table=$("$REIDAUG" status "$config" --full-keys)
     found=$(entry "${STAGE[$name]}")
     cp "$found/metrics.json" "$RESULTS/${TABLE[$name]}"
     cat "$found/metrics.md"
   else
     if [[ -n "${UNTIL:-}" ]]; then
       for target in $UNTIL; do
+        table=$("$REIDAUG" status "$config" --full-keys)
+        rec=$(recorded "$(key_of "$target")")
+        if [[ -n $rec ]]; then  # measured before (this key): its record stands, nothing is retrained for it
+          echo "-- $target: recorded ($rec), skipped"
+          continue
+        fi
         echo "-- $(date -u +%FT%TZ) until $target"
         "$REIDAUG" run "$config" --until "$target"
         "$REIDAUG" archive "$config" --to "$RECORDS"
@@ -110,9 +125,20 @@ for name in "${RUNS[@]}"; do
     "$REIDAUG" compare "$config" --records "$RECORDS" -b "${BASELINE[$name]}"
     if [[ -n "${SCORES[$name]:-}" ]]; then  # the generation scores beside the re-ID table: {stage: metrics.json}
       stages=(${SCORES[$name]})
-      table=$("$REIDAUG" status "$config")
+      table=$("$REIDAUG" status "$config" --full-keys)
       entries=()
-      for stage in "${stages[@]}"; do entries+=("$(entry "$stage")"); done  # all found before anything is written
+      if [[ -n "${UNTIL:-}" ]]; then  # a partial run: the scores file waits until every score stage is measured
+        notyet=()
+        for stage in "${stages[@]}"; do
+          if e=$(entry "$stage" 2>/dev/null); then entries+=("$e"); else notyet+=("$stage"); fi
+        done
+        if [[ ${#notyet[@]} -gt 0 ]]; then
+          echo "-- ${name}_scores_cuhk01.json not written: ${notyet[*]} neither finished nor recorded yet"
+          continue
+        fi
+      else
+        for stage in "${stages[@]}"; do entries+=("$(entry "$stage")"); done  # all found before anything is written
+      fi
       out="$RESULTS/${name}_scores_cuhk01.json"
       sep=""
       {

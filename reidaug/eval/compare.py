@@ -4,7 +4,8 @@ A run is a folder that ``reidaug train`` or a ``train-reid`` stage wrote: ``conf
 training config and the data it read) and ``metrics.json`` (test) or ``metrics_val.json``
 (validation, ``val_fraction``). :func:`read_run` reads one; :func:`group_runs` puts runs that differ
 only by ``seed`` into one arm (same training params up to the non-semantic ones, same data file by
-content, same split and evaluation settings); :func:`compare` gives each arm's mean ± sample std
+content, same split and evaluation settings, same file tested on, same pre-training arm when
+fine-tuned); :func:`compare` gives each arm's mean ± sample std
 (ddof 1) of rank-1 / rank-5 / mAP over its seeds, the params that differ between arms, and, against
 a named baseline arm, the paired differences per seed both have (their mean ± std), which is the
 number to read when seeds move both arms together. :func:`render` writes it as markdown, CSV or
@@ -12,7 +13,7 @@ JSON; the JSON has the shape of the campaign's results file,
 ``{"baseline", "arms": {ARM: {"seeds": {SEED: {"rank1", "rank5", "mAP"}}, ...}}, "paired"}``.
 
 This module reads JSON only; the CLI resolves a pipeline YAML's ``train-reid`` stages to their run
-folders in the cache.
+folders in the cache, or to their records (``reidaug archive``).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class Run:
     status: str = "done"  # done | not evaluated | missing (a pipeline stage not in the cache)
     init: str = ""  # what the weights started from (fine-tuning), as grouped: "" for the usual start
     init_label: str = ""  # ... and as the table names it
+    eval_label: str = ""  # how the table names the file tested on (evaluation["eval_data"] is what is grouped)
 
 
 @dataclasses.dataclass
@@ -76,15 +78,15 @@ class Arm:
 
 
 def read_run(folder: str | Path, name: str | None = None, data_label: str | None = None,
-             init_label: str | None = None, eval_label: str | None = None) -> Run:
+             init_label: str | None = None, eval_label: str | None = None, _depth: int = 0) -> Run:
     """A run folder (``config.json`` + ``metrics.json`` or ``metrics_val.json``) as a :class:`Run`.
 
     A fine-tuned run (``init_from``, a ``train-reid`` ``init_model``) is another arm than the same recipe
     started from ImageNet, and fine-tunings of different pre-trainings are different arms: ``init_label``
     names the pre-training arm (the CLI passes the init stage's name without its seed); without it the
     pre-training run's own folder is read when it is there (its arm signature), else its path stands.
-    Likewise a run tested on another file than it trained on (``eval_data``) differs by that file
-    (``eval_label``, else the file's fingerprint)."""
+    Likewise a run tested on another file than it trained on (``eval_data``) differs by that file's
+    fingerprint (its pipeline key, else its path); ``eval_label`` only names it."""
     folder = Path(folder)
     if (folder / "run" / "config.json").is_file() and not (folder / "config.json").is_file():
         folder = folder / "run"  # a train-reid cache entry: its run folder
@@ -108,30 +110,42 @@ def read_run(folder: str | Path, name: str | None = None, data_label: str | None
             metrics = {k: float(m[k]) for k in METRIC_KEYS if m.get(k) is not None}
             tested = m.get("data") if isinstance(m.get("data"), dict) else {}
             other = tested.get("same_as_training") is False
+            tested_id = tested.get("train_fingerprint") or tested.get("pipeline_key") or tested.get("path")
             evaluation = {"split": split, "protocol": m.get("protocol"), "metric": m.get("metric"),
-                          "flip": bool(m.get("flip", False)),
-                          "eval_data": (eval_label or str(tested.get("train_fingerprint") or tested.get("path"))[:12])
-                          if other else "-"}
+                          "flip": bool(m.get("flip", False)), "eval_data": str(tested_id) if other else "-"}
             status = "done"
             break
     init, label = "", ""
     if init_from := resolved.get("init_from"):
-        init, label = _init_of(str(init_from), init_label)
+        init, label = _init_of(str(init_from), init_label, _depth)
+    if evaluation.get("eval_data", "-") != "-":
+        eval_label = eval_label or evaluation["eval_data"][:12]
     return Run(name=name or folder.name, folder=folder, seed=seed, params=params,
                data=str(resolved.get("data_fingerprint") or data_path),
                data_label=data_label or (Path(data_path).name if data_path else "?"),
-               evaluation=evaluation, metrics=metrics, status=status, init=init, init_label=label)
+               evaluation=evaluation, metrics=metrics, status=status, init=init, init_label=label,
+               eval_label=eval_label or "")
 
 
-def _init_of(init_from: str, label: str | None) -> tuple[str, str]:
-    """(grouping signature, display label) of the run a fine-tuning started from."""
+_MAX_INIT_DEPTH = 8  # pre-trainings of pre-trainings; a loop of hand-copied folders stops here
+
+
+def _init_of(init_from: str, label: str | None, depth: int) -> tuple[str, str]:
+    """(grouping signature, display label) of the run a fine-tuning started from: the pre-training run's
+    own signature (seed-free, so the seeds of one fine-tuning arm group) when its folder is readable,
+    else its path. ``label`` (the CLI's init stage arm) names it and groups it."""
     if label:
         return f"arm:{label}", label
-    try:
-        pre = read_run(init_from)
-    except (ConfigError, DataError, OSError):
-        return f"path:{init_from}", Path(init_from).parent.name[:12] or init_from
-    return f"run:{_signature(pre)}", f"a run on {pre.data_label}"
+    path = Path(init_from)
+    folder = path.parent if path.suffix == ".pt" else path  # an init_model bound to a train-reid's weights
+    if depth < _MAX_INIT_DEPTH:
+        try:
+            pre = read_run(folder, _depth=depth + 1)
+        except (ConfigError, DataError, OSError, ValueError):
+            pre = None
+        if pre is not None:
+            return f"run:{_signature(pre)}", f"a run on {pre.data_label}"
+    return f"path:{folder}", folder.parent.name[:12] or str(folder)
 
 
 def _defaults() -> dict[str, Any]:
@@ -234,6 +248,8 @@ def _value(run: Run, key: str) -> Any:
         return run.data_label
     if key == "init":
         return run.init_label or "-"
+    if key == "eval_data":
+        return run.eval_label or "-"
     if key in _EVAL_KEYS:
         return run.evaluation.get(key)
     return run.params.get(key)

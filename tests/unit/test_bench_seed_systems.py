@@ -34,14 +34,18 @@ def test_the_dry_mode_shows_each_runs_stages_and_workspace(shared_dir):
 
 
 STUB = """#!/usr/bin/env bash
-# stands in for the reidaug CLI: records its calls; status prints a table like the real one
+# stands in for the reidaug CLI: records its calls; status prints a table like the real one (whole keys with
+# --full-keys, else their first 12 characters)
 echo "$*" >> "$CALLS"
+k() { if [[ "$ARGS" == *--full-keys* ]]; then echo "$1"; else echo "${1:0:12}"; fi; }
+ARGS="$*"
 case "$1" in
   status) printf 'stage                key           state\\n' ;
-          printf 'evaluate-posefusion  %s  %s\\n' "$KEY" "$STATE" ;
-          printf 'evaluate-pnfusion    %s  cached\\n' "$KEY2" ;
+          printf 'evaluate-posefusion  %s  %s\\n' "$(k "$KEY")" "$STATE" ;
+          printf 'evaluate-pnfusion    %s  cached\\n' "$(k "$KEY2")" ;
           i=0; for n in cyclegan ptgan spgan; do
-            printf 'score-%s  %s%s  cached\\n' "$n" "$SCOREKEY" $i; i=$((i+1)); done ;
+            printf 'score-%s  %s  %s\\n' "$n" "$(k "$SCOREKEY$i$SCORETAIL")" "$SCORESTATE"; i=$((i+1)); done ;
+          printf 'syn-raw-s0  %s  missing\\n' "$(k "$RAWKEY")" ;
           printf 'workspace: %s\\n' "$WS" ;;
   compare) if [[ "$*" == *--format\\ json* ]]; then out=${@: -1}; echo '{"runs": []}' > "$out"; fi ;;
 esac
@@ -54,8 +58,8 @@ def stub(tmp_path):
     cli.write_text(STUB)
     cli.chmod(0o755)
     ws = tmp_path / "my workspace"  # a space in the path
-    key = "3914f4aeac54"
-    entry = ws / "cache" / "evaluate-posefusion" / key[:2] / (key + "0" * 52)
+    key = "3914f4aeac54" + "0" * 52
+    entry = ws / "cache" / "evaluate-posefusion" / key[:2] / key
     entry.mkdir(parents=True)
     (entry / "meta.json").write_text("{}")
     (entry / "metrics.json").write_text('{"fusions": {}}')
@@ -63,8 +67,8 @@ def stub(tmp_path):
     stale = entry.with_name(entry.name + ".partial")  # a partial entry of the same key is never the result
     stale.mkdir()
     (stale / "meta.json").write_text("{}")
-    key2 = "d113e0dbfd2d"  # evaluate-pnfusion: an evaluate-posefusion entry under another instance name
-    pn = ws / "cache" / "evaluate-posefusion" / key2[:2] / (key2 + "1" * 52)
+    key2 = "d113e0dbfd2d" + "1" * 52  # evaluate-pnfusion: an evaluate-posefusion entry under another name
+    pn = ws / "cache" / "evaluate-posefusion" / key2[:2] / key2
     pn.mkdir(parents=True)
     (pn / "meta.json").write_text("{}")
     (pn / "metrics.json").write_text('{"pose_model": true}')
@@ -79,7 +83,8 @@ def stub(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     env = {"REIDAUG": str(cli), "CALLS": str(tmp_path / "calls"), "KEY": key, "KEY2": key2, "SCOREKEY": score_key,
-           "STATE": "cached", "WS": str(ws), "RESULTS": str(results), "RECORDS": str(tmp_path / "records")}
+           "STATE": "cached", "WS": str(ws), "RESULTS": str(results), "RECORDS": str(tmp_path / "records"),
+           "SCORETAIL": "2" * 52, "SCORESTATE": "cached", "RAWKEY": "5" * 64}
     return env, entry, results
 
 
@@ -135,7 +140,7 @@ def test_until_runs_the_named_stages_in_order_archiving_after_each_then_the_tabl
     env, entry, results = stub
     proc = script("transfer", **env, UNTIL="syn-raw-s0 real-re-e18-s0")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    calls = Path(env["CALLS"]).read_text().splitlines()
+    calls = [c for c in Path(env["CALLS"]).read_text().splitlines() if not c.startswith("status")]
     config, records = "configs/real/synthetic_to_cuhk01.yaml", env["RECORDS"]
     assert calls[:4] == [f"run {config} --until syn-raw-s0", f"archive {config} --to {records}",
                          f"run {config} --until real-re-e18-s0", f"archive {config} --to {records}"]
@@ -159,11 +164,29 @@ def test_a_score_stage_missing_from_the_cache_is_read_from_its_record(stub, tmp_
     cache = Path(env["WS"]) / "cache" / "score-fakes"
     shutil.rmtree(cache)  # the machine that scored them is gone; their records remain
     for i in range(3):
-        rec = Path(env["RECORDS"]) / "score-fakes" / f"{env['SCOREKEY']}{i}"  # the stub's "full" key
+        rec = Path(env["RECORDS"]) / "score-fakes" / f"{env['SCOREKEY']}{i}{env['SCORETAIL']}"
         rec.mkdir(parents=True)
         (rec / "meta.json").write_text("{}")
         (rec / "metrics.json").write_text(f'{{"from_record": {i}}}')
-    proc = script("transfer", **env)
+    proc = script("transfer", **{**env, "SCORESTATE": "missing"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     scores = json.loads((results / "transfer_scores_cuhk01.json").read_text())
     assert scores == {f"score-{n}": {"from_record": i} for i, n in enumerate(("cyclegan", "ptgan", "spgan"))}
+
+
+def test_until_skips_a_recorded_target_and_a_partial_run_leaves_the_scores_for_later(stub):
+    env, entry, results = stub
+    rec = Path(env["RECORDS"]) / "train-reid" / env["RAWKEY"]
+    rec.mkdir(parents=True)
+    (rec / "meta.json").write_text("{}")
+    shutil_rm = __import__("shutil").rmtree
+    shutil_rm(Path(env["WS"]) / "cache" / "score-fakes")  # the scores not measured yet, anywhere
+    proc = script("transfer", **{**env, "SCORESTATE": "missing"}, UNTIL="syn-raw-s0 real-re-e18-s0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"syn-raw-s0: recorded ({rec}), skipped" in proc.stdout
+    calls = Path(env["CALLS"]).read_text().splitlines()
+    config = "configs/real/synthetic_to_cuhk01.yaml"
+    assert f"run {config} --until syn-raw-s0" not in calls and f"run {config} --until real-re-e18-s0" in calls
+    assert "transfer_scores_cuhk01.json not written: score-cyclegan score-ptgan score-spgan" in proc.stdout
+    assert not (results / "transfer_scores_cuhk01.json").exists()
+    assert (results / "transfer_cuhk01.json").exists()  # the re-ID table so far is written

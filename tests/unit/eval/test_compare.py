@@ -154,4 +154,21 @@ def test_runs_tested_on_another_file_are_another_arm(tmp_path: Path) -> None:
     rec = compare([read_run(own), read_run(other, eval_label="export-real")])
     assert set(rec["arms"]) == {"own", "cross"} and rec["columns"] == ["eval_data"]
     assert rec["arms"]["cross"]["params"]["eval_data"] == "export-real"
-    assert read_run(other).evaluation["eval_data"] == "fp-target-01"  # the fingerprint, shortened
+    unlabelled = read_run(other)  # grouped by the whole fingerprint, named by its start
+    assert unlabelled.evaluation["eval_data"] == "fp-target-0123456789" and unlabelled.eval_label == "fp-target-01"
+    # a test-only file (no train split, no fingerprint): its path, whole, so two such files stay two arms
+    for run, path in ((own, "/work/shared/data/a/test_only.h5"), (other, "/work/shared/data/b/test_only.h5")):
+        m = json.loads((run / "metrics.json").read_text())
+        m["data"] = {"same_as_training": False, "train_fingerprint": None, "path": path}
+        (run / "metrics.json").write_text(json.dumps(m))
+    assert len(compare([read_run(own), read_run(other)])["arms"]) == 2
+
+
+def test_a_loop_of_pre_trainings_ends_and_weights_files_name_their_run(tmp_path: Path) -> None:
+    """A config whose init_from is its own folder (hand-copied folders) reads, not recursing without end;
+    an init_from that is a run's model.pt is read as that run."""
+    loop = _finetune(tmp_path, "loop-s0", 0, 0.5, tmp_path / "loop-s0")
+    assert read_run(loop).init.startswith("run:")
+    pre = fake_run(tmp_path, "pre-s0", 0, 0.1, 0.1, data="fp-syn")
+    ft = _finetune(tmp_path, "ft-s0", 0, 0.5, pre / "model.pt")
+    assert read_run(ft).init_label == "a run on fp-syn.h5"
