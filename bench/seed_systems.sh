@@ -14,8 +14,8 @@
 # missing from this machine's cache from there (`compare --records`). Commit the records: a campaign longer
 # than one machine's life (the cache is lost with it) continues on the next one. An UNTIL target that has a
 # record is skipped (a plain run without UNTIL runs the whole config, recorded stages included); what a
-# missing target needs is retrained (the trainings are deterministic at their pinned thread count: measured
-# across two VMs, so a retrained model is the one that was lost).
+# missing target needs is retrained. The re-ID trainer gave the same digits on two VMs; a CycleGAN retrained
+# on another VM came out another model: put all the arms of one GAN (and its score stage) in one UNTIL list.
 #
 # Needs ../shared/data/cuhk01 and ../shared/models (MoveNet, the judge) beside the repository, as the configs
 # say. CPU budget measured on the 2-core VMs (2026-12-06/07; the second VM ran about 2.3x slower):

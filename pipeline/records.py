@@ -13,8 +13,11 @@ for each finished entry of the measuring stages, its ``meta.json`` and its text 
 --records DIR`` reads a ``train-reid`` stage that is not in the cache from its record
 (:func:`find_record`). A record is found only through its key, so a changed param, input or stage
 version finds none: a table assembled from records of several machines is the table one machine
-would have computed, provided the stages are deterministic (the trainer is, at its pinned thread
-count, on one CPU type; another CPU's math library may pick other kernels and round differently).
+would have computed, provided the stages are deterministic on the machines involved: the re-ID trainer
+gave the same digits on two VMs a day apart (2026-12-06 / 07), but a CycleGAN retrained on another VM
+came out another model (the math library picks kernels by CPU, and a GAN amplifies the rounding), so a
+record notes the machine it was archived on (``archived_on``), and the arms that use one GAN belong in
+one session.
 A record is written once: archiving an entry whose record exists keeps the record and compares their
 metrics files, so a re-run on another machine that measured something else is reported (``differs``),
 never silently replaced. Records are never cache entries: no stage reads one as an input, and a record
@@ -99,10 +102,32 @@ def save_record(entry: str | os.PathLike[str], root: str | os.PathLike[str], kin
         write_json(tmp / RECORD, {
             "stage": stage, "kind": kind, "key": key, "pipeline": pipeline,
             "archived": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "archived_on": machine(),
             "left_out": [{"file": rel, "bytes": size} for rel, size in left_out],
             "note": "reports of a finished cache entry (no weights, no chunk data); reidaug archive wrote it",
         })
     return Saved(dest, "written", tuple(keep), tuple(left_out))
+
+
+def machine() -> dict[str, object]:
+    """The CPU model and the vector extensions its math libraries choose kernels by (Linux), and Python's
+    platform: what to compare when two records of one key differ."""
+    import platform
+
+    cpu, isa = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name" and value.strip():
+            cpu = value.strip()
+        elif name.strip() == "flags":
+            isa = sorted(x for x in value.split() if x.startswith(("avx", "fma", "amx", "sse4")))
+            break
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def find_record(root: str | os.PathLike[str] | None, kind: str, key: str) -> Path | None:

@@ -36,6 +36,7 @@ def test_a_record_keeps_the_text_reports_only_and_names_what_was_too_big(tmp_pat
     assert files == ["meta.json", "record.json", "run/config.json", "run/metrics.json"]
     info = json.loads((saved.path / "record.json").read_text())
     assert info["stage"] == "s0" and info["key"] == key
+    assert info["archived_on"]["cpu"] and isinstance(info["archived_on"]["isa"], list)
     assert info["left_out"] == [{"file": "run/train_log.jsonl", "bytes": 3000}]
     assert find_record(tmp_path / "rec", "train-reid", key) == saved.path
     assert find_record(tmp_path / "rec", "train-reid", "ab" + "2" * 62) is None
