@@ -93,6 +93,13 @@ def test_cli_reads_a_pipelines_train_reid_stages_from_the_cache(tmp_path: Path) 
             params: {{backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8,
                       lr: {lr}, seed: {seed}, num_workers: 0, log_every: 2}}
         """) for name, lr, seed in (("base-s0", 0.001, 0), ("base-s1", 0.001, 1), ("fast-s0", 0.01, 0)))
+    stages += textwrap.dedent("""\
+          tune-s0:
+            uses: train-reid
+            inputs: {data: export-hdf5.hdf5, init_model: base-s0.model}
+            params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8,
+                      lr: 0.001, seed: 0, num_workers: 0, log_every: 2}
+        """)
     yaml = tmp_path / "p.yaml"
     yaml.write_text("name: cmp\nstages:\n  demo-data: {params: {num_ids: 6, images_per_id_per_cam: 2, height: 64, "
                     "width: 32}}\n  ingest: {params: {format: market1501}, inputs: {source: demo-data.dataset}}\n"
@@ -112,7 +119,9 @@ def test_cli_reads_a_pipelines_train_reid_stages_from_the_cache(tmp_path: Path) 
                                     "-o", str(target)])
     assert out.exit_code == 0, out.output
     rec = json.loads(target.read_text())
-    assert rec["columns"] == ["lr"] and set(rec["arms"]) == {"base", "fast"}
+    # tune-s0 has base-s0's params and data: its init (the CLI names the init stage's arm) makes it another arm
+    assert rec["columns"] == ["lr", "init"] and set(rec["arms"]) == {"base", "fast", "tune"}
+    assert rec["arms"]["tune"]["params"]["init"] == "base" and rec["arms"]["base"]["params"]["init"] == "-"
     assert rec["paired"]["fast"]["seeds"] == ["0"]
 
 
