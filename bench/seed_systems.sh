@@ -21,7 +21,7 @@
 # say. CPU budget measured on the 2-core VMs (2026-12-06/07; the second VM ran about 2.3x slower):
 #   fusion    configs/real/cuhk01_posegan.yaml -> evaluate-posefusion: PG2 5,000 steps, a real-only re-ID model,
 #             1 + 8 views of 1,944 test images (~1.5-2 h on the slower VM)
-#   transfer  configs/real/synthetic_to_cuhk01.yaml: three CycleGANs and 21 re-ID arms (~3.5 h fast, ~8 h slow)
+#   transfer  configs/real/synthetic_to_cuhk01.yaml: three CycleGANs and 24 re-ID arms (~4 h fast, ~9 h slow)
 #   dgnet     configs/real/cuhk01_dgnet.yaml: DG-Net 3,000 steps and 9 re-ID arms (~2-3 h fast)
 #   lsro      configs/real/cuhk01_lsro.yaml (already measured; with its cache in place the run only checks it)
 #   pnfusion  configs/real/cuhk01_posegan.yaml -> evaluate-pnfusion: PN-GAN's two models (8 x 1,940 canonical
