@@ -106,8 +106,8 @@ for name in "${RUNS[@]}"; do
     cat "$found/metrics.md"
   else
     if [[ -n "${UNTIL:-}" ]]; then
+      table=$("$REIDAUG" status "$config" --full-keys)  # the keys; running a target changes none of them
       for target in $UNTIL; do
-        table=$("$REIDAUG" status "$config" --full-keys)
         rec=$(recorded "$(key_of "$target")")
         if [[ -n $rec ]]; then  # measured before (this key): its record stands, nothing is retrained for it
           echo "-- $target: recorded ($rec), skipped"
@@ -126,18 +126,16 @@ for name in "${RUNS[@]}"; do
     if [[ -n "${SCORES[$name]:-}" ]]; then  # the generation scores beside the re-ID table: {stage: metrics.json}
       stages=(${SCORES[$name]})
       table=$("$REIDAUG" status "$config" --full-keys)
-      entries=()
-      if [[ -n "${UNTIL:-}" ]]; then  # a partial run: the scores file waits until every score stage is measured
-        notyet=()
-        for stage in "${stages[@]}"; do
-          if e=$(entry "$stage" 2>/dev/null); then entries+=("$e"); else notyet+=("$stage"); fi
-        done
-        if [[ ${#notyet[@]} -gt 0 ]]; then
+      entries=() notyet=()
+      for stage in "${stages[@]}"; do  # all found before anything is written
+        if e=$(entry "$stage" 2>/dev/null); then entries+=("$e"); else notyet+=("$stage"); fi
+      done
+      if [[ ${#notyet[@]} -gt 0 ]]; then
+        if [[ -n "${UNTIL:-}" ]]; then  # a partial run: the scores file waits until every score stage is measured
           echo "-- ${name}_scores_cuhk01.json not written: ${notyet[*]} neither finished nor recorded yet"
           continue
         fi
-      else
-        for stage in "${stages[@]}"; do entries+=("$(entry "$stage")"); done  # all found before anything is written
+        entry "${notyet[0]}" >/dev/null  # says which and why, and exits 1
       fi
       out="$RESULTS/${name}_scores_cuhk01.json"
       sep=""

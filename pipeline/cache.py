@@ -98,7 +98,8 @@ def damaged_chunks(entry: Path, meta: dict[str, Any], *, full: bool = False) -> 
     return bad
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -129,7 +130,7 @@ class Cache:
         entry = self.entry_dir(stage, key)
         if not entry.is_dir():
             return None
-        meta = _read_json(entry / META)
+        meta = read_json_object(entry / META)
         if meta is None or meta.get("key") != key:
             if not repair:
                 log.warning("cache entry %s is corrupted (meta.json missing or unreadable); a run will recompute it",
@@ -164,7 +165,7 @@ class Cache:
         return done
 
     def read_plan(self, stage: str, key: str) -> dict[str, Any] | None:
-        return _read_json(self.partial_dir(stage, key) / PLAN)
+        return read_json_object(self.partial_dir(stage, key) / PLAN)
 
     def state(self, stage: str, key: str, *, repair: bool = False) -> EntryState:
         meta = self.load_meta(stage, key, repair=repair)
@@ -201,7 +202,7 @@ class Cache:
         os.replace(entry, partial)
         for name in damaged:
             (partial / CHUNK_DIR / name).unlink(missing_ok=True)
-        old_stats = (_read_json(partial / META) or {}).get("chunk_stats") or []
+        old_stats = (read_json_object(partial / META) or {}).get("chunk_stats") or []
         for i, stats in enumerate(old_stats):  # the kept chunks keep their run records
             if stats and isinstance(stats, dict) and chunk_name(i) not in damaged:
                 write_json(partial / STATS_DIR / chunk_name(i, ".json"), stats)

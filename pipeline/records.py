@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Iterable
 
 from reidaug.io.atomic import atomic_path, write_json
+from reidaug.pipeline.cache import read_json_object
 from reidaug.pipeline.context import CHUNK_DIR
 
 META = "meta.json"
@@ -82,9 +82,9 @@ def save_record(entry: str | os.PathLike[str], root: str | os.PathLike[str], kin
     unless its record is there: then the record stays, and the metrics files that differ are named."""
     entry = Path(entry)
     meta_path = entry / META
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{entry} is not a finished cache entry: it has no {META}")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json_object(meta_path)
+    if meta is None:
+        raise FileNotFoundError(f"{entry} is not a finished cache entry: it has no readable {META}")
     if meta.get("key") != key:
         raise ValueError(f"{meta_path} is the entry of key {meta.get('key')!r}, not {key!r}")
     dest = record_dir(root, kind, key)
@@ -136,11 +136,8 @@ def find_record(root: str | os.PathLike[str] | None, kind: str, key: str) -> Pat
     if root is None:
         return None
     dest = record_dir(root, kind, key)
-    try:
-        meta = json.loads((dest / META).read_text())
-    except (OSError, ValueError):
-        return None
-    return dest if isinstance(meta, dict) and meta.get("key") == key else None
+    meta = read_json_object(dest / META)
+    return dest if meta is not None and meta.get("key") == key else None
 
 
 def kinds_or_default(kinds: Iterable[str]) -> tuple[str, ...]:

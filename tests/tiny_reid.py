@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -99,4 +99,24 @@ def write_reid_h5(path: Path, num_ids: int = 5, num_cams: int = 2, per_cam: int 
         w.append("query", images=imgs_a[q], pid=pids_a[q], camid=cams_a[q])
         if g.any():
             w.append("gallery", images=imgs_a[g], pid=pids_a[g], camid=cams_a[g])
+    return path
+
+
+def write_reid_pipeline(path: Path, name: str, arms: Sequence[tuple[str, float, int]],
+                        fine_tunings: Sequence[tuple[str, str]] = ()) -> Path:
+    """A pipeline YAML at ``path``: the synthetic dataset (6 identities) ingested and exported at 64 x 32,
+    a tiny ``train-reid`` stage for each ``(stage, lr, seed)`` of ``arms``, and one for each ``(stage,
+    init stage)`` of ``fine_tunings`` that starts from that stage's model (lr 0.001, seed 0)."""
+    def stage(stage_name: str, lr: float, seed: int, init: str | None = None) -> str:
+        inputs = "data: export-hdf5.hdf5" + (f", init_model: {init}.model" if init else "")
+        return (f"  {stage_name}:\n    uses: train-reid\n    inputs: {{{inputs}}}\n"
+                f"    params: {{backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, "
+                f"train_batch_size: 8,\n              lr: {lr}, seed: {seed}, num_workers: 0, log_every: 2}}\n")
+
+    path.write_text(f"name: {name}\nstages:\n"
+                    "  demo-data: {params: {num_ids: 6, images_per_id_per_cam: 2, height: 64, width: 32}}\n"
+                    "  ingest: {params: {format: market1501}, inputs: {source: demo-data.dataset}}\n"
+                    "  export-hdf5: {params: {image_height: 64, image_width: 32}}\n"
+                    + "".join(stage(*arm) for arm in arms)
+                    + "".join(stage(ft, 0.001, 0, init) for ft, init in fine_tunings))
     return path

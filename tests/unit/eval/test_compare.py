@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from click.testing import CliRunner
 from reidaug.cli import main
 from reidaug.errors import ConfigError
 from reidaug.eval.compare import compare, read_run, render
+from tiny_reid import write_reid_pipeline
 
 
 def fake_run(root: Path, name: str, seed: int, rank1: float, map_: float, *, split: str = "test",
@@ -86,25 +86,9 @@ def test_bad_sources_and_baselines_say_the_fix(tmp_path: Path, runs: list[Path])
 def test_cli_reads_a_pipelines_train_reid_stages_from_the_cache(tmp_path: Path) -> None:
     """Two seeds of a tiny real-only run and one with another lr, trained by `reidaug run`; a stage
     not yet run is listed as missing, not dropped."""
-    stages = "".join(textwrap.dedent(f"""\
-          {name}:
-            uses: train-reid
-            inputs: {{data: export-hdf5.hdf5}}
-            params: {{backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8,
-                      lr: {lr}, seed: {seed}, num_workers: 0, log_every: 2}}
-        """) for name, lr, seed in (("base-s0", 0.001, 0), ("base-s1", 0.001, 1), ("fast-s0", 0.01, 0)))
-    stages += textwrap.dedent("""\
-          tune-s0:
-            uses: train-reid
-            inputs: {data: export-hdf5.hdf5, init_model: base-s0.model}
-            params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8,
-                      lr: 0.001, seed: 0, num_workers: 0, log_every: 2}
-        """)
-    yaml = tmp_path / "p.yaml"
-    yaml.write_text("name: cmp\nstages:\n  demo-data: {params: {num_ids: 6, images_per_id_per_cam: 2, height: 64, "
-                    "width: 32}}\n  ingest: {params: {format: market1501}, inputs: {source: demo-data.dataset}}\n"
-                    "  export-hdf5: {params: {image_height: 64, image_width: 32}}\n"
-                    + textwrap.indent(stages, "  "))
+    yaml = write_reid_pipeline(tmp_path / "p.yaml", "cmp",
+                               [("base-s0", 0.001, 0), ("base-s1", 0.001, 1), ("fast-s0", 0.01, 0)],
+                               fine_tunings=[("tune-s0", "base-s0")])
     ws = tmp_path / "ws"
     for until in ("base-s0", "base-s1"):
         ran = CliRunner().invoke(main, ["run", str(yaml), "-w", str(ws), "--until", until])

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from reidaug.cli import main
 from reidaug.pipeline.records import find_record, save_record
+from tiny_reid import write_reid_pipeline
 
 
 def _entry(tmp_path: Path, key: str = "ab" + "1" * 62) -> Path:
@@ -63,19 +63,8 @@ def test_a_record_whose_meta_names_another_key_is_not_found(tmp_path: Path) -> N
 
 
 def _pipeline(tmp_path: Path, lr_fast: float = 0.01) -> Path:
-    stages = "".join(textwrap.dedent(f"""\
-          {name}:
-            uses: train-reid
-            inputs: {{data: export-hdf5.hdf5}}
-            params: {{backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 1, train_batch_size: 8,
-                      lr: {lr}, seed: {seed}, num_workers: 0, log_every: 2}}
-        """) for name, lr, seed in (("base-s0", 0.001, 0), ("base-s1", 0.001, 1), ("fast-s0", lr_fast, 0)))
-    yaml = tmp_path / "p.yaml"
-    yaml.write_text("name: rec\nstages:\n  demo-data: {params: {num_ids: 6, images_per_id_per_cam: 2, height: 64, "
-                    "width: 32}}\n  ingest: {params: {format: market1501}, inputs: {source: demo-data.dataset}}\n"
-                    "  export-hdf5: {params: {image_height: 64, image_width: 32}}\n"
-                    + textwrap.indent(stages, "  "))
-    return yaml
+    return write_reid_pipeline(tmp_path / "p.yaml", "rec",
+                               [("base-s0", 0.001, 0), ("base-s1", 0.001, 1), ("fast-s0", lr_fast, 0)])
 
 
 def test_compare_reads_archived_runs_of_another_workspace_by_key(tmp_path: Path) -> None:
