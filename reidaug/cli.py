@@ -444,6 +444,7 @@ def compare(sources, workspace, sets, baseline, fmt, output, records):
                 key = graph.keys[name]
                 data = node.inputs["data"][0]
                 labels = {"data_label": data, "init_label": _arm_of(node.inputs.get("init_model")),
+                          "init_group": _seedless_key(graph, node.inputs.get("init_model")),
                           "eval_label": _arm_of(node.inputs.get("eval_data"), strip_seed=False)}
                 if cache.state(node.spec.name, key).status == "cached":
                     runs.append(read_run(cache.entry_dir(node.spec.name, key) / "run", name=name, **labels))
@@ -462,6 +463,23 @@ def compare(sources, workspace, sets, baseline, fmt, output, records):
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+def _seedless_key(graph, binding) -> str | None:
+    """What the stage an ``init_model`` slot is bound to was computed from, less its ``seed``: its key
+    material (stage, version, params, inputs' keys) hashed without the seed param, and, where it was
+    itself fine-tuned, with its own init's seedless key. The seeds of one pre-training arm share it;
+    same-named stages of two pipelines that differ in anything else do not."""
+    from reidaug.pipeline.hashing import stable_hash
+
+    if not binding:
+        return None
+    stage, output = binding
+    material = dict(graph.material[stage])
+    material["params"] = {k: v for k, v in material["params"].items() if k != "seed"}
+    if (init := graph.nodes[stage].inputs.get("init_model")) is not None:
+        material["inputs"] = dict(material["inputs"]) | {"init_model": _seedless_key(graph, init)}
+    return stable_hash([material, output])
 
 
 def _arm_of(binding, strip_seed: bool = True) -> str | None:

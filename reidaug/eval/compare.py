@@ -78,12 +78,15 @@ class Arm:
 
 
 def read_run(folder: str | Path, name: str | None = None, data_label: str | None = None,
-             init_label: str | None = None, eval_label: str | None = None, _depth: int = 0) -> Run:
+             init_label: str | None = None, eval_label: str | None = None, init_group: str | None = None,
+             _depth: int = 0) -> Run:
     """A run folder (``config.json`` + ``metrics.json`` or ``metrics_val.json``) as a :class:`Run`.
 
     A fine-tuned run (``init_from``, a ``train-reid`` ``init_model``) is another arm than the same recipe
     started from ImageNet, and fine-tunings of different pre-trainings are different arms: ``init_label``
-    names the pre-training arm (the CLI passes the init stage's name without its seed); without it the
+    names the pre-training arm (the CLI passes the init stage's name without its seed) and ``init_group``
+    identifies it (the CLI passes the init stage's pipeline key material less its seed, so the seeds of one
+    pre-training arm share it and same-named stages of two pipelines that differ do not); without them the
     pre-training run's own folder is read when it is there (its arm signature), else its path stands.
     Likewise a run tested on another file than it trained on (``eval_data``) differs by that file's
     fingerprint (its pipeline key, else its path); ``eval_label`` only names it."""
@@ -117,7 +120,7 @@ def read_run(folder: str | Path, name: str | None = None, data_label: str | None
             break
     init, label = "", ""
     if init_from := resolved.get("init_from"):
-        init, label = _init_of(str(init_from), init_label, _depth)
+        init, label = _init_of(str(init_from), init_label, init_group, _depth)
     if evaluation.get("eval_data", "-") != "-":
         eval_label = eval_label or evaluation["eval_data"][:12]
     return Run(name=name or folder.name, folder=folder, seed=seed, params=params,
@@ -130,12 +133,13 @@ def read_run(folder: str | Path, name: str | None = None, data_label: str | None
 _MAX_INIT_DEPTH = 8  # pre-trainings of pre-trainings; a loop of hand-copied folders stops here
 
 
-def _init_of(init_from: str, label: str | None, depth: int) -> tuple[str, str]:
+def _init_of(init_from: str, label: str | None, group: str | None, depth: int) -> tuple[str, str]:
     """(grouping signature, display label) of the run a fine-tuning started from: the pre-training run's
     own signature (seed-free, so the seeds of one fine-tuning arm group) when its folder is readable,
-    else its path. ``label`` (the CLI's init stage arm) names it and groups it."""
+    else its path. ``label`` (the CLI's init stage arm) names it; ``group`` (its seed-free key) groups it,
+    else the label does."""
     if label:
-        return f"arm:{label}", label
+        return (f"stage:{group}" if group else f"arm:{label}"), label
     path = Path(init_from)
     folder = path.parent if path.suffix == ".pt" else path  # an init_model bound to a train-reid's weights
     if depth < _MAX_INIT_DEPTH:
@@ -181,6 +185,11 @@ def group_runs(runs: Iterable[Run]) -> list[Arm]:
         for a in out:
             if sum(b.name == a.name for b in out) > 1:
                 a.name = "/".join(r.name for r in a.runs)
+        seen: dict[str, int] = {}
+        for a in out:  # same-named stages of two pipelines: still the same; number them in order
+            seen[a.name] = seen.get(a.name, 0) + 1
+            if seen[a.name] > 1 or sum(b.name == a.name for b in out) > 1:
+                a.name = f"{a.name} ({seen[a.name]})"
         names = {a.name: a for a in out}
     for r in pending:
         base = m["arm"] if (m := SEED_SUFFIX.match(r.name)) else r.name

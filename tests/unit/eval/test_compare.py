@@ -109,6 +109,26 @@ def test_cli_reads_a_pipelines_train_reid_stages_from_the_cache(tmp_path: Path) 
     assert rec["paired"]["fast"]["seeds"] == ["0"]
 
 
+def test_cli_keeps_fine_tunings_of_two_pipelines_apart_when_their_pre_trainings_differ(tmp_path: Path) -> None:
+    """Two YAMLs with the same stage names: base-s0 differs (lr), tune-s0 (its fine-tuning) has the same
+    params and data in both. The init stage's name is the same; its seedless key is not: two arms."""
+    yamls = [write_reid_pipeline(tmp_path / f"{name}.yaml", name, [("base-s0", lr, 0)],
+                                 fine_tunings=[("tune-s0", "base-s0")])
+             for name, lr in (("one", 0.001), ("two", 0.01))]
+    ws = tmp_path / "ws"
+    for yaml in yamls:
+        ran = CliRunner().invoke(main, ["run", str(yaml), "-w", str(ws)])
+        assert ran.exit_code == 0, ran.output
+    target = tmp_path / "cmp.json"
+    out = CliRunner().invoke(main, ["compare", *map(str, yamls), "-w", str(ws), "--format", "json",
+                                    "-o", str(target)])
+    assert out.exit_code == 0, out.output
+    arms = json.loads(target.read_text())["arms"]
+    tunes = {name: arm for name, arm in arms.items() if arm["params"]["init"] != "-"}
+    assert len(arms) == 4 and len(tunes) == 2, arms
+    assert all(arm["n"] == 1 and arm["params"]["init"] == "base" for arm in tunes.values())
+
+
 def _finetune(root: Path, name: str, seed: int, rank1: float, init: Path | str, **kw) -> Path:
     d = fake_run(root, name, seed, rank1, rank1 + 0.02, **kw)
     cfg = json.loads((d / "config.json").read_text())
