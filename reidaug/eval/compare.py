@@ -292,6 +292,8 @@ def _pm(d: dict[str, float] | None, n: int = 2) -> str:
 
 
 def _cell(v: Any) -> str:
+    if v is None:  # a param left at "not set" (sources: every source; no init): as the init column shows it
+        return "-"
     return json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v)
 
 

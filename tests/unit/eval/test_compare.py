@@ -67,6 +67,14 @@ def test_markdown_csv_and_json(runs: list[Path]) -> None:
     assert back["baseline"] == "real" and back["arms"]["aug"]["seeds"]["0"]["rank1"] == pytest.approx(0.34)
 
 
+def test_a_param_left_unset_reads_as_a_dash(tmp_path: Path) -> None:
+    """sources None (every source) beside ["camstyle"]: the table says -, not Python's None."""
+    rec = compare([read_run(fake_run(tmp_path, "raw-s0", 0, 0.1, 0.1, sources=None)),
+                   read_run(fake_run(tmp_path, "gan-s0", 0, 0.1, 0.1, sources=["camstyle"]))])
+    md = render(rec, "md")
+    assert "| raw | 1 | - |" in md and '| gan | 1 | ["camstyle"] |' in md and "None" not in md
+
+
 def test_validation_and_test_runs_are_never_one_arm(tmp_path: Path) -> None:
     a = fake_run(tmp_path, "r-s0", 0, 0.3, 0.3)
     b = fake_run(tmp_path, "r-s1", 1, 0.4, 0.4, split="val")
