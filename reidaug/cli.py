@@ -504,7 +504,10 @@ def _arm_of(binding, strip_seed: bool = True) -> str | None:
                    "and evaluate stages).")
 @click.option("--max-file-kb", default=2048, show_default=True, type=click.IntRange(1),
               help="Report files larger than this are left out (and named).")
-def archive(pipeline, dest, workspace, sets, kinds, max_file_kb):
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a finished stage's reports differ from its record (a check that a stage gives "
+                   "the same numbers on this machine); without it that is a warning.")
+def archive(pipeline, dest, workspace, sets, kinds, max_file_kb, strict):
     """Keep the records of a pipeline's finished measuring stages: each cache entry's meta.json and text
     reports (metrics, run config, training log), no weights or images, under the cache's key in DEST.
 
@@ -549,6 +552,8 @@ def archive(pipeline, dest, workspace, sets, kinds, max_file_kb):
             unchanged += 1
     click.echo(f"records in {dest}: {written} written, {unchanged} unchanged, {differ} differ, {earlier} recorded "
                f"earlier (not in this cache), {missing} stages neither finished nor recorded")
+    if strict and differ:
+        raise click.exceptions.Exit(1)
 
 
 @main.command()

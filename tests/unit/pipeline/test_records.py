@@ -101,6 +101,14 @@ def test_compare_reads_archived_runs_of_another_workspace_by_key(tmp_path: Path)
     out = CliRunner().invoke(main, ["archive", str(yaml), "-w", str(second), "--to", str(records)])
     summary = "1 written, 0 unchanged, 0 differ, 2 recorded earlier (not in this cache), 0 stages neither"
     assert summary in out.output, out.output
+    # fast-s0 measured again elsewhere with another result: a warning, or with --strict a failure
+    fast_key = next(p.parent for p in records.glob("train-reid/*/record.json")
+                    if json.loads(p.read_text())["stage"] == "fast-s0")
+    (fast_key / "run" / "metrics.json").write_text('{"rank1": 0.01}')
+    for flags, code in (([], 0), (["--strict"], 1)):
+        out = CliRunner().invoke(main, ["archive", str(yaml), "-w", str(second), "--to", str(records), *flags])
+        assert out.exit_code == code and "0 written, 0 unchanged, 1 differ" in out.output, out.output
+        assert "fast-s0" in out.output and "differ from the record" in out.output
     (tmp_path / "other").mkdir()  # base unchanged, fast with another lr: another key, no record
     changed = _pipeline(tmp_path / "other", lr_fast=0.02)
     out = CliRunner().invoke(main, ["compare", str(changed), "-w", str(tmp_path / "ws3"), "--records", str(records),
