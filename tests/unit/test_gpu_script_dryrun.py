@@ -38,11 +38,30 @@ def test_the_speed_step_runs_in_the_dry_run(tmp_path):
                for r in runs.values())
 
 
+def test_the_dgnet_step_trains_and_scores_on_cuhk01_in_the_dry_run(tmp_path):
+    """Step 4 (issue 19's DG-Net at 256 x 128 on a GPU) at 64 x 32 with a tiny encoder on the CPU: the timing
+    run, the step count it gives, the run until score-dgnet-heldout on CUHK01's held-out query identities, and
+    what comes back (scores, swap matrix, loss log), each stage in its own folder; no weights."""
+    if not (ROOT.parent / "shared" / "data" / "cuhk01").is_dir():
+        pytest.skip("needs ../shared/data/cuhk01 beside the checkout")
+    proc = dry_run(tmp_path, STEPS_TO_RUN="4")
+    out = tmp_path / "out"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "dgnet timing: 4 steps in" in log and "failed" not in log, log[-2000:]
+    scores = json.loads((out / "dgnet" / "score-dgnet" / "metrics.json").read_text())
+    assert scores["split"] == "query" and scores["num_images"] == 16
+    assert 0 < scores["ssim_self_reconstruction"]["mean"] < 1
+    assert (out / "dgnet" / "score-dgnet" / "swaps.png").is_file()
+    assert (out / "dgnet" / "train-dgnet" / "train" / "dgnet" / "losses.jsonl").is_file()
+    assert not list(out.rglob("*.pt")) and not (out / "dgnet-ws").exists()
+
+
 @pytest.mark.slow
 def test_the_whole_dry_run(tmp_path):
     proc = dry_run(tmp_path)
     out = tmp_path / "out"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("pytest_gpu.txt", "check_cuda.json", "generate_camstyle.json", "generate_pg2.json",
-                 "generate_deformable.json", "eval.json", "train_speed.json"):
+                 "generate_deformable.json", "eval.json", "train_speed.json", "dgnet/score-dgnet/metrics.json"):
         assert (out / name).is_file(), name
