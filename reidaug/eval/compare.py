@@ -17,6 +17,7 @@ folders in the cache, or to their records (``reidaug archive``).
 """
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import io
@@ -185,10 +186,11 @@ def group_runs(runs: Iterable[Run]) -> list[Arm]:
         for a in out:
             if sum(b.name == a.name for b in out) > 1:
                 a.name = "/".join(r.name for r in a.runs)
-        seen: dict[str, int] = {}
+        counts = collections.Counter(a.name for a in out)
+        seen: collections.Counter[str] = collections.Counter()
         for a in out:  # same-named stages of two pipelines: still the same; number them in order
-            seen[a.name] = seen.get(a.name, 0) + 1
-            if seen[a.name] > 1 or sum(b.name == a.name for b in out) > 1:
+            if counts[a.name] > 1:
+                seen[a.name] += 1
                 a.name = f"{a.name} ({seen[a.name]})"
         names = {a.name: a for a in out}
     for r in pending:
