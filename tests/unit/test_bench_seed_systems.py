@@ -2,7 +2,9 @@
 is refused with the list before anything runs, and its dry mode shows what is left of a run."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -95,7 +97,7 @@ def test_fusion_copies_the_finished_entrys_metrics_and_the_others_write_their_co
     assert (results / "posefusion_cuhk01.json").read_text() == '{"fusions": {}}'
     assert "| feature | rank-1 (%) |" in proc.stdout
     assert (results / "transfer_cuhk01.json").read_text().strip() == '{"runs": []}'
-    import json  # the three score stages' metrics, one JSON object keyed by stage
+    # the three score stages' metrics, one JSON object keyed by stage
     scores = json.loads((results / "transfer_scores_cuhk01.json").read_text())
     names = ("cyclegan", "ptgan", "spgan")
     assert scores == {f"score-{n}": {"freid_target": {"fd": i}} for i, n in enumerate(names)}
@@ -158,9 +160,6 @@ def test_until_is_refused_for_several_runs_or_a_fusion_run(stub):
 
 def test_a_score_stage_missing_from_the_cache_is_read_from_its_record(stub, tmp_path):
     env, entry, results = stub
-    import json
-    import shutil
-
     cache = Path(env["WS"]) / "cache" / "score-fakes"
     shutil.rmtree(cache)  # the machine that scored them is gone; their records remain
     for i in range(3):
@@ -170,6 +169,7 @@ def test_a_score_stage_missing_from_the_cache_is_read_from_its_record(stub, tmp_
         (rec / "metrics.json").write_text(f'{{"from_record": {i}}}')
     proc = script("transfer", **{**env, "SCORESTATE": "missing"})
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the three score stages' metrics, one JSON object keyed by stage
     scores = json.loads((results / "transfer_scores_cuhk01.json").read_text())
     assert scores == {f"score-{n}": {"from_record": i} for i, n in enumerate(("cyclegan", "ptgan", "spgan"))}
 
@@ -179,8 +179,7 @@ def test_until_skips_a_recorded_target_and_a_partial_run_leaves_the_scores_for_l
     rec = Path(env["RECORDS"]) / "train-reid" / env["RAWKEY"]
     rec.mkdir(parents=True)
     (rec / "meta.json").write_text("{}")
-    shutil_rm = __import__("shutil").rmtree
-    shutil_rm(Path(env["WS"]) / "cache" / "score-fakes")  # the scores not measured yet, anywhere
+    shutil.rmtree(Path(env["WS"]) / "cache" / "score-fakes")  # the scores not measured yet, anywhere
     proc = script("transfer", **{**env, "SCORESTATE": "missing"}, UNTIL="syn-raw-s0 real-re-e18-s0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"syn-raw-s0: recorded ({rec}), skipped" in proc.stdout
