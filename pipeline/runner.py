@@ -97,6 +97,15 @@ def _why(graph: Graph, cache: Cache, name: str) -> str:
     return explain_change(last, graph.material[name], upstream_names)
 
 
+def _resume_reason(why: str, partial_dir: Path) -> str:
+    """Why a partial entry is taken up again: the change, if any, and each training checkpoint it resumes from."""
+    reason = "interrupted run" + ("" if why == "never ran" else f"; {why}")
+    for where, progress in checkpoint_progress(partial_dir):
+        reason += f"; resumes {where} from its checkpoint at step {progress.get('step')}"
+        reason += f" of {progress['of']}" if progress.get("of") else ""
+    return reason
+
+
 def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
              force: frozenset[str] = frozenset()) -> list[PlanItem]:
     """What a run would do, and why, without running anything."""
@@ -110,11 +119,8 @@ def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
         elif st.status == "cached":
             items.append(PlanItem(name, spec, key, "skip", st.done, st.total, "didn't change"))
         elif st.status == "partial":
-            reason = "interrupted run" + ("" if why == "never ran" else f"; {why}")
-            for where, progress in checkpoint_progress(cache.partial_dir(spec, key)):
-                reason += f"; resumes {where} from its checkpoint at step {progress.get('step')}"
-                reason += f" of {progress['of']}" if progress.get("of") else ""
-            items.append(PlanItem(name, spec, key, "resume", st.done, st.total, reason))
+            items.append(PlanItem(name, spec, key, "resume", st.done, st.total,
+                                  _resume_reason(why, cache.partial_dir(spec, key))))
         else:
             items.append(PlanItem(name, spec, key, "run", 0, None, why))
     return items
@@ -443,8 +449,10 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
                                        "material": graph.material[name]})
     todo = cache.missing_chunks(spec.name, key, num_chunks)
     done = num_chunks - len(todo)
-    if done:
-        log.info("Stage '%s' (%s): resuming, %d/%d chunks to do", name, key[:12], len(todo), num_chunks)
+    checkpoints = [] if forced else checkpoint_progress(partial)
+    if done or checkpoints:  # a training's one chunk is not done until it ends: its checkpoints say where it is
+        log.info("Stage '%s' (%s): resuming, %d/%d chunks to do (%s)", name, key[:12], len(todo), num_chunks,
+                 _resume_reason(why, partial))
     else:
         log.info("Stage '%s' (%s): running, %d/%d chunks to do (%s)", name, key[:12], len(todo), num_chunks, why)
 

@@ -170,6 +170,10 @@ def test_killed_train_camstyle_run_resumes_from_its_checkpoint(tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(ws)], cwd=tmp_path,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    # the run log says it resumes (a training's one chunk is never "done" until it ends), not "never ran"
+    assert re.search(r"train-camstyle' \(\w+\): resuming, 1/1 chunks to do \(interrupted run; resumes "
+                     r"train/cyclegan_c0-c1/checkpoint\.pt from its checkpoint at step \d+ of 40\)", resumed.stderr), \
+        resumed.stderr
     clean = subprocess.run([sys.executable, "-m", "reidaug.cli", "run", str(pipe), "-w", str(tmp_path / "clean")],
                            cwd=tmp_path, capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr
