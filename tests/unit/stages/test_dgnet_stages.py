@@ -193,7 +193,7 @@ def test_the_structure_scheme_is_for_dgnet_swaps_only():
 
 
 def test_score_dgnet_on_held_out_identities(tmp_path):
-    text = PIPELINE + "  score-dgnet: {params: {num_images: 6, grid: 3, threads: 1}}\n"
+    text = PIPELINE + "  score-dgnet: {params: {num_images: 6, grid: 3, influence_ids: 3, threads: 1}}\n"
     entries = run(tmp_path, text)
     m = json.loads((entries["score-dgnet"] / "metrics.json").read_text())
     real = chunks(entries["ingest"])
@@ -201,8 +201,52 @@ def test_score_dgnet_on_held_out_identities(tmp_path):
     assert m["split"] == "query" and m["num_images"] == 6 and m["num_ids"] <= len(query_ids)
     for k in ("ssim_self_reconstruction", "ssim_same_identity_reconstruction", "ssim_other_photo_baseline"):
         assert m[k]["n"] == 6 and -1 <= m[k]["mean"] <= 1
+    inf = m["appearance_influence"]
+    assert inf["num_ids"] == 3 and 0 <= inf["appearance_share"] <= 1 and 0 <= inf["colour_from_appearance"] <= 1
     assert (entries["score-dgnet"] / "swaps.png").stat().st_size > 500
     report = json.loads((entries["score-dgnet"] / "meta.json").read_text())["summary"]["report"]
-    assert "never trained on" in report[0]
+    assert "never trained on" in report[0] and "colour follows the appearance source" in report[1]
     with pytest.raises(Exception, match="train holds the identities the generator learnt"):
         run(tmp_path, PIPELINE + "  score-dgnet: {params: {split: train}}\n", ws="ws3")
+
+
+class _Decoder:
+    """A stand-in DG-Net whose swap is ``pick(appearance image, structure image)``: what a decoder that ignores
+    one code does."""
+
+    def __init__(self, pick):
+        self.pick = pick
+
+    def encode_appearance(self, x):
+        return x
+
+    def encode_structure(self, x):
+        return x
+
+    def decode(self, a, s):
+        return self.pick(a, s)
+
+
+def test_appearance_influence_tells_a_decoder_that_ignores_appearance_from_one_that_uses_it():
+    import torch
+
+    from reidaug.gen.dgnet import appearance_influence
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 16, 8, 3), dtype=np.uint8)
+    images[..., 0] = rng.integers(0, 256, (5, 1, 1))  # each person has its own red: a colour to follow
+
+    def to_dev(a):
+        return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+    blind = appearance_influence(_Decoder(lambda a, s: s), images, to_dev)  # the structure image, whatever a
+    assert blind["appearance_std"] == pytest.approx(0, abs=1e-6) and blind["appearance_share"] < 1e-5
+    assert blind["colour_from_appearance"] == 0 and blind["structure_std"] == pytest.approx(blind["real_std"], 1e-3)
+    copy = appearance_influence(_Decoder(lambda a, s: a), images, to_dev)  # the appearance image, whatever s
+    assert copy["structure_std"] == pytest.approx(0, abs=1e-6) and copy["appearance_share"] > 1 - 1e-5
+    assert copy["colour_from_appearance"] == 1
+    # brightness only: all of the spread comes from a, none of the colour (each pair r, c and c, r split evenly)
+    grey = appearance_influence(_Decoder(lambda a, s: a.mean(1, keepdim=True).expand_as(a)), images, to_dev)
+    assert grey["appearance_share"] > 1 - 1e-5 and grey["colour_from_appearance"] == 0.5
+    with pytest.raises(Exception, match="at least 2 identities"):
+        appearance_influence(_Decoder(lambda a, s: a), images[:1], to_dev)
