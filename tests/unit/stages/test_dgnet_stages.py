@@ -250,3 +250,28 @@ def test_appearance_influence_tells_a_decoder_that_ignores_appearance_from_one_t
     assert grey["appearance_share"] > 1 - 1e-5 and grey["colour_from_appearance"] == 0.5
     with pytest.raises(Exception, match="at least 2 identities"):
         appearance_influence(_Decoder(lambda a, s: a), images[:1], to_dev)
+
+
+def test_bench_dgnet_influence_reads_a_checkpoint_or_a_finished_generator(tmp_path, capsys):
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+    from dgnet_influence import main
+
+    text = PIPELINE.replace("  generate-dgnet:", "  # generate-dgnet:").replace("log_every: 2,", "log_every: 2, "
+                                                                                  "keep_checkpoints: true,")
+    entries = run(tmp_path, text)
+    assert main([str(entries["train-dgnet"]), str(entries["ingest"]), "--ids", "3"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["step"] == "end" and done["num_ids"] == 3 and 0 <= done["colour_from_appearance"] <= 1
+    assert done["adain_gamma_abs_mean"] > 0
+    # a run still training: its .partial folder holds the last checkpoint and its progress file, no generator
+    part = tmp_path / "x.partial"
+    shutil.copytree(entries["train-dgnet"] / "train", part / "train")
+    assert main([str(part), str(entries["ingest"]), "--ids", "3"]) == 0
+    mid = json.loads(capsys.readouterr().out)
+    assert mid["step"] == 4 and mid["appearance_std"] == pytest.approx(done["appearance_std"], abs=1e-3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "empty"), str(entries["ingest"])])
