@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from reidaug.gen.common import images_to_device
-    from reidaug.gen.dgnet import _spread_identities, appearance_influence, collect_identity_images
+    from reidaug.gen.dgnet import _spread_identities, appearance_influence, collect_identity_images, swap_grid
     from reidaug.models.dgnet import DGNet
     from reidaug.pipeline.context import read_h5_chunk
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         x = images_to_device(images, torch.device("cpu"))
         params = model.G_dec.adain_params(model.encode_appearance(x))  # (k, n_res, 2 layers, (gamma, beta), C)
     out = {"from": str(where), "step": step,
-           **appearance_influence(model, images, lambda a: images_to_device(a, torch.device("cpu"))),
+           **appearance_influence(swap_grid(model, images, lambda a: images_to_device(a, torch.device("cpu"))),
+                                  images),
            "adain_gamma_abs_mean": float(params[:, :, :, 0].abs().mean()),
            "adain_beta_abs_mean": float(params[:, :, :, 1].abs().mean()),
            "adain_gamma_std_across_people": float(params[:, :, :, 0].std(0).mean()),

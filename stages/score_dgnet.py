@@ -10,7 +10,10 @@ columns: structure; the diagonal reconstructs). The judge's identity and FReID o
 ``influence_ids`` held-out identities, the pixel spread across appearance sources against that across
 structure sources, and how often a swap's colour follows its appearance source
 (:func:`reidaug.gen.dgnet.appearance_influence`): a decoder that ignores ``a`` or takes only brightness from it
-shows there before any re-ID arm is trained. Writes ``metrics.json`` and ``swaps.png``.
+shows there before any re-ID arm is trained. With ``judge``, ``judge_identity``: whose person an external
+re-ID model finds in those swaps among the split's other images, the appearance source's (the identity
+DG-Net's labels give the swap) or the structure source's (:func:`reidaug.gen.dgnet.judge_identity_of_swaps`).
+Writes ``metrics.json`` and ``swaps.png``.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Any
 from pydantic import Field
 
 from reidaug.pipeline.context import StageContext
-from reidaug.pipeline.stage import BatchedGPUParams, StageSpec
+from reidaug.pipeline.stage import BatchedGPUParams, FileParam, StageSpec
 from reidaug.validation import MAX_SEED
 
 METRICS = "metrics.json"
@@ -32,6 +35,9 @@ class ScoreDGNetParams(BatchedGPUParams):
     grid: int = Field(6, ge=2, le=16, description="identities on each side of swaps.png")
     influence_ids: int = Field(32, ge=2, le=256, description="identities of the full swap matrix that measures "
                                "how much of a swap comes from its appearance source (appearance_influence)")
+    judge: FileParam | None = Field(
+        None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx): whose person it sees in the swaps of "
+                          "the influence matrix, the appearance source's or the structure source's; none: skipped")
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
@@ -54,7 +60,7 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     from reidaug.eval.ssim import paired_ssim
     from reidaug.gen.common import images_to_device, pick_device
     from reidaug.gen.dgnet import (DGNetGenerator, _spread_identities, appearance_influence, collect_identity_images,
-                                   swap_matrix)
+                                   judge_identity_of_swaps, swap_grid, swap_matrix)
     from reidaug.io.atomic import write_json
 
     p: ScoreDGNetParams = ctx.params
@@ -88,10 +94,24 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     def to_dev(images: np.ndarray):
         return images_to_device(images, device)
 
-    influence = appearance_influence(gen.model, held.images[_spread_identities(held, p.influence_ids)], to_dev)
+    sources = _spread_identities(held, p.influence_ids)
+    swaps = swap_grid(gen.model, held.images[sources], to_dev)
+    influence = appearance_influence(swaps, held.images[sources])
+    judged = None
+    if p.judge is not None:
+        from reidaug.eval.judge import OSNetJudge
+
+        judge = OSNetJudge(p.judge.path)
+        k = len(sources)
+        gallery = np.setdiff1d(np.arange(len(held.labels)), sources)
+        judged = judge_identity_of_swaps(
+            judge.features(swaps.reshape(k * k, *swaps.shape[2:])).reshape(k, k, -1),
+            judge.features(held.images[sources]), held.labels[sources],
+            judge.features(held.images[gallery]), held.labels[gallery])
     metrics = {"split": p.split, "num_images": int(len(pick)), "num_ids": int(len(np.unique(held.labels[pick]))),
                "ssim_self_reconstruction": summ(s_self), "ssim_same_identity_reconstruction": summ(s_cross),
                "ssim_other_photo_baseline": summ(s_base), "appearance_influence": influence,
+               "judge_identity": judged,
                "generator_checksum": gen.checksum}
     write_json(ctx.work_dir / METRICS, metrics)
     grid = _spread_identities(held, p.grid)
@@ -114,7 +134,13 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
              f"appearance sources {inf['appearance_std']:.3f}, across structure sources {inf['structure_std']:.3f} "
              f"(share {inf['appearance_share']:.2f}; real images {inf['real_std']:.3f}); colour follows the "
              f"appearance source in {100 * inf['colour_from_appearance']:.0f}% of swaps (50%: not moved)")
-    return {**m, "report": [line, line2, f"swap matrix of held-out identities: {PICTURE} in this entry"]}
+    j = m.get("judge_identity")
+    line3 = ("no judge: whose person the swaps show is not scored (set judge)" if j is None else
+             f"the judge finds, nearest among {j['gallery']} other held-out images, the appearance source's person "
+             f"in {100 * j['appearance']:.1f}% of {j['num_swaps']} swaps, the structure source's in "
+             f"{100 * j['structure']:.1f}%, neither in {100 * j['neither']:.1f}% (real images: rank-1 "
+             f"{100 * j['real_rank1']:.1f}%)")
+    return {**m, "report": [line, line2, line3, f"swap matrix of held-out identities: {PICTURE} in this entry"]}
 
 
 SPEC = StageSpec(

@@ -9,7 +9,8 @@ ignore):
 - ``cuhk01_movenet.csv``: the keypoints of a finished ``extract-pose`` entry as an OpenPose-18
   annotation CSV (``name:keypoints_y:keypoints_x``, looked up by file name by extract-pose's
   ``openpose-csv`` backend): points scored <= ``--threshold`` are written missing, coordinates
-  are rounded to whole pixels of the 60x160 crop (the only change from the CPU run's keypoints).
+  are rounded to whole pixels of the 60x160 crop (the only change from the CPU run's keypoints), and
+- ``osnet_x0_25_msmt17.onnx``: the judge of the scoring stages (0.9 MB; shared/ does not travel).
 
     python bench/gpu/pack_cuhk01.py --keypoints WORKSPACE/cache/extract-pose/1a/1adc...
 
@@ -18,6 +19,7 @@ The GPU recipe that reads them is ``bench/gpu/issue7.sh``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keypoints", type=Path, required=True, help="a finished extract-pose cache entry")
     ap.add_argument("--threshold", type=float, default=0.3)
     ap.add_argument("--out", type=Path, default=ROOT / ".gpu")
+    ap.add_argument("--judge", type=Path, default=ROOT.parent / "shared" / "models" / "osnet_x0_25_msmt17.onnx")
     args = ap.parse_args(argv)
 
     pngs = sorted((args.data / "images").glob("*.png"))
@@ -63,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"{len(missing)} images have no keypoints in {args.keypoints}, e.g. {sorted(missing)[:3]}")
     write_openpose_csv(args.out / "cuhk01_movenet.csv", table, threshold=args.threshold)
+    if not args.judge.is_file():
+        raise SystemExit(f"no judge at {args.judge}: pass --judge osnet_x0_25_msmt17.onnx (shared/models)")
+    shutil.copyfile(args.judge, args.out / args.judge.name)
     print(f"{len(pngs)} crops as lossless WebP ({total / 1e6:.1f} MB) and {len(table)} poses "
           f"-> {args.out}", file=sys.stderr)
     return 0

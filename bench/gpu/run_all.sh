@@ -37,7 +37,8 @@ if [[ -n "${REIDAUG_GPU_DRYRUN:-}" ]]; then
   TESTS=tests/unit/models/test_base.py
   GEN_ARGS="--quick --no-gpu --images 4 --data synthetic"; EVAL_ARGS="--sizes 200x1000 --big none --device cpu"
   GEN_LIMIT=240; CHECK_LIMIT=420; TRAIN_ARGS="--device cpu --sizes 32x16 --ids 16 --per-cam 4 --epochs 2 --workers 0"
-  CUHK01=${CUHK01:-$PWD/../shared/data/cuhk01}; DGNET_H=64; DGNET_W=32; DGNET_TIMING=4; DGNET_TRAIN_S=10
+  CUHK01=${CUHK01:-$PWD/../shared/data/cuhk01}; JUDGE=${JUDGE:-$PWD/../shared/models/osnet_x0_25_msmt17.onnx}
+  DGNET_H=64; DGNET_W=32; DGNET_TIMING=4; DGNET_TRAIN_S=10
   DGNET_SCORED=16; DGNET_EXTRA="--set stages.train-dgnet.params.app_backbone=tiny --set stages.train-dgnet.params.app_pretrained=none"
 else
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -49,7 +50,8 @@ else
   EVAL_ARGS="--sizes 2000x10000 --big 20000x100000 --device cuda"
   GEN_LIMIT=60; CHECK_LIMIT=360  # uncalibrated: no GPU lent since the speed steps (and 6 kills) joined
   TRAIN_ARGS="--device cuda --sizes 128x64,256x128 --epochs 3 --workers 8"
-  CUHK01=${CUHK01:-$PWD/.gpu/cuhk01}; DGNET_H=256; DGNET_W=128; DGNET_TIMING=50; DGNET_TRAIN_S=${DGNET_TRAIN_S:-150}
+  CUHK01=${CUHK01:-$PWD/.gpu/cuhk01}; JUDGE=${JUDGE:-$PWD/.gpu/osnet_x0_25_msmt17.onnx}  # pack_cuhk01.py
+  DGNET_H=256; DGNET_W=128; DGNET_TIMING=50; DGNET_TRAIN_S=${DGNET_TRAIN_S:-150}
   DGNET_SCORED=500; DGNET_EXTRA=""
 fi
 say "environment"
@@ -92,6 +94,8 @@ DG=(--set stages.ingest.params.root="$CUHK01" --set stages.train-dgnet.params.de
     --set stages.train-dgnet.params.image_height=$DGNET_H --set stages.train-dgnet.params.image_width=$DGNET_W
     --set stages.train-dgnet.params.checkpoint_every=1000 --set stages.train-dgnet.params.sample_every=1000000
     --set stages.score-dgnet-heldout.params.num_images=$DGNET_SCORED $DGNET_EXTRA)
+if [[ -f "$JUDGE" ]]; then DG+=(--set stages.score-dgnet-heldout.params.judge="$JUDGE")
+else DG+=(--set stages.score-dgnet-heldout.params.judge=null); fi  # no judge: whose person the swaps show, skipped
 mkdir -p "$OUT/dgnet"
 timeout 200 $REIDAUG run $CFG -w "$OUT/dgnet-ws" "${DG[@]}" --set stages.train-dgnet.params.iterations=$DGNET_TIMING \
   --until train-dgnet > "$OUT/dgnet/timing.log" 2>&1

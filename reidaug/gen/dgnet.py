@@ -221,11 +221,26 @@ def swap_matrix(model, images: np.ndarray, out: Path, to_dev) -> None:
                col_labels=[""] + [f"s{c}" for c in range(k)])
 
 
-def appearance_influence(model, images: np.ndarray, to_dev) -> dict[str, float]:
-    """How much of a swap comes from its appearance source, over the full ``k x k`` swap matrix of ``images``
-    (uint8 ``(k, H, W, 3)``, ``k`` different identities). DG-Net's premise is that ``a`` carries the clothes'
-    colours and ``s`` the pose and shape; a decoder can instead ignore ``a`` (every row alike) or use it only
-    for brightness, which the grey-scale structure already carries. Returns, pixel values in [0, 1]:
+def swap_grid(model, images: np.ndarray, to_dev) -> np.ndarray:
+    """Every swap of ``images`` (uint8 ``(k, H, W, 3)``): uint8 ``(k, k, H, W, 3)``, ``[r, c]`` = the appearance of
+    image ``r`` on the structure of image ``c`` (the diagonal reconstructs), decoded one appearance row at a time."""
+    import torch
+
+    from reidaug.models.gan_common import tensor_to_images
+
+    k = len(images)
+    with torch.no_grad():
+        x = to_dev(images)
+        a, s = model.encode_appearance(x), model.encode_structure(x)
+        return np.stack([tensor_to_images(model.decode(a[r:r + 1].expand(k, *a.shape[1:]), s).float())
+                         for r in range(k)])
+
+
+def appearance_influence(swaps: np.ndarray, images: np.ndarray) -> dict[str, float]:
+    """How much of a swap comes from its appearance source, over the full swap matrix (:func:`swap_grid`) of
+    ``images`` (uint8 ``(k, H, W, 3)``, ``k`` different identities). DG-Net's premise is that ``a`` carries the
+    clothes' colours and ``s`` the pose and shape; a decoder can instead ignore ``a`` (every row alike) or use it
+    only for brightness, which the grey-scale structure already carries. Returns, pixel values in [0, 1]:
 
     - ``appearance_std``: per pixel, the std of the swaps across appearance sources (structure fixed), averaged;
       ``structure_std``: the same across structure sources (appearance fixed); ``real_std``: across the ``k``
@@ -235,18 +250,11 @@ def appearance_influence(model, images: np.ndarray, to_dev) -> dict[str, float]:
       of each pixel, averaged over the image: the colour, brightness taken out) is nearer the appearance
       source's than the structure source's; 0.5 is what a decoder that does not move colour scores on average.
     """
-    import torch
-
-    from reidaug.models.gan_common import tensor_to_images
-
     k = len(images)
-    if k < 2:
-        raise DataError(f"appearance_influence needs images of at least 2 identities; found {k}")
-    with torch.no_grad():
-        x = to_dev(images)
-        a, s = model.encode_appearance(x), model.encode_structure(x)
-        rows = [tensor_to_images(model.decode(a[r:r + 1].expand(k, *a.shape[1:]), s).float()) for r in range(k)]
-    y = np.stack(rows).astype(np.float32) / 255.0  # (appearance r, structure c, H, W, 3)
+    if k < 2 or swaps.shape[:2] != (k, k):
+        raise DataError(f"appearance_influence needs the k x k swaps of k >= 2 images; found {k} images and swaps "
+                        f"of shape {swaps.shape}")
+    y = swaps.astype(np.float32) / 255.0  # (appearance r, structure c, H, W, 3)
     real = images.astype(np.float32) / 255.0
 
     def chroma(v: np.ndarray) -> np.ndarray:  # (..., H, W, 3) -> (..., 3)
@@ -261,6 +269,29 @@ def appearance_influence(model, images: np.ndarray, to_dev) -> dict[str, float]:
             "real_std": float(real.std(axis=0).mean()),
             "appearance_share": app_std / (app_std + str_std) if app_std + str_std > 0 else 0.0,
             "colour_from_appearance": float(np.mean(to_app[off] < to_str[off]))}
+
+
+def judge_identity_of_swaps(swap_f: np.ndarray, source_f: np.ndarray, source_labels: np.ndarray,
+                            gallery_f: np.ndarray, gallery_labels: np.ndarray) -> dict[str, Any]:
+    """Whose person a judge sees in each swap: judge features (L2-normalised) of the off-diagonal swaps
+    ``swap_f`` ``(k, k, D)`` of ``k`` source images of different identities (``source_f`` ``(k, D)``,
+    ``source_labels``), each matched to its nearest image of a gallery of *other* images of the same split
+    (``gallery_f``, ``gallery_labels``: the sources themselves left out, so the judge must recognise the person,
+    not the photo). Returns the fractions whose match is the appearance source's identity (DG-Net's label for
+    the swap), the structure source's, or neither, beside the rank-1 of the real source images themselves."""
+    k = len(source_labels)
+    if swap_f.shape[:2] != (k, k) or len(gallery_labels) == 0:
+        raise DataError(f"judge_identity_of_swaps: swaps {swap_f.shape[:2]} for {k} sources and a gallery of "
+                        f"{len(gallery_labels)}; need k x k swaps and a non-empty gallery")
+    off = ~np.eye(k, dtype=bool)
+    nearest = gallery_labels[np.argmax(swap_f[off] @ gallery_f.T, axis=1)]
+    app = np.broadcast_to(source_labels[:, None], (k, k))[off]
+    struct = np.broadcast_to(source_labels[None, :], (k, k))[off]
+    real = gallery_labels[np.argmax(source_f @ gallery_f.T, axis=1)] == source_labels
+    return {"num_swaps": int(off.sum()), "appearance": float(np.mean(nearest == app)),
+            "structure": float(np.mean(nearest == struct)),
+            "neither": float(np.mean((nearest != app) & (nearest != struct))),
+            "real_rank1": float(np.mean(real)), "gallery": int(len(gallery_labels))}
 
 
 class Swap(NamedTuple):

@@ -192,8 +192,11 @@ def test_the_structure_scheme_is_for_dgnet_swaps_only():
         STAGES["assign-labels"].params(schemes={"camstyle": "structure"})
 
 
-def test_score_dgnet_on_held_out_identities(tmp_path):
-    text = PIPELINE + "  score-dgnet: {params: {num_images: 6, grid: 3, influence_ids: 3, threads: 1}}\n"
+def test_score_dgnet_on_held_out_identities(tmp_path, shared_dir):
+    judge = shared_dir / "models" / "osnet_x0_25_msmt17.onnx"
+    text = PIPELINE + ("  score-dgnet: {params: {num_images: 6, grid: 3, influence_ids: 3, threads: 1}}\n"
+                       f"  score-judged: {{uses: score-dgnet, params: {{num_images: 6, grid: 3, influence_ids: 3, "
+                       f"threads: 1, judge: {judge}}}}}\n")
     entries = run(tmp_path, text)
     m = json.loads((entries["score-dgnet"] / "metrics.json").read_text())
     real = chunks(entries["ingest"])
@@ -203,9 +206,17 @@ def test_score_dgnet_on_held_out_identities(tmp_path):
         assert m[k]["n"] == 6 and -1 <= m[k]["mean"] <= 1
     inf = m["appearance_influence"]
     assert inf["num_ids"] == 3 and 0 <= inf["appearance_share"] <= 1 and 0 <= inf["colour_from_appearance"] <= 1
+    assert m["judge_identity"] is None
     assert (entries["score-dgnet"] / "swaps.png").stat().st_size > 500
     report = json.loads((entries["score-dgnet"] / "meta.json").read_text())["summary"]["report"]
     assert "never trained on" in report[0] and "colour follows the appearance source" in report[1]
+    assert "no judge" in report[2]
+    j = json.loads((entries["score-judged"] / "metrics.json").read_text())["judge_identity"]
+    n_query = int((real["split"] == "query").sum())
+    assert j["num_swaps"] == 6 and j["gallery"] == n_query - 3  # the three sources left out
+    assert j["appearance"] + j["structure"] + j["neither"] == pytest.approx(1.0)
+    report = json.loads((entries["score-judged"] / "meta.json").read_text())["summary"]["report"]
+    assert "appearance source's person" in report[2]
     with pytest.raises(Exception, match="train holds the identities the generator learnt"):
         run(tmp_path, PIPELINE + "  score-dgnet: {params: {split: train}}\n", ws="ws3")
 
@@ -230,7 +241,7 @@ class _Decoder:
 def test_appearance_influence_tells_a_decoder_that_ignores_appearance_from_one_that_uses_it():
     import torch
 
-    from reidaug.gen.dgnet import appearance_influence
+    from reidaug.gen.dgnet import appearance_influence, swap_grid
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 16, 8, 3), dtype=np.uint8)
@@ -239,18 +250,38 @@ def test_appearance_influence_tells_a_decoder_that_ignores_appearance_from_one_t
     def to_dev(a):
         return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
-    blind = appearance_influence(_Decoder(lambda a, s: s), images, to_dev)  # the structure image, whatever a
+    def influence(pick):
+        return appearance_influence(swap_grid(_Decoder(pick), images, to_dev), images)
+
+    blind = influence(lambda a, s: s)  # the structure image, whatever a
     assert blind["appearance_std"] == pytest.approx(0, abs=1e-6) and blind["appearance_share"] < 1e-5
     assert blind["colour_from_appearance"] == 0 and blind["structure_std"] == pytest.approx(blind["real_std"], 1e-3)
-    copy = appearance_influence(_Decoder(lambda a, s: a), images, to_dev)  # the appearance image, whatever s
+    copy = influence(lambda a, s: a)  # the appearance image, whatever s
     assert copy["structure_std"] == pytest.approx(0, abs=1e-6) and copy["appearance_share"] > 1 - 1e-5
     assert copy["colour_from_appearance"] == 1
     # brightness only: all of the spread comes from a, none of the colour (each pair r, c and c, r split evenly)
-    grey = appearance_influence(_Decoder(lambda a, s: a.mean(1, keepdim=True).expand_as(a)), images, to_dev)
+    grey = influence(lambda a, s: a.mean(1, keepdim=True).expand_as(a))
     assert grey["appearance_share"] > 1 - 1e-5 and grey["colour_from_appearance"] == 0.5
-    with pytest.raises(Exception, match="at least 2 identities"):
-        appearance_influence(_Decoder(lambda a, s: a), images[:1], to_dev)
+    with pytest.raises(Exception, match="k >= 2 images"):
+        appearance_influence(swap_grid(_Decoder(lambda a, s: a), images[:1], to_dev), images[:1])
 
+
+def test_the_judge_of_swaps_counts_whose_person_it_finds():
+    from reidaug.gen.dgnet import judge_identity_of_swaps
+
+    eye = np.eye(4, dtype=np.float32)  # person p's features: axis p
+    labels = np.array([0, 1, 2])
+    gallery_f, gallery_labels = eye[[0, 1, 2, 3, 0]], np.array([0, 1, 2, 3, 0])
+    looks_like_structure = np.broadcast_to(eye[:3][None, :], (3, 3, 4))  # swap [r, c] = person c
+    j = judge_identity_of_swaps(looks_like_structure, eye[:3], labels, gallery_f, gallery_labels)
+    assert (j["appearance"], j["structure"], j["neither"], j["num_swaps"]) == (0, 1, 0, 6)
+    assert j["real_rank1"] == 1 and j["gallery"] == 5
+    looks_like_appearance = np.broadcast_to(eye[:3][:, None], (3, 3, 4))
+    assert judge_identity_of_swaps(looks_like_appearance, eye[:3], labels, gallery_f, gallery_labels)["appearance"] == 1
+    nobody = np.broadcast_to(eye[3], (3, 3, 4))  # person 3: neither source
+    assert judge_identity_of_swaps(nobody, eye[:3], labels, gallery_f, gallery_labels)["neither"] == 1
+    with pytest.raises(Exception, match="non-empty gallery"):
+        judge_identity_of_swaps(nobody, eye[:3], labels, gallery_f[:0], gallery_labels[:0])
 
 def test_bench_dgnet_influence_reads_a_checkpoint_or_a_finished_generator(tmp_path, capsys):
     import shutil
