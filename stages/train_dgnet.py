@@ -44,6 +44,9 @@ class TrainDGNetParams(GPUTrainParams):
     lambda_x: float = Field(5.0, ge=0, le=1e6, description="self reconstruction G(a_i, s_i) -> x_i")
     lambda_xp: float = Field(5.0, ge=0, le=1e6, description="G(a of another image of i, s_i) -> x_i")
     lambda_id_fake: float = Field(0.5, ge=0, le=1e6, description="identity loss on the swaps (appearance source)")
+    g_init: Literal["normal", "kaiming"] = Field(
+        "normal", description="structure encoder and decoder weights: normal N(0, 0.02) (the first runs) or kaiming "
+                              "(the reference's; the decoder then starts modulated by the appearance code)")
     iterations: int = Field(10000, ge=1, le=100_000_000, description="training steps (the schedules scale with it)")
     train_batch: int = Field(8, ge=2, le=1024, description="triplets per step (DG-Net: 8)")
     flip: bool = True
@@ -52,7 +55,7 @@ class TrainDGNetParams(GPUTrainParams):
     def hyper(self) -> dict[str, Any]:
         hp = {k: getattr(self, k) for k in ("image_height", "image_width", "app_backbone", "app_dim", "struct_dim",
                                             "n_res", "mlp_dim", "ndf", "d_scales", "d_layers", "d_res", "lambda_x",
-                                            "lambda_xp", "lambda_id_fake")}
+                                            "lambda_xp", "lambda_id_fake", "g_init")}
         hp["app_pretrained"] = self.app_pretrained if isinstance(self.app_pretrained, str) \
             else str(self.app_pretrained.path)
         return hp
@@ -123,4 +126,5 @@ SPEC = StageSpec(
     params=TrainDGNetParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset"},
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
+    unkeyed_at_default=frozenset({"g_init"}),  # added after the first CUHK01 run: its key stays
 )

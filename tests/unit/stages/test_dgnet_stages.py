@@ -306,3 +306,15 @@ def test_bench_dgnet_influence_reads_a_checkpoint_or_a_finished_generator(tmp_pa
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty"), str(entries["ingest"])])
+
+
+def test_g_init_is_keyed_only_when_it_is_not_the_default(tmp_path):
+    def key(extra: str) -> str:
+        p = tmp_path / "p.yaml"
+        p.write_text(PIPELINE.replace("log_every: 2,", f"log_every: 2,{extra}"))
+        return build_graph(load_pipeline(p), STAGES).keys["train-dgnet"]
+
+    # the first CUHK01 generator (trained before g_init existed) keeps its key; kaiming is another generator
+    assert key("") == key(" g_init: normal,") != key(" g_init: kaiming,")
+    with pytest.raises(Exception, match="g_init"):
+        key(" g_init: xavier,")
