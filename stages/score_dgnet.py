@@ -125,7 +125,7 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
     p: ScoreDGNetParams = ctx.params
     m = json.loads((ctx.work_dir / METRICS).read_text())
-    line = (f"held-out {p.split} images ({m['num_images']} of {m['num_ids']} identities never trained on): SSIM of "
+    line = (f"{m['num_images']} held-out {p.split} images of {m['num_ids']} identities never trained on: SSIM of "
             f"G(a_i, s_i) {m['ssim_self_reconstruction']['mean']:.3f}, of G(a of another photo of i, s_i) "
             f"{m['ssim_same_identity_reconstruction']['mean']:.3f}, the other photo itself (baseline) "
             f"{m['ssim_other_photo_baseline']['mean']:.3f}")
