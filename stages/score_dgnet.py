@@ -33,8 +33,9 @@ class ScoreDGNetParams(BatchedGPUParams):
     split: str = Field("query", description="held-out split whose identities score the generator (query / gallery)")
     num_images: int = Field(500, ge=2, le=1_000_000, description="held-out images scored (drawn with seed)")
     grid: int = Field(6, ge=2, le=16, description="identities on each side of swaps.png")
-    influence_ids: int = Field(32, ge=2, le=256, description="identities of the full swap matrix that measures "
-                               "how much of a swap comes from its appearance source (appearance_influence)")
+    influence_ids: int = Field(32, ge=2, le=64, description="identities of the full swap matrix that measures "
+                               "how much of a swap comes from its appearance source (appearance_influence; k^2 "
+                               "swaps held in memory, 64^2 at 256 x 128 = 1.6 GB as floats)")
     judge: FileParam | None = Field(
         None, description="ONNX re-ID model (e.g. osnet_x0_25_msmt17.onnx): whose person it sees in the swaps of "
                           "the influence matrix, the appearance source's or the structure source's; none: skipped")
@@ -145,7 +146,8 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
 
 SPEC = StageSpec(
     name="score-dgnet", version=2,
-    description="DG-Net on held-out identities: SSIM of its reconstructions, the swap matrix",
+    description="DG-Net on held-out identities: SSIM of its reconstructions, how much of a swap its appearance "
+                "code makes, whose person a judge finds in the swaps, the swap matrix",
     params=ScoreDGNetParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset", "models": "train-dgnet.models"},
     outputs={"metrics": METRICS, "picture": PICTURE, "chunks": "chunks"},
