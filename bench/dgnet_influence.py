@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from reidaug.gen.common import images_to_device
-    from reidaug.gen.dgnet import _spread_identities, appearance_influence, collect_identity_images, swap_grid
+    from reidaug.gen.dgnet import (MODEL, DGNetGenerator, _spread_identities, appearance_influence,
+                                   collect_identity_images, swap_grid)
     from reidaug.models.dgnet import DGNet
     from reidaug.pipeline.context import read_h5_chunk
 
-    from reidaug.gen.dgnet import MODEL, DGNetGenerator
+    def to_cpu(images):
+        return images_to_device(images, torch.device("cpu"))
+
     finished = args.train_entry / "models" / f"{MODEL}.pt"
     ckpts = sorted(args.train_entry.rglob("checkpoint.pt"))
     if finished.is_file():
@@ -48,11 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     held = collect_identity_images(chunks, size, split=args.split)
     images = held.images[_spread_identities(held, args.ids)]
     with torch.no_grad():
-        x = images_to_device(images, torch.device("cpu"))
-        params = model.G_dec.adain_params(model.encode_appearance(x))  # (k, n_res, 2 layers, (gamma, beta), C)
+        # (k, n_res, 2 AdaIN layers, (gamma, beta), C)
+        params = model.G_dec.adain_params(model.encode_appearance(to_cpu(images)))
     out = {"from": str(where), "step": step,
-           **appearance_influence(swap_grid(model, images, lambda a: images_to_device(a, torch.device("cpu"))),
-                                  images),
+           **appearance_influence(swap_grid(model, images, to_cpu), images),
            "adain_gamma_abs_mean": float(params[:, :, :, 0].abs().mean()),
            "adain_beta_abs_mean": float(params[:, :, :, 1].abs().mean()),
            "adain_gamma_std_across_people": float(params[:, :, :, 0].std(0).mean()),

@@ -478,12 +478,12 @@ class DGNet(GANModel):
         super().__init__(config)
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
+        def g_init(net: nn.Module) -> nn.Module:  # the structure encoder's and decoder's weights
+            return kaiming_init(net, gen) if cfg.g_init == "kaiming" else init_weights(net, cfg.init_gain, gen)
+
         # Layers draw their default init from the global RNG when built (a randomly initialised backbone
         # keeps it): fork it, seeded from ``gen``, so the weights depend on the seed only and the caller's
         # RNG is left as it was.
-        def g_init(net: nn.Module) -> nn.Module:
-            return kaiming_init(net, gen) if cfg.g_init == "kaiming" else init_weights(net, cfg.init_gain, gen)
-
         with seeded_global_rng(int(torch.randint(2 ** 62, (), generator=gen)), torch.device("cpu")):
             backbone = build_backbone(cfg.app_backbone, cfg.app_pretrained, last_stride=1)
             app = AppearanceEncoder(backbone, cfg.app_dim, cfg.num_classes)

@@ -97,10 +97,11 @@ def _why(graph: Graph, cache: Cache, name: str) -> str:
     return explain_change(last, graph.material[name], upstream_names)
 
 
-def _resume_reason(why: str, partial_dir: Path) -> str:
-    """Why a partial entry is taken up again: the change, if any, and each training checkpoint it resumes from."""
+def _resume_reason(why: str, checkpoints: list[tuple[str, dict[str, Any]]]) -> str:
+    """Why a partial entry is taken up again: the change, if any, and each training checkpoint it resumes from
+    (:func:`checkpoint_progress` of its partial folder)."""
     reason = "interrupted run" + ("" if why == "never ran" else f"; {why}")
-    for where, progress in checkpoint_progress(partial_dir):
+    for where, progress in checkpoints:
         reason += f"; resumes {where} from its checkpoint at step {progress.get('step')}"
         reason += f" of {progress['of']}" if progress.get("of") else ""
     return reason
@@ -120,7 +121,7 @@ def plan_run(graph: Graph, cache: Cache, targets: list[str] | None = None,
             items.append(PlanItem(name, spec, key, "skip", st.done, st.total, "didn't change"))
         elif st.status == "partial":
             items.append(PlanItem(name, spec, key, "resume", st.done, st.total,
-                                  _resume_reason(why, cache.partial_dir(spec, key))))
+                                  _resume_reason(why, checkpoint_progress(cache.partial_dir(spec, key)))))
         else:
             items.append(PlanItem(name, spec, key, "run", 0, None, why))
     return items
@@ -452,7 +453,7 @@ def _run_stage(graph: Graph, cache: Cache, name: str, options: RunOptions, execu
     checkpoints = [] if forced else checkpoint_progress(partial)
     if done or checkpoints:  # a training's one chunk is not done until it ends: its checkpoints say where it is
         log.info("Stage '%s' (%s): resuming, %d/%d chunks to do (%s)", name, key[:12], len(todo), num_chunks,
-                 _resume_reason(why, partial))
+                 _resume_reason(why, checkpoints))
     else:
         log.info("Stage '%s' (%s): running, %d/%d chunks to do (%s)", name, key[:12], len(todo), num_chunks, why)
 

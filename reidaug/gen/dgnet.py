@@ -205,18 +205,11 @@ def swap_matrix(model, images: np.ndarray, out: Path, to_dev) -> None:
     """The k x k swap grid of ``images``: row r = appearance of image r, column c = structure of image c (the
     diagonal reconstructs the image); the first column holds the appearance sources, the first row the
     structure sources."""
-    import torch
-
-    from reidaug.models.gan_common import tensor_to_images
-
     k = len(images)
-    with torch.no_grad():
-        x = to_dev(images)
-        a, s = model.encode_appearance(x), model.encode_structure(x)
-        grid = tensor_to_images(model.decode(a.repeat_interleave(k, 0), s.repeat(k, 1, 1, 1)).float())
+    grid = swap_grid(model, images, to_dev)
     blank = np.full_like(images[0], 255)
     rows = [[blank] + list(images)]
-    rows += [[images[r]] + list(grid[r * k:(r + 1) * k]) for r in range(k)]
+    rows += [[images[r]] + list(grid[r]) for r in range(k)]
     image_grid(rows, out, row_labels=["structure ->"] + [f"appearance {r}" for r in range(k)],
                col_labels=[""] + [f"s{c}" for c in range(k)])
 
