@@ -75,6 +75,11 @@ Deviations from the reference, and why:
   structure encoder and decoder (the appearance encoder keeps its backbone's, the discriminator N(0, 0.02)):
   the decoder starts at image scale, modulated by ``a``. On tiny synthetic people it reconstructs better and
   moves more of a swap by ``a`` at equal steps (BENCHMARKS, DG-Net).
+- ``d_init`` "normal" (the default) is the reference's N(0, 0.02) discriminator. With no normalisation its
+  1x1 input convolution (fan-in 3) and four 3x3 convolutions each shrink the signal (x0.035, then ~x0.34 each),
+  so at step 0 the score maps move ~1e-6 with the image (an image and its grey copy score the same to
+  ~1e-6): the discriminator starts as a bias and its gradients to the early layers vanish. The reference
+  has 100k steps to climb out of it; ``d_init`` "kaiming" starts it image-sensitive (BENCHMARKS, DG-Net).
 - The decoder ends in tanh (images in [-1, 1], as every GAN here); the reference outputs ImageNet-normalised
   values without tanh. Its layer norm (mean / unbiased std over C, H, W, per-channel affine) is
   ``GroupNorm(1, C)`` (biased variance, eps inside the square root). ASPP's dilated convolutions use zero
@@ -136,7 +141,8 @@ def _halve(n: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------
-G_INITS = ("normal", "kaiming")
+#: weight initialisations of ``g_init`` / ``d_init``
+INITS = ("normal", "kaiming")
 
 
 def kaiming_init(net: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -181,6 +187,7 @@ class DGNetConfig(GANConfig):
     lambda_reg: float = 0.01  # dis.LAMBDA: gradient penalty on real images
     encoder_again: float = 0.5  # use_encoder_again: probability E_s trains on the detached swaps
     g_init: str = "normal"  # E_s + decoder weights: "normal" N(0, init_gain) or "kaiming" (the reference's init)
+    d_init: str = "normal"  # D's weights: "normal" N(0, init_gain) (the reference's) or "kaiming"
     lr_g: float = 1e-4  # Adam, E_s + decoder
     lr_d: float = 1e-4  # Adam, discriminator
     lr_app: float = 2e-3  # lr2: SGD, E_a's backbone (x10 for its projection and classifier)
@@ -207,9 +214,11 @@ class DGNetConfig(GANConfig):
         self.check_at_least(0, "n_res", "d_res", "lambda_x", "lambda_xp", "lambda_a", "lambda_s", "lambda_cycle",
                             "lambda_id", "lambda_pid", "lambda_id_fake", "lambda_gan", "lambda_reg", "lr_g", "lr_d",
                             "lr_app", "weight_decay")
-        if self.g_init not in G_INITS:
-            raise ConfigError(f"{name}.g_init must be one of {', '.join(G_INITS)}, found {self.g_init!r}. Fix: "
-                              "\"kaiming\" (the reference's) or \"normal\" (N(0, init_gain), this project's GANs').")
+        for field, reference in (("g_init", "kaiming"), ("d_init", "normal")):
+            if getattr(self, field) not in INITS:
+                raise ConfigError(f"{name}.{field} must be one of {', '.join(INITS)}, found {getattr(self, field)!r}. "
+                                  f"Fix: \"{reference}\" (the reference's) or "
+                                  f"\"{'normal' if reference == 'kaiming' else 'kaiming'}\".")
         for field in ("encoder_again", "warmup_start", "warmup_length", "lr_decay_at", "lr_gamma"):
             value = getattr(self, field)
             if not 0 <= value <= 1:
@@ -478,8 +487,8 @@ class DGNet(GANModel):
         super().__init__(config)
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
-        def g_init(net: nn.Module) -> nn.Module:  # the structure encoder's and decoder's weights
-            return kaiming_init(net, gen) if cfg.g_init == "kaiming" else init_weights(net, cfg.init_gain, gen)
+        def initialised(net: nn.Module, init: str) -> nn.Module:
+            return kaiming_init(net, gen) if init == "kaiming" else init_weights(net, cfg.init_gain, gen)
 
         # Layers draw their default init from the global RNG when built (a randomly initialised backbone
         # keeps it): fork it, seeded from ``gen``, so the weights depend on the seed only and the caller's
@@ -491,10 +500,10 @@ class DGNet(GANModel):
             init_weights(app.classifier, cfg.init_gain, gen)
             self.nets.update({
                 "G_app": app,
-                "G_struct": g_init(StructureEncoder(cfg.struct_dim, cfg.n_res)),
-                "G_dec": g_init(Decoder(cfg.s_channels, cfg.app_dim, cfg.mlp_dim, cfg.n_res)),
-                "D": init_weights(MultiScaleDiscriminator(cfg.ndf, cfg.d_layers, cfg.d_res, cfg.d_scales),
-                                  cfg.init_gain, gen)})
+                "G_struct": initialised(StructureEncoder(cfg.struct_dim, cfg.n_res), cfg.g_init),
+                "G_dec": initialised(Decoder(cfg.s_channels, cfg.app_dim, cfg.mlp_dim, cfg.n_res), cfg.g_init),
+                "D": initialised(MultiScaleDiscriminator(cfg.ndf, cfg.d_layers, cfg.d_res, cfg.d_scales),
+                                 cfg.d_init)})
         # the random choices of training steps: in the checkpoint, so a resumed run draws the same
         self.rng = self.add_state("rng", torch.Generator().manual_seed(cfg.seed + 1))
         self.configure_optimizers()

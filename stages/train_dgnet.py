@@ -47,6 +47,9 @@ class TrainDGNetParams(GPUTrainParams):
     g_init: Literal["normal", "kaiming"] = Field(
         "normal", description="structure encoder and decoder weights: normal N(0, 0.02) (the first runs) or kaiming "
                               "(the reference's; the decoder then starts modulated by the appearance code)")
+    d_init: Literal["normal", "kaiming"] = Field(
+        "normal", description="discriminator weights: normal N(0, 0.02) (the reference's; it starts blind to the "
+                              "image, ~1e-6) or kaiming (starts image-sensitive)")
     iterations: int = Field(10000, ge=1, le=100_000_000, description="training steps (the schedules scale with it)")
     train_batch: int = Field(8, ge=2, le=1024, description="triplets per step (DG-Net: 8)")
     flip: bool = True
@@ -55,7 +58,7 @@ class TrainDGNetParams(GPUTrainParams):
     def hyper(self) -> dict[str, Any]:
         hp = {k: getattr(self, k) for k in ("image_height", "image_width", "app_backbone", "app_dim", "struct_dim",
                                             "n_res", "mlp_dim", "ndf", "d_scales", "d_layers", "d_res", "lambda_x",
-                                            "lambda_xp", "lambda_id_fake", "g_init")}
+                                            "lambda_xp", "lambda_id_fake", "g_init", "d_init")}
         hp["app_pretrained"] = self.app_pretrained if isinstance(self.app_pretrained, str) \
             else str(self.app_pretrained.path)
         return hp
@@ -126,5 +129,5 @@ SPEC = StageSpec(
     params=TrainDGNetParams, run_chunk=run_chunk, plan=plan, finalize=finalize,
     inputs={"dataset": "ingest.dataset"},
     outputs={"models": MODELS_DIR, "train": TRAIN_DIR, "chunks": "chunks"},
-    unkeyed_at_default=frozenset({"g_init"}),  # added after the first CUHK01 run: its key stays
+    unkeyed_at_default=frozenset({"g_init", "d_init"}),  # added after the first CUHK01 runs: their keys stay
 )

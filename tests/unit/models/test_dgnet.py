@@ -100,6 +100,23 @@ def test_kaiming_init_starts_the_decoder_at_image_scale_and_modulated_by_the_app
     assert all(torch.equal(p, q) for p, q in zip(one.G_app.parameters(), normal.G_app.parameters()))
 
 
+def test_d_init_kaiming_starts_the_discriminator_image_sensitive() -> None:
+    # the reference's N(0, 0.02) discriminator (no normalisation) starts as a bias: its scores barely move with
+    # the image, so it cannot tell a photograph from its grey copy; Kaiming starts it seeing the image
+    x = images(0)
+    grey = gray(x).expand_as(x)
+    moved = {}
+    for init in ("normal", "kaiming"):
+        model = DGNet(tiny_config(d_init=init))
+        with torch.no_grad():
+            moved[init] = max(float((a - b).abs().mean()) for a, b in zip(model.D(x), model.D(grey)))
+    assert moved["normal"] < 1e-3 < 0.05 < moved["kaiming"]
+    one, two, normal = (DGNet(tiny_config(d_init=i)) for i in ("kaiming", "kaiming", "normal"))
+    assert all(torch.equal(p, q) for p, q in zip(one.D.parameters(), two.D.parameters()))  # seeded
+    # only the discriminator changes: the generator's weights are the same
+    assert all(torch.equal(p, q) for p, q in zip(one.G_dec.parameters(), normal.G_dec.parameters()))
+
+
 def test_appearance_encoder_feeds_the_backbone_imagenet_normalised_input() -> None:
     seen = []
 
@@ -223,6 +240,7 @@ def test_generator_weights_hold_the_encoders_and_decoder_not_d() -> None:
     (dict(warmup_start=1.5), "warmup_start must be in \\[0, 1\\].*Fix"),
     (dict(app_dim=0), "app_dim must be >= 1"),
     (dict(g_init="xavier"), "g_init must be one of normal, kaiming.*Fix"),
+    (dict(d_init="orthogonal"), "d_init must be one of normal, kaiming.*Fix"),
 ])
 def test_bad_configs_say_what_and_how_to_fix(overrides: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

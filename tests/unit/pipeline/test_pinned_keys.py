@@ -65,6 +65,15 @@ def test_the_seed_system_configs_share_the_campaigns_cached_stages(shared_dir) -
     assert controls["generate-camstyle-id"] == camstyle["generate-camstyle-id"]
 
 
+def test_the_dgnet_init_ablation_shares_the_arms_generator(shared_dir) -> None:
+    """configs/ablations/cuhk01_dgnet_init.yaml's Kaiming generator and its held-out score are the ones the DG-Net
+    arms use (cached, not retrained); the other two are other generators."""
+    arms, init = keys_of("configs/real/cuhk01_dgnet.yaml"), keys_of("configs/ablations/cuhk01_dgnet_init.yaml")
+    assert init["train-dgnet"] == arms["train-dgnet"]
+    assert init["score-kaiming"] == arms["score-dgnet-heldout"]
+    assert len({init["dgnet-normal"], init["train-dgnet"], init["dgnet-dkaiming"]}) == 3
+
+
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(PROJECT_ROOT))
                                           for p in (PROJECT_ROOT / "configs").rglob("*.yaml")))
 def test_every_shipped_pipeline_loads_and_builds(config: str, request: pytest.FixtureRequest) -> None:

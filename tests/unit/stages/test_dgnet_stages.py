@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,15 @@ def test_g_init_is_keyed_only_when_it_is_not_the_default(tmp_path):
     assert key("") == key(" g_init: normal,") != key(" g_init: kaiming,")
     with pytest.raises(Exception, match="g_init"):
         key(" g_init: xavier,")
+    # d_init likewise (added after the Kaiming generator: its key stays)
+    assert key(" g_init: kaiming,") == key(" g_init: kaiming, d_init: normal,") \
+        != key(" g_init: kaiming, d_init: kaiming,")
+
+
+def test_the_stage_offers_the_inits_the_model_knows():
+    # the stage's Literal choices (torch-free, for the CLI) and the model's INITS are written twice: keep them equal
+    from reidaug.models.dgnet import INITS
+    from reidaug.stages.train_dgnet import TrainDGNetParams
+
+    for field in ("g_init", "d_init"):
+        assert typing.get_args(TrainDGNetParams.model_fields[field].annotation) == INITS
