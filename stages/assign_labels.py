@@ -13,7 +13,9 @@ of them):
   ``temperature`` (DG-Net's dynamic soft labels, Zheng et al., CVPR 2019, here computed once):
   its ``topk`` largest classes stored sparse, the remaining mass recorded by the writer. For the
   ``dgnet`` set it is DG-Net's primary feature learning: the teacher's view of the swap, whose
-  appearance source's identity it should keep;
+  appearance source's identity it should keep. It needs no identity of its own: on LSRO's unconditional
+  samples (label -1) it gives each sample the teacher's view instead of the uniform target (MpRL's idea,
+  Huang et al., TIP 2019), and the teacher-agreement rate in the report counts identity-bearing samples only;
 - ``structure`` (``dgnet`` set only) — LSR with ``epsilon`` on the identity of the swap's *structure*
   source: DG-Net's fine-grained feature mining target (what stays of person j besides the clothes).
 
@@ -126,10 +128,10 @@ def run_chunk(ctx: StageContext, index: int) -> None:
     pids = [int(arrays["pid"][r]) for r in rows]
     unknown = sorted({pid for pid in pids if pid not in label_of})
     scheme = scheme_of(p, set_name)
-    if unknown and scheme != "lsro":
+    if unknown and scheme not in ("lsro", "teacher"):  # those two need no identity (label -1 is kept)
         raise DataError(f"{len(unknown)} {set_name} samples of chunk {i} have identities that are not "
                         f"train identities (e.g. pid {unknown[0]}, {paths[pids.index(unknown[0])]}); scheme {scheme!r} "
-                        "needs one. Fix: use lsro for this set, or generate from the train split only.")
+                        "needs one. Fix: use lsro or teacher for this set, or generate from the train split only.")
     labels = np.asarray([label_of.get(pid, -1) for pid in pids], np.int64)
     target_labels = labels
     if scheme == "structure":  # DG-Net's fine-grained target: the identity of the structure source
@@ -178,9 +180,10 @@ def finalize(ctx: StageContext) -> dict[str, Any]:
         entry = counts.setdefault(attrs["set"], {"scheme": attrs["scheme"], "samples": 0})
         entry["samples"] += len(arrays["path"])
         if "teacher_top1" in arrays and len(arrays["path"]):
+            known = arrays["label"] >= 0  # samples with no identity (LSRO's) have nothing to agree with
             a = agree.setdefault(attrs["set"], [0, 0])
-            a[0] += int((arrays["teacher_top1"] == arrays["label"]).sum())
-            a[1] += len(arrays["path"])
+            a[0] += int((arrays["teacher_top1"][known] == arrays["label"][known]).sum())
+            a[1] += int(known.sum())
     report = []
     for name, e in counts.items():
         extra = {"lsr": f" (epsilon {p.epsilon})",

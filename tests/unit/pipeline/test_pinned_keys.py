@@ -55,7 +55,8 @@ def test_the_seed_system_configs_share_the_campaigns_cached_stages(shared_dir) -
     camstyle = keys_of("configs/real/cuhk01_camstyle_id.yaml")
     shared = ["ingest", "labels-real-lsr", "export-real"]
     for config in ("configs/real/cuhk01_lsro.yaml", "configs/ablations/cuhk01_lsro_controls.yaml",
-                   "configs/real/synthetic_to_cuhk01.yaml", "configs/real/cuhk01_dgnet.yaml"):
+                   "configs/real/synthetic_to_cuhk01.yaml", "configs/real/cuhk01_dgnet.yaml",
+                   "configs/ablations/cuhk01_dgnet_controls.yaml"):
         keys = keys_of(config)
         assert {n: keys[n] for n in shared} == {n: campaign[n] for n in shared}, config
         controls = [n for n in keys if n.startswith(("real-re-e18-s", "reid-real-e18-s"))]
@@ -72,6 +73,11 @@ def test_the_dgnet_init_ablation_shares_the_arms_generator(shared_dir) -> None:
     assert init["train-dgnet"] == arms["train-dgnet"]
     assert init["score-kaiming"] == arms["score-dgnet-heldout"]
     assert len({init["dgnet-normal"], init["train-dgnet"], init["dgnet-dkaiming"]}) == 3
+    # the teacher arm's controls relabel the arms' swaps and LSRO's samples: the same fake sets, the same teacher
+    controls, lsro = keys_of("configs/ablations/cuhk01_dgnet_controls.yaml"), keys_of("configs/real/cuhk01_lsro.yaml")
+    assert controls["generate-dgnet"] == arms["generate-dgnet"]
+    assert controls["generate-unconditional"] == lsro["generate-unconditional"]
+    assert controls["real-re-e18-s0"] == arms["real-re-e18-s0"]
 
 
 @pytest.mark.parametrize("config", sorted(str(p.relative_to(PROJECT_ROOT))

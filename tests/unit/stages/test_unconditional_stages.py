@@ -97,6 +97,43 @@ def test_generation_is_a_pure_function_of_the_generator_seed_and_index(tmp_path)
     np.testing.assert_array_equal(gen.generate(5, [6])[0], stored)
 
 
+def test_a_teacher_labels_identity_less_samples(tmp_path):
+    """Teacher soft labels on LSRO's samples (no identity: pid -1): each sample gets the real-only teacher's
+    view instead of the uniform target; the label stays -1 and the report claims no agreement rate."""
+    text = PIPELINE.replace("""  assign-labels:
+    inputs: {unconditional: generate-unconditional.fakes}
+""", """  labels-real: {uses: assign-labels}
+  export-real: {uses: export-hdf5, params: {sets: [real], image_height: 64, image_width: 32},
+                inputs: {labels: labels-real.labels}}
+  teacher:
+    uses: train-reid
+    inputs: {data: export-real.hdf5}
+    params: {backbone: tiny, pretrained: none, height: 64, width: 32, epochs: 8, warmup_epochs: 0, lr: 0.01,
+             train_batch_size: 8, num_workers: 0, threads: 1, evaluate: false, random_erasing: false}
+  assign-labels:
+    params: {schemes: {unconditional: teacher}, topk: 3, temperature: 0.1}
+    inputs: {unconditional: generate-unconditional.fakes, teacher: teacher.model}
+""")
+    _, entries = run(tmp_path, text)
+    summary = json.loads((entries["assign-labels"] / "meta.json").read_text())["summary"]
+    assert summary["sets"]["unconditional"] == {"scheme": "teacher", "samples": 10}  # no agreement rate claimed
+    with open_h5(entries["export-hdf5"] / "dataset.h5") as f:
+        m = f.meta("train")
+        rows = np.flatnonzero(m.source == {v: k for k, v in m.source_names.items()}["dcgan"])
+        assert len(rows) == 10 and (m.label[rows] == -1).all()
+        dense = f.targets("train", rows)
+    # the targets are the teacher's probabilities of each stored sample (top-3 of 3 classes: all of them)
+    from reidaug.data.images import decode_stored
+    from reidaug.train.features import predict_probs
+
+    chunks = [read_h5_chunk(c)[0] for c in sorted((entries["generate-unconditional"] / "chunks").glob("*.h5"))]
+    images = [decode_stored(b) for c in chunks for b in c["image"]]
+    want = predict_probs(entries["teacher"] / "run", images, temperature=0.1, device="cpu")
+    assert want.shape == dense.shape == (10, 3)
+    assert want.max(axis=1).min() > 0.5  # a confident teacher: its view is far from LSRO's uniform 1/3
+    np.testing.assert_allclose(dense, want, atol=2e-3)
+
+
 def test_export_of_unconditional_fakes_without_labels_is_refused(tmp_path):
     text = PIPELINE.replace("    inputs: {unconditional: generate-unconditional.fakes, labels: assign-labels.labels}",
                             "    inputs: {unconditional: generate-unconditional.fakes}")
