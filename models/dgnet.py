@@ -79,7 +79,9 @@ Deviations from the reference, and why:
   1x1 input convolution (fan-in 3) and four 3x3 convolutions each shrink the signal (x0.035, then ~x0.34 each),
   so at step 0 the score maps move ~1e-6 with the image (an image and its grey copy score the same to
   ~1e-6): the discriminator starts as a bias and its gradients to the early layers vanish. The reference
-  has 100k steps to climb out of it; ``d_init`` "kaiming" starts it image-sensitive (BENCHMARKS, DG-Net).
+  has 100k steps to climb out of it; ``d_init`` "kaiming" starts it image-sensitive. Measured on CUHK01 (3,000
+  steps, BENCHMARKS, DG-Net) it is worse: the gradient penalty dominates early and the generator learns to
+  ignore the appearance code (every swap looks like its structure source). Kept for the record, not advised.
 - The decoder ends in tanh (images in [-1, 1], as every GAN here); the reference outputs ImageNet-normalised
   values without tanh. Its layer norm (mean / unbiased std over C, H, W, per-channel affine) is
   ``GroupNorm(1, C)`` (biased variance, eps inside the square root). ASPP's dilated convolutions use zero

@@ -49,7 +49,8 @@ class TrainDGNetParams(GPUTrainParams):
                               "(the reference's; the decoder then starts modulated by the appearance code)")
     d_init: Literal["normal", "kaiming"] = Field(
         "normal", description="discriminator weights: normal N(0, 0.02) (the reference's; it starts blind to the "
-                              "image, ~1e-6) or kaiming (starts image-sensitive)")
+                              "image, ~1e-6) or kaiming (starts image-sensitive; on CUHK01 the generator then "
+                              "ignored the appearance code: not advised)")
     iterations: int = Field(10000, ge=1, le=100_000_000, description="training steps (the schedules scale with it)")
     train_batch: int = Field(8, ge=2, le=1024, description="triplets per step (DG-Net: 8)")
     flip: bool = True
