@@ -94,6 +94,9 @@ class _SplitState:
     group: Any
     n: int = 0
     hashers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: open handles of the split's datasets, held until close: a dataset whose last handle goes (whenever the
+    #: garbage collector gets to it) is closed and its cached chunks placed in the file at that moment
+    datasets: dict[str, Any] = dataclasses.field(default_factory=dict)
     has_keypoints: bool = False
 
 
@@ -554,6 +557,7 @@ class H5Writer:
                 column("target_dense", np.float16, (c,), rows=max(1, min(META_CHUNK, (1 << 20) // (2 * c))))
         for name in g:
             state.hashers[name] = hashlib.sha256()
+            state.datasets[name] = g[name]
         self._splits[split] = state
         return state
 
@@ -569,6 +573,7 @@ class H5Writer:
             for part in element_bytes(np.full((state.n, NUM_KEYPOINTS, 3), np.nan, np.float32), False):
                 h.update(part)
         state.hashers["keypoints"] = h
+        state.datasets["keypoints"] = g["keypoints"]
         state.has_keypoints = True
 
     def _write(self, state: _SplitState, cols: dict[str, Any]) -> None:
@@ -577,11 +582,10 @@ class H5Writer:
         require_free(self._tmp, sum(sum(len(b) for b in v) if k == "images" and self.encoding != "raw"
                                     else np.asarray(v).nbytes for k, v in cols.items() if v is not None),
                      "the HDF5 export")
-        g = state.group
         n0 = state.n
         b = len(cols["pid"])
         for name, data in cols.items():
-            ds = g[name]
+            ds = state.datasets[name]
             ds.resize(n0 + b, axis=0)
             if name == "images" and self.encoding != "raw":
                 # One row at a time: h5py turns a block of equal-length buffers into a 2-D array
