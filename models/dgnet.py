@@ -216,11 +216,10 @@ class DGNetConfig(GANConfig):
         self.check_at_least(0, "n_res", "d_res", "lambda_x", "lambda_xp", "lambda_a", "lambda_s", "lambda_cycle",
                             "lambda_id", "lambda_pid", "lambda_id_fake", "lambda_gan", "lambda_reg", "lr_g", "lr_d",
                             "lr_app", "weight_decay")
-        for field, reference in (("g_init", "kaiming"), ("d_init", "normal")):
+        for field, reference, other in (("g_init", "kaiming", "normal"), ("d_init", "normal", "kaiming")):
             if getattr(self, field) not in INITS:
                 raise ConfigError(f"{name}.{field} must be one of {', '.join(INITS)}, found {getattr(self, field)!r}. "
-                                  f"Fix: \"{reference}\" (the reference's) or "
-                                  f"\"{'normal' if reference == 'kaiming' else 'kaiming'}\".")
+                                  f"Fix: \"{reference}\" (the reference's) or \"{other}\".")
         for field in ("encoder_again", "warmup_start", "warmup_length", "lr_decay_at", "lr_gamma"):
             value = getattr(self, field)
             if not 0 <= value <= 1:
